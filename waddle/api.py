@@ -1,0 +1,226 @@
+"""``waddle.init`` and the module-level API (``waddle.log``, ``waddle.finish``, ...).
+
+Process-wide hooks are installed once, on the first ``init`` in the main thread:
+
+* atexit finishes every live run (a run nobody finished still gets its ``finish``);
+* sys.excepthook marks live runs failed before the interpreter exits, then chains;
+* SIGTERM (a scheduler preempting the job): with the default disposition the live runs
+  finish as ``killed`` and the process then dies of SIGTERM exactly as it would have;
+  a handler the program installed is called after the runs are marked killed, never
+  replaced; an ignored SIGTERM stays ignored.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+from waddle import context
+from waddle.errors import UsageError
+from waddle.gpu import open_nvml
+from waddle.ids import check_id, new_run_id, stream_id
+from waddle.log.segment import DEFAULT_SEGMENT_BYTES, list_segments, log_dir
+from waddle.log.writer import StreamWriter
+from waddle.names import friendly_name
+from waddle.recorded import Config, as_plain_dict
+from waddle.resume import replay_stream
+from waddle.run import DisabledRun, Run
+from waddle.system import DEFAULT_INTERVAL_S, SystemSampler
+
+MODES = ("online", "offline", "disabled")
+RESUME_CHOICES = (None, False, True, "allow", "must", "never", "auto")
+
+_live: list[Run] = []
+_hooks_installed = False
+_hook_lock = threading.Lock()
+
+
+def root_dir(dir: str | os.PathLike[str] | None = None) -> Path:
+    """The Waddle folder: ``dir``, else ``$WADDLE_DIR``, else ``./.waddle``."""
+    return Path(dir or os.environ.get("WADDLE_DIR") or ".waddle").absolute()
+
+
+def init(
+    project: str | None = None,
+    name: str | None = None,
+    config: Any = None,
+    tags: list[str] | tuple[str, ...] | None = None,
+    notes: str | None = None,
+    group: str | None = None,
+    job_type: str | None = None,
+    dir: str | os.PathLike[str] | None = None,
+    id: str | None = None,
+    resume: bool | str | None = None,
+    mode: str | None = None,
+    system_metrics: bool = True,
+    system_interval: float = DEFAULT_INTERVAL_S,
+    segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+    fsync_interval: float | None = None,
+    **ignored: Any,
+) -> Run:
+    """Start a run (or continue one with ``resume=``) and return it.
+
+    Keyword arguments of wandb.init that have no meaning offline (``entity``,
+    ``reinit``, ``settings``, ...) are accepted and ignored so wandb scripts run as is.
+    """
+    mode = mode or os.environ.get("WADDLE_MODE") or "offline"
+    if mode not in MODES:
+        raise UsageError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if resume not in RESUME_CHOICES:
+        raise UsageError(f"resume must be True, False, 'allow', 'must' or 'never', got {resume!r}")
+    project = project or os.environ.get("WADDLE_PROJECT") or "uncategorized"
+    run_id = check_id(id or os.environ.get("WADDLE_RUN_ID") or new_run_id(), "run id")
+    root = root_dir(dir)
+    settings = Config(as_plain_dict(config))
+    name = name or os.environ.get("WADDLE_NAME") or friendly_name(run_id)
+    if mode == "disabled":
+        return _register(DisabledRun(run_id, project, name, root, settings))
+    rank = _rank()
+    stream = stream_id(run_id, rank)
+    stream_dir = log_dir(root) / stream
+    resuming = resume not in (None, False, "never") and bool(list_segments(stream_dir))
+    if resume == "must" and not resuming:
+        raise UsageError(f"resume='must' but run {run_id!r} has no log under {root}")
+    writer = StreamWriter(
+        stream_dir, resume=resuming, segment_bytes=segment_bytes, fsync_interval=fsync_interval
+    )
+    previous = replay_stream(root, stream) if resuming else None
+    if previous is not None:
+        settings = Config({**previous.config, **settings.as_dict()})
+    nvml = open_nvml() if system_metrics else None
+    writer.append(
+        "run",
+        {
+            "run_id": run_id,
+            "project": project,
+            "name": name,
+            "config": settings.as_dict(),
+            "tags": [str(tag) for tag in tags or ()],
+            "notes": notes,
+            "group": group,
+            "job_type": job_type,
+            "context": context.collect(nvml.describe() if nvml else None),
+            "rank": rank,
+            "resumed": resuming,
+        },
+    )
+    run = Run(
+        writer=writer,
+        run_id=run_id,
+        stream=stream,
+        project=project,
+        name=name,
+        root=root,
+        config=settings,
+        step=previous.next_step if previous else 0,
+        on_finish=forget,
+    )
+    if previous is not None:
+        run.summary.last.update(previous.last_values)
+    if system_metrics:
+        run.start_system_metrics(
+            SystemSampler(
+                lambda data: writer.append("system", {"data": data}), system_interval, nvml
+            )
+        )
+    return _register(run)
+
+
+def _rank() -> int:
+    try:
+        return max(int(os.environ.get("RANK", "0")), 0)
+    except ValueError:
+        return 0
+
+
+def _register(run: Run) -> Run:
+    _live.append(run)
+    _install_hooks()
+    return run
+
+
+def forget(run: Run) -> None:
+    """Called by ``Run.finish``: the run is no longer the current one."""
+    if run in _live:
+        _live.remove(run)
+
+
+def current() -> Run | None:
+    """The most recently started live run, or None."""
+    return _live[-1] if _live else None
+
+
+def _require() -> Run:
+    run = current()
+    if run is None:
+        raise UsageError("no active run: call waddle.init() first")
+    return run
+
+
+def log(data: dict[str, Any], step: int | None = None, commit: bool = True) -> None:
+    """``run.log`` on the current run."""
+    _require().log(data, step=step, commit=commit)
+
+
+def finish(exit_code: int | None = None) -> None:
+    """``run.finish`` on the current run; nothing when there is none."""
+    run = current()
+    if run is not None:
+        run.finish(exit_code)
+
+
+def _finish_all(exit_code: int | None = None, status: str | None = None) -> None:
+    for run in list(_live):
+        run.finish(exit_code, status=status)
+
+
+def _install_hooks() -> None:
+    global _hooks_installed
+    with _hook_lock:
+        if _hooks_installed:
+            return
+        _hooks_installed = True
+    atexit.register(_finish_all)
+    previous_hook = sys.excepthook
+
+    def excepthook(
+        kind: type[BaseException], value: BaseException, tb: TracebackType | None
+    ) -> None:
+        if issubclass(kind, KeyboardInterrupt):
+            _finish_all(exit_code=130, status="killed")
+        else:
+            _finish_all(exit_code=1)
+        previous_hook(kind, value, tb)
+
+    sys.excepthook = excepthook
+    if threading.current_thread() is threading.main_thread():
+        _chain_sigterm()
+
+
+def _chain_sigterm() -> None:
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous == signal.SIG_IGN:
+        return
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        for run in _live:
+            run.killed_by = signum
+        if callable(previous):
+            previous(signum, frame)
+            return
+
+        def die() -> None:
+            _finish_all()
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+        if all(run.defer_signal(die) for run in list(_live)):
+            die()
+
+    signal.signal(signal.SIGTERM, on_sigterm)

@@ -1,0 +1,1 @@
+"""The append-only event log: line codec, segment files, writer and tailing reader."""

@@ -1,0 +1,179 @@
+"""The line codec: events to NDJSON bytes and back. Pure: no files, no clock.
+
+A line is one JSON object terminated by ``\\n``. JSON has no NaN or infinities, so the
+encoder writes them as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` and the
+decoder turns those strings back into floats inside metric, system and summary values.
+numpy scalars, 0-d arrays and torch 0-d tensors encode as plain numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from waddle.errors import EncodeError
+
+_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+STATUSES = ("finished", "failed", "killed")
+
+# The fields every reader may rely on, per event type (design.md section 3). The pydantic
+# models in waddle.events describe the full schema; a test keeps the two in agreement.
+REQUIRED_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
+    "run": {
+        "run_id": (str,),
+        "project": (str,),
+        "name": (str,),
+        "config": (dict,),
+        "tags": (list,),
+        "notes": (str, type(None)),
+        "group": (str, type(None)),
+        "job_type": (str, type(None)),
+        "context": (dict,),
+    },
+    "config": {"config": (dict,)},
+    "metrics": {"step": (int,), "data": (dict,)},
+    "summary": {"summary": (dict,)},
+    "system": {"data": (dict,)},
+    "console": {"stream": (str,), "text": (str,)},
+    "artifact": {"name": (str,), "kind": (str,), "path": (str,), "size": (int,), "sha256": (str,)},
+    "finish": {"exit_code": (int, type(None)), "status": (str,)},
+}
+# Which field of an event holds logged values whose non-finite strings become floats again.
+_VALUE_FIELDS = {"metrics": "data", "system": "data", "summary": "summary"}
+
+
+def _to_plain(value: Any) -> Any:
+    """orjson's fallback: tensors and numpy values that it cannot take natively."""
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist") and hasattr(value, "ndim"):
+        return value.tolist()
+    raise TypeError(f"unsupported type {type(value).__qualname__}")
+
+
+def _name_non_finite(value: Any) -> Any:
+    """A copy of ``value`` with NaN and infinities spelled as strings (the slow path)."""
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, Mapping):
+        return {k: _name_non_finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_name_non_finite(v) for v in value]
+    if hasattr(value, "ndim") and hasattr(value, "item"):
+        return _name_non_finite(value.item() if value.ndim == 0 else value.tolist())
+    return value
+
+
+def _find_unencodable(value: Any, path: str) -> EncodeError:
+    """Walk ``value`` to the first key that orjson refuses, for an error that names it."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return EncodeError(f"{path}[{key!r}]", key, "keys must be strings")
+            try:
+                orjson.dumps(item, default=_to_plain, option=_OPTIONS)
+            except TypeError:
+                return _find_unencodable(item, f"{path}/{key}" if path else key)
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            try:
+                orjson.dumps(item, default=_to_plain, option=_OPTIONS)
+            except TypeError:
+                return _find_unencodable(item, f"{path}[{index}]")
+    return EncodeError(path or "<event>", value)
+
+
+def encode(event: Mapping[str, Any]) -> bytes:
+    """One event as one line, ``\\n`` included. Raises ``EncodeError`` naming the bad key.
+
+    orjson writes NaN and infinities as ``null``; only when ``null`` appears in the line do
+    we pay for a second pass that spells them out, so the common case is one dumps call.
+    """
+    try:
+        line = orjson.dumps(event, default=_to_plain, option=_OPTIONS)
+    except TypeError as exc:
+        raise _find_unencodable(event, "") from exc
+    if b"null" in line:
+        line = orjson.dumps(_name_non_finite(event), default=_to_plain, option=_OPTIONS)
+    return line
+
+
+def restore_non_finite(values: dict[str, Any] | list[Any]) -> Any:
+    """Turn ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` back into floats, in place."""
+    for key, value in values.items() if type(values) is dict else enumerate(values):
+        if type(value) is str:
+            number = _NON_FINITE.get(value)
+            if number is not None:
+                values[key] = number
+        elif type(value) is dict or type(value) is list:
+            restore_non_finite(value)
+    return values
+
+
+def check_event(event: Any) -> str | None:
+    """Why ``event`` breaks the schema readers rely on, or None when it is sound."""
+    if type(event) is not dict:
+        return "line is not a JSON object"
+    seq = event.get("seq")
+    if type(seq) is not int or seq < 0:
+        return "seq must be an integer >= 0"
+    if type(event.get("ts")) not in (int, float):
+        return "ts must be a number"
+    kind = event.get("type")
+    fields = REQUIRED_FIELDS.get(kind) if type(kind) is str else None
+    if fields is None:
+        return f"unknown event type {kind!r}"
+    for name, types in fields.items():
+        value = event.get(name)
+        if type(value) not in types:
+            return f"{kind} event needs {name!r} of type {'/'.join(t.__name__ for t in types)}"
+    if kind == "finish" and event["status"] not in STATUSES:
+        return f"finish status must be one of {', '.join(STATUSES)}"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class BadLine:
+    """A complete line that was skipped: where it starts and why."""
+
+    offset: int
+    reason: str
+
+
+def decode(buffer: bytes, base: int = 0) -> tuple[list[dict[str, Any]], int, list[BadLine]]:
+    """Parse every complete line in ``buffer``.
+
+    Returns the events, the number of bytes consumed (through the last ``\\n``; a torn
+    final line is left for the caller to come back to) and the lines that were skipped,
+    with offsets counted from ``base``.
+    """
+    end = buffer.rfind(b"\n") + 1
+    events: list[dict[str, Any]] = []
+    bad: list[BadLine] = []
+    start = 0
+    while start < end:
+        stop = buffer.index(b"\n", start)
+        if stop > start:
+            try:
+                event = orjson.loads(buffer[start:stop])
+            except orjson.JSONDecodeError as exc:
+                bad.append(BadLine(base + start, f"not valid JSON ({exc})"))
+            else:
+                problem = check_event(event)
+                if problem is None:
+                    field = _VALUE_FIELDS.get(event["type"])
+                    if field is not None:
+                        restore_non_finite(event[field])
+                    events.append(event)
+                else:
+                    bad.append(BadLine(base + start, problem))
+        start = stop + 1
+    return events, end, bad

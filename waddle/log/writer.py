@@ -1,0 +1,244 @@
+"""The stream writer: gapless seqs, one ``write`` per event, roll-over, fsync, drop counting.
+
+Guarantees:
+
+* Each event reaches the operating system before ``append`` returns (one ``os.write`` on
+  an ``O_APPEND`` descriptor, no user-space buffer): it survives a SIGKILL of this
+  process. Power loss is guarded by ``fsync`` at roll-over, at ``close`` and, if asked,
+  on a timer.
+* seqs are gapless: an event that cannot be written takes no seq. A short write (a full
+  disk) is truncated back to the last complete line, so a segment never holds a torn
+  line followed by more events.
+* Threads may share a writer: seq assignment and the write happen under one lock.
+* I/O trouble never raises: the event is dropped, counted per cause, and logged once
+  per cause. Only an unencodable event raises (``EncodeError``), and nothing is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from waddle.errors import StreamLockedError, UsageError
+from waddle.log.record import encode
+from waddle.log.segment import (
+    DEFAULT_SEGMENT_BYTES,
+    LOCK_NAME,
+    acquire_lock,
+    list_segments,
+    repair_tail,
+    segment_name,
+)
+
+logger = logging.getLogger("waddle")
+
+_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+# How many writes pass between checks that the active segment still has a name on disk.
+_LINK_CHECK_EVERY = 1024
+_REOPEN_BACKOFF_S = 1.0
+
+
+class StreamWriter:
+    """The single writer of one stream folder."""
+
+    def __init__(
+        self,
+        stream_dir: Path,
+        *,
+        resume: bool = False,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        fsync_interval: float | None = None,
+    ) -> None:
+        self.stream_dir = stream_dir
+        self.segment_bytes = segment_bytes
+        self.dropped: dict[str, int] = {}
+        self._lock = threading.Lock()
+        stream_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = acquire_lock(stream_dir)
+        try:
+            self.next_seq = self._recover(resume)
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+        self._fd: int | None = None
+        self._size = 0
+        self._torn = False
+        self._writes_unchecked = 0
+        self._next_reopen = 0.0
+        self._open_segment(resume)
+        self._closed = threading.Event()
+        if fsync_interval:
+            threading.Thread(
+                target=self._sync_every, args=(fsync_interval,), name="waddle-fsync", daemon=True
+            ).start()
+
+    def _recover(self, resume: bool) -> int:
+        """The next seq: 0 for a new stream, after the last complete event on resume."""
+        segments = list_segments(self.stream_dir)
+        if segments and not resume:
+            raise UsageError(
+                f"stream {self.stream_dir.name!r} already has a log in {self.stream_dir}; "
+                "pass resume=True to continue it, or use another id"
+            )
+        for first in reversed(segments):
+            last = repair_tail(self.stream_dir / segment_name(first))
+            if last is not None:
+                return last + 1
+        return segments[0] if segments else 0
+
+    def _open_segment(self, resume: bool = False) -> None:
+        """Open the active segment: the newest one on resume, else a new one at next_seq."""
+        segments = list_segments(self.stream_dir) if resume else []
+        first = segments[-1] if segments else self.next_seq
+        path = self.stream_dir / segment_name(first)
+        self._fd = os.open(path, _OPEN_FLAGS, 0o644)
+        self._size = os.fstat(self._fd).st_size
+        self._writes_unchecked = 0
+
+    def append(self, kind: str, fields: dict[str, Any]) -> int | None:
+        """Write one event; its seq, or None when it was dropped (and counted)."""
+        with self._lock:
+            seq = self.next_seq
+            event = {"seq": seq, "ts": time.time(), "type": kind}
+            event.update(fields)
+            line = encode(event)
+            if self._write(line, seq):
+                self.next_seq = seq + 1
+                return seq
+            return None
+
+    def _write(self, line: bytes, seq: int) -> bool:
+        needs_repair = self._fd is None or self._torn
+        if (needs_repair or self._writes_unchecked >= _LINK_CHECK_EVERY) and not self._repair(seq):
+            self._drop("log unavailable")
+            return False
+        try:
+            if self._size and self._size + len(line) > self.segment_bytes:
+                self._roll(seq)
+            written = os.write(self._fd, line)
+        except OSError as exc:
+            self._undo_partial()
+            self._drop(errno.errorcode.get(exc.errno or 0, type(exc).__name__))
+            return False
+        if written != len(line):
+            self._undo_partial()
+            self._drop("short write")
+            return False
+        self._size += written
+        self._writes_unchecked += 1
+        return True
+
+    def _undo_partial(self) -> None:
+        """Cut whatever part of a failed line reached the file; remember if we could not."""
+        if self._fd is None:
+            return
+        try:
+            os.ftruncate(self._fd, self._size)
+            self._torn = False
+        except OSError:
+            self._torn = True
+
+    def _verify_linked(self) -> bool:
+        """False when the active segment was deleted under us (its folder removed).
+
+        Writes to an unlinked file succeed and vanish, so the events since the last check
+        are counted as lost.
+        """
+        with contextlib.suppress(OSError):
+            if os.fstat(self._fd).st_nlink > 0:
+                self._writes_unchecked = 0
+                return True
+        self._count("segment deleted", self._writes_unchecked)
+        self._close_fd()
+        return False
+
+    def _repair(self, seq: int) -> bool:
+        """Make the active segment writable again, or say it cannot be yet.
+
+        Covers a torn tail left by a failed truncate, and a deleted segment, for which a
+        new segment (and folder, and lock) starts at ``seq``.
+        """
+        if self._torn:
+            self._undo_partial()
+            return not self._torn
+        if self._fd is not None and self._verify_linked():
+            return True
+        now = time.monotonic()
+        if now < self._next_reopen:
+            return False
+        try:
+            self.stream_dir.mkdir(parents=True, exist_ok=True)
+            if not (self.stream_dir / LOCK_NAME).exists():
+                os.close(self._lock_fd)
+                self._lock_fd = acquire_lock(self.stream_dir)
+            self.next_seq = seq
+            self._open_segment()
+        except (OSError, StreamLockedError):
+            self._next_reopen = now + _REOPEN_BACKOFF_S
+            return False
+        return True
+
+    def _roll(self, seq: int) -> None:
+        """Seal the active segment (fsync) and start a new one named by ``seq``."""
+        os.fsync(self._fd)
+        self._close_fd()
+        self._fd = os.open(self.stream_dir / segment_name(seq), _OPEN_FLAGS, 0o644)
+        self._size = 0
+
+    def _drop(self, cause: str) -> None:
+        self._count(cause, 1)
+
+    def _count(self, cause: str, n: int) -> None:
+        if n <= 0:
+            return
+        if cause not in self.dropped:
+            logger.warning(
+                "waddle: events are being dropped for stream %s (%s); training goes on, "
+                "the count is reported at finish. Check the disk under %s.",
+                self.stream_dir.name,
+                cause,
+                self.stream_dir,
+            )
+        self.dropped[cause] = self.dropped.get(cause, 0) + n
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+    def sync(self) -> None:
+        """fsync the active segment; a failure is logged, never raised."""
+        with self._lock:
+            if self._fd is None:
+                return
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                logger.warning("waddle: fsync of stream %s failed: %s", self.stream_dir.name, exc)
+
+    def _sync_every(self, interval: float) -> None:
+        while not self._closed.wait(interval):
+            self.sync()
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+    def close(self) -> None:
+        """fsync, close the segment and release the stream lock. Safe to call twice."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self.sync()
+        with self._lock:
+            if self._fd is not None and self._writes_unchecked:
+                self._verify_linked()
+            self._close_fd()
+            os.close(self._lock_fd)

@@ -1,0 +1,37 @@
+"""What a resumed run needs from its own stream: config, next step, last values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from waddle.log.reader import LogReader, Offset
+
+
+@dataclass
+class Replayed:
+    """The state of a stream as its events left it."""
+
+    config: dict[str, Any] = field(default_factory=dict)
+    next_step: int = 0
+    last_values: dict[str, Any] = field(default_factory=dict)
+
+
+def replay_stream(root: Path, stream: str) -> Replayed:
+    """Read a whole stream once and fold it into the state a resumed Run continues from."""
+    reader = LogReader(root)
+    state = Replayed()
+    offset = Offset()
+    while True:
+        batch = reader.read(stream, offset)
+        if batch.offset == offset:
+            return state
+        offset = batch.offset
+        for event in batch.events:
+            kind = event["type"]
+            if kind == "metrics":
+                state.next_step = max(state.next_step, event["step"] + 1)
+                state.last_values.update(event["data"])
+            elif kind in ("run", "config"):
+                state.config.update(event["config"])
