@@ -10,7 +10,7 @@ order) and ``step`` (the user's x axis) are independent.
 from __future__ import annotations
 
 import logging
-import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -24,6 +24,7 @@ from waddle.system import SystemSampler
 logger = logging.getLogger("waddle")
 
 SIGNAL_EXIT_BASE = 128
+_now = time.time
 
 
 def status_for(exit_code: int | None) -> str:
@@ -54,8 +55,10 @@ class Run:
         self.dir = root
         self.config = config
         self.summary = Summary()
+        self._last = self.summary.last
         self._writer = writer
-        self._lock = threading.Lock()
+        # The writer's own lock guards the step rules too: one lock per log() call.
+        self._lock = writer.lock
         self._step = step
         self._pending: dict[str, Any] = {}
         self._pending_step = step
@@ -87,8 +90,19 @@ class Run:
             if self._finished:
                 raise UsageError(f"run {self.id} has finished; call waddle.init() for a new run")
             if step is None and commit and not self._pending:
-                self._write_metrics(self._step, data)
-                self._step += 1
+                writer = self._writer
+                step = self._step
+                writer.write_locked(
+                    {
+                        "seq": writer.next_seq,
+                        "ts": _now(),
+                        "type": "metrics",
+                        "step": step,
+                        "data": data,
+                    }
+                )
+                self._last.update(data)
+                self._step = step + 1
             else:
                 self._log_slow(data, step, commit)
         if self._deferred is not None:
@@ -97,7 +111,9 @@ class Run:
     def _record(self, kind: str, fields: dict[str, Any]) -> None:
         """Write a config or summary change under the run's lock (see ``defer_signal``)."""
         with self._lock:
-            self._writer.append(kind, fields)
+            self._writer.write_locked(
+                {"seq": self._writer.next_seq, "ts": _now(), "type": kind, **fields}
+            )
         if self._deferred is not None:
             self._deferred()
 
@@ -137,8 +153,11 @@ class Run:
         self._step = max(self._step, self._pending_step + 1)
 
     def _write_metrics(self, step: int, data: dict[str, Any]) -> None:
-        self._writer.append("metrics", {"step": step, "data": data})
-        self.summary.last.update(data)
+        writer = self._writer
+        writer.write_locked(
+            {"seq": writer.next_seq, "ts": _now(), "type": "metrics", "step": step, "data": data}
+        )
+        self._last.update(data)
 
     def start_system_metrics(self, sampler: SystemSampler) -> None:
         self._sampler = sampler

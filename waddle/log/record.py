@@ -101,7 +101,7 @@ def encode(event: Mapping[str, Any]) -> bytes:
         line = orjson.dumps(event, default=_to_plain, option=_OPTIONS)
     except TypeError as exc:
         raise _find_unencodable(event, "") from exc
-    if b"null" in line:
+    if line.find(b"null") >= 0:  # find() is measurably cheaper than `in` here
         line = orjson.dumps(_name_non_finite(event), default=_to_plain, option=_OPTIONS)
     return line
 

@@ -9,7 +9,7 @@ Guarantees:
 * seqs are gapless: an event that cannot be written takes no seq. A short write (a full
   disk) is truncated back to the last complete line, so a segment never holds a torn
   line followed by more events.
-* Threads may share a writer: seq assignment and the write happen under one lock.
+* Threads may share a writer: seq assignment and the write happen under ``lock``.
 * I/O trouble never raises: the event is dropped, counted per cause, and logged once
   per cause. Only an unencodable event raises (``EncodeError``), and nothing is written.
 """
@@ -39,8 +39,8 @@ from waddle.log.segment import (
 logger = logging.getLogger("waddle")
 
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
-# How many writes pass between checks that the active segment still has a name on disk.
-_LINK_CHECK_EVERY = 1024
+# Bytes written between checks that the active segment still has a name on disk.
+_CHECK_EVERY_BYTES = 256 * 1024
 _REOPEN_BACKOFF_S = 1.0
 
 
@@ -58,7 +58,7 @@ class StreamWriter:
         self.stream_dir = stream_dir
         self.segment_bytes = segment_bytes
         self.dropped: dict[str, int] = {}
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
         stream_dir.mkdir(parents=True, exist_ok=True)
         self._lock_fd = acquire_lock(stream_dir)
         try:
@@ -69,10 +69,13 @@ class StreamWriter:
         self._fd: int | None = None
         self._size = 0
         self._torn = False
-        self._writes_unchecked = 0
+        # The segment size at which the slow path runs again (roll-over, link check);
+        # 0 forces it (no segment open, a torn tail).
+        self._limit = 0
+        self._checked_seq = 0
         self._next_reopen = 0.0
-        self._open_segment(resume)
         self._closed = threading.Event()
+        self._open_segment(resume)
         if fsync_interval:
             threading.Thread(
                 target=self._sync_every, args=(fsync_interval,), name="waddle-fsync", daemon=True
@@ -96,79 +99,104 @@ class StreamWriter:
         """Open the active segment: the newest one on resume, else a new one at next_seq."""
         segments = list_segments(self.stream_dir) if resume else []
         first = segments[-1] if segments else self.next_seq
-        path = self.stream_dir / segment_name(first)
-        self._fd = os.open(path, _OPEN_FLAGS, 0o644)
+        self._fd = os.open(self.stream_dir / segment_name(first), _OPEN_FLAGS, 0o644)
         self._size = os.fstat(self._fd).st_size
-        self._writes_unchecked = 0
+        self._checked_seq = self.next_seq
+        self._set_limit()
+
+    def _set_limit(self) -> None:
+        self._limit = min(self._size + _CHECK_EVERY_BYTES, self.segment_bytes)
 
     def append(self, kind: str, fields: dict[str, Any]) -> int | None:
         """Write one event; its seq, or None when it was dropped (and counted)."""
-        with self._lock:
-            seq = self.next_seq
-            event = {"seq": seq, "ts": time.time(), "type": kind}
+        with self.lock:
+            event = {"seq": self.next_seq, "ts": time.time(), "type": kind}
             event.update(fields)
-            line = encode(event)
-            if self._write(line, seq):
-                self.next_seq = seq + 1
-                return seq
-            return None
+            return event["seq"] if self.write_locked(event) else None
 
-    def _write(self, line: bytes, seq: int) -> bool:
-        needs_repair = self._fd is None or self._torn
-        if (needs_repair or self._writes_unchecked >= _LINK_CHECK_EVERY) and not self._repair(seq):
-            self._drop("log unavailable")
-            return False
+    def append_event(self, event: dict[str, Any]) -> bool:
+        """Write an event that already carries its seq, which must be ``next_seq``."""
+        with self.lock:
+            if event.get("seq") != self.next_seq:
+                raise UsageError(f"event seq {event.get('seq')} is not the next {self.next_seq}")
+            return self.write_locked(event)
+
+    def write_locked(self, event: dict[str, Any]) -> bool:
+        """Write ``event``, whose seq the caller set to ``next_seq`` while holding ``lock``.
+
+        True when written; False when dropped for I/O trouble (counted, seq not taken).
+        """
+        line = encode(event)
+        length = len(line)
+        if self._size + length > self._limit:
+            problem = self._prepare(length)
+            if problem:
+                self._drop(problem)
+                return False
         try:
-            if self._size and self._size + len(line) > self.segment_bytes:
-                self._roll(seq)
-            written = os.write(self._fd, line)
+            written = os.write(self._fd, line)  # type: ignore[arg-type]
         except OSError as exc:
             self._undo_partial()
-            self._drop(errno.errorcode.get(exc.errno or 0, type(exc).__name__))
+            self._drop(_cause(exc))
             return False
-        if written != len(line):
+        if written != length:
             self._undo_partial()
             self._drop("short write")
             return False
         self._size += written
-        self._writes_unchecked += 1
+        self.next_seq += 1
         return True
+
+    def _prepare(self, length: int) -> str | None:
+        """The slow path before a write: repair a torn tail, check the link, roll over.
+
+        Returns why the write cannot happen now, or None.
+        """
+        if self._closed.is_set():
+            return "writer closed"
+        if self._torn:
+            self._undo_partial()
+            if self._torn:
+                return "torn tail"
+        elif self._fd is not None:
+            self._verify_linked()
+        if self._fd is None and not self._reopen():
+            return "log unavailable"
+        if self._size and self._size + length > self.segment_bytes:
+            try:
+                self._roll()
+            except OSError as exc:
+                return _cause(exc)
+        self._set_limit()
+        return None
 
     def _undo_partial(self) -> None:
         """Cut whatever part of a failed line reached the file; remember if we could not."""
-        if self._fd is None:
-            return
         try:
-            os.ftruncate(self._fd, self._size)
-            self._torn = False
+            os.ftruncate(self._fd, self._size)  # type: ignore[arg-type]
         except OSError:
             self._torn = True
+            self._limit = 0
+        else:
+            self._torn = False
+            self._set_limit()
 
     def _verify_linked(self) -> bool:
         """False when the active segment was deleted under us (its folder removed).
 
         Writes to an unlinked file succeed and vanish, so the events since the last check
-        are counted as lost.
+        are counted as lost, and the descriptor is closed so that a new segment starts.
         """
         with contextlib.suppress(OSError):
-            if os.fstat(self._fd).st_nlink > 0:
-                self._writes_unchecked = 0
+            if os.fstat(self._fd).st_nlink > 0:  # type: ignore[arg-type]
+                self._checked_seq = self.next_seq
                 return True
-        self._count("segment deleted", self._writes_unchecked)
+        self._count("segment deleted", self.next_seq - self._checked_seq)
         self._close_fd()
         return False
 
-    def _repair(self, seq: int) -> bool:
-        """Make the active segment writable again, or say it cannot be yet.
-
-        Covers a torn tail left by a failed truncate, and a deleted segment, for which a
-        new segment (and folder, and lock) starts at ``seq``.
-        """
-        if self._torn:
-            self._undo_partial()
-            return not self._torn
-        if self._fd is not None and self._verify_linked():
-            return True
+    def _reopen(self) -> bool:
+        """A new segment (and folder, and lock) at ``next_seq``; at most once a second."""
         now = time.monotonic()
         if now < self._next_reopen:
             return False
@@ -177,18 +205,17 @@ class StreamWriter:
             if not (self.stream_dir / LOCK_NAME).exists():
                 os.close(self._lock_fd)
                 self._lock_fd = acquire_lock(self.stream_dir)
-            self.next_seq = seq
             self._open_segment()
         except (OSError, StreamLockedError):
             self._next_reopen = now + _REOPEN_BACKOFF_S
             return False
         return True
 
-    def _roll(self, seq: int) -> None:
-        """Seal the active segment (fsync) and start a new one named by ``seq``."""
-        os.fsync(self._fd)
+    def _roll(self) -> None:
+        """Seal the active segment (fsync) and start a new one named by ``next_seq``."""
+        os.fsync(self._fd)  # type: ignore[arg-type]
         self._close_fd()
-        self._fd = os.open(self.stream_dir / segment_name(seq), _OPEN_FLAGS, 0o644)
+        self._fd = os.open(self.stream_dir / segment_name(self.next_seq), _OPEN_FLAGS, 0o644)
         self._size = 0
 
     def _drop(self, cause: str) -> None:
@@ -213,7 +240,7 @@ class StreamWriter:
 
     def sync(self) -> None:
         """fsync the active segment; a failure is logged, never raised."""
-        with self._lock:
+        with self.lock:
             if self._fd is None:
                 return
             try:
@@ -230,6 +257,7 @@ class StreamWriter:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = None
+            self._limit = 0
 
     def close(self) -> None:
         """fsync, close the segment and release the stream lock. Safe to call twice."""
@@ -237,8 +265,13 @@ class StreamWriter:
             return
         self._closed.set()
         self.sync()
-        with self._lock:
-            if self._fd is not None and self._writes_unchecked:
+        with self.lock:
+            if self._fd is not None and self.next_seq > self._checked_seq:
                 self._verify_linked()
             self._close_fd()
             os.close(self._lock_fd)
+
+
+def _cause(exc: OSError) -> str:
+    """A short name for an I/O failure: ENOSPC, EIO, ..."""
+    return errno.errorcode.get(exc.errno or 0, type(exc).__name__)

@@ -1,0 +1,161 @@
+"""Event models (pydantic): the full schema of every event type, used at boundaries.
+
+These models are the one source of the JSON Schema files in ``schemas/``
+(``python -m waddle.events schemas/`` writes them; a test fails when they drift) and
+validate what arrives over ``/ingest``. The log reader checks only the fields every
+reader relies on (``waddle.log.record.REQUIRED_FIELDS``), which keeps the tail loop
+fast; a test keeps those two in agreement. pydantic is imported here and only here, so
+the producer path does not pay for it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+# A logged value: a number, one of the names of the non-finite floats, or any JSON value.
+LoggedValues = dict[str, Any]
+NonNegativeInt = Annotated[int, Field(ge=0, strict=True)]
+
+
+class Envelope(BaseModel):
+    """Fields every event has."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    seq: NonNegativeInt = Field(description="Position in the stream: 0, 1, 2, ... without gaps.")
+    ts: float = Field(description="Unix time in seconds when the event was made.")
+
+
+class RunEvent(Envelope):
+    """The first event of a stream (again, with resumed=true, when a run is resumed)."""
+
+    type: Literal["run"]
+    run_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+    project: str
+    name: str
+    config: dict[str, Any]
+    tags: list[str]
+    notes: str | None
+    group: str | None
+    job_type: str | None
+    context: dict[str, Any] = Field(
+        description="Start time, argv, Python, OS, CPU, memory, host, GPUs, git, code."
+    )
+    rank: NonNegativeInt = 0
+    resumed: bool = False
+
+
+class ConfigEvent(Envelope):
+    """A partial update of the run's config."""
+
+    type: Literal["config"]
+    config: dict[str, Any]
+
+
+class MetricsEvent(Envelope):
+    """One ``log()`` call: the values at a step. NaN/Inf are the strings NaN/Infinity."""
+
+    type: Literal["metrics"]
+    step: NonNegativeInt
+    data: LoggedValues
+
+
+class SummaryEvent(Envelope):
+    """A partial update of the run's summary."""
+
+    type: Literal["summary"]
+    summary: LoggedValues
+
+
+class SystemEvent(Envelope):
+    """A sample of system metrics, flat keys such as ``cpu/percent``, ``gpu/0/util_percent``."""
+
+    type: Literal["system"]
+    data: LoggedValues
+
+
+class ConsoleEvent(Envelope):
+    """Captured console text."""
+
+    type: Literal["console"]
+    stream: Literal["stdout", "stderr"]
+    text: str
+
+
+class ArtifactEvent(Envelope):
+    """A file recorded with the run."""
+
+    type: Literal["artifact"]
+    name: str
+    kind: str
+    path: str
+    size: NonNegativeInt
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class FinishEvent(Envelope):
+    """The end of a process's part of a run."""
+
+    type: Literal["finish"]
+    exit_code: int | None
+    status: Literal["finished", "failed", "killed"]
+    dropped: dict[str, NonNegativeInt] = Field(
+        default_factory=dict, description="Events lost to I/O trouble, by cause."
+    )
+
+
+MODELS: dict[str, type[Envelope]] = {
+    "run": RunEvent,
+    "config": ConfigEvent,
+    "metrics": MetricsEvent,
+    "summary": SummaryEvent,
+    "system": SystemEvent,
+    "console": ConsoleEvent,
+    "artifact": ArtifactEvent,
+    "finish": FinishEvent,
+}
+Event = Annotated[
+    RunEvent
+    | ConfigEvent
+    | MetricsEvent
+    | SummaryEvent
+    | SystemEvent
+    | ConsoleEvent
+    | ArtifactEvent
+    | FinishEvent,
+    Field(discriminator="type"),
+]
+EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(Event)
+
+
+def schema_files() -> dict[str, bytes]:
+    """File name to JSON Schema text: one file per event type and one for any event."""
+    files = {f"{kind}.schema.json": _dump(m.model_json_schema()) for kind, m in MODELS.items()}
+    files["event.schema.json"] = _dump(EVENT_ADAPTER.json_schema())
+    return files
+
+
+def _dump(schema: dict[str, Any]) -> bytes:
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+    return orjson.dumps(schema, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+
+
+def write_schemas(folder: Path) -> list[Path]:
+    """Regenerate ``schemas/``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in schema_files().items():
+        path = folder / name
+        path.write_bytes(text)
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for path in write_schemas(Path(sys.argv[1] if len(sys.argv) > 1 else "schemas")):
+        print(path)
