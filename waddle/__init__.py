@@ -11,8 +11,8 @@ from typing import Any
 
 from waddle.api import finish, init, log
 from waddle.errors import EncodeError, StreamLockedError, UsageError, WaddleError
+from waddle.live_run import Run
 from waddle.recorded import Config, Summary
-from waddle.run import Run
 
 __version__ = "0.1.0"
 __all__ = [

@@ -1,6 +1,7 @@
 """``waddle.init`` and the module-level API (``waddle.log``, ``waddle.finish``, ...).
 
-Process-wide hooks are installed once, on the first ``init`` in the main thread:
+Process-wide hooks are installed once: atexit and sys.excepthook on the first ``init``,
+the SIGTERM handler on the first ``init`` in the main thread (only it may set one):
 
 * atexit finishes every live run (a run nobody finished still gets its ``finish``);
 * sys.excepthook marks live runs failed before the interpreter exits, then chains;
@@ -25,12 +26,12 @@ from waddle import context
 from waddle.errors import UsageError
 from waddle.gpu import open_nvml
 from waddle.ids import check_id, new_run_id, stream_id
+from waddle.live_run import DisabledRun, Run
 from waddle.log.segment import DEFAULT_SEGMENT_BYTES, list_segments, log_dir
 from waddle.log.writer import StreamWriter
 from waddle.names import friendly_name
 from waddle.recorded import Config, as_plain_dict
 from waddle.resume import replay_stream
-from waddle.run import DisabledRun, Run
 from waddle.system import DEFAULT_INTERVAL_S, SystemSampler
 
 MODES = ("online", "offline", "disabled")
@@ -38,6 +39,7 @@ RESUME_CHOICES = (None, False, True, "allow", "must", "never", "auto")
 
 _live: list[Run] = []
 _hooks_installed = False
+_sigterm_chained = False
 _hook_lock = threading.Lock()
 
 
@@ -74,15 +76,15 @@ def init(
         raise UsageError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if resume not in RESUME_CHOICES:
         raise UsageError(f"resume must be True, False, 'allow', 'must' or 'never', got {resume!r}")
-    project = project or os.environ.get("WADDLE_PROJECT") or "uncategorized"
+    project = str(project or os.environ.get("WADDLE_PROJECT") or "uncategorized")
     run_id = check_id(id or os.environ.get("WADDLE_RUN_ID") or new_run_id(), "run id")
     root = root_dir(dir)
     settings = Config(as_plain_dict(config))
-    name = name or os.environ.get("WADDLE_NAME") or friendly_name(run_id)
+    name = str(name or os.environ.get("WADDLE_NAME") or friendly_name(run_id))
     if mode == "disabled":
-        return _register(DisabledRun(run_id, project, name, root, settings))
+        return _register(DisabledRun(run_id, project, name, root, settings, on_finish=forget))
     rank = _rank()
-    stream = stream_id(run_id, rank)
+    stream = check_id(stream_id(run_id, rank), "stream id (run id + '.' + RANK)")
     stream_dir = log_dir(root) / stream
     resuming = resume not in (None, False, "never") and bool(list_segments(stream_dir))
     if resume == "must" and not resuming:
@@ -90,26 +92,30 @@ def init(
     writer = StreamWriter(
         stream_dir, resume=resuming, segment_bytes=segment_bytes, fsync_interval=fsync_interval
     )
-    previous = replay_stream(root, stream) if resuming else None
-    if previous is not None:
-        settings = Config({**previous.config, **settings.as_dict()})
-    nvml = open_nvml() if system_metrics else None
-    writer.append(
-        "run",
-        {
-            "run_id": run_id,
-            "project": project,
-            "name": name,
-            "config": settings.as_dict(),
-            "tags": [str(tag) for tag in tags or ()],
-            "notes": notes,
-            "group": group,
-            "job_type": job_type,
-            "context": context.collect(nvml.describe() if nvml else None),
-            "rank": rank,
-            "resumed": resuming,
-        },
-    )
+    try:
+        previous = replay_stream(root, stream) if resuming else None
+        if previous is not None:
+            settings = Config({**previous.config, **settings.as_dict()})
+        nvml = open_nvml() if system_metrics else None
+        writer.append(
+            "run",
+            {
+                "run_id": run_id,
+                "project": project,
+                "name": name,
+                "config": settings.as_dict(),
+                "tags": [str(tag) for tag in tags or ()],
+                "notes": _text_or_none(notes),
+                "group": _text_or_none(group),
+                "job_type": _text_or_none(job_type),
+                "context": context.collect(nvml.describe() if nvml else None),
+                "rank": rank,
+                "resumed": resuming,
+            },
+        )
+    except BaseException:
+        writer.discard(keep_log=resuming)
+        raise
     run = Run(
         writer=writer,
         run_id=run_id,
@@ -122,7 +128,7 @@ def init(
         on_finish=forget,
     )
     if previous is not None:
-        run.summary.last.update(previous.last_values)
+        run.summary.seed(previous.last_values, previous.explicit_summary)
     if system_metrics:
         run.start_system_metrics(
             SystemSampler(
@@ -130,6 +136,10 @@ def init(
             )
         )
     return _register(run)
+
+
+def _text_or_none(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def _rank() -> int:
@@ -181,11 +191,16 @@ def _finish_all(exit_code: int | None = None, status: str | None = None) -> None
 
 
 def _install_hooks() -> None:
-    global _hooks_installed
+    global _hooks_installed, _sigterm_chained
     with _hook_lock:
-        if _hooks_installed:
-            return
+        chain = not _sigterm_chained and threading.current_thread() is threading.main_thread()
+        _sigterm_chained = _sigterm_chained or chain
+        first = not _hooks_installed
         _hooks_installed = True
+    if chain:  # signal handlers can only be installed from the main thread
+        _chain_sigterm()
+    if not first:
+        return
     atexit.register(_finish_all)
     previous_hook = sys.excepthook
 
@@ -199,8 +214,6 @@ def _install_hooks() -> None:
         previous_hook(kind, value, tb)
 
     sys.excepthook = excepthook
-    if threading.current_thread() is threading.main_thread():
-        _chain_sigterm()
 
 
 def _chain_sigterm() -> None:

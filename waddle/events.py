@@ -70,6 +70,9 @@ class SummaryEvent(Envelope):
 
     type: Literal["summary"]
     summary: LoggedValues
+    final: bool = Field(
+        default=False, description="True on the whole merged summary written at finish."
+    )
 
 
 class SystemEvent(Envelope):

@@ -72,6 +72,8 @@ class RecordedDict:
         return self.as_dict()[key]
 
     def __getattr__(self, key: str) -> Any:
+        if key.startswith("_"):  # internals (and copy's probes) never come from the values
+            raise AttributeError(key)
         try:
             return self[key]
         except KeyError:
@@ -123,6 +125,11 @@ class Summary(RecordedDict):
     def __init__(self) -> None:
         super().__init__()
         object.__setattr__(self, "last", {})
+
+    def seed(self, last: Mapping[str, Any], explicit: Mapping[str, Any]) -> None:
+        """Start from a resumed run's summary without recording it again."""
+        self.last.update(last)
+        self._items.update(explicit)
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.last, **self._items}

@@ -1,4 +1,4 @@
-"""What a resumed run needs from its own stream: config, next step, last values."""
+"""What a resumed run needs from its own stream: config, next step, summary."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ class Replayed:
     config: dict[str, Any] = field(default_factory=dict)
     next_step: int = 0
     last_values: dict[str, Any] = field(default_factory=dict)
+    explicit_summary: dict[str, Any] = field(default_factory=dict)
 
 
 def replay_stream(root: Path, stream: str) -> Replayed:
@@ -35,3 +36,5 @@ def replay_stream(root: Path, stream: str) -> Replayed:
                 state.last_values.update(event["data"])
             elif kind in ("run", "config"):
                 state.config.update(event["config"])
+            elif kind == "summary" and not event.get("final"):
+                state.explicit_summary.update(event["summary"])

@@ -132,8 +132,7 @@ def check_event(event: Any) -> str | None:
     if fields is None:
         return f"unknown event type {kind!r}"
     for name, types in fields.items():
-        value = event.get(name)
-        if type(value) not in types:
+        if name not in event or type(event[name]) not in types:
             return f"{kind} event needs {name!r} of type {'/'.join(t.__name__ for t in types)}"
     if kind == "finish" and event["status"] not in STATUSES:
         return f"finish status must be one of {', '.join(STATUSES)}"

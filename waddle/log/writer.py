@@ -259,6 +259,14 @@ class StreamWriter:
             self._fd = None
             self._limit = 0
 
+    def discard(self, keep_log: bool) -> None:
+        """Close after a failed start; a new stream's folder is removed if it holds nothing."""
+        self.close()
+        if not keep_log and self.next_seq == 0:
+            for path in self.stream_dir.iterdir():
+                path.unlink()
+            self.stream_dir.rmdir()
+
     def close(self) -> None:
         """fsync, close the segment and release the stream lock. Safe to call twice."""
         if self._closed.is_set():

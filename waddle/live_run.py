@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import Any
 
 from waddle.errors import UsageError
+from waddle.log.record import encode
 from waddle.log.writer import StreamWriter
 from waddle.recorded import Config, Summary
 from waddle.system import SystemSampler
@@ -90,18 +91,8 @@ class Run:
             if self._finished:
                 raise UsageError(f"run {self.id} has finished; call waddle.init() for a new run")
             if step is None and commit and not self._pending:
-                writer = self._writer
                 step = self._step
-                writer.write_locked(
-                    {
-                        "seq": writer.next_seq,
-                        "ts": _now(),
-                        "type": "metrics",
-                        "step": step,
-                        "data": data,
-                    }
-                )
-                self._last.update(data)
+                self._write_metrics(step, data)
                 self._step = step + 1
             else:
                 self._log_slow(data, step, commit)
@@ -143,6 +134,7 @@ class Run:
             self._pending = {}
             self._step = max(self._step, step + 1)
         else:
+            encode(data)  # an unencodable value must fail at this call, not a later one
             self._pending = {**self._pending, **data}
             self._pending_step = step
             self._step = max(self._step, step)
@@ -177,18 +169,21 @@ class Run:
                 self._flush_pending()
         if self._sampler is not None:
             self._sampler.stop()
-        if self.killed_by is not None:
-            status = "killed"
-            exit_code = SIGNAL_EXIT_BASE + self.killed_by if exit_code is None else exit_code
         summary = self.summary.as_dict()
         if summary:
-            self._writer.append("summary", {"summary": summary})
+            self._writer.append("summary", {"summary": summary, "final": True})
         self.config._attach(None)
         self.summary._attach(None)
-        dropped = dict(self._writer.dropped)
+        if self.killed_by is not None:  # decided as late as possible: a signal may come now
+            status = "killed"
+            exit_code = SIGNAL_EXIT_BASE + self.killed_by if exit_code is None else exit_code
         self._writer.append(
             "finish",
-            {"exit_code": exit_code, "status": status or status_for(exit_code), "dropped": dropped},
+            {
+                "exit_code": exit_code,
+                "status": status or status_for(exit_code),
+                "dropped": dict(self._writer.dropped),
+            },
         )
         self._writer.close()
         if self._writer.dropped_total:
@@ -200,6 +195,8 @@ class Run:
             )
         if self._on_finish is not None:
             self._on_finish(self)
+        if self._deferred is not None:
+            self._deferred()
 
     def __enter__(self) -> Run:
         return self
@@ -224,7 +221,15 @@ class Run:
 class DisabledRun(Run):
     """``mode="disabled"``: config and summary work in memory; logging costs nothing."""
 
-    def __init__(self, run_id: str, project: str, name: str, root: Path, config: Config) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        project: str,
+        name: str,
+        root: Path,
+        config: Config,
+        on_finish: Callable[[Run], object] | None = None,
+    ) -> None:
         self.id = self.stream = run_id
         self.project = project
         self.name = name
@@ -233,6 +238,7 @@ class DisabledRun(Run):
         self.summary = Summary()
         self._step = 0
         self.killed_by = None
+        self._on_finish = on_finish
 
     @property
     def dropped(self) -> int:
@@ -242,4 +248,10 @@ class DisabledRun(Run):
         """Does nothing."""
 
     def finish(self, exit_code: int | None = None, *, status: str | None = None) -> None:
-        """Does nothing."""
+        """Ends the run as the current one; writes nothing."""
+        if self._on_finish is not None:
+            self._on_finish(self)
+
+    def defer_signal(self, action: Callable[[], object]) -> bool:
+        """Never in the way of a signal handler: it holds no lock."""
+        return True

@@ -1,0 +1,191 @@
+"""The pydantic event models: schemas/ is their generated output, and they agree with
+the fields the log reader relies on (waddle.log.record.REQUIRED_FIELDS)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+import pytest
+from helpers import (
+    SCHEMAS,
+    assert_valid_by_schemas,
+    isolated_waddle,  # noqa: F401  (autouse)
+    raw_events,
+    raw_log,
+)
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+import waddle
+from waddle.events import EVENT_ADAPTER, MODELS, schema_files
+from waddle.log.record import REQUIRED_FIELDS, check_event
+
+REGENERATE = "run `python -m waddle.events schemas` and commit the result"
+
+# One valid event per type, with every field the model knows about.
+VALID: dict[str, dict[str, Any]] = {
+    "run": {
+        "run_id": "abc",
+        "project": "p",
+        "name": "n",
+        "config": {"lr": 0.1},
+        "tags": ["t"],
+        "notes": None,
+        "group": "g",
+        "job_type": None,
+        "context": {"pid": 1},
+        "rank": 0,
+        "resumed": False,
+    },
+    "config": {"config": {"lr": 0.2}},
+    "metrics": {"step": 3, "data": {"loss": "NaN", "acc": 0.5}},
+    "summary": {"summary": {"loss": 0.1}},
+    "system": {"data": {"cpu/percent": 12.5}},
+    "console": {"stream": "stdout", "text": "hello\n"},
+    "artifact": {
+        "name": "model",
+        "kind": "weights",
+        "path": "m.pt",
+        "size": 10,
+        "sha256": "a" * 64,
+    },
+    "finish": {"exit_code": 0, "status": "finished", "dropped": {}},
+}
+
+
+def valid_event(kind: str) -> dict[str, Any]:
+    return {"seq": 0, "ts": 1.5, "type": kind, **VALID[kind]}
+
+
+def test_schema_files_match_the_models() -> None:
+    expected = schema_files()
+    on_disk = {path.name: path.read_bytes() for path in SCHEMAS.glob("*.json")}
+    assert sorted(on_disk) == sorted(expected), f"schemas/ has the wrong files: {REGENERATE}"
+    for name, text in expected.items():
+        assert on_disk[name] == text, f"schemas/{name} is out of date: {REGENERATE}"
+
+
+def test_models_cover_exactly_the_event_types_readers_know() -> None:
+    assert sorted(MODELS) == sorted(REQUIRED_FIELDS)
+
+
+@pytest.mark.parametrize("kind", sorted(REQUIRED_FIELDS))
+def test_every_field_readers_rely_on_is_required_by_the_model(kind: str) -> None:
+    fields = MODELS[kind].model_fields
+    required = {name for name, field in fields.items() if field.is_required()}
+    assert set(REQUIRED_FIELDS[kind]) <= required
+    assert {"seq", "ts", "type"} <= required
+
+
+@pytest.mark.parametrize("kind", sorted(VALID))
+def test_a_valid_example_passes_both(kind: str) -> None:
+    event = valid_event(kind)
+    assert EVENT_ADAPTER.validate_python(event).type == kind
+    assert check_event(event) is None
+
+
+RELIED_ON = [(kind, name) for kind, fields in sorted(REQUIRED_FIELDS.items()) for name in fields]
+
+
+@pytest.mark.parametrize(("kind", "name"), RELIED_ON, ids=[f"{k}.{n}" for k, n in RELIED_ON])
+def test_an_event_missing_a_relied_on_field_fails_both(kind: str, name: str) -> None:
+    """Readers index these fields; a line without one must not pass as sound (even a
+    nullable one: ``event["exit_code"]`` raises KeyError when the key is absent)."""
+    event = {k: v for k, v in valid_event(kind).items() if k != name}
+    with pytest.raises(ValidationError):
+        EVENT_ADAPTER.validate_python(event)
+    assert check_event(event) is not None
+
+
+JSON_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**64),
+    st.floats(allow_nan=False),
+    st.text(max_size=5),
+)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@st.composite
+def near_valid_events(draw: st.DrawFn, kind: str) -> dict[str, Any]:
+    """A valid event of ``kind`` with some fields replaced by any JSON value, or removed."""
+    event = valid_event(kind)
+    for name in list(event):
+        if name == "type":
+            continue
+        choice = draw(st.sampled_from(["keep", "keep", "replace", "remove"]))
+        if choice == "replace":
+            event[name] = draw(JSON_VALUES)
+        elif choice == "remove":
+            del event[name]
+    return event
+
+
+@pytest.mark.parametrize("kind", sorted(VALID))
+def test_what_the_model_accepts_the_reader_accepts(kind: str) -> None:
+    @settings(max_examples=100, deadline=None)
+    @given(near_valid_events(kind))
+    def check(event: dict[str, Any]) -> None:
+        try:
+            EVENT_ADAPTER.validate_python(event)
+        except ValidationError:
+            return
+        assert check_event(event) is None, event
+
+    check()
+
+
+def produce_every_kind() -> bytes:
+    """A real run that writes run, config, metrics (with NaN), summary, system, finish."""
+    run = waddle.init(
+        id="all", config={"lr": 0.1}, tags=["x"], system_metrics=True, system_interval=0.02
+    )
+    run.config.wd = 0.01
+    run.log({"loss": math.nan, "acc": 0.5, "inf": math.inf})
+    run.log({"loss": 0.5}, step=10)
+    run.summary["best"] = 0.5
+    while b'"type":"system"' not in raw_log():
+        run.log({"tick": 1})
+    run.finish()
+    return raw_log()
+
+
+def test_real_producer_output_passes_the_models_the_reader_and_the_schema_files() -> None:
+    data = produce_every_kind()
+    events = raw_events(data)
+    assert {e["type"] for e in events} == {
+        "run",
+        "config",
+        "metrics",
+        "summary",
+        "system",
+        "finish",
+    }
+    for event in events:
+        EVENT_ADAPTER.validate_python(event)
+        assert check_event(event) is None, event
+    assert assert_valid_by_schemas(data) == len(events)
+    assert orjson.loads(data.splitlines()[2])["data"]["loss"] == "NaN"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"seq":0,"ts":1.0,"type":"metrics","step":-1,"data":{}}\n',
+        b'{"seq":0,"ts":1.0,"type":"finish","exit_code":0,"status":"done"}\n',
+        b'{"seq":"0","ts":1.0,"type":"config","config":{}}\n',
+    ],
+)
+def test_the_schema_files_reject_a_broken_event(line: bytes) -> None:
+    with pytest.raises(AssertionError, match="breaks the schema"):
+        assert_valid_by_schemas(line)
