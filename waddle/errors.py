@@ -7,6 +7,9 @@
     │   ├── EncodeError       a logged value that cannot be encoded; names the key, nothing written
     │   └── InvalidIdError    a run or stream id that would not be a safe path component
     ├── StreamLockedError     a second writer for a stream that already has one
+    ├── ConsumerLockedError   a consumer name that a live process already runs
+    ├── StoreError            the DuckDB store failed (a translated duckdb error)
+    │   └── StoreLockedError  another process holds the database file for writing
     ├── LogFormatError        a complete log line that does not parse or breaks the schema
     ├── TransientError        worth retrying (a host that is down, a timeout)
     └── PermanentError        retrying will not help; an operator must act (a wrong token)
@@ -31,12 +34,11 @@ class EncodeError(UsageError, TypeError):
 
     def __init__(self, key: str, value: object, reason: str = "") -> None:
         self.key = key
-        kind = type(value).__qualname__
-        hint = f" ({reason})" if reason else ""
-        super().__init__(
-            f"cannot log key {key!r}: value of type {kind} is not a number, string, bool, None, "
-            f"list or dict{hint}; nothing was written"
+        reason = reason or (
+            f"a value of type {type(value).__qualname__} is not a number, string, bool, "
+            "None, list or dict"
         )
+        super().__init__(f"cannot log key {key!r}: {reason}; nothing was written")
 
 
 class InvalidIdError(UsageError):
@@ -45,6 +47,18 @@ class InvalidIdError(UsageError):
 
 class StreamLockedError(WaddleError):
     """Another live process (or another Run in this one) already writes this stream."""
+
+
+class ConsumerLockedError(WaddleError):
+    """A consumer name that another live process (or thread) already runs."""
+
+
+class StoreError(WaddleError):
+    """The DuckDB store failed; the message names the file and what to do."""
+
+
+class StoreLockedError(StoreError):
+    """Another process holds the database file for writing (DuckDB allows one)."""
 
 
 class LogFormatError(WaddleError):

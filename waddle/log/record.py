@@ -72,22 +72,36 @@ def _name_non_finite(value: Any) -> Any:
     return value
 
 
-def _find_unencodable(value: Any, path: str) -> EncodeError:
+def _encodes(value: Any) -> bool:
+    try:
+        orjson.dumps(value, default=_to_plain, option=_OPTIONS)
+    except TypeError:
+        return False
+    return True
+
+
+def _find_unencodable(value: Any, path: str, seen: set[int] | None = None) -> EncodeError:
     """Walk ``value`` to the first key that orjson refuses, for an error that names it."""
+    seen = set() if seen is None else seen
+    if isinstance(value, (Mapping, list, tuple)):
+        if id(value) in seen:
+            return EncodeError(path, value, "the value contains itself")
+        seen.add(id(value))
     if isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str):
                 return EncodeError(f"{path}[{key!r}]", key, "keys must be strings")
-            try:
-                orjson.dumps(item, default=_to_plain, option=_OPTIONS)
-            except TypeError:
-                return _find_unencodable(item, f"{path}/{key}" if path else key)
+            where = f"{path}/{key}" if path else key
+            if not _encodes(key):
+                return EncodeError(where, key, "the key is not valid UTF-8")
+            if not _encodes(item):
+                return _find_unencodable(item, where, seen)
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            try:
-                orjson.dumps(item, default=_to_plain, option=_OPTIONS)
-            except TypeError:
-                return _find_unencodable(item, f"{path}[{index}]")
+            if not _encodes(item):
+                return _find_unencodable(item, f"{path}[{index}]", seen)
+    elif isinstance(value, str):
+        return EncodeError(path, value, "the string is not valid UTF-8")
     return EncodeError(path or "<event>", value)
 
 

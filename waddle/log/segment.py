@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 from pathlib import Path
 
 import orjson
@@ -15,6 +16,7 @@ import orjson
 from waddle.errors import StreamLockedError
 
 SUFFIX = ".ndjson"
+_SEGMENT_NAME = re.compile(r"[0-9]{20}\.ndjson")  # ASCII digits only, exactly 20
 LOCK_NAME = ".lock"
 DEFAULT_SEGMENT_BYTES = 8 * 1024 * 1024
 
@@ -35,11 +37,7 @@ def list_segments(stream_dir: Path) -> list[int]:
         names = os.listdir(stream_dir)
     except FileNotFoundError:
         return []
-    return sorted(
-        int(name[:20])
-        for name in names
-        if len(name) == 20 + len(SUFFIX) and name.endswith(SUFFIX) and name[:20].isdigit()
-    )
+    return sorted(int(name[:20]) for name in names if _SEGMENT_NAME.fullmatch(name))
 
 
 def acquire_lock(stream_dir: Path) -> int:

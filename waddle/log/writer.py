@@ -22,6 +22,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,6 @@ from waddle.errors import StreamLockedError, UsageError
 from waddle.log.record import encode
 from waddle.log.segment import (
     DEFAULT_SEGMENT_BYTES,
-    LOCK_NAME,
     acquire_lock,
     list_segments,
     repair_tail,
@@ -42,6 +42,27 @@ _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
 # Bytes written between checks that the active segment still has a name on disk.
 _CHECK_EVERY_BYTES = 256 * 1024
 _REOPEN_BACKOFF_S = 1.0
+
+
+_live_writers: weakref.WeakSet[StreamWriter] = weakref.WeakSet()
+
+
+def _disown_after_fork() -> None:
+    """In a forked child, let go of every writer the parent had.
+
+    The child shares the parent's open files: keeping them would keep the stream lock
+    alive after the parent dies, and writes from the child would collide with the
+    parent's seqs. The child's copies are closed (the parent's lock is untouched) and
+    anything the child logs is dropped and counted as ``forked child``.
+    """
+    for writer in list(_live_writers):
+        writer._closed.set()
+        writer._close_fd()
+        writer._release_lock()
+        writer._disowned = True
+
+
+os.register_at_fork(after_in_child=_disown_after_fork)
 
 
 class StreamWriter:
@@ -75,7 +96,9 @@ class StreamWriter:
         self._checked_seq = 0
         self._next_reopen = 0.0
         self._closed = threading.Event()
+        self._disowned = False
         self._open_segment(resume)
+        _live_writers.add(self)
         if fsync_interval:
             threading.Thread(
                 target=self._sync_every, args=(fsync_interval,), name="waddle-fsync", daemon=True
@@ -153,15 +176,17 @@ class StreamWriter:
         Returns why the write cannot happen now, or None.
         """
         if self._closed.is_set():
-            return "writer closed"
+            return "forked child" if self._disowned else "writer closed"
         if self._torn:
             self._undo_partial()
             if self._torn:
                 return "torn tail"
         elif self._fd is not None:
             self._verify_linked()
-        if self._fd is None and not self._reopen():
-            return "log unavailable"
+        if self._fd is None:
+            problem = self._reopen()
+            if problem:
+                return problem
         if self._size and self._size + length > self.segment_bytes:
             try:
                 self._roll()
@@ -195,21 +220,28 @@ class StreamWriter:
         self._close_fd()
         return False
 
-    def _reopen(self) -> bool:
-        """A new segment (and folder, and lock) at ``next_seq``; at most once a second."""
+    def _reopen(self) -> str | None:
+        """A new segment at ``next_seq`` (and folder, and lock if ours went with it).
+
+        Tried at most once a second. Returns why it cannot be done, or None.
+        """
         now = time.monotonic()
         if now < self._next_reopen:
-            return False
+            return "log unavailable"
         try:
             self.stream_dir.mkdir(parents=True, exist_ok=True)
-            if not (self.stream_dir / LOCK_NAME).exists():
+            if os.fstat(self._lock_fd).st_nlink == 0:  # our lock file went with the folder
+                fresh = acquire_lock(self.stream_dir)
                 os.close(self._lock_fd)
-                self._lock_fd = acquire_lock(self.stream_dir)
+                self._lock_fd = fresh
             self._open_segment()
-        except (OSError, StreamLockedError):
+        except StreamLockedError:
             self._next_reopen = now + _REOPEN_BACKOFF_S
-            return False
-        return True
+            return "another writer took the stream"
+        except OSError as exc:
+            self._next_reopen = now + _REOPEN_BACKOFF_S
+            return _cause(exc)
+        return None
 
     def _roll(self) -> None:
         """Seal the active segment (fsync) and start a new one named by ``next_seq``."""
@@ -277,7 +309,15 @@ class StreamWriter:
             if self._fd is not None and self.next_seq > self._checked_seq:
                 self._verify_linked()
             self._close_fd()
-            os.close(self._lock_fd)
+            self._release_lock()
+        _live_writers.discard(self)
+
+    def _release_lock(self) -> None:
+        """Close the lock descriptor once; the number may be reused by anything after."""
+        if self._lock_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)
+            self._lock_fd = -1
 
 
 def _cause(exc: OSError) -> str:

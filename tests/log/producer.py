@@ -1,0 +1,99 @@
+"""A training process for the tests that must kill, lock out or starve a real producer.
+
+Run as ``python producer.py MODE ARGS...``:
+
+* ``hold ROOT STREAM EVENTS [fork]``: open a ``StreamWriter``, append EVENTS events, with
+  ``fork`` fork a child that only sleeps (as DataLoader or multiprocessing workers do),
+  print the pids (the writer's first), then hold the stream until stdin closes.
+* ``loop ROOT RUN_ID SEGMENT_BYTES COUNT``: ``waddle.init(resume="allow")``, then log
+  ``payload(step)`` COUNT times (forever when COUNT < 0), printing each step once its
+  ``log()`` has returned; finish.
+* ``disk-full ROOT RUN_ID KEPT HEADROOM FAILING``: log KEPT events, then cap the file
+  size (RLIMIT_FSIZE, SIGXFSZ ignored) at the current segment size + HEADROOM bytes,
+  log FAILING more events, finish, and exit 0.
+
+Not collected by pytest; tests load ``payload`` from here to recompute what was logged.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BLOB = "x" * 1000
+
+
+def payload(step: int) -> dict[str, Any]:
+    """What the loop logs at ``step``: deterministic, with every kind of value."""
+    return {
+        "loss": 1.0 / (step + 1),
+        "step_copy": step,
+        "even": step % 2 == 0,
+        "grad": {"norm": math.nan if step % 5 == 0 else step * 0.5, "max": math.inf},
+        "hist": [step, -math.inf, 0.25],
+        "tag": f"ü-{step}",
+    }
+
+
+def hold(root: str, stream: str, events: str, fork: str = "") -> None:
+    from waddle.log.writer import StreamWriter
+
+    writer = StreamWriter(Path(root) / "log" / stream)
+    for step in range(int(events)):
+        writer.append("metrics", {"step": step, "data": payload(step)})
+    pids = [os.getpid()]
+    if fork == "fork":
+        child = os.fork()
+        if child == 0:
+            time.sleep(60)
+            os._exit(0)
+        pids.append(child)
+    print(*pids, flush=True)
+    sys.stdin.read()
+    writer.close()
+
+
+def loop(root: str, run_id: str, segment_bytes: str, count: str) -> None:
+    import waddle
+
+    run = waddle.init(
+        project="fault",
+        dir=root,
+        id=run_id,
+        resume="allow",
+        system_metrics=False,
+        segment_bytes=int(segment_bytes),
+    )
+    remaining = int(count)
+    while remaining != 0:
+        step = run.step
+        run.log(payload(step))
+        print(step, flush=True)
+        remaining -= 1
+    run.finish()
+
+
+def disk_full(root: str, run_id: str, kept: str, headroom: str, failing: str) -> None:
+    import waddle
+
+    run = waddle.init(project="disk-full", dir=root, id=run_id, system_metrics=False)
+    for _ in range(int(kept)):
+        run.log({"blob": BLOB})
+    segment = Path(root) / "log" / run.stream / f"{0:020d}.ndjson"
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    limit = segment.stat().st_size + int(headroom)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+    for _ in range(int(failing)):
+        run.log({"blob": BLOB})
+    run.finish()
+
+
+if __name__ == "__main__":
+    modes = {"hold": hold, "loop": loop, "disk-full": disk_full}
+    modes[sys.argv[1]](*sys.argv[2:])

@@ -1,0 +1,239 @@
+"""The tailing reader (waddle/log/reader.py): offsets, roll-over, corruption, retention."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import threading
+from collections.abc import Callable
+from itertools import accumulate
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from waddle.log.reader import DEFAULT_BATCH_BYTES, LogReader, Offset
+from waddle.log.record import encode
+from waddle.log.segment import list_segments, segment_name
+from waddle.log.writer import StreamWriter
+
+STREAM = "fx"
+LATER = 100  # the first seq of a segment that seals the one before it
+
+
+def metrics_line(seq: int, pad: int = 0) -> bytes:
+    return encode({"seq": seq, "ts": 1.5, "type": "metrics", "step": seq, "data": {"p": "x" * pad}})
+
+
+def write_stream(root: Path, stream: str, count: int, segment_bytes: int = 512) -> Path:
+    """A stream of ``count`` metrics events rolled over every ``segment_bytes``."""
+    writer = StreamWriter(root / "log" / stream, segment_bytes=segment_bytes)
+    for step in range(count):
+        writer.append("metrics", {"step": step, "data": {"pad": "x" * (step % 50)}})
+    writer.close()
+    return root / "log" / stream
+
+
+@pytest.mark.parametrize("batch_bytes", [7, 64, DEFAULT_BATCH_BYTES])
+@pytest.mark.parametrize("sealed", [False, True], ids=["active", "sealed"])
+def test_each_failure_mode_is_reported_skipped_and_reading_goes_on(
+    tmp_path: Path,
+    log_fixture,
+    sealed: bool,
+    batch_bytes: int,
+    read_stream: Callable,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="waddle.log")
+    stream_dir = tmp_path / "log" / STREAM
+    stream_dir.mkdir(parents=True)
+    (stream_dir / segment_name(0)).write_bytes(log_fixture.data)
+    expected_seqs = list(log_fixture.seqs)
+    expected_offsets = list(log_fixture.bad_offsets)
+    torn_and_sealed = sealed and log_fixture.torn_offset is not None
+    if sealed:
+        (stream_dir / segment_name(LATER)).write_bytes(metrics_line(LATER))
+        expected_seqs.append(LATER)
+    if torn_and_sealed:
+        expected_offsets.append(log_fixture.torn_offset)
+
+    drained = read_stream(tmp_path, STREAM, batch_bytes=batch_bytes)
+
+    assert drained.seqs == expected_seqs
+    assert [c.offset for c in drained.corrupt] == expected_offsets
+    if torn_and_sealed:
+        assert "torn" in drained.corrupt[-1].reason
+    for item in drained.corrupt:
+        assert (item.stream, item.segment) == (STREAM, segment_name(0))
+        assert f"'{STREAM}'" in str(item) and segment_name(0) in str(item)
+        assert f"byte {item.offset}" in str(item)
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == len(drained.corrupt)
+    assert all(str(item) in text for item, text in zip(drained.corrupt, messages, strict=True))
+    if not sealed and log_fixture.torn_offset is not None:
+        assert drained.offset.position == log_fixture.torn_offset
+
+
+@settings(deadline=None, max_examples=80)
+@given(
+    pads=st.lists(st.integers(0, 120), min_size=1, max_size=12),
+    cut=st.floats(0, 1),
+    batch_bytes=st.sampled_from([1, 16, 100, DEFAULT_BATCH_BYTES]),
+)
+def test_a_segment_cut_at_any_byte_reads_its_complete_lines_then_the_rest(
+    pads: list[int], cut: float, batch_bytes: int, read_stream: Callable
+) -> None:
+    lines = [metrics_line(seq, pad) for seq, pad in enumerate(pads)]
+    data = b"".join(lines)
+    at = round(cut * len(data))
+    whole = sum(1 for end in accumulate(map(len, lines)) if end <= at)
+    with tempfile.TemporaryDirectory() as root:
+        segment = Path(root, "log", STREAM, segment_name(0))
+        segment.parent.mkdir(parents=True)
+        segment.write_bytes(data[:at])
+        first = read_stream(Path(root), STREAM, batch_bytes=batch_bytes)
+        assert first.seqs == list(range(whole))
+        assert first.offset.position == sum(map(len, lines[:whole]))
+        with segment.open("ab") as handle:
+            handle.write(data[at:])
+        rest = read_stream(Path(root), STREAM, first.offset, batch_bytes)
+    assert first.corrupt == rest.corrupt == []
+    assert rest.seqs == list(range(whole, len(lines)))
+
+
+@settings(deadline=None, max_examples=40)
+@given(data=st.data())
+def test_any_batch_size_and_any_stops_and_resumes_yield_each_event_once(
+    data: st.DataObject, read_stream: Callable
+) -> None:
+    counts = {"a": data.draw(st.integers(0, 40)), "b": data.draw(st.integers(1, 40))}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for stream, count in counts.items():
+            write_stream(root, stream, count, segment_bytes=data.draw(st.integers(100, 800)))
+        offsets: dict[str, Offset] = {}
+        seen: dict[str, list[int]] = {stream: [] for stream in counts}
+        handed_out: dict[str, list[Offset]] = {stream: [Offset()] for stream in counts}
+        for _ in range(data.draw(st.integers(0, 6))):
+            reader = LogReader(root, batch_bytes=data.draw(st.integers(1, 1024)))
+            for _ in range(data.draw(st.integers(1, 4))):
+                for batch in reader.poll(offsets):
+                    seen[batch.stream] += [e["seq"] for e in batch.events]
+                    offsets[batch.stream] = batch.offset
+                    handed_out[batch.stream].append(batch.offset)
+            offsets = _restart(offsets, handed_out, data)
+        for stream in counts:
+            seen[stream] += read_stream(root, stream, offsets.get(stream, Offset())).seqs
+    assert seen == {stream: list(range(count)) for stream, count in counts.items()}
+
+
+def _restart(
+    offsets: dict[str, Offset], handed_out: dict[str, list[Offset]], data: st.DataObject
+) -> dict[str, Offset]:
+    """A consumer restarting from stored offsets, some rewound to an older position (a
+    replay after a crash) but keeping the last seq it took."""
+    restored = {
+        s: Offset.from_json(json.loads(json.dumps(o.to_json()))) for s, o in offsets.items()
+    }
+    for stream, offset in restored.items():
+        if data.draw(st.booleans()):
+            older = data.draw(st.sampled_from(handed_out[stream]))
+            restored[stream] = Offset(older.segment, older.position, offset.seq)
+    return restored
+
+
+def test_follow_crosses_roll_overs_while_the_writer_writes(tmp_path: Path) -> None:
+    count = 400
+    writer = StreamWriter(tmp_path / "log" / STREAM, segment_bytes=1024)
+    stop = threading.Event()
+    timeout = threading.Timer(20, stop.set)
+
+    def produce() -> None:
+        for step in range(count):
+            writer.append("metrics", {"step": step, "data": {"pad": "x" * (step % 90)}})
+        writer.close()
+
+    producer = threading.Thread(target=produce)
+    seen: list[int] = []
+    timeout.start()
+    producer.start()
+    try:
+        for batches in LogReader(tmp_path, batch_bytes=300).follow({}, stop, interval=0.001):
+            seen += [e["seq"] for batch in batches for e in batch.events]
+            assert not any(batch.corrupt for batch in batches)
+            if len(seen) >= count:
+                break
+    finally:
+        producer.join()
+        timeout.cancel()
+    assert seen == list(range(count))
+    assert len(list_segments(tmp_path / "log" / STREAM)) > 10
+
+
+def test_poll_discovers_new_streams_and_ignores_what_is_not_one(tmp_path: Path) -> None:
+    write_stream(tmp_path, "run-a", 2)
+    (tmp_path / "log" / ".partial").mkdir()
+    (tmp_path / "log" / "stray.txt").write_text("not a stream")
+    reader = LogReader(tmp_path)
+    offsets: dict[str, Offset] = {}
+
+    def poll() -> dict[str, list[int]]:
+        batches = reader.poll(offsets)
+        offsets.update({b.stream: b.offset for b in batches})
+        return {b.stream: [e["seq"] for e in b.events] for b in batches}
+
+    assert poll() == {"run-a": [0, 1]}
+    assert poll() == {}
+    write_stream(tmp_path, "run-a.1", 3)
+    assert poll() == {"run-a.1": [0, 1, 2]}
+    assert reader.streams() == ["run-a", "run-a.1"]
+
+
+@pytest.mark.parametrize("taken", [-1, 0, 4, 9])
+def test_events_not_above_the_offset_seq_are_skipped(
+    tmp_path: Path, taken: int, read_stream: Callable
+) -> None:
+    write_stream(tmp_path, STREAM, 10)
+    assert read_stream(tmp_path, STREAM, Offset(0, 0, taken)).seqs == list(range(taken + 1, 10))
+
+
+@pytest.mark.parametrize("where", ["end", "middle"])
+def test_an_offset_whose_segment_was_deleted_continues_at_the_next_one(
+    tmp_path: Path, where: str, read_stream: Callable
+) -> None:
+    stream_dir = write_stream(tmp_path, STREAM, 60)
+    first, second, *_ = list_segments(stream_dir)
+    reader = LogReader(tmp_path)
+    whole = reader.read(STREAM, Offset(second, 0, first - 1))
+    assert whole.offset.segment == second and whole.events[0]["seq"] == second
+    if where == "end":
+        offset = whole.offset
+    else:
+        first_line = (stream_dir / segment_name(second)).read_bytes().index(b"\n") + 1
+        offset = Offset(second, first_line, second)
+    (stream_dir / segment_name(second)).unlink()
+    (stream_dir / segment_name(first)).unlink()
+    drained = read_stream(tmp_path, STREAM, offset)
+    after = list_segments(stream_dir)[0]
+    assert drained.corrupt == []
+    assert drained.seqs == list(range(after, 60))
+
+
+def test_a_line_longer_than_batch_bytes_is_read_whole(tmp_path: Path) -> None:
+    writer = StreamWriter(tmp_path / "log" / STREAM)
+    big = {"blob": "é" * 100_000}
+    for data in ({"small": 1}, big, {"small": 2}):
+        writer.append("metrics", {"step": 0, "data": data})
+    writer.close()
+    reader = LogReader(tmp_path, batch_bytes=64)
+    offset = Offset()
+    events: list[dict[str, Any]] = []
+    for _ in range(3):
+        batch = reader.read(STREAM, offset)
+        assert batch.corrupt == []
+        events += batch.events
+        offset = batch.offset
+    assert [e["data"] for e in events] == [{"small": 1}, big, {"small": 2}]

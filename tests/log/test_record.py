@@ -1,0 +1,332 @@
+"""The line codec (waddle/log/record.py): pure bytes in, events out.
+
+Every decoding case is fed three ways (h11's habit): whole, byte by byte (nothing may come
+out before the newline), and followed by a partial line (which must be left unconsumed).
+Values are compared spelled by ``json.dumps`` (the ``canonical`` fixture), which tells
+NaN from None and True from 1.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from waddle.errors import EncodeError
+from waddle.log.record import REQUIRED_FIELDS, STATUSES, BadLine, check_event, decode, encode
+
+NAN, INF = math.nan, math.inf
+PARTIAL = b'{"seq":99,"ts":1.5,"type":"metrics","st'
+
+
+def event(kind: str, seq: int = 0, /, **fields: Any) -> dict[str, Any]:
+    return {"seq": seq, "ts": 1700000000.25, "type": kind, **fields}
+
+
+# (id, event as logged, how it must decode: None when exactly as logged)
+ROUND_TRIPS = [
+    ("metrics", event("metrics", step=3, data={"loss": 0.5, "acc": 1}), None),
+    ("unicode", event("metrics", step=0, data={"λ/ü 🦆": "naïve ✓", "": True}), None),
+    (
+        "non-finite",
+        event("metrics", step=1, data={"loss": NAN, "up": INF, "down": -INF, "none": None}),
+        None,
+    ),
+    ("nested", event("system", data={"gpu": [{"util": NAN}, {"temp": [INF, -INF, 0.0]}]}), None),
+    ("summary", event("summary", summary={"best": {"loss": -INF, "text": "null"}}), None),
+    (
+        "numpy",
+        event("metrics", step=2, data={"f32": np.float32(0.5), "i64": np.int64(7)}),
+        event("metrics", step=2, data={"f32": 0.5, "i64": 7}),
+    ),
+    ("finish", event("finish", exit_code=0, status="finished", dropped={}), None),
+]
+
+
+def feed_whole(data: bytes) -> tuple[list[dict[str, Any]], list[BadLine], bytes]:
+    events, used, bad = decode(data)
+    return events, bad, data[used:]
+
+
+def feed_bytewise(data: bytes) -> tuple[list[dict[str, Any]], list[BadLine], bytes]:
+    """One byte at a time, keeping the unconsumed rest like a reader does."""
+    events: list[dict[str, Any]] = []
+    bad: list[BadLine] = []
+    pending, base = b"", 0
+    for index in range(len(data)):
+        byte = data[index : index + 1]
+        pending += byte
+        got, used, skipped = decode(pending, base)
+        if byte != b"\n":
+            assert (got, used, skipped) == ([], 0, []), f"output before the newline at {index}"
+        events += got
+        bad += skipped
+        pending, base = pending[used:], base + used
+    return events, bad, pending
+
+
+FEEDS = [feed_whole, feed_bytewise]
+TRAILERS = [pytest.param(b"", id="complete"), pytest.param(PARTIAL, id="then-partial")]
+
+
+@pytest.mark.parametrize("trailer", TRAILERS)
+@pytest.mark.parametrize("feed", FEEDS)
+@pytest.mark.parametrize(
+    ("logged", "expected"), [c[1:] for c in ROUND_TRIPS], ids=[c[0] for c in ROUND_TRIPS]
+)
+def test_round_trip_three_ways(
+    canonical: Callable[[Any], str],
+    feed: Callable[..., Any],
+    trailer: bytes,
+    logged: dict[str, Any],
+    expected: dict | None,
+) -> None:
+    line = encode(logged)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    events, bad, rest = feed(line + trailer)
+    assert canonical(events) == canonical([expected or logged])
+    assert bad == []
+    assert rest == trailer
+
+
+GOOD = encode(event("metrics", 0, step=0, data={"x": 1}))
+LATER = encode(event("metrics", 1, step=1, data={"x": 2}))
+
+# (id, bytes, seqs decoded, offsets of the lines skipped as bad)
+RAW_CASES = [
+    ("two-lines", GOOD + LATER, [0, 1], []),
+    ("whitespace", b' { "seq" : 0 , "ts" : 1 , "type" : "config" , "config" : {} } \n', [0], []),
+    ("bad-json-between", GOOD + b'{"seq":1,\n' + LATER, [0, 1], [len(GOOD)]),
+    ("schema-break", b'{"seq":0,"ts":1,"type":"metrics","step":"0","data":{}}\n' + LATER, [1], [0]),
+    ("not-an-object", b"[1,2]\n" + GOOD, [0], [0]),
+    ("invalid-utf8", GOOD + b'{"seq":1,"k":"\xff"}\n', [0], [len(GOOD)]),
+    ("nul-block", b"\x00" * 16 + b"\n" + GOOD, [0], [0]),
+    ("empty-line", GOOD + b"\n" + LATER, [0, 1], []),
+]
+
+
+@pytest.mark.parametrize("trailer", TRAILERS)
+@pytest.mark.parametrize("feed", FEEDS)
+@pytest.mark.parametrize(
+    ("data", "seqs", "bad_offsets"), [c[1:] for c in RAW_CASES], ids=[c[0] for c in RAW_CASES]
+)
+def test_decode_three_ways(
+    feed: Callable[..., Any], trailer: bytes, data: bytes, seqs: list[int], bad_offsets: list[int]
+) -> None:
+    events, bad, rest = feed(data + trailer)
+    assert [e["seq"] for e in events] == seqs
+    assert [b.offset for b in bad] == bad_offsets
+    assert all(b.reason for b in bad)
+    assert rest == trailer
+
+
+def test_decode_counts_offsets_from_base() -> None:
+    events, used, bad = decode(GOOD + b"oops\n" + PARTIAL, base=1000)
+    assert [e["seq"] for e in events] == [0]
+    assert used == len(GOOD) + 5
+    assert bad == [BadLine(1000 + len(GOOD), bad[0].reason)]
+    assert "JSON" in bad[0].reason
+
+
+NON_FINITE = {"nan": NAN, "up": INF, "down": -INF, "deep": {"list": [NAN, {"x": -INF}], "ok": 1.5}}
+SPELLED = (
+    b'{"nan":"NaN","up":"Infinity","down":"-Infinity",'
+    b'"deep":{"list":["NaN",{"x":"-Infinity"}],"ok":1.5}}'
+)
+
+
+@pytest.mark.parametrize(
+    ("kind", "field"), [("metrics", "data"), ("system", "data"), ("summary", "summary")]
+)
+def test_non_finite_numbers_are_spelled_and_come_back_as_floats(
+    canonical: Callable[[Any], str], kind: str, field: str
+) -> None:
+    logged = event(kind, **{field: NON_FINITE}, **({"step": 0} if kind == "metrics" else {}))
+    line = encode(logged)
+    assert b'"%s":%s' % (field.encode(), SPELLED) in line
+    assert b"null" not in line
+    (decoded,), _, _ = decode(line)
+    assert canonical(decoded[field]) == canonical(NON_FINITE)
+    assert math.isnan(decoded[field]["deep"]["list"][0])
+
+
+@pytest.mark.parametrize(
+    ("value", "json_value"),
+    [
+        (np.float64(0.25), b"0.25"),
+        (np.float32(0.5), b"0.5"),
+        (np.float16(-2.0), b"-2.0"),
+        (np.int64(7), b"7"),
+        (np.int8(-3), b"-3"),
+        (np.uint64(2**64 - 1), b"18446744073709551615"),
+        (np.bool_(True), b"true"),
+        (np.array(1.5), b"1.5"),
+        (np.array(3), b"3"),
+        (np.float32("nan"), b'"NaN"'),
+        (np.array(-np.inf), b'"-Infinity"'),
+        (np.array([1.0, np.nan]), b'[1.0,"NaN"]'),
+    ],
+    ids=repr,
+)
+def test_numpy_values_encode_as_plain_numbers(
+    canonical: Callable[[Any], str], value: Any, json_value: bytes
+) -> None:
+    line = encode(event("metrics", step=0, data={"v": value, "nested": {"v": value}}))
+    assert b'"data":{"v":%s,"nested":{"v":%s}}' % (json_value, json_value) in line
+    (decoded,), _, _ = decode(line)
+    assert canonical(decoded["data"]["v"]) == canonical(np.asarray(value).tolist())
+
+
+class FakeScalarTensor:
+    """All that waddle may rely on in a torch 0-d tensor: ``ndim == 0`` and ``item()``."""
+
+    ndim = 0
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def item(self) -> float:
+        return self.value
+
+
+def fake_tensor(value: float) -> Any:
+    return FakeScalarTensor(value)
+
+
+def torch_tensor(value: float) -> Any:
+    torch = pytest.importorskip("torch")
+    return torch.tensor(value)
+
+
+@pytest.mark.parametrize("make", [fake_tensor, torch_tensor], ids=["fake", "torch"])
+@pytest.mark.parametrize(
+    ("value", "json_value"), [(2.5, b"2.5"), (3, b"3"), (NAN, b'"NaN"'), (-INF, b'"-Infinity"')]
+)
+def test_zero_dim_tensors_encode_as_plain_numbers(
+    make: Callable[[float], Any], value: float, json_value: bytes
+) -> None:
+    line = encode(event("metrics", step=0, data={"t": make(value), "in": [make(value)]}))
+    assert b'"data":{"t":%s,"in":[%s]}' % (json_value, json_value) in line
+
+
+class Opaque:
+    """A value with no JSON meaning."""
+
+
+def circular() -> dict[str, Any]:
+    loop: dict[str, Any] = {"name": "loop"}
+    loop["self"] = loop
+    return {"graph": loop}
+
+
+@pytest.mark.parametrize(
+    ("data", "path"),
+    [
+        ({"model": Opaque()}, "model"),
+        ({"a": {"b": {1, 2}}}, "a/b"),
+        ({"a": [0.5, b"raw"]}, "a[1]"),
+        ({"big": 2**70}, "big"),
+        ({"ok": 1, "bad": "\udc80"}, "bad"),
+        ({1: 0.5}, "[1]"),
+        ({"a": {("t",): 0.5}}, "a[('t',)]"),
+        ({"ok": 1, "file-\udcff": 0.5}, "file-\udcff"),
+        (circular(), "graph/self"),
+    ],
+    ids=[
+        "object",
+        "set",
+        "bytes-in-list",
+        "huge-int",
+        "surrogate",
+        "int-key",
+        "tuple-key",
+        "surrogate-key",
+        "circular",
+    ],
+)
+def test_unencodable_values_raise_encode_error_naming_the_key(data: dict, path: str) -> None:
+    try:
+        with pytest.raises(EncodeError) as caught:
+            encode(event("metrics", step=0, data=data))
+    except RecursionError:
+        caught = None  # failed below, outside the handler: pytest prints a 1000-frame chain slowly
+    if caught is None:
+        pytest.fail("encode() recursed without end instead of raising EncodeError", pytrace=False)
+    assert caught.value.key.endswith(path)
+    assert repr(caught.value.key) in str(caught.value)
+    assert "nothing was written" in str(caught.value)
+
+
+SAMPLES = {str: "x", int: 1, dict: {}, list: [], type(None): None}
+
+
+def valid_event(kind: str) -> dict[str, Any]:
+    fields = {name: SAMPLES[types[0]] for name, types in REQUIRED_FIELDS[kind].items()}
+    if kind == "finish":
+        fields["status"] = STATUSES[0]
+    return event(kind, **fields)
+
+
+@pytest.mark.parametrize("kind", sorted(REQUIRED_FIELDS))
+def test_check_event_knows_every_required_field(kind: str) -> None:
+    assert check_event(valid_event(kind)) is None
+    for name in REQUIRED_FIELDS[kind]:
+        broken = valid_event(kind)
+        del broken[name]
+        problem = check_event(broken)
+        assert problem is not None and name in problem, f"{kind} without {name} passed"
+
+
+@pytest.mark.parametrize(
+    ("change", "word"),
+    [
+        ({"seq": -1}, "seq"),
+        ({"seq": True}, "seq"),
+        ({"seq": 1.0}, "seq"),
+        ({"ts": "now"}, "ts"),
+        ({"ts": None}, "ts"),
+        ({"type": "telemetry"}, "telemetry"),
+        ({"type": 3}, "type"),
+        ({"step": True}, "step"),
+        ({"data": []}, "data"),
+    ],
+    ids=repr,
+)
+def test_check_event_names_what_is_wrong(change: dict[str, Any], word: str) -> None:
+    problem = check_event({**valid_event("metrics"), **change})
+    assert problem is not None and word in problem
+
+
+def test_finish_status_must_be_known() -> None:
+    assert check_event({**valid_event("finish"), "status": "done"}) is not None
+    assert all(check_event({**valid_event("finish"), "status": s}) is None for s in STATUSES)
+
+
+@settings(deadline=None)
+@given(data=st.data())
+def test_any_events_split_anywhere_decode_to_the_same_events(
+    data: st.DataObject,
+    metric_data: st.SearchStrategy[dict[str, Any]],
+    canonical: Callable[[Any], str],
+) -> None:
+    logged = [
+        event("metrics", seq, step=seq, data=d)
+        for seq, d in enumerate(data.draw(st.lists(metric_data, max_size=5)))
+    ]
+    stream = b"".join(map(encode, logged))
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
+    events: list[dict[str, Any]] = []
+    pending, base = b"", 0
+    for start, stop in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+        pending += stream[start:stop]
+        got, used, bad = decode(pending, base)
+        assert bad == []
+        events += got
+        pending, base = pending[used:], base + used
+    assert pending == b""
+    assert canonical(events) == canonical(logged)
