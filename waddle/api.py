@@ -62,6 +62,7 @@ def init(
     mode: str | None = None,
     system_metrics: bool = True,
     system_interval: float = DEFAULT_INTERVAL_S,
+    console: bool = False,
     segment_bytes: int = DEFAULT_SEGMENT_BYTES,
     fsync_interval: float | None = None,
     **ignored: Any,
@@ -135,6 +136,8 @@ def init(
                 lambda data: writer.append("system", {"data": data}), system_interval, nvml
             )
         )
+    if console:
+        run.capture_console()
     return _register(run)
 
 

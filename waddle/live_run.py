@@ -16,6 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from waddle.console import ConsoleCapture
 from waddle.errors import UsageError
 from waddle.log.record import encode
 from waddle.log.writer import StreamWriter
@@ -64,6 +65,7 @@ class Run:
         self._pending: dict[str, Any] = {}
         self._pending_step = step
         self._sampler: SystemSampler | None = None
+        self._console: ConsoleCapture | None = None
         self._finished = False
         self.killed_by: int | None = None
         self._on_finish = on_finish
@@ -155,6 +157,12 @@ class Run:
         self._sampler = sampler
         sampler.start()
 
+    def capture_console(self) -> None:
+        """Record stdout and stderr as ``console`` events until ``finish``."""
+        self._console = ConsoleCapture(
+            lambda stream, text: self._record("console", {"stream": stream, "text": text})
+        )
+
     def finish(self, exit_code: int | None = None, *, status: str | None = None) -> None:
         """Flush, write the final summary and the ``finish`` event, fsync, release the lock.
 
@@ -169,6 +177,8 @@ class Run:
                 self._flush_pending()
         if self._sampler is not None:
             self._sampler.stop()
+        if self._console is not None:
+            self._console.close()
         summary = self.summary.as_dict()
         if summary:
             self._writer.append("summary", {"summary": summary, "final": True})
