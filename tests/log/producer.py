@@ -49,10 +49,13 @@ def hold(root: str, stream: str, events: str, fork: str = "") -> None:
         writer.append("metrics", {"step": step, "data": payload(step)})
     pids = [os.getpid()]
     if fork == "fork":
+        ready_read, ready_write = os.pipe()
         child = os.fork()
-        if child == 0:
+        if child == 0:  # the at-fork handlers have run once fork() returns here
+            os.write(ready_write, b"1")
             time.sleep(60)
             os._exit(0)
+        os.read(ready_read, 1)
         pids.append(child)
     print(*pids, flush=True)
     sys.stdin.read()
