@@ -1,0 +1,1 @@
+"""Tests of waddle.consumers (the framework, the consumers, retention, the daemon)."""

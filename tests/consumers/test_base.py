@@ -1,0 +1,172 @@
+"""The run loop, the offsets a consumer takes, and the library form (ConsumerThread)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from consumers.logs import read_all, write_run
+from waddle.consumers import base
+from waddle.consumers.base import Consumer, ConsumerThread, run_consumer
+from waddle.consumers.memory import MemoryConsumer, MemoryStore
+from waddle.consumers.state import StateStore
+from waddle.errors import ConsumerLockedError
+from waddle.log.reader import Batch, LogReader, Offset
+
+
+def seqs(store: MemoryStore, stream: str) -> list[int]:
+    return [event["seq"] for event in store.events.get(stream, [])]
+
+
+def wait_for(condition: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_fresh_skips_what_was_taken_and_never_moves_back(tmp_path: Path) -> None:
+    write_run(tmp_path, "r", 100)
+    batches = read_all(tmp_path, "r")
+    consumer = Consumer()
+    consumer.start({})
+    first = consumer.fresh(batches[0])
+    assert [e["seq"] for e in first] == list(range(len(first)))
+    assert consumer.fresh(batches[0]) == []
+    assert consumer.taken["r"] == batches[0].offset
+    consumer.fresh(batches[1])
+    consumer.fresh(batches[0])
+    assert consumer.taken["r"] == batches[1].offset
+    overlap = Batch("r", batches[1].events + batches[2].events, batches[2].offset)
+    assert consumer.fresh(overlap) == batches[2].events
+
+
+def test_once_stops_when_caught_up_and_publishes(tmp_path: Path) -> None:
+    write_run(tmp_path, "r", 500, segment_bytes=2048)
+    write_run(tmp_path, "s", 10)
+    store = MemoryStore()
+    committed = run_consumer(
+        MemoryConsumer(store, durable=True), tmp_path, threading.Event(), once=True
+    )
+    assert seqs(store, "r") == list(range(503)) and seqs(store, "s") == list(range(13))
+    assert committed == store.offsets
+    assert StateStore(tmp_path).load("memory") == committed
+
+
+def test_a_non_durable_consumer_is_not_registered(tmp_path: Path) -> None:
+    write_run(tmp_path, "r", 5)
+    run_consumer(MemoryConsumer(), tmp_path, threading.Event(), once=True)
+    assert StateStore(tmp_path).registered() == []
+
+
+def test_commits_are_spaced_while_catching_up(tmp_path: Path) -> None:
+    write_run(tmp_path, "r", 3000, segment_bytes=8192)
+    store = MemoryStore()
+    reader = LogReader(tmp_path, batch_bytes=2048)
+    run_consumer(MemoryConsumer(store), tmp_path, threading.Event(), once=True, reader=reader)
+    assert seqs(store, "r") == list(range(3003))
+    rounds = 3003 * 70 // 2048
+    assert store.commits < rounds / 4
+
+
+def test_stop_ends_a_tail_and_commits(tmp_path: Path) -> None:
+    write_run(tmp_path, "r", 20)
+    store = MemoryStore()
+    stop = threading.Event()
+    worker = threading.Thread(
+        target=run_consumer,
+        args=(MemoryConsumer(store, durable=True), tmp_path, stop),
+        kwargs={"interval": 0.01},
+    )
+    worker.start()
+    wait_for(lambda: len(seqs(store, "r")) == 23)
+    stop.set()
+    worker.join(5)
+    assert not worker.is_alive()
+    assert StateStore(tmp_path).load("memory")["r"].seq == 22
+
+
+def test_a_second_instance_of_a_durable_consumer_is_refused(tmp_path: Path) -> None:
+    write_run(tmp_path, "r", 5)
+    first = ConsumerThread(MemoryConsumer(durable=True), tmp_path, interval=0.01)
+    first.start()
+    try:
+        with pytest.raises(ConsumerLockedError, match="already running"):
+            run_consumer(MemoryConsumer(durable=True), tmp_path, threading.Event(), once=True)
+        assert StateStore(tmp_path).is_running("memory")
+    finally:
+        first.stop()
+    assert not StateStore(tmp_path).is_running("memory")
+
+
+def test_consumer_thread_follows_new_streams_and_rolled_segments(tmp_path: Path) -> None:
+    store = MemoryStore()
+    thread = ConsumerThread(MemoryConsumer(store), tmp_path, interval=0.01)
+    thread.start()
+    try:
+        write_run(tmp_path, "first", 5)
+        wait_for(lambda: len(seqs(store, "first")) == 8)
+        write_run(tmp_path, "second", 400, segment_bytes=1024)
+        wait_for(lambda: len(seqs(store, "second")) == 403)
+        assert seqs(store, "second") == list(range(403))
+        assert thread.alive
+    finally:
+        thread.stop()
+    assert not thread.alive
+
+
+class Exploding(MemoryConsumer):
+    def handle(self, batches: list[Batch]) -> None:
+        raise RuntimeError("boom")
+
+
+def test_consumer_thread_reports_the_error_that_ended_it(tmp_path: Path) -> None:
+    write_run(tmp_path, "r", 5)
+    thread = ConsumerThread(Exploding(), tmp_path, interval=0.01)
+    thread.start()
+    wait_for(lambda: not thread.alive)
+    with pytest.raises(RuntimeError, match="boom"):
+        thread.stop()
+
+
+class FailsToStart(MemoryConsumer):
+    def start(self, offsets: object) -> dict[str, Offset]:
+        raise RuntimeError("cannot open")
+
+
+def test_consumer_thread_start_raises_what_start_raised(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="cannot open"):
+        ConsumerThread(FailsToStart(), tmp_path).start()
+
+
+def test_published_offsets_are_throttled_but_final(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    published: list[dict[str, Offset]] = []
+    registry = StateStore(tmp_path)
+    original = registry.publish
+    monkeypatch.setattr(
+        StateStore, "publish", lambda self, name, offsets: published.append(offsets)
+    )
+    write_run(tmp_path, "r", 2000, segment_bytes=4096)
+    reader = LogReader(tmp_path, batch_bytes=1024)
+    store = MemoryStore()
+    run_consumer(
+        MemoryConsumer(store, durable=True), tmp_path, threading.Event(), once=True, reader=reader
+    )
+    assert published[0] == {} and published[-1] == store.offsets
+    assert len(published) < 10
+    assert original is not None
+
+
+def test_until_idle_also_obeys_the_outer_stop() -> None:
+    outer = threading.Event()
+    idle = base._Rhythm(outer, lambda: None, once=True)
+    assert not idle.is_set()
+    outer.set()
+    assert idle.is_set()
+    fresh = base._Rhythm(threading.Event(), lambda: None, once=True)
+    assert fresh.wait(5) and fresh.is_set()

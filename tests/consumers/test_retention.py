@@ -1,0 +1,190 @@
+"""``waddle gc``: sealed segments go once every registered durable consumer, running or
+not, has committed past them, and nothing else ever goes."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from consumers.logs import CONSUME, read_all, read_tables, segments, write_run
+from waddle.consumers.base import Consumer, Offsets, run_consumer
+from waddle.consumers.lag import segment_sizes
+from waddle.consumers.retention import collect, passed
+from waddle.consumers.state import StateStore
+from waddle.log.reader import Batch, Offset
+from waddle.log.segment import list_segments, log_dir
+
+
+class Collector(Consumer):
+    """A durable consumer that resumes from its published offsets and keeps the seqs."""
+
+    durable = True
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.seqs: dict[str, list[int]] = {}
+
+    def handle(self, batches: list[Batch]) -> None:
+        for batch in batches:
+            self.seqs.setdefault(batch.stream, []).extend(e["seq"] for e in self.fresh(batch))
+
+    def commit(self) -> Offsets:
+        return dict(self.taken)
+
+
+def log_with_segments(root: Path) -> None:
+    write_run(root, "a", 400, segment_bytes=2048)
+    write_run(root, "b", 200, segment_bytes=1024)
+
+
+def offset_inside(root: Path, stream: str, batches: int) -> Offset:
+    """Where a consumer stands after ``batches`` reads of 4 KiB."""
+    return read_all(root, stream)[batches - 1].offset
+
+
+def test_without_registered_consumers_nothing_is_deleted(tmp_path: Path) -> None:
+    root = tmp_path / "w"
+    log_with_segments(root)
+    before = sorted(root.glob("log/*/*.ndjson"))
+    result = collect(root)
+    assert result.freed == [] and "no registered consumer" in result.note
+    assert sorted(root.glob("log/*/*.ndjson")) == before
+
+
+def test_a_stopped_consumer_holds_what_it_has_not_taken(tmp_path: Path) -> None:
+    root = tmp_path / "w"
+    log_with_segments(root)
+    registry = StateStore(root)
+    slow = offset_inside(root, "a", 3)
+    registry.publish("slow", {"a": slow})
+    registry.publish("fast", {"a": read_all(root, "a")[-1].offset, "b": Offset(10**6, 0, 10**6)})
+    a_before, b_before = segments(root, "a"), segments(root, "b")
+    sizes = {p: p.stat().st_size for p in a_before}
+    result = collect(root)
+    gone = {item.path for item in result.freed}
+    assert gone == {p for p in a_before[:-1] if passed(slow, int(p.name[:20]), sizes[p])}
+    assert gone and segments(root, "b") == b_before
+    collector = Collector("slow")
+    run_consumer(collector, root, threading.Event(), once=True)
+    last = read_all(root, "a")[-1].offset.seq
+    assert collector.seqs["a"] == list(range(slow.seq + 1, last + 1))
+    assert collector.seqs["b"][0] == 0
+
+
+def test_the_active_segment_is_never_deleted(tmp_path: Path) -> None:
+    root = tmp_path / "w"
+    log_with_segments(root)
+    done = {s: read_all(root, s)[-1].offset for s in ("a", "b")}
+    StateStore(root).publish("all", done)
+    result = collect(root)
+    assert {s: [p.name for p in segments(root, s)] for s in ("a", "b")} == {
+        s: [f"{list_segments(log_dir(root) / s)[-1]:020d}.ndjson"] for s in ("a", "b")
+    }
+    assert result.bytes > 0
+
+
+def test_dry_run_and_removal(tmp_path: Path) -> None:
+    root = tmp_path / "w"
+    log_with_segments(root)
+    registry = StateStore(root)
+    registry.publish("done", {s: read_all(root, s)[-1].offset for s in ("a", "b")})
+    registry.publish("offline", {})
+    before = sorted(root.glob("log/*/*.ndjson"))
+    assert collect(root, dry_run=True).freed == []
+    assert collect(root).freed == []
+    assert registry.remove("offline")
+    would = collect(root, dry_run=True).freed
+    assert would and sorted(root.glob("log/*/*.ndjson")) == before
+    assert collect(root).freed == would
+
+
+def test_a_running_daemon_and_a_stopped_consumer_both_hold(tmp_path: Path) -> None:
+    root = tmp_path / "w"
+    log_with_segments(root)
+    held = offset_inside(root, "b", 2)
+    StateStore(root).publish("offline", {"b": held})
+    daemon = subprocess.Popen(
+        [*CONSUME, "--dir", str(root), "--interval", "0.02"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while StateStore(root).load("duckdb").get("a", Offset()).seq < 402:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        result = collect(root)
+        assert result.consumers == ["duckdb", "offline"]
+        assert {item.stream for item in result.freed} == {"b"}
+        write_run(root, "late", 50, segment_bytes=512)
+        deadline = time.monotonic() + 30
+        while StateStore(root).load("duckdb").get("late", Offset()).seq < 52:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        _, err = daemon.communicate(timeout=30)
+    assert daemon.returncode == 0, err
+    collector = Collector("offline")
+    run_consumer(collector, root, threading.Event(), once=True)
+    assert collector.seqs["b"] == list(range(held.seq + 1, 203))
+    tables = read_tables(root / "waddle.duckdb")
+    assert len(tables["metrics"]) == 3 * (400 + 200 + 50)
+
+
+def test_passed() -> None:
+    assert not passed(None, 0, 10)
+    assert not passed(Offset(0, 9, 5), 0, 10)
+    assert passed(Offset(0, 10, 5), 0, 10)
+    assert passed(Offset(7, 0, 6), 0, 10)
+    assert not passed(Offset(0, 10, 5), 7, 10)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    steps=st.lists(st.integers(1, 60), min_size=1, max_size=3),
+    cuts=st.lists(st.lists(st.integers(0, 40), max_size=3), min_size=1, max_size=3),
+)
+def test_gc_deletes_exactly_the_segments_everyone_passed(
+    steps: list[int], cuts: list[list[int]]
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "w"
+        streams = [write_run(root, f"s{i}", n, segment_bytes=300) for i, n in enumerate(steps)]
+        reads = {s: read_all(root, s) for s in streams}
+        registry = StateStore(root)
+        positions: list[dict[str, Offset]] = []
+        for index, consumer_cuts in enumerate(cuts):
+            offsets = {
+                stream: reads[stream][min(cut, len(reads[stream]) - 1)].offset
+                for stream, cut in zip(streams, consumer_cuts, strict=False)
+            }
+            registry.publish(f"c{index}", offsets)
+            positions.append(offsets)
+        sizes = {s: segment_sizes(log_dir(root) / s) for s in streams}
+        expected: set[Any] = set()
+        for stream in streams:
+            for first in list(sizes[stream])[:-1]:
+                if not all(passed(p.get(stream), first, sizes[stream][first]) for p in positions):
+                    break
+                expected.add((stream, first))
+        freed = {(item.stream, int(item.path.name[:20])) for item in collect(root).freed}
+        assert freed == expected
+        for stream in streams:
+            kept = list_segments(log_dir(root) / stream)
+            for offsets in positions:
+                # every event a consumer has not taken is still on disk
+                mine = offsets.get(stream, Offset())
+                remaining = [e["seq"] for b in read_all(root, stream, mine) for e in b.events]
+                last = reads[stream][-1].offset.seq
+                assert remaining == list(range(mine.seq + 1, last + 1))
+            assert kept, "a stream keeps its active segment"

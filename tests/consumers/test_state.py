@@ -1,0 +1,47 @@
+"""The registry: atomic state files, registration, removal, the one-instance lock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from waddle.consumers.state import StateStore
+from waddle.errors import ConsumerLockedError, InvalidIdError, PermanentError
+from waddle.log.reader import Offset
+
+
+def test_publish_load_and_list(tmp_path: Path) -> None:
+    registry = StateStore(tmp_path)
+    assert registry.load("duckdb") == {} and registry.registered() == []
+    registry.publish("duckdb", {"b": Offset(5, 100, 9), "a": Offset()})
+    registry.publish("relay", {})
+    assert registry.load("duckdb") == {"a": Offset(), "b": Offset(5, 100, 9)}
+    assert [r.name for r in registry.registered()] == ["duckdb", "relay"]
+    assert [p.name for p in (tmp_path / "state").iterdir() if p.suffix == ".json"] != []
+    assert not list((tmp_path / "state").glob(".*tmp"))
+
+
+def test_remove_unregisters_and_is_refused_while_running(tmp_path: Path) -> None:
+    registry = StateStore(tmp_path)
+    registry.publish("relay", {"a": Offset(0, 10, 1)})
+    with registry.lock("relay"):
+        assert registry.is_running("relay")
+        with pytest.raises(ConsumerLockedError, match="already running"):
+            registry.remove("relay")
+    assert registry.remove("relay")
+    assert not registry.remove("relay")
+    assert registry.registered() == []
+
+
+def test_names_become_paths_so_bad_ones_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidIdError):
+        StateStore(tmp_path).publish("../x", {})
+
+
+def test_a_corrupt_state_file_names_the_remedy(tmp_path: Path) -> None:
+    registry = StateStore(tmp_path)
+    registry.publish("x", {})
+    (tmp_path / "state" / "x.json").write_text("{not json")
+    with pytest.raises(PermanentError, match="waddle consumers rm x"):
+        registry.load("x")

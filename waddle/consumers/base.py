@@ -1,0 +1,253 @@
+"""The consumer protocol and the one run loop every consumer is driven by.
+
+A consumer is an object with a ``name``, a ``durable`` flag and four methods::
+
+    start(offsets) -> offsets   open; say where to resume (its own store wins)
+    handle(batches)             take events (grouped by stream, in seq order)
+    commit() -> offsets         make what was handled durable; the offsets now durable
+    close()                     release everything; discard what was not committed
+
+``run_consumer`` drives one: it takes the consumer's lock (durable consumers), starts it,
+tails the log through ``LogReader.follow`` (or catches up once), hands every round of
+batches to ``handle``, commits whenever it has caught up with the log (and every second
+while it works through a backlog: fewer, larger transactions), publishes the
+committed offsets to ``state/<name>.json`` (when caught up, at most once a second while
+catching up, and at the end) and always closes it.
+
+Delivery: within one run of the loop every event reaches ``handle`` once, in seq order
+per stream (no order across streams); a restart resumes from what ``start`` returned.
+So what survives a crash is the consumer's doing: one that stores its offsets with its
+data in one step (``commit``) is exactly-once, one that stores them apart is
+at-least-once. ``Consumer.fresh`` drops events at or below the last seq taken, so a
+replayed batch is harmless. Backpressure: the loop reads the next round only after
+``handle`` (and ``commit``) returned; a slow consumer falls behind (its lag grows, see
+``waddle consumers``) and never slows the producers or other consumers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from waddle.consumers.state import StateStore
+from waddle.log.reader import DEFAULT_POLL_INTERVAL, Batch, LogReader, Offset
+
+PUBLISH_INTERVAL_S = 1.0
+COMMIT_INTERVAL_S = 1.0
+
+Offsets = dict[str, Offset]
+
+
+class Consumer:
+    """Base class of consumers: the protocol, with the bookkeeping of offsets taken.
+
+    Subclasses set ``name`` and ``durable`` and implement ``handle`` and ``commit``; they
+    call ``self.fresh(batch)`` in ``handle`` to get only the events not taken yet.
+    """
+
+    name: str = "consumer"
+    durable: bool = False
+
+    @property
+    def taken(self) -> Offsets:
+        """Per stream, the offset after the last event handed to ``handle``."""
+        try:
+            return self._taken
+        except AttributeError:
+            self._taken: Offsets = {}
+            return self._taken
+
+    def start(self, offsets: Mapping[str, Offset]) -> Offsets:
+        """Open; return the offsets to resume from. ``offsets`` are the published ones."""
+        self.taken.clear()
+        self.taken.update(offsets)
+        return dict(self.taken)
+
+    def handle(self, batches: list[Batch]) -> None:
+        raise NotImplementedError
+
+    def commit(self) -> Offsets:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release resources; what was handled but not committed is forgotten."""
+
+    def fresh(self, batch: Batch) -> list[dict[str, Any]]:
+        """The events of ``batch`` above the last seq taken from its stream; advances it.
+
+        A replayed or overlapping batch yields only what is new, so handling the same
+        batch twice changes nothing.
+        """
+        current = self.taken.get(batch.stream, Offset())
+        events = batch.events
+        if events and events[0]["seq"] <= current.seq:
+            events = [event for event in events if event["seq"] > current.seq]
+        end = batch.offset
+        if (end.segment, end.position) > (current.segment, current.position):
+            self.taken[batch.stream] = Offset(end.segment, end.position, max(end.seq, current.seq))
+        return events
+
+
+class Progress(Protocol):
+    """What the run loop tells a progress display (see ``waddle.consumers.progress``)."""
+
+    def begin(self, name: str, offsets: Mapping[str, Offset]) -> None: ...
+
+    def advance(self, name: str, batches: list[Batch]) -> None: ...
+
+
+class _Rhythm(threading.Event):
+    """The stop signal handed to ``LogReader.follow``; its ``wait`` marks the idle moment.
+
+    ``follow`` waits on its stop event only after a round that found nothing new: the
+    consumer is caught up, so that is when to commit (``on_idle``). With ``once`` the
+    first idle moment also ends the loop: ``--once`` reuses the one tail loop instead of
+    growing a second one. The outer ``stop`` (a signal) still ends the loop early.
+    """
+
+    def __init__(self, stop: threading.Event, on_idle: Callable[[], object], *, once: bool) -> None:
+        super().__init__()
+        self._outer = stop
+        self._on_idle = on_idle
+        self._once = once
+
+    def is_set(self) -> bool:
+        return super().is_set() or self._outer.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self._on_idle()
+        if self._once:
+            self.set()
+            return True
+        return self._outer.wait(timeout)
+
+
+class _Publisher:
+    """Publishes a durable consumer's committed offsets, at most once per interval."""
+
+    def __init__(self, registry: StateStore, consumer: Consumer) -> None:
+        self.registry = registry
+        self.consumer = consumer
+        self.last: Offsets | None = None
+        self.when = 0.0
+
+    def __call__(self, offsets: Offsets, *, force: bool = False) -> None:
+        if not self.consumer.durable or offsets == self.last:
+            return
+        now = time.monotonic()
+        if force or now - self.when >= PUBLISH_INTERVAL_S:
+            self.registry.publish(self.consumer.name, offsets)
+            self.last, self.when = dict(offsets), now
+
+
+def run_consumer(
+    consumer: Consumer,
+    root: Path | str,
+    stop: threading.Event,
+    *,
+    once: bool = False,
+    interval: float = DEFAULT_POLL_INTERVAL,
+    reader: LogReader | None = None,
+    progress: Progress | None = None,
+    ready: threading.Event | None = None,
+) -> Offsets:
+    """Drive ``consumer`` until ``stop`` is set (or, with ``once``, the log is caught up).
+
+    Returns the offsets committed last. An exception from the consumer or the reader
+    ends the loop; the consumer is closed (dropping what it did not commit) and the
+    exception propagates. ``ready`` is set once the consumer has started.
+    """
+    reader = reader or LogReader(root)
+    registry = StateStore(reader.root)
+    publish = _Publisher(registry, consumer)
+    guard = registry.lock(consumer.name) if consumer.durable else contextlib.nullcontext()
+    with guard:
+        try:
+            published = registry.load(consumer.name) if consumer.durable else {}
+            committed = consumer.start(published)
+            publish(committed, force=True)
+            if ready is not None:
+                ready.set()
+            if progress is not None:
+                progress.begin(consumer.name, committed)
+            pending = False
+            last_commit = time.monotonic()
+
+            def commit(*, publish_now: bool = True) -> None:
+                nonlocal committed, pending, last_commit
+                if pending:
+                    committed = consumer.commit()
+                    pending, last_commit = False, time.monotonic()
+                publish(committed, force=publish_now)
+
+            until = _Rhythm(stop, commit, once=once)
+            for batches in reader.follow(committed, until, interval):
+                consumer.handle(batches)
+                pending = True
+                if progress is not None:
+                    progress.advance(consumer.name, batches)
+                if time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
+                    commit(publish_now=False)
+            commit()
+            return committed
+        finally:
+            consumer.close()
+
+
+class ConsumerThread:
+    """Runs one consumer in a background thread: the library form of the daemon.
+
+    ``start`` returns once the consumer has started (so e.g. the DuckDB writer's
+    ``cursor()`` works), or raises what its start raised; ``stop`` commits, closes and
+    joins, and re-raises an error that ended the loop.
+    """
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        root: Path | str,
+        *,
+        interval: float = DEFAULT_POLL_INTERVAL,
+    ) -> None:
+        self.consumer = consumer
+        self.root = Path(root)
+        self.interval = interval
+        self.error: BaseException | None = None
+        self._failed_start = False
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"waddle-consumer-{consumer.name}", daemon=True
+        )
+
+    def _run(self) -> None:
+        try:
+            run_consumer(
+                self.consumer, self.root, self._stop, interval=self.interval, ready=self._ready
+            )
+        except BaseException as exc:
+            self.error = exc
+            if not self._ready.is_set():
+                self._failed_start = True
+                self._ready.set()
+
+    def start(self, timeout: float | None = 60.0) -> None:
+        self._thread.start()
+        self._ready.wait(timeout)
+        if self._failed_start and self.error is not None:
+            self._thread.join()
+            raise self.error
+
+    def stop(self, timeout: float | None = None) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+        if self.error is not None:
+            raise self.error
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()

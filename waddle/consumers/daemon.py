@@ -1,0 +1,126 @@
+"""``waddle-consume``: run the chosen consumers in one process until told to stop.
+
+Each consumer runs the base loop (``run_consumer``) in a thread of its own, so a slow
+one never holds up another; the main thread only waits for signals. SIGINT and SIGTERM
+ask every loop to stop after its current round: each commits what it handled, closes
+and the process exits 0; a second signal kills the process the default way. With
+``once``, each consumer stops when it has caught up with the log. When one consumer
+fails, the others are stopped too and the exit code is 1, so a supervisor restarts the
+daemon (the durable consumers resume from their committed offsets).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from waddle.consumers import plugins
+from waddle.consumers.base import Consumer, run_consumer
+from waddle.consumers.progress import CatchUpProgress
+from waddle.errors import WaddleError
+from waddle.log.reader import DEFAULT_POLL_INTERVAL
+
+logger = logging.getLogger("waddle.consumers")
+
+DEFAULT_CONSUMERS = ("duckdb",)
+
+
+def consume(
+    root: Path,
+    names: Sequence[str] = (),
+    *,
+    duckdb_path: Path | None = None,
+    once: bool = False,
+    interval: float = DEFAULT_POLL_INTERVAL,
+    progress: CatchUpProgress | None = None,
+) -> int:
+    """Run the consumers ``names`` (default: the DuckDB writer); the exit code."""
+    try:
+        consumers = [
+            plugins.create(name, root, duckdb_path=duckdb_path)
+            for name in dict.fromkeys(names or DEFAULT_CONSUMERS)
+        ]
+    except WaddleError as exc:
+        logger.error("waddle-consume: %s", exc)
+        return 2
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    threads = [
+        threading.Thread(
+            target=_run,
+            args=(consumer, root, stop, errors),
+            kwargs={"once": once, "interval": interval, "progress": progress},
+            name=f"waddle-consumer-{consumer.name}",
+        )
+        for consumer in consumers
+    ]
+    restore = _on_signals(stop)
+    try:
+        logger.info(
+            "waddle-consume: %s on %s%s",
+            ", ".join(c.name for c in consumers),
+            root,
+            " (until caught up)" if once else "",
+        )
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.2)
+    finally:
+        restore()
+        if progress is not None:
+            progress.close()
+    return 1 if errors else 0
+
+
+def _run(
+    consumer: Consumer,
+    root: Path,
+    stop: threading.Event,
+    errors: list[BaseException],
+    **options: Any,
+) -> None:
+    try:
+        committed = run_consumer(consumer, root, stop, **options)
+    except WaddleError as exc:
+        logger.error("waddle-consume: consumer %s stopped: %s", consumer.name, exc)
+        errors.append(exc)
+        stop.set()
+    except Exception as exc:
+        logger.exception("waddle-consume: consumer %s failed", consumer.name)
+        errors.append(exc)
+        stop.set()
+    else:
+        logger.info(
+            "waddle-consume: %s stopped, offsets of %d streams committed",
+            consumer.name,
+            len(committed),
+        )
+
+
+def _on_signals(stop: threading.Event) -> Callable[[], None]:
+    """SIGINT/SIGTERM set ``stop``; a second one gets the default behaviour."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        logger.info("waddle-consume: %s, committing and stopping", signal.Signals(signum).name)
+        stop.set()
+        for sig in previous:
+            signal.signal(sig, signal.SIG_DFL)
+
+    for sig in previous:
+        signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore

@@ -1,0 +1,60 @@
+"""The in-memory consumer: the reference implementation of the protocol and the test fake.
+
+It keeps every event it committed in a ``MemoryStore``, with the offsets, both replaced
+together at ``commit`` (so it is exactly-once for as long as the store lives). A store
+outlives the consumer objects that write into it, as a database file would: a new
+``MemoryConsumer`` on the same store resumes where the last commit left off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from waddle.consumers.base import Consumer, Offsets
+from waddle.log.reader import Batch, Offset
+
+
+@dataclass
+class MemoryStore:
+    """What a memory consumer has committed: events per stream and the offsets."""
+
+    events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    offsets: Offsets = field(default_factory=dict)
+    commits: int = 0
+
+
+class MemoryConsumer(Consumer):
+    """Keeps events in memory. Durable (registered, holds retention) only if asked."""
+
+    def __init__(
+        self, store: MemoryStore | None = None, *, name: str = "memory", durable: bool = False
+    ) -> None:
+        self.store = store if store is not None else MemoryStore()
+        self.name = name
+        self.durable = durable
+        self._pending: dict[str, list[dict[str, Any]]] = {}
+
+    def start(self, offsets: Mapping[str, Offset]) -> Offsets:
+        """Resume from the store's offsets; ``offsets`` (the published ones) never lead."""
+        self._pending = {}
+        return super().start(self.store.offsets)
+
+    def handle(self, batches: list[Batch]) -> None:
+        for batch in batches:
+            events = self.fresh(batch)
+            if events:
+                self._pending.setdefault(batch.stream, []).extend(events)
+
+    def commit(self) -> Offsets:
+        if self._pending or self.taken != self.store.offsets:
+            for stream, events in self._pending.items():
+                self.store.events.setdefault(stream, []).extend(events)
+            self.store.offsets = dict(self.taken)
+            self.store.commits += 1
+            self._pending = {}
+        return dict(self.store.offsets)
+
+    def close(self) -> None:
+        self._pending = {}
