@@ -1,0 +1,98 @@
+"""``waddle serve`` as a process: signals stop it cleanly with offsets committed;
+``--demo`` and ``waddle demo``; a clear error when it cannot start."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+import pytest
+from helpers import isolated_waddle, raw_events, raw_log  # noqa: F401
+
+import waddle
+from waddle.web.serve import url_of
+
+from .conftest import Server, wait_for_run
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_it_cleanly_with_offsets_committed(serve: Any, sig: int) -> None:
+    server: Server = serve()
+    run = waddle.init(project="stop", dir=server.root, id="stoprun", system_metrics=False)
+    for step in range(300):
+        run.log({"loss": float(step)})
+    run.finish()
+    wait_for_run(server, "stoprun")
+    assert (
+        server.ingest("relayedrun", [{"seq": 0, "ts": 1.0, "type": "config", "config": {}}]).status
+        == 200
+    )
+    assert server.stop(sig) == 0, server.stderr()
+    last = len(raw_events(raw_log(server.root, "stoprun"))) - 1
+    state = orjson.loads((server.root / "state" / "duckdb.json").read_bytes())
+    assert state["offsets"]["stoprun"]["seq"] == last
+    with duckdb.connect(str(server.root / "waddle.duckdb"), read_only=True) as con:
+        (seq,) = con.execute("SELECT seq FROM _waddle.offsets WHERE stream = 'stoprun'").fetchone()
+        (status,) = con.execute("SELECT status FROM runs WHERE run_id = 'stoprun'").fetchone()
+    assert (seq, status) == (last, "finished")
+    assert "Traceback" not in server.stderr()
+    # The ingest writer let go of its stream: a local producer can continue it.
+    waddle.init(project="stop", dir=server.root, id="relayedrun", resume=True).finish()
+
+
+def test_serve_demo_shows_a_working_url(serve: Any) -> None:
+    server: Server = serve("--demo")
+    runs = wait_for_run_list(server)
+    assert runs[0]["project"] == "demo" and runs[0]["status"] == "finished"
+    assert server.get("/").status == 200
+
+
+def wait_for_run_list(server: Server) -> list[dict[str, Any]]:
+    from .conftest import eventually
+
+    return eventually(lambda: server.get_json("/api/runs")["runs"], what="the demo run")
+
+
+def test_demo_command_writes_a_run(tmp_path: Path) -> None:
+    result = run_command("demo", "--dir", str(tmp_path), "--steps", "20")
+    assert result.returncode == 0, result.stderr
+    assert "waddle serve --dir" in result.stdout
+    (stream,) = [p.name for p in (tmp_path / "log").iterdir()]
+    events = raw_events(raw_log(tmp_path, stream))
+    assert [e["type"] for e in events][-2:] == ["summary", "finish"]
+    assert sum(e["type"] == "metrics" for e in events) == 20
+
+
+def test_a_busy_port_is_a_clear_error(serve: Any, tmp_path: Path) -> None:
+    server: Server = serve()
+    result = run_command("serve", "--dir", str(tmp_path / "other"), "--port", str(server.port))
+    assert result.returncode == 1
+    assert "cannot listen on 127.0.0.1" in result.stderr and "--port" in result.stderr
+
+
+def test_a_second_server_on_the_same_folder_is_refused(serve: Any) -> None:
+    server: Server = serve()
+    result = run_command("serve", "--dir", str(server.root), "--port", "0")
+    assert result.returncode == 1
+    assert "already runs the DuckDB writer" in result.stderr and "Traceback" not in result.stderr
+    assert server.get("/info").status == 200
+
+
+def test_url_of() -> None:
+    assert url_of("127.0.0.1", 8080, None) == "http://127.0.0.1:8080/"
+    assert url_of("::1", 9, "t") == "http://[::1]:9/?token=t"
+
+
+def run_command(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "waddle.web.serve", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

@@ -1,0 +1,81 @@
+"""``IngestLog``: idempotency, gaps, a write failing midway, eviction and closing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import raw_events, raw_log
+
+from waddle.web.errors import RequestError
+from waddle.web.writers import IngestLog
+
+from .events import stream_events
+
+
+def test_appends_skip_what_is_held_and_refuse_gaps(tmp_path: Path) -> None:
+    log = IngestLog(tmp_path)
+    events = stream_events("w1", 5)
+    assert log.append("w1", events[:3]).seq == 2
+    outcome = log.append("w1", events[1:5])
+    assert (outcome.seq, outcome.written, outcome.duplicates) == (4, 2, 2)
+    with pytest.raises(RequestError) as gap:
+        log.append("w1", events[6:])
+    assert gap.value.status == 409 and gap.value.extra["expected"] == 5
+    log.close()
+    assert raw_events(raw_log(tmp_path, "w1")) == events[:5]
+
+
+def test_a_closed_log_refuses_and_reopening_resumes(tmp_path: Path) -> None:
+    events = stream_events("w2", 4)
+    first = IngestLog(tmp_path)
+    first.append("w2", events[:2])
+    first.close()
+    with pytest.raises(RequestError) as closed:
+        first.append("w2", events[2:])
+    assert closed.value.status == 503
+    second = IngestLog(tmp_path)
+    assert second.held("w2") == 1
+    assert second.append("w2", events).written == len(events) - 2
+    second.close()
+
+
+def test_least_recently_used_writers_are_closed(tmp_path: Path) -> None:
+    log = IngestLog(tmp_path, max_open=2)
+    for name in ("a1", "a2", "a3"):
+        log.append(name, stream_events(name, 1, finish=False))
+    assert list(log._writers) == ["a2", "a3"]
+    assert log.append("a1", stream_events("a1", 3, finish=False)).seq == 3
+    log.close()
+
+
+class FailingWriter:
+    """A writer whose disk fills after ``room`` events."""
+
+    def __init__(self, room: int) -> None:
+        self.next_seq = 0
+        self.room = room
+        self.dropped: dict[str, int] = {}
+
+    def append_event(self, event: dict[str, Any]) -> bool:
+        if self.room == 0:
+            self.dropped["ENOSPC"] = self.dropped.get("ENOSPC", 0) + 1
+            return False
+        self.room -= 1
+        self.next_seq += 1
+        return True
+
+    def sync(self) -> None:
+        pass
+
+
+def test_a_failed_write_answers_503_with_the_highest_seq_held(tmp_path: Path) -> None:
+    log = IngestLog(tmp_path)
+    log._writers["w3"] = FailingWriter(room=3)  # type: ignore[assignment]
+    with pytest.raises(RequestError) as failed:
+        log.append("w3", stream_events("w3", 6))
+    error = failed.value
+    assert error.status == 503 and error.error == "write_failed"
+    assert error.extra["seq"] == 2 and error.extra["written"] == 3
+    assert "ENOSPC" in error.detail

@@ -1,0 +1,202 @@
+"""The read endpoints: the seed's ``/info``, ``/runs``, ``/run/{id}`` and the ``/api/`` set.
+
+Tables come from the DuckDB store (a cursor per request, in a worker thread); a run's
+events come from the log itself, which is the source of truth and may be a poll ahead
+of the tables. Values that JSON cannot hold are spelled as in the log ("NaN",
+"Infinity", "-Infinity"). Paths, ids and parameters are checked by ``params``; a store
+that fails answers 503 (``store_unavailable``), never 500.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import duckdb
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from waddle import store
+from waddle.consumers.broadcast import locate, read_after
+from waddle.errors import StoreError
+from waddle.log.reader import LogReader
+from waddle.web import params, queries
+from waddle.web.errors import RequestError, bad_request, json_response, not_found
+
+T = TypeVar("T")
+MAX_POINTS = 100_000
+DEFAULT_POINTS = 2000
+MAX_PAGE = 10_000
+
+
+async def query(request: Request, fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn(cursor, *args)`` in a worker thread; store failures become a 503."""
+    cursor_factory = request.app.state.cursor
+
+    def work() -> T:
+        cursor = cursor_factory()
+        try:
+            return fn(cursor, *args)
+        finally:
+            cursor.close()
+
+    try:
+        return await run_in_threadpool(work)
+    except (duckdb.Error, StoreError) as exc:
+        raise RequestError(
+            503, "store_unavailable", f"the database could not answer: {type(exc).__name__}"
+        ) from exc
+
+
+async def info(request: Request) -> Response:
+    return json_response({"projects": await query(request, queries.projects)})
+
+
+async def runs(request: Request) -> Response:
+    project = params.text(request, "project")
+    return json_response({"runs": await query(request, store.list_runs, project)})
+
+
+async def run(request: Request) -> Response:
+    """One run (config, summary, context, status) and a page of its events from the log."""
+    run_id = params.run_id(request)
+    stream = params.optional_id(request, "stream") or run_id
+    if stream != run_id and not _is_rank_stream(run_id, stream):
+        raise bad_request(
+            "invalid_parameter",
+            f"stream {stream!r} is not a stream of run {run_id!r}",
+            field="stream",
+        )
+    after = params.integer(request, "after", -1, -1, 2**62)
+    limit = params.integer(request, "limit", 1000, 1, MAX_PAGE)
+    record = await query(request, store.get_run, run_id)
+    reader: LogReader = request.app.state.reader
+    if record is None and not (reader.log_dir / stream).is_dir():
+        raise not_found("run", run_id)
+    events, more = await run_in_threadpool(_events_page, reader, stream, after, limit)
+    record = record or {"run_id": run_id}
+    record["streams"] = await query(request, queries.streams, run_id)
+    return json_response(
+        {
+            "run": record,
+            "stream": stream,
+            "events": events,
+            "next_after": events[-1]["seq"] if events else after,
+            "more": more,
+        }
+    )
+
+
+def _is_rank_stream(run_id: str, stream: str) -> bool:
+    head, _, rank = stream.rpartition(".")
+    return head == run_id and rank.isdigit()
+
+
+def _events_page(
+    reader: LogReader, stream: str, after: int, limit: int
+) -> tuple[list[dict[str, Any]], bool]:
+    """Up to ``limit`` events after seq ``after``, and whether more follow now."""
+    events: list[dict[str, Any]] = []
+    offset = locate(reader, stream, after)
+    while len(events) <= limit:
+        batch = read_after(reader, stream, offset)
+        if not batch.events:
+            break
+        events += batch.events
+        offset = batch.offset
+    return events[:limit], len(events) > limit
+
+
+async def api_runs(request: Request) -> Response:
+    where = queries.RunFilter(
+        project=params.text(request, "project"),
+        status=params.text(request, "status"),
+        tag=params.text(request, "tag"),
+        group=params.text(request, "group"),
+        job_type=params.text(request, "job_type"),
+        search=params.text(request, "q"),
+    )
+    sort = params.choice(request, "sort", tuple(queries.SORTS), "started_at")
+    order = params.choice(request, "order", ("asc", "desc"), "desc")
+    limit = params.integer(request, "limit", 100, 1, MAX_PAGE)
+    offset = params.integer(request, "offset", 0, 0, 2**62)
+    rows, total = await query(
+        request, queries.find_runs, where, sort, order == "desc", limit, offset
+    )
+    return json_response({"runs": rows, "total": total, "limit": limit, "offset": offset})
+
+
+async def api_run(request: Request) -> Response:
+    run_id = params.run_id(request)
+    record = await query(request, store.get_run, run_id)
+    if record is None:
+        raise not_found("run", run_id)
+    record["streams"] = await query(request, queries.streams, run_id)
+    return json_response(record)
+
+
+async def api_keys(request: Request) -> Response:
+    run_id = params.run_id(request)
+    await _require_run(request, run_id)
+    metrics = await query(request, store.metric_keys, run_id)
+    system = await query(request, queries.system_keys, run_id)
+    return json_response({"run_id": run_id, "metrics": metrics, "system": system})
+
+
+async def api_metrics(request: Request) -> Response:
+    run_id = params.run_id(request)
+    x = params.choice(request, "x", tuple(queries.X_COLUMNS), "step")
+    max_points = params.integer(request, "max_points", DEFAULT_POINTS, 4, MAX_POINTS)
+    keys = params.keys(request)
+    await _require_run(request, run_id)
+    if keys is None:
+        keys = await query(request, store.metric_keys, run_id)
+    series = []
+    for key in keys:
+        xs, ys, count = await query(request, queries.metric_series, run_id, key, x, max_points)
+        series.append(_series(key, xs, ys, count))
+    return json_response({"run_id": run_id, "x": x, "max_points": max_points, "series": series})
+
+
+async def api_system(request: Request) -> Response:
+    run_id = params.run_id(request)
+    max_points = params.integer(request, "max_points", DEFAULT_POINTS, 4, MAX_POINTS)
+    rank = params.integer(request, "rank", -1, -1, 1 << 20)
+    keys = params.keys(request)
+    await _require_run(request, run_id)
+    if keys is None:
+        keys = await query(request, queries.system_keys, run_id)
+    series = []
+    for key in keys:
+        xs, ys, count = await query(
+            request, queries.system_series, run_id, key, None if rank < 0 else rank, max_points
+        )
+        series.append(_series(key, xs, ys, count))
+    return json_response({"run_id": run_id, "x": "ts", "max_points": max_points, "series": series})
+
+
+async def api_console(request: Request) -> Response:
+    run_id = params.run_id(request)
+    rank = params.integer(request, "rank", 0, 0, 1 << 20)
+    after = params.integer(request, "after", -1, -1, 2**62)
+    limit = params.integer(request, "limit", 1000, 1, MAX_PAGE)
+    await _require_run(request, run_id)
+    lines = await query(request, queries.console_lines, run_id, rank, after, limit)
+    return json_response(
+        {
+            "run_id": run_id,
+            "rank": rank,
+            "lines": lines,
+            "next_after": lines[-1]["seq"] if lines else after,
+        }
+    )
+
+
+async def _require_run(request: Request, run_id: str) -> None:
+    if not await query(request, queries.run_exists, run_id):
+        raise not_found("run", run_id)
+
+
+def _series(key: str, xs: list[Any], ys: list[Any], count: int) -> dict[str, Any]:
+    return {"key": key, "x": xs, "y": ys, "count": count, "downsampled": len(xs) < count}

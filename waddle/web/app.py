@@ -1,0 +1,116 @@
+"""``create_app``: the server as a composition of consumers around a Starlette app.
+
+While the app runs (its lifespan), two consumers tail ``<root>/log`` in threads of their
+own, each through the one run loop (``waddle.consumers.base``): the DuckDB writer keeps
+the tables the read endpoints query, and the live broadcaster feeds ``/ws``. ``/ingest``
+is a producer into the same log, so what relays send reaches both like local runs do.
+On shutdown the ingest writers close (fsync, locks released), then each consumer stops
+after its current round with its offsets committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Route, WebSocketRoute
+
+from waddle.consumers.base import ConsumerThread
+from waddle.consumers.broadcast import Broadcaster
+from waddle.consumers.duckdb_writer import DuckDBWriter
+from waddle.log.reader import LogReader
+from waddle.web import api
+from waddle.web.auth import TokenAuth
+from waddle.web.dashboard_api import dashboard_routes
+from waddle.web.errors import EXCEPTION_HANDLERS, json_response
+from waddle.web.ingest import ingest
+from waddle.web.openapi import spec
+from waddle.web.settings import Settings
+from waddle.web.writers import IngestLog
+from waddle.web.ws import websocket_endpoint
+
+logger = logging.getLogger("waddle.web")
+
+STATIC = Path(__file__).parent / "static"
+
+
+async def index(request: Request) -> Response:
+    return FileResponse(STATIC / "index.html", media_type="text/html")
+
+
+async def openapi(request: Request) -> Response:
+    return json_response(request.app.state.openapi)
+
+
+ROUTES = [
+    Route("/", index),
+    Route("/openapi.json", openapi),
+    Route("/ingest", ingest, methods=["POST"]),
+    Route("/info", api.info),
+    Route("/runs", api.runs),
+    Route("/run/{run_id}", api.run),
+    Route("/api/runs", api.api_runs),
+    Route("/api/runs/{run_id}", api.api_run),
+    Route("/api/runs/{run_id}/keys", api.api_keys),
+    Route("/api/runs/{run_id}/metrics", api.api_metrics),
+    Route("/api/runs/{run_id}/system", api.api_system),
+    Route("/api/runs/{run_id}/console", api.api_console),
+    WebSocketRoute("/ws", websocket_endpoint),
+    *dashboard_routes(),
+]
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The ASGI app of one server; the consumers start and stop with its lifespan."""
+    app = Starlette(
+        routes=ROUTES,
+        middleware=[Middleware(TokenAuth, token=settings.token, extra_hosts=(settings.host,))],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=_lifespan,
+    )
+    app.state.settings = settings
+    app.state.openapi = spec()
+    return app
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: Starlette) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    state = app.state
+    state.reader = LogReader(settings.root)
+    state.ingest_log = IngestLog(settings.root)
+    writer = DuckDBWriter(settings.root, settings.database)
+    state.broadcaster = Broadcaster(settings.root)
+    state.broadcaster.hub.attach(asyncio.get_running_loop())
+    threads = [
+        ConsumerThread(writer, settings.root, interval=settings.poll_interval),
+        ConsumerThread(state.broadcaster, settings.root, interval=settings.poll_interval),
+    ]
+    started: list[ConsumerThread] = []
+    try:
+        for thread in threads:
+            await run_in_threadpool(thread.start)
+            started.append(thread)
+        state.cursor = writer.cursor
+        yield
+    finally:
+        await run_in_threadpool(_stop, state.ingest_log, started)
+        state.broadcaster.hub.detach()
+
+
+def _stop(ingest_log: IngestLog, threads: list[ConsumerThread]) -> None:
+    """Close the ingest writers, then stop each consumer (committing its offsets)."""
+    ingest_log.close()
+    for thread in reversed(threads):
+        try:
+            thread.stop(timeout=30)
+        except Exception:
+            logger.exception("waddle: consumer %s ended with an error", thread.consumer.name)

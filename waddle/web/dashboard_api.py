@@ -1,0 +1,21 @@
+"""The dashboard's assets: ``/static/...`` from ``waddle/web/static`` (the page itself,
+``index.html``, is served at ``/`` by ``waddle.web.app``).
+
+Mount it by adding ``*dashboard_routes()`` to ``waddle.web.app.ROUTES``. Files are sent
+with ETag and Last-Modified, so a reload revalidates instead of downloading again; only
+files under the folder are served (no symlinks followed, no directory listings), and the
+token middleware guards them like every other route.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.routing import BaseRoute, Mount
+from starlette.staticfiles import StaticFiles
+
+STATIC = Path(__file__).parent / "static"
+
+
+def dashboard_routes() -> list[BaseRoute]:
+    return [Mount("/static", app=StaticFiles(directory=STATIC), name="static")]

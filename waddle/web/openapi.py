@@ -1,0 +1,316 @@
+"""The OpenAPI 3.1 description served at ``/openapi.json``, written by hand.
+
+A test fuzzes the server against it (every documented input must get a documented
+status, never a 500) and checks that every route is described, so it stays accurate.
+The WebSocket protocol is outside OpenAPI's reach; docs/api.md describes it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_ID = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"}
+_ERROR = {
+    "type": "object",
+    "required": ["error", "detail"],
+    "properties": {
+        "error": {"type": "string", "description": "machine-readable code"},
+        "detail": {"type": "string", "description": "what is wrong and how to fix it"},
+        "line": {"type": "integer", "description": "1-based line (NDJSON) or list position"},
+        "field": {"type": ["string", "null"]},
+        "expected": {"type": "integer", "description": "the next seq the host expects"},
+        "seq": {"type": "integer", "description": "the highest seq the host holds"},
+    },
+}
+_NUMBER = {
+    "oneOf": [
+        {"type": "number"},
+        {"type": "null"},
+        {"type": "string", "enum": ["NaN", "Infinity", "-Infinity"]},
+    ]
+}
+_RUN = {
+    "type": "object",
+    "required": ["run_id"],
+    "properties": {
+        "run_id": _ID,
+        "project": {"type": ["string", "null"]},
+        "name": {"type": ["string", "null"]},
+        "status": {
+            "type": ["string", "null"],
+            "enum": ["running", "finished", "failed", "killed", None],
+        },
+        "started_at": {"type": ["number", "null"]},
+        "finished_at": {"type": ["number", "null"]},
+        "exit_code": {"type": ["integer", "null"]},
+        "last_step": {"type": ["integer", "null"]},
+        "config": {"type": ["object", "null"]},
+        "summary": {"type": ["object", "null"]},
+        "context": {"type": ["object", "null"]},
+        "tags": {"type": ["array", "null"], "items": {"type": "string"}},
+    },
+}
+_SERIES = {
+    "type": "object",
+    "required": ["run_id", "x", "max_points", "series"],
+    "properties": {
+        "run_id": _ID,
+        "x": {"type": "string", "enum": ["step", "ts"]},
+        "max_points": {"type": "integer"},
+        "series": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["key", "x", "y", "count", "downsampled"],
+                "properties": {
+                    "key": {"type": "string"},
+                    "x": {"type": "array", "items": {"type": "number"}},
+                    "y": {"type": "array", "items": _NUMBER},
+                    "count": {"type": "integer", "description": "points before downsampling"},
+                    "downsampled": {"type": "boolean"},
+                },
+            },
+        },
+    },
+}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    reasons = {
+        400: "invalid input, named in the body",
+        401: "the token is missing or wrong",
+        403: "a Host or Origin this server does not answer",
+        404: "no such run",
+        409: "a seq gap, or a stream written by a local process",
+        413: "the body is over the limit",
+        415: "a content type other than JSON or NDJSON",
+        503: "the log or the database cannot take or answer this now",
+    }
+    return {
+        str(code): _json({"$ref": "#/components/schemas/Error"}, reasons[code]) for code in codes
+    }
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+_RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": _ID}
+_COMMON = (400, 401, 403, 503)
+_MAX_POINTS = _query(
+    "max_points",
+    {"type": "integer", "minimum": 4, "maximum": 100000},
+    "points per series at most (M4 downsampling keeps spikes)",
+)
+_KEYS = _query("keys", {"type": "string"}, "comma-separated keys; all keys when absent")
+
+
+def _get(
+    summary: str, ok: dict[str, Any], parameters: list[dict[str, Any]], *codes: int
+) -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": summary,
+            "parameters": parameters,
+            "responses": {"200": ok, **_errors(*_COMMON, *codes)},
+        }
+    }
+
+
+def spec() -> dict[str, Any]:
+    """The whole document."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Waddle",
+            "version": "1",
+            "description": "Offline-first experiment tracking. The WebSocket protocol "
+            "(/ws) is described in docs/api.md.",
+        },
+        "components": {
+            "schemas": {"Error": _ERROR, "Run": _RUN, "Series": _SERIES},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{}, {"bearer": []}],
+        "paths": {
+            "/ingest": {
+                "post": {
+                    "summary": "Append events of one stream to this host's log",
+                    "parameters": [
+                        {"name": "stream", "in": "query", "required": True, "schema": _ID},
+                        {
+                            "name": "Content-Encoding",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string", "enum": ["gzip", "identity"]},
+                            "description": "gzip: the body is gzip-compressed (as relays send)",
+                        },
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "oneOf": [
+                                        {"type": "object"},
+                                        {"type": "array", "items": {"type": "object"}},
+                                    ]
+                                }
+                            },
+                            "application/x-ndjson": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["stream", "seq", "written", "duplicates"],
+                                "properties": {
+                                    "stream": _ID,
+                                    "seq": {"type": "integer", "description": "highest seq held"},
+                                    "written": {"type": "integer"},
+                                    "duplicates": {"type": "integer"},
+                                },
+                            }
+                        ),
+                        **_errors(*_COMMON, 409, 413, 415),
+                    },
+                }
+            },
+            "/info": _get(
+                "The projects this host holds",
+                _json(
+                    {
+                        "type": "object",
+                        "required": ["projects"],
+                        "properties": {"projects": {"type": "array"}},
+                    }
+                ),
+                [],
+            ),
+            "/runs": _get(
+                "Runs with their start times, newest first",
+                _json(
+                    {
+                        "type": "object",
+                        "required": ["runs"],
+                        "properties": {
+                            "runs": {"type": "array", "items": {"$ref": "#/components/schemas/Run"}}
+                        },
+                    }
+                ),
+                [_query("project", {"type": "string"}, "only this project")],
+            ),
+            "/run/{run_id}": _get(
+                "One run (config, summary, context, status) and a page of its events",
+                _json(
+                    {
+                        "type": "object",
+                        "required": ["run", "stream", "events", "next_after", "more"],
+                    }
+                ),
+                [
+                    _RUN_ID,
+                    _query("stream", _ID, "a stream of the run (default: the run id, rank 0)"),
+                    _query("after", {"type": "integer", "minimum": -1}, "events after this seq"),
+                    _query(
+                        "limit", {"type": "integer", "minimum": 1, "maximum": 10000}, "page size"
+                    ),
+                ],
+                404,
+            ),
+            "/api/runs": _get(
+                "Runs, filtered and sorted, a page at a time",
+                _json({"type": "object", "required": ["runs", "total", "limit", "offset"]}),
+                [
+                    _query("project", {"type": "string"}, "project equals"),
+                    _query("status", {"type": "string"}, "running, finished, failed, killed"),
+                    _query("tag", {"type": "string"}, "has this tag"),
+                    _query("group", {"type": "string"}, "group equals"),
+                    _query("job_type", {"type": "string"}, "job type equals"),
+                    _query("q", {"type": "string"}, "name or run id contains"),
+                    _query(
+                        "sort",
+                        {
+                            "type": "string",
+                            "enum": [
+                                "started_at",
+                                "finished_at",
+                                "updated_at",
+                                "name",
+                                "project",
+                                "status",
+                                "last_step",
+                                "duration",
+                                "run_id",
+                            ],
+                        },
+                        "sort column",
+                    ),
+                    _query("order", {"type": "string", "enum": ["asc", "desc"]}, "sort order"),
+                    _query(
+                        "limit", {"type": "integer", "minimum": 1, "maximum": 10000}, "page size"
+                    ),
+                    _query("offset", {"type": "integer", "minimum": 0}, "rows to skip"),
+                ],
+            ),
+            "/api/runs/{run_id}": _get(
+                "One run with its streams",
+                _json({"$ref": "#/components/schemas/Run"}),
+                [_RUN_ID],
+                404,
+            ),
+            "/api/runs/{run_id}/keys": _get(
+                "The metric and system keys of a run",
+                _json({"type": "object", "required": ["run_id", "metrics", "system"]}),
+                [_RUN_ID],
+                404,
+            ),
+            "/api/runs/{run_id}/metrics": _get(
+                "Metric series, downsampled on the server",
+                _json({"$ref": "#/components/schemas/Series"}),
+                [
+                    _RUN_ID,
+                    _KEYS,
+                    _query("key", {"type": "string"}, "one key (repeatable; for keys with commas)"),
+                    _query("x", {"type": "string", "enum": ["step", "ts"]}, "x axis"),
+                    _MAX_POINTS,
+                ],
+                404,
+            ),
+            "/api/runs/{run_id}/system": _get(
+                "System-metric series (x is ts), downsampled on the server",
+                _json({"$ref": "#/components/schemas/Series"}),
+                [
+                    _RUN_ID,
+                    _KEYS,
+                    _query("rank", {"type": "integer", "minimum": 0}, "one process"),
+                    _MAX_POINTS,
+                ],
+                404,
+            ),
+            "/api/runs/{run_id}/console": _get(
+                "Console lines of one process of a run",
+                _json({"type": "object", "required": ["run_id", "rank", "lines", "next_after"]}),
+                [
+                    _RUN_ID,
+                    _query("rank", {"type": "integer", "minimum": 0}, "the process (default 0)"),
+                    _query("after", {"type": "integer", "minimum": -1}, "lines after this seq"),
+                    _query(
+                        "limit", {"type": "integer", "minimum": 1, "maximum": 10000}, "page size"
+                    ),
+                ],
+                404,
+            ),
+        },
+    }

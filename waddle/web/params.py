@@ -1,0 +1,79 @@
+"""Query-string and path values, validated once: a value or a 400 naming the field."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from starlette.requests import Request
+
+from waddle.ids import is_valid_id
+from waddle.web.errors import bad_request
+
+MAX_KEYS = 200
+MAX_KEY_LENGTH = 512
+
+
+def run_id(request: Request) -> str:
+    value = request.path_params["run_id"]
+    if not is_valid_id(value):
+        raise bad_request(
+            "invalid_id",
+            f"invalid run id {value[:200]!r}: ids match ^[A-Za-z0-9][A-Za-z0-9._-]{{0,127}}$",
+            field="run_id",
+        )
+    return value
+
+
+def optional_id(request: Request, name: str) -> str | None:
+    value = request.query_params.get(name)
+    if value is not None and not is_valid_id(value):
+        raise bad_request("invalid_id", f"{name} is not a valid id: {value[:200]!r}", field=name)
+    return value
+
+
+def text(request: Request, name: str, limit: int = 512) -> str | None:
+    value = request.query_params.get(name)
+    if value is not None and (len(value) > limit or "\x00" in value):
+        raise bad_request(
+            "invalid_parameter", f"{name} must be text of at most {limit} characters", field=name
+        )
+    return value
+
+
+def integer(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw) if raw.lstrip("-").isdigit() and len(raw) < 20 else None
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise bad_request(
+            "invalid_parameter", f"{name} must be an integer from {low} to {high}", field=name
+        )
+    return value
+
+
+def choice(request: Request, name: str, options: Collection[str], default: str) -> str:
+    value = request.query_params.get(name, default)
+    if value not in options:
+        raise bad_request(
+            "invalid_parameter", f"{name} must be one of {', '.join(options)}", field=name
+        )
+    return value
+
+
+def keys(request: Request) -> list[str] | None:
+    """Metric keys from ``?keys=a,b`` and/or repeated ``?key=`` (for keys with commas)."""
+    found = [k for raw in request.query_params.getlist("keys") for k in raw.split(",") if k]
+    found += request.query_params.getlist("key")
+    if not found:
+        return None
+    if len(found) > MAX_KEYS or any(len(k) > MAX_KEY_LENGTH or "\x00" in k for k in found):
+        raise bad_request(
+            "invalid_parameter",
+            f"at most {MAX_KEYS} keys of at most {MAX_KEY_LENGTH} characters",
+            field="keys",
+        )
+    return list(dict.fromkeys(found))

@@ -1,0 +1,173 @@
+"""The host's producer for ``/ingest``: one ``StreamWriter`` per stream, kept open.
+
+Guarantees: idempotent by (stream, seq): events at or below what the host already holds
+are acknowledged and not written again; a request whose first new event is beyond the
+next expected seq is refused (``409``, nothing written). Requests for one stream are
+serialised; different streams proceed in parallel. Events of a request are written in
+order and fsynced before the answer, so an acknowledged event survives a power loss. A
+write that fails midway (a full disk) stops the request: the answer is ``503`` and names
+the highest seq now held, so the sender resumes from there.
+
+Writers stay open (they hold each stream's lock, so a local producer of the same stream
+is refused, and vice versa); past ``max_open`` the least recently used idle one is
+closed, and reopened (resumed) when its stream sends again.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from waddle.errors import StreamLockedError
+from waddle.log.segment import list_segments, log_dir
+from waddle.log.writer import StreamWriter
+from waddle.web.errors import RequestError
+
+DEFAULT_MAX_OPEN = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What an ingest request did: the highest seq now held, and what it wrote."""
+
+    stream: str
+    seq: int
+    written: int
+    duplicates: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stream": self.stream,
+            "seq": self.seq,
+            "written": self.written,
+            "duplicates": self.duplicates,
+        }
+
+
+class IngestLog:
+    """Appends already-sequenced, already-validated events to ``<root>/log``."""
+
+    def __init__(self, root: Path, *, max_open: int = DEFAULT_MAX_OPEN) -> None:
+        self.log_dir = log_dir(root)
+        self.max_open = max_open
+        self._writers: OrderedDict[str, StreamWriter] = OrderedDict()
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._closed = False
+
+    def append(self, stream: str, events: list[dict[str, Any]]) -> Outcome:
+        """Write the events of ``events`` that the host does not hold yet (see above)."""
+        with self._stream(stream):
+            writer = self._writer(stream, create=bool(events))
+            if writer is None:
+                return Outcome(stream, -1, 0, 0)
+            return _append(writer, stream, events)
+
+    def held(self, stream: str) -> int:
+        """The highest seq this host holds for ``stream`` (-1 for none)."""
+        return self.append(stream, []).seq
+
+    @contextmanager
+    def _stream(self, stream: str) -> Iterator[None]:
+        """Hold ``stream``'s lock: one request per stream at a time."""
+        with self._guard:
+            self._check_open()
+            lock = self._locks.setdefault(stream, threading.Lock())
+        with lock:
+            yield
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RequestError(503, "shutting_down", "the server is stopping; retry later")
+
+    def _writer(self, stream: str, *, create: bool) -> StreamWriter | None:
+        """The open writer of ``stream``; opened (resumed) if needed and allowed."""
+        with self._guard:
+            writer = self._writers.get(stream)
+            if writer is not None:
+                self._writers.move_to_end(stream)
+                return writer
+        stream_dir = self.log_dir / stream
+        if not create and not list_segments(stream_dir):
+            return None
+        try:
+            writer = StreamWriter(stream_dir, resume=True)
+        except StreamLockedError as exc:
+            raise RequestError(
+                409,
+                "stream_locked",
+                f"stream {stream!r} is being written by a process on this host; "
+                "a stream has one writer",
+                stream=stream,
+            ) from exc
+        except OSError as exc:
+            raise RequestError(
+                503, "log_unavailable", f"cannot open the log of stream {stream!r}: {exc}"
+            ) from exc
+        with self._guard:
+            if self._closed:
+                writer.close()
+                self._check_open()
+            self._writers[stream] = writer
+            self._evict()
+        return writer
+
+    def _evict(self) -> None:
+        """Close least recently used writers past ``max_open``, skipping busy ones."""
+        for stream in list(self._writers):
+            if len(self._writers) <= self.max_open:
+                return
+            lock = self._locks[stream]
+            if lock.acquire(blocking=False):
+                try:
+                    self._writers.pop(stream).close()
+                finally:
+                    lock.release()
+
+    def close(self) -> None:
+        """Close every writer (fsync, release the stream locks); later requests get 503."""
+        with self._guard:
+            self._closed = True
+            writers = list(self._writers.items())
+            self._writers.clear()
+        for stream, writer in writers:
+            with self._locks[stream]:
+                writer.close()
+
+
+def _append(writer: StreamWriter, stream: str, events: list[dict[str, Any]]) -> Outcome:
+    expected = writer.next_seq
+    if events and events[0]["seq"] > expected:
+        raise RequestError(
+            409,
+            "seq_gap",
+            f"stream {stream!r} expects seq {expected} next, the request starts at "
+            f"{events[0]['seq']}; send from seq {expected}",
+            stream=stream,
+            expected=expected,
+            seq=expected - 1,
+        )
+    fresh = [event for event in events if event["seq"] >= expected]
+    for written, event in enumerate(fresh):
+        if not writer.append_event(event):
+            raise RequestError(
+                503,
+                "write_failed",
+                f"the host could not write stream {stream!r} ({_causes(writer)}); "
+                f"it holds up to seq {writer.next_seq - 1}: resend from there later",
+                stream=stream,
+                seq=writer.next_seq - 1,
+                written=written,
+            )
+    if fresh:
+        writer.sync()
+    return Outcome(stream, writer.next_seq - 1, len(fresh), len(events) - len(fresh))
+
+
+def _causes(writer: StreamWriter) -> str:
+    return ", ".join(sorted(writer.dropped)) or "I/O error"
