@@ -1,0 +1,95 @@
+// The HTTP client: one function per read endpoint of docs/api.md. Paths are relative to
+// the page, so the dashboard also works behind a reverse proxy under a prefix.
+
+import { toNumber } from "./format.js";
+
+const ROOT = new URL(".", location.href);
+const PAGE = 10000;
+
+export class ApiError extends Error {
+  constructor(status, body) {
+    super((body && (body.detail || body.error)) || `HTTP ${status}`);
+    this.status = status;
+    this.body = body;
+  }
+}
+
+export function url(path, params = {}) {
+  const target = new URL(path, ROOT);
+  for (const [name, value] of Object.entries(params)) {
+    if (value === undefined || value === null || value === "") continue;
+    if (Array.isArray(value)) value.forEach((v) => target.searchParams.append(name, v));
+    else target.searchParams.set(name, String(value));
+  }
+  return target;
+}
+
+async function getJSON(path, params, signal) {
+  const response = await fetch(url(path, params), {
+    signal,
+    headers: { Accept: "application/json" },
+    credentials: "same-origin",
+  });
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    body = null;
+  }
+  if (!response.ok) throw new ApiError(response.status, body);
+  return body;
+}
+
+const runPath = (runId, tail = "") => `api/runs/${encodeURIComponent(runId)}${tail}`;
+
+/** Projects with their run counts: [{name, runs, last_started_at}]. */
+export async function listProjects(signal) {
+  return (await getJSON("info", {}, signal)).projects || [];
+}
+
+/** Every run of a project (paged through), with tags, config and summary. */
+export async function listRuns(project, signal) {
+  const runs = [];
+  for (let offset = 0; ; offset += PAGE) {
+    const page = await getJSON("api/runs", { project, limit: PAGE, offset }, signal);
+    runs.push(...page.runs);
+    if (page.runs.length < PAGE || runs.length >= page.total) return runs;
+  }
+}
+
+export function getRun(runId, signal) {
+  return getJSON(runPath(runId), {}, signal);
+}
+
+export function getKeys(runId, signal) {
+  return getJSON(runPath(runId, "/keys"), {}, signal);
+}
+
+function numericSeries(series) {
+  return series.map((s) => ({ ...s, y: s.y.map(toNumber) }));
+}
+
+/** Downsampled metric series: [{key, x, y, count, downsampled}], x by "step" or "ts". */
+export async function getMetrics(runId, keys, { x = "step", maxPoints = 2000 } = {}, signal) {
+  const body = await getJSON(
+    runPath(runId, "/metrics"),
+    { key: keys, x, max_points: maxPoints },
+    signal,
+  );
+  return numericSeries(body.series);
+}
+
+/** Downsampled system series of one process of a run (rank), x is ts. */
+export async function getSystem(runId, keys, { rank = 0, maxPoints = 2000 } = {}, signal) {
+  const body = await getJSON(
+    runPath(runId, "/system"),
+    { key: keys, rank, max_points: maxPoints },
+    signal,
+  );
+  return numericSeries(body.series);
+}
+
+/** Console lines of one process after seq `after`: {lines, next_after}. */
+export function getConsole(runId, { rank = 0, after = -1, limit = 1000 } = {}, signal) {
+  return getJSON(runPath(runId, "/console"), { rank, after, limit }, signal);
+}

@@ -1,0 +1,204 @@
+// Runs compared: every metric chart overlays the selected runs, each in its stable colour,
+// and the config and summary tables mark the keys whose values differ. Live like a run.
+
+import { getKeys, getRun } from "./api.js";
+import { colorsFor } from "./colors.js";
+import { chartControls } from "./controls.js";
+import { frameBatcher, h, replace } from "./dom.js";
+import { displayStatus } from "./format.js";
+import { LiveSocket, rankOfStream } from "./live.js";
+import { ChartPanel } from "./panel.js";
+import { comparisonTable, statusBadge } from "./tables.js";
+
+export class CompareView {
+  constructor(parent, runIds, app) {
+    this.runIds = runIds;
+    this.app = app;
+    this.state = app.state;
+    this.colors = colorsFor(runIds);
+    this.root = h("div", { class: "view compare-view" });
+    parent.append(this.root);
+    this.buffer = [];
+    this.ready = false;
+    this.onlyDiffering = false;
+    const batch = frameBatcher((items) => items.forEach(([s, r, e]) => this.apply(s, r, e)));
+    this.socket = new LiveSocket(
+      { runs: runIds },
+      {
+        onEvents: (stream, run, events) =>
+          this.ready ? batch([stream, run, events]) : this.buffer.push([stream, run, events]),
+        onStatus: (status) => {
+          this.liveStatus = status;
+          this.toolbar?.setLive(status);
+        },
+      },
+    );
+    this.load().catch((error) => {
+      replace(this.root, h("p", { class: "error" }, `Could not load the runs: ${error.message}`));
+    });
+  }
+
+  async load() {
+    const loaded = await Promise.all(
+      this.runIds.map(async (id) => {
+        try {
+          const [record, keys] = await Promise.all([getRun(id), getKeys(id)]);
+          return { record, keys };
+        } catch (error) {
+          if (error.status === 404) return null;
+          throw error;
+        }
+      }),
+    );
+    this.runs = loaded.filter(Boolean).map(({ record, keys }) => ({
+      record,
+      keys: keys.metrics,
+      id: record.run_id,
+      runId: record.run_id,
+      label: record.name || record.run_id,
+      color: this.colors.get(record.run_id),
+      startedAt: record.started_at,
+    }));
+    this.missing = this.runIds.filter((id) => !this.runs.some((r) => r.id === id));
+    this.render();
+    this.ready = true;
+    for (const [stream, run, events] of this.buffer.splice(0)) this.apply(stream, run, events);
+  }
+
+  render() {
+    this.toolbar = chartControls(this.state, {
+      onChange: (patch) => this.app.setOptions(patch),
+      onReset: () => this.panel.resetZoom(),
+      onFilter: (text) => this.panel.setFilter(text),
+    });
+    this.toolbar.setLive(this.liveStatus || "connecting");
+    this.legend = h("div", { class: "compare-legend" });
+    this.configNode = h("div", {});
+    this.summaryNode = h("div", {});
+    const differing = h("input", {
+      type: "checkbox",
+      class: "only-differing",
+      onchange: () => {
+        this.onlyDiffering = differing.checked;
+        this.renderTables();
+      },
+    });
+    const charts = h("section", { class: "section", id: "metrics" }, h("h3", {}, "Metrics"));
+    replace(
+      this.root,
+      h("h2", {}, `Comparing ${this.runs.length} runs`),
+      this.missing.length
+        ? h("p", { class: "error" }, `Not found: ${this.missing.join(", ")}`)
+        : null,
+      this.legend,
+      this.toolbar,
+      charts,
+      h(
+        "section",
+        { class: "section", id: "config" },
+        h("h3", {}, "Config"),
+        h("label", { class: "inline" }, differing, " only keys that differ"),
+        this.configNode,
+      ),
+      h("section", { class: "section", id: "summary" }, h("h3", {}, "Summary"), this.summaryNode),
+    );
+    this.panel = new ChartPanel(charts, {
+      kind: "metrics",
+      sources: this.runs,
+      xMode: this.state.x,
+      log: this.state.log,
+      smooth: this.state.smooth,
+      syncKey: `compare-${this.state.x}`,
+      onZoom: (min, max) => this.panel.zoomTo(min, max),
+      onResetZoom: () => this.panel.resetZoom(),
+    });
+    this.panel.addKeys(new Set(this.runs.flatMap((run) => run.keys)));
+    this.renderLegend();
+    this.renderTables();
+  }
+
+  renderLegend() {
+    replace(
+      this.legend,
+      this.runs.map((run) =>
+        h(
+          "div",
+          { class: "legend-run", dataset: { run: run.id } },
+          h("span", { class: "swatch", style: { background: run.color } }),
+          h(
+            "a",
+            { href: `#${new URLSearchParams({ project: run.record.project || "", run: run.id })}` },
+            run.label,
+          ),
+          statusBadge(displayStatus(run.record)),
+          h(
+            "button",
+            {
+              type: "button",
+              class: "remove",
+              title: "remove from the comparison",
+              onclick: () => this.remove(run.id),
+            },
+            "×",
+          ),
+        ),
+      ),
+    );
+  }
+
+  remove(runId) {
+    const rest = this.runIds.filter((id) => id !== runId);
+    this.app.navigate(rest.length > 1 ? { compare: rest } : { compare: [], run: rest[0] || "" });
+  }
+
+  renderTables() {
+    const columns = (field) =>
+      this.runs.map((run) => ({ label: run.label, color: run.color, values: run.record[field] }));
+    replace(
+      this.configNode,
+      comparisonTable(columns("config"), {
+        onlyDiffering: this.onlyDiffering,
+        emptyText: "No config.",
+      }),
+    );
+    replace(
+      this.summaryNode,
+      comparisonTable(columns("summary"), { emptyText: "No summary values." }),
+    );
+  }
+
+  apply(stream, runId, events) {
+    const run = this.runs.find((r) => r.id === runId);
+    if (!run) return;
+    let tables = false;
+    let legend = false;
+    for (const event of events) {
+      run.record.updated_at = Math.max(run.record.updated_at || 0, event.ts);
+      if (event.type === "summary") {
+        run.record.summary = { ...run.record.summary, ...event.summary };
+        tables = true;
+      } else if (event.type === "config") {
+        run.record.config = { ...run.record.config, ...event.config };
+        tables = true;
+      } else if (event.type === "finish" && rankOfStream(stream) === 0) {
+        run.record.status = event.status;
+        legend = true;
+      }
+    }
+    this.panel.addEvents(runId, stream, events);
+    if (tables) this.renderTables();
+    if (legend) this.renderLegend();
+  }
+
+  setOptions(patch) {
+    if ("x" in patch) return false;
+    this.panel?.setOptions(patch);
+    return true;
+  }
+
+  destroy() {
+    this.socket.close();
+    this.panel?.destroy();
+    this.root.remove();
+  }
+}
