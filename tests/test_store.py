@@ -13,7 +13,7 @@ import duckdb
 import pytest
 from consumers.logs import open_stream, run_fields, write_run
 
-from waddle import store
+from waddle import queries, store
 from waddle.consumers.base import run_consumer
 from waddle.consumers.duckdb_writer import DuckDBWriter
 from waddle.errors import StoreLockedError, UsageError
@@ -101,40 +101,40 @@ def test_readers_fall_back_to_the_snapshot_while_a_writer_holds_the_file(held: P
 def test_list_and_get_runs(built: Path) -> None:
     with store.open_reader(built) as reader:
         assert not reader.from_snapshot
-        runs = store.list_runs(reader.con)
+        runs = queries.list_runs(reader.con)
         assert [r["run_id"] for r in runs] == ["new", "nan", "old"]
-        assert [r["run_id"] for r in store.list_runs(reader.con, project="a")] == ["old"]
+        assert [r["run_id"] for r in queries.list_runs(reader.con, project="a")] == ["old"]
         old = runs[2]
         assert old["status"] == "finished" and old["last_step"] == 2
         assert old["duration"] == pytest.approx(old["finished_at"] - 1000.0)
         assert runs[0]["status"] == "running" and runs[0]["duration"] > 0
-        run = store.get_run(reader.con, "old")
+        run = queries.get_run(reader.con, "old")
         assert run is not None and run["config"] == {"lr": 0.1} and run["summary"] == {"steps": 3}
-        assert store.get_run(reader.con, "missing") is None
+        assert queries.get_run(reader.con, "missing") is None
 
 
 def test_metric_keys_and_series(built: Path) -> None:
     with store.open_reader(built) as reader:
-        assert store.metric_keys(reader.con, "new") == ["acc", "loss", "lr"]
-        series = store.metric_series(reader.con, "new", "loss")
-        assert series["step"] == list(range(250))
-        thin = store.metric_series(reader.con, "new", "loss", max_points=50)
-        assert 40 <= len(thin["step"]) <= 52 and thin["step"][0] == 0 and thin["step"][-1] == 249
-        assert thin["step"] == sorted(thin["step"])
-        values = store.metric_series(reader.con, "nan", "loss")["value"]
+        assert queries.metric_keys(reader.con, "new") == ["acc", "loss", "lr"]
+        steps, _, count = queries.metric_series(reader.con, "new", "loss", "step", 10_000)
+        assert steps == list(range(250)) and count == 250
+        thin, _, count = queries.metric_series(reader.con, "new", "loss", "step", 50)
+        assert count == 250 and 4 <= len(thin) <= 50
+        assert thin[0] == 0 and thin[-1] == 249 and thin == sorted(thin)
+        _, values, _ = queries.metric_series(reader.con, "nan", "loss", "step", 100)
         assert values[0] == 1.0 and math.isnan(values[1]) and values[2] == math.inf
         with pytest.raises(UsageError):
-            store.metric_series(reader.con, "new", "loss", max_points=1)
+            queries.metric_series(reader.con, "new", "loss", "step", 1)
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_export_metrics(built: Path, tmp_path: Path, fmt: str) -> None:
     target = tmp_path / f"out.{fmt}"
     with store.open_reader(built) as reader:
-        assert store.export_metrics(reader.con, "nan", target, fmt) == 3
+        assert queries.export_metrics(reader.con, "nan", target, fmt) == 3
     with duckdb.connect() as con:
         rows = con.execute(f"SELECT key, step, value FROM '{target}' ORDER BY step").fetchall()
     assert [(k, s) for k, s, _ in rows] == [("loss", 0), ("loss", 1), ("loss", 2)]
     assert math.isnan(rows[1][2]) and rows[2][2] == math.inf
     with store.open_reader(built) as reader, pytest.raises(UsageError):
-        store.export_metrics(reader.con, "nan", target, "xlsx")
+        queries.export_metrics(reader.con, "nan", target, "xlsx")

@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from waddle import store
+from waddle import queries, store
 from waddle.errors import StoreLockedError, UsageError
 from waddle.ids import check_id, run_id_of_stream
 from waddle.log.reader import LogReader
@@ -63,7 +63,7 @@ def _snapshot_note(reader: store.Reader, out: TextIO) -> None:
 def ls(db_path: Path, out: TextIO, project: str | None = None) -> int:
     """List runs: id, project, name, status, start, duration, last step."""
     with store.open_reader(db_path) as reader:
-        runs = store.list_runs(reader.con, project)
+        runs = queries.list_runs(reader.con, project)
         rows = [["RUN", "PROJECT", "NAME", "STATUS", "STARTED", "DURATION", "STEP"]]
         for run in runs:
             step = run["last_step"]
@@ -93,7 +93,7 @@ def _json(value: Any) -> str:
 def show(db_path: Path, run_id: str, out: TextIO, *, as_json: bool = False) -> int:
     """Print one run: identity and status, then config, summary and context."""
     with store.open_reader(db_path) as reader:
-        run = store.get_run(reader.con, run_id)
+        run = queries.get_run(reader.con, run_id)
         if run is None:
             raise UsageError(f"no run {run_id!r} in {reader.path}; `waddle ls` lists the runs")
         if as_json:
@@ -143,9 +143,9 @@ def export(
         source = "the log (the database is held by a running writer)"
     else:
         with reader:
-            if store.get_run(reader.con, run_id) is None:
+            if queries.get_run(reader.con, run_id) is None:
                 raise UsageError(f"no run {run_id!r} in {db_path}; `waddle ls` lists the runs")
-            count = store.export_metrics(reader.con, run_id, target, fmt)
+            count = queries.export_metrics(reader.con, run_id, target, fmt)
         source = str(db_path)
     out.write(f"wrote {count} metric values of run {run_id} to {target} (from {source})\n")
     return 0
@@ -201,7 +201,7 @@ def _export_from_log(root: Path, run_id: str, fmt: str, target: Path) -> int:
         writer = DuckDBWriter(root, path, durable=False, snapshot_interval=0)
         run_consumer(writer, root, threading.Event(), once=True, reader=_RunReader(root, streams))
         with store.connect(path, read_only=True) as con:
-            return store.export_metrics(con, run_id, target, fmt)
+            return queries.export_metrics(con, run_id, target, fmt)
 
 
 def gc(root: Path, out: TextIO, *, dry_run: bool = False) -> int:

@@ -1,10 +1,9 @@
-"""The DuckDB store: its schema, how to open it, and the read queries.
+"""The DuckDB store: its schema and how to open it (the read queries: ``waddle.queries``).
 
 The DuckDB writer (``waddle.consumers.duckdb_writer``) is the only process that writes
-the file; the CLI and the web app read it through the functions here, so a query is
-written once. Every read query takes a DuckDB connection or cursor and only reads: in
-the process that runs the writer, pass ``writer.cursor()`` (one per request or thread);
-elsewhere use ``open_reader``.
+the file; the CLI and the web app read it through ``waddle.queries``, so a query is
+written once. In the process that runs the writer, read through ``writer.cursor()``
+(one per request or thread); elsewhere use ``open_reader``.
 
 Readers next to a running writer: DuckDB lets one process open a file for writing and
 then no other process may open it, not even read-only. The writer therefore publishes
@@ -21,14 +20,10 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import duckdb
-import orjson
 
 from waddle.errors import StoreError, StoreLockedError, UsageError
-from waddle.ids import check_id
-from waddle.log.record import restore_non_finite
 
 SCHEMA_VERSION = 1
 DEFAULT_NAME = "waddle.duckdb"
@@ -191,92 +186,3 @@ def publish_snapshot(con: duckdb.DuckDBPyConnection, db_path: Path | str) -> Pat
     con.execute(f"COPY (SELECT * FROM runs ORDER BY run_id) TO '{literal}' (FORMAT parquet)")
     os.replace(temporary, target)
     return target
-
-
-def _row(columns: list[str], values: tuple[Any, ...]) -> dict[str, Any]:
-    row = dict(zip(columns, values, strict=True))
-    for name in JSON_COLUMNS:
-        if name in row and isinstance(row[name], str):
-            row[name] = orjson.loads(row[name])
-    if isinstance(row.get("summary"), dict):
-        restore_non_finite(row["summary"])
-    return row
-
-
-def list_runs(con: Any, project: str | None = None) -> list[dict[str, Any]]:
-    """Runs, newest first: identity, status, times, duration and last step."""
-    query = (
-        "SELECT run_id, project, name, status, started_at, finished_at, exit_code, "
-        "last_step, updated_at, "
-        "coalesce(finished_at, updated_at) - started_at AS duration FROM runs"
-    )
-    params: list[Any] = []
-    if project is not None:
-        query += " WHERE project = ?"
-        params.append(project)
-    query += " ORDER BY started_at DESC NULLS LAST, run_id"
-    cursor = con.execute(query, params)
-    columns = [d[0] for d in cursor.description]
-    return [_row(columns, values) for values in cursor.fetchall()]
-
-
-def get_run(con: Any, run_id: str) -> dict[str, Any] | None:
-    """One run with config, summary and context as Python values; None if unknown."""
-    cursor = con.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE run_id = ?", [run_id])
-    values = cursor.fetchone()
-    return None if values is None else _row(RUN_COLUMNS, values)
-
-
-def metric_keys(con: Any, run_id: str) -> list[str]:
-    """The numeric metric keys a run logged, sorted."""
-    rows = con.execute(
-        "SELECT DISTINCT key FROM metrics WHERE run_id = ? ORDER BY key", [run_id]
-    ).fetchall()
-    return [key for (key,) in rows]
-
-
-def metric_series(
-    con: Any, run_id: str, key: str, max_points: int | None = None
-) -> dict[str, list[Any]]:
-    """One metric as columns ``step``, ``ts``, ``value``, ordered by step then time.
-
-    With ``max_points``, a longer series is thinned to about that many points by keeping
-    every n-th point and always the last one (NaN and infinities are kept as they are).
-    """
-    query = (
-        "SELECT step, ts, value, row_number() OVER (ORDER BY step, ts) - 1 AS i, "
-        "count(*) OVER () AS n FROM metrics WHERE run_id = ? AND key = ?"
-    )
-    params: list[Any] = [run_id, key]
-    where = ""
-    if max_points is not None:
-        if max_points < 2:
-            raise UsageError("max_points must be at least 2")
-        where = " WHERE n <= ? OR i % ceil(n / ?)::BIGINT = 0 OR i = n - 1"
-        params += [max_points, max_points - 1]
-    rows = con.execute(
-        f"SELECT step, ts, value FROM ({query}){where} ORDER BY i", params
-    ).fetchall()
-    return {
-        "step": [r[0] for r in rows],
-        "ts": [r[1] for r in rows],
-        "value": [r[2] for r in rows],
-    }
-
-
-def export_metrics(con: Any, run_id: str, target: Path | str, fmt: str) -> int:
-    """Write a run's metrics (key, step, ts, value) to ``target`` as csv or parquet.
-
-    Returns the number of rows written.
-    """
-    if fmt not in ("csv", "parquet"):
-        raise UsageError(f"format must be csv or parquet, got {fmt!r}")
-    check_id(run_id, "run id")
-    literal = str(target).replace("'", "''")
-    options = "FORMAT csv, HEADER true" if fmt == "csv" else "FORMAT parquet"
-    con.execute(
-        f"COPY (SELECT key, step, ts, value FROM metrics WHERE run_id = '{run_id}' "
-        f"ORDER BY key, step, ts) TO '{literal}' ({options})"
-    )
-    (count,) = con.execute("SELECT count(*) FROM metrics WHERE run_id = ?", [run_id]).fetchone()
-    return count

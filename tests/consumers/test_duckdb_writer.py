@@ -13,7 +13,7 @@ import duckdb
 import pytest
 
 from consumers.logs import mixed, numbers, open_stream, read_all, read_tables, run_fields, write_run
-from waddle import store
+from waddle import queries, store
 from waddle.consumers.base import ConsumerThread, run_consumer
 from waddle.consumers.duckdb_writer import DuckDBWriter
 from waddle.errors import StoreError
@@ -77,7 +77,7 @@ def test_the_runs_table(tmp_path: Path) -> None:
     writer.close()
     path = build(tmp_path)
     with duckdb.connect(str(path), read_only=True) as con:
-        run = store.get_run(con, "r")
+        run = queries.get_run(con, "r")
         (dropped,) = con.execute("SELECT dropped FROM streams").fetchone()
     assert run is not None
     assert run["config"] == {"lr": 0.2, "layers": 2}
@@ -211,7 +211,7 @@ def test_readers_in_the_same_process_use_cursors_while_it_runs(tmp_path: Path) -
 
             def read(results: list[object] = results) -> None:
                 with writer.cursor() as cursor:
-                    results.append(store.get_run(cursor, "live"))
+                    results.append(queries.get_run(cursor, "live"))
 
             reader = threading.Thread(target=read)
             reader.start()
@@ -219,7 +219,7 @@ def test_readers_in_the_same_process_use_cursors_while_it_runs(tmp_path: Path) -
             seen = [r for r in results if r is not None]
             time.sleep(0.02)
         with writer.cursor() as cursor:
-            assert len(store.metric_series(cursor, "live", "loss")["value"]) == 50
+            assert queries.metric_series(cursor, "live", "loss", "step", 1000)[2] == 50
         snapshot = store.snapshot_path(tmp_path / "waddle.duckdb")
         deadline = time.monotonic() + 10
         while True:

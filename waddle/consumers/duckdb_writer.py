@@ -31,7 +31,7 @@ from typing import Any
 import duckdb
 import orjson
 
-from waddle import store
+from waddle import queries, store
 from waddle.consumers import runs as fold
 from waddle.consumers.base import Consumer, Offsets
 from waddle.consumers.columns import INT64_MAX, Codes
@@ -199,7 +199,7 @@ class DuckDBWriter(Consumer):
         if run is None:
             run = fold.RunRow(run_id)
             with self.cursor() as cursor:
-                found = store.get_run(cursor, run_id)
+                found = queries.get_run(cursor, run_id)
                 if found is not None:
                     for key, value in found.items():
                         setattr(run, key, value)

@@ -17,11 +17,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from waddle import store
+from waddle import queries
 from waddle.consumers.broadcast import locate, read_after
 from waddle.errors import StoreError
 from waddle.log.reader import LogReader
-from waddle.web import params, queries
+from waddle.web import params
 from waddle.web.errors import RequestError, bad_request, json_response, not_found
 
 T = TypeVar("T")
@@ -55,7 +55,7 @@ async def info(request: Request) -> Response:
 
 async def runs(request: Request) -> Response:
     project = params.text(request, "project")
-    return json_response({"runs": await query(request, store.list_runs, project)})
+    return json_response({"runs": await query(request, queries.list_runs, project)})
 
 
 async def run(request: Request) -> Response:
@@ -70,7 +70,7 @@ async def run(request: Request) -> Response:
         )
     after = params.integer(request, "after", -1, -1, 2**62)
     limit = params.integer(request, "limit", 1000, 1, MAX_PAGE)
-    record = await query(request, store.get_run, run_id)
+    record = await query(request, queries.get_run, run_id)
     reader: LogReader = request.app.state.reader
     if record is None and not (reader.log_dir / stream).is_dir():
         raise not_found("run", run_id)
@@ -129,7 +129,7 @@ async def api_runs(request: Request) -> Response:
 
 async def api_run(request: Request) -> Response:
     run_id = params.run_id(request)
-    record = await query(request, store.get_run, run_id)
+    record = await query(request, queries.get_run, run_id)
     if record is None:
         raise not_found("run", run_id)
     record["streams"] = await query(request, queries.streams, run_id)
@@ -139,7 +139,7 @@ async def api_run(request: Request) -> Response:
 async def api_keys(request: Request) -> Response:
     run_id = params.run_id(request)
     await _require_run(request, run_id)
-    metrics = await query(request, store.metric_keys, run_id)
+    metrics = await query(request, queries.metric_keys, run_id)
     system = await query(request, queries.system_keys, run_id)
     return json_response({"run_id": run_id, "metrics": metrics, "system": system})
 
@@ -151,7 +151,7 @@ async def api_metrics(request: Request) -> Response:
     keys = params.keys(request)
     await _require_run(request, run_id)
     if keys is None:
-        keys = await query(request, store.metric_keys, run_id)
+        keys = await query(request, queries.metric_keys, run_id)
     series = []
     for key in keys:
         xs, ys, count = await query(request, queries.metric_series, run_id, key, x, max_points)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from waddle.web.downsample import bucket_width, buckets_for, m4, m4_sql
+from waddle.downsample import bucket_width, buckets_for, m4, m4_sql
 
 SOURCE = "SELECT x, y FROM points"
 

@@ -1,19 +1,25 @@
-"""The read queries the web API adds to ``waddle.store``: filtered runs, series, console.
+"""The read queries over ``waddle.store``'s tables, shared by the CLI and the web API.
 
 Every value reaches DuckDB as a parameter; the only text spliced into SQL is chosen
 from the fixed tables below (sort columns, the x column), never taken from a request.
-Each function takes a cursor and only reads (the tables are ``waddle.store``'s schema).
+Each function takes a connection or cursor and only reads. Series longer than
+``max_points`` are M4-downsampled inside DuckDB (``waddle.downsample``), so spikes and
+NaN survive.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
 
+from waddle.downsample import MIN_POINTS, bucket_width, buckets_for, m4_sql
+from waddle.errors import UsageError
+from waddle.ids import check_id
 from waddle.log.record import restore_non_finite
-from waddle.web.downsample import bucket_width, buckets_for, m4_sql
+from waddle.store import JSON_COLUMNS, RUN_COLUMNS
 
 SORTS = {
     "started_at": "started_at",
@@ -64,18 +70,49 @@ class RunFilter:
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
+def _row(columns: list[str] | tuple[str, ...], values: tuple[Any, ...]) -> dict[str, Any]:
+    """A row as a dict, with its JSON columns as Python values (summary NaN restored)."""
+    row = dict(zip(columns, values, strict=True))
+    for name in (*JSON_COLUMNS, "dropped"):
+        if isinstance(row.get(name), str):
+            row[name] = orjson.loads(row[name])
+    if isinstance(row.get("summary"), dict):
+        restore_non_finite(row["summary"])
+    return row
+
+
 def _rows(cursor: Any) -> list[dict[str, Any]]:
     columns = [d[0] for d in cursor.description]
-    rows = []
-    for values in cursor.fetchall():
-        row = dict(zip(columns, values, strict=True))
-        for name in ("config", "summary", "context"):
-            if isinstance(row.get(name), str):
-                row[name] = orjson.loads(row[name])
-        if isinstance(row.get("summary"), dict):
-            restore_non_finite(row["summary"])
-        rows.append(row)
-    return rows
+    return [_row(columns, values) for values in cursor.fetchall()]
+
+
+def list_runs(con: Any, project: str | None = None) -> list[dict[str, Any]]:
+    """Runs, newest first: identity, status, times, duration and last step."""
+    query = (
+        "SELECT run_id, project, name, status, started_at, finished_at, exit_code, "
+        "last_step, updated_at, "
+        "coalesce(finished_at, updated_at) - started_at AS duration FROM runs"
+    )
+    params: list[Any] = []
+    if project is not None:
+        query += " WHERE project = ?"
+        params.append(project)
+    return _rows(con.execute(query + " ORDER BY started_at DESC NULLS LAST, run_id", params))
+
+
+def get_run(con: Any, run_id: str) -> dict[str, Any] | None:
+    """One run with config, summary and context as Python values; None if unknown."""
+    cursor = con.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE run_id = ?", [run_id])
+    values = cursor.fetchone()
+    return None if values is None else _row(RUN_COLUMNS, values)
+
+
+def metric_keys(con: Any, run_id: str) -> list[str]:
+    """The numeric metric keys a run logged, sorted."""
+    rows = con.execute(
+        "SELECT DISTINCT key FROM metrics WHERE run_id = ? ORDER BY key", [run_id]
+    ).fetchall()
+    return [key for (key,) in rows]
 
 
 def find_runs(
@@ -114,11 +151,7 @@ def streams(con: Any, run_id: str) -> list[dict[str, Any]]:
         "FROM streams WHERE run_id = ? ORDER BY rank",
         [run_id],
     )
-    rows = _rows(cursor)
-    for row in rows:
-        if isinstance(row.get("dropped"), str):
-            row["dropped"] = orjson.loads(row["dropped"])
-    return rows
+    return _rows(cursor)
 
 
 def series(
@@ -128,6 +161,8 @@ def series(
 
     Also returns the number of points before downsampling.
     """
+    if max_points < MIN_POINTS:
+        raise UsageError(f"max_points must be at least {MIN_POINTS}")
     count, lo, hi = con.execute(
         f"SELECT count(*), min(x), max(x) FROM ({source})", params
     ).fetchone()
@@ -143,12 +178,7 @@ def series(
 def metric_series(
     con: Any, run_id: str, key: str, x: str, max_points: int
 ) -> tuple[list[Any], list[Any], int]:
-    # A NULL value can only be a non-finite number that the writer's array scan turned
-    # into NULL; NaN is what the log holds, and what the chart must show.
-    source = (
-        f"SELECT {X_COLUMNS[x]} AS x, coalesce(value, 'NaN'::DOUBLE) AS y "
-        "FROM metrics WHERE run_id = ? AND key = ?"
-    )
+    source = f"SELECT {X_COLUMNS[x]} AS x, value AS y FROM metrics WHERE run_id = ? AND key = ?"
     return series(con, source, [run_id, key], max_points)
 
 
@@ -176,3 +206,21 @@ def console_lines(con: Any, run_id: str, rank: int, after: int, limit: int) -> l
 
 def run_exists(con: Any, run_id: str) -> bool:
     return con.execute("SELECT 1 FROM runs WHERE run_id = ?", [run_id]).fetchone() is not None
+
+
+def export_metrics(con: Any, run_id: str, target: Path | str, fmt: str) -> int:
+    """Write a run's metrics (key, step, ts, value) to ``target`` as csv or parquet.
+
+    Returns the number of rows written.
+    """
+    if fmt not in ("csv", "parquet"):
+        raise UsageError(f"format must be csv or parquet, got {fmt!r}")
+    check_id(run_id, "run id")
+    literal = str(target).replace("'", "''")
+    options = "FORMAT csv, HEADER true" if fmt == "csv" else "FORMAT parquet"
+    con.execute(
+        f"COPY (SELECT key, step, ts, value FROM metrics WHERE run_id = '{run_id}' "
+        f"ORDER BY key, step, ts) TO '{literal}' ({options})"
+    )
+    (count,) = con.execute("SELECT count(*) FROM metrics WHERE run_id = ?", [run_id]).fetchone()
+    return count
