@@ -163,7 +163,10 @@ class LogReader:
         """Poll until ``stop`` is set, yielding each round's batches; the one tail loop.
 
         Offsets advance as batches are yielded; a caller that must not lose events on a
-        crash persists ``batch.offset`` itself after it has stored the events.
+        crash persists ``batch.offset`` itself after it has stored the events. It sleeps
+        (waits on ``stop`` for ``interval``) only after a round that found nothing, so a
+        backlog is read without pauses, and a caller sees "caught up" as the moment its
+        generator is about to wait: consumers commit there, and ``--once`` stops there.
         """
         current = dict(offsets)
         while not stop.is_set():
