@@ -53,7 +53,11 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULT_MAX_BODY_BYTES,
         help="largest /ingest body accepted (default 16 MiB)",
     )
-    serve.add_argument("--demo", action="store_true", help="first write a demo run into DIR")
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="first write a demo run into DIR, and keep a second one logging live",
+    )
     live = serve.add_argument_group("live updates (tuning)")
     live.add_argument(
         "--poll-interval",
@@ -110,9 +114,17 @@ def settings_from(args: argparse.Namespace) -> Settings:
 def serve_command(args: argparse.Namespace) -> int:
     try:
         settings = settings_from(args)
-        if args.demo:
-            _write_demo(settings.root)
-        return serve(settings)
+        if not args.demo:
+            return serve(settings)
+        _write_demo(settings.root)
+        stop = threading.Event()
+        live = threading.Thread(target=_live_demo, args=(settings.root, stop), daemon=True)
+        live.start()
+        try:
+            return serve(settings)
+        finally:
+            stop.set()
+            live.join(timeout=5)
     except WaddleError as exc:
         print(f"waddle serve: {exc}", file=sys.stderr)
         return 1
@@ -133,6 +145,13 @@ def _write_demo(root: Path, steps: int = 300) -> str:
     run = write_demo(root, steps=steps)
     print(f"Wrote demo run {run.id} ({steps} steps) to {root}", flush=True)
     return run.id
+
+
+def _live_demo(root: Path, stop: threading.Event) -> None:
+    """A demo run that logs five steps a second for ten minutes, for live charts."""
+    from waddle.demo import write_demo
+
+    write_demo(root, steps=3000, project="demo", pace=0.2, stop=stop)
 
 
 def url_of(host: str, port: int, token: str | None) -> str:
