@@ -17,7 +17,7 @@ from helpers import isolated_waddle, raw_events, raw_log  # noqa: F401
 import waddle
 from waddle.web.serve import url_of
 
-from .conftest import Server, wait_for_run
+from .conftest import Server, eventually, wait_for_run
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -47,15 +47,22 @@ def test_a_signal_stops_it_cleanly_with_offsets_committed(serve: Any, sig: int) 
 
 def test_serve_demo_shows_a_working_url(serve: Any) -> None:
     server: Server = serve("--demo")
-    runs = wait_for_run_list(server)
-    assert runs[0]["project"] == "demo" and runs[0]["status"] == "finished"
+
+    def both_runs() -> list[dict[str, Any]] | None:
+        runs = [r for r in server.get_json("/api/runs")["runs"] if r["last_step"]]
+        return runs if len(runs) == 2 else None
+
+    runs = eventually(both_runs, what="the finished demo run and the live one")
+    assert {r["project"] for r in runs} == {"demo"}
+    assert sorted(r["status"] for r in runs) == ["finished", "running"]
+    live = next(r for r in runs if r["status"] == "running")
+
+    def advanced() -> bool:
+        now = server.get_json(f"/api/runs/{live['run_id']}")["last_step"]
+        return now > live["last_step"]
+
+    eventually(advanced, what="the live demo run to log more steps")
     assert server.get("/").status == 200
-
-
-def wait_for_run_list(server: Server) -> list[dict[str, Any]]:
-    from .conftest import eventually
-
-    return eventually(lambda: server.get_json("/api/runs")["runs"], what="the demo run")
 
 
 def test_demo_command_writes_a_run(tmp_path: Path) -> None:
