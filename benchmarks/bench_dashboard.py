@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import select
 import shutil
 import signal
 import statistics
@@ -32,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 from urllib.request import urlopen
+
+from serving import start_server
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -87,20 +88,6 @@ def build(root: Path, runs: int, steps: int) -> str:
     (root / "bench.json").write_text(json.dumps({"runs": runs, "steps": steps, "big": big}))
     print(f"built {runs} runs + 1 run of {steps:,} steps in {time.perf_counter() - started:.1f} s")
     return big
-
-
-def serve(root: Path) -> tuple[subprocess.Popen[bytes], str]:
-    command = [sys.executable, "-m", "waddle.cli", "serve", "--dir", str(root)]
-    proc = subprocess.Popen([*command, "--port", "0"], stdout=subprocess.PIPE)
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
-        line = proc.stdout.readline() if ready else b""
-        if b" at http://" in line:
-            return proc, line.decode().rsplit(" at ", 1)[1].strip()
-    proc.kill()
-    raise SystemExit("waddle serve printed no URL")
 
 
 def wait_ingested(url: str, big: str, steps: int, runs: int) -> float:
@@ -161,7 +148,8 @@ def main() -> None:
         big = build(args.dir, args.runs, args.steps)
     else:
         big = saved["big"]
-    proc, url = serve(args.dir)
+    proc, base = start_server(args.dir)
+    url = base + "/"
     try:
         ingest = wait_ingested(url, big, args.steps, args.runs)
         print(f"server ready; tables complete {ingest:.1f} s after start")

@@ -18,13 +18,14 @@ import argparse
 import asyncio
 import json
 import os
-import select
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from serving import start_server
 
 HERE = Path(__file__).resolve().parent
 WARMUP_S = 0.5
@@ -45,25 +46,6 @@ while done < total:
     time.sleep(0.0005)
 run.finish()
 """
-
-
-def start_server(root: Path) -> tuple[subprocess.Popen[bytes], str]:
-    command = [sys.executable, "-m", "waddle.web.serve", "serve", "--dir", str(root)]
-    proc = subprocess.Popen(
-        [*command, "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-    )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if select.select([proc.stdout], [], [], 0.5)[0]:
-            line = proc.stdout.readline().decode()
-            if " at http://" in line:
-                url = line.rsplit(" at ", 1)[1].strip()
-                return proc, url.replace("http://", "ws://").rstrip("/") + "/ws"
-            if not line:
-                break
-    proc.kill()
-    raise SystemExit("waddle serve did not start")
 
 
 async def measure(ws_url: str, root: Path, run_id: str, rate: float, seconds: float) -> list[float]:
@@ -120,7 +102,8 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory(prefix="waddle-bench-live-") as folder:
         root = Path(folder) / "root"
-        server, ws_url = start_server(root)
+        server, url = start_server(root)
+        ws_url = url.replace("http://", "ws://") + "/ws"
         try:
             for round_ in range(args.rounds):
                 for rate in rates:

@@ -23,15 +23,14 @@ import http.client
 import json
 import math
 import os
-import select
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from serving import start_server
 
 HERE = Path(__file__).resolve().parent
 RUN_ID = "benchquery"
@@ -45,25 +44,6 @@ def write_run(root: Path, steps: int) -> None:
         loss = 1.0 / (1 + step / 1000) + (5.0 if step % 99_991 == 0 else 0.0)
         run.log({"loss": math.nan if step == steps // 2 else loss})
     run.finish()
-
-
-def start_server(root: Path) -> tuple[subprocess.Popen[bytes], str, int]:
-    command = [sys.executable, "-m", "waddle.web.serve", "serve", "--dir", str(root)]
-    proc = subprocess.Popen(
-        [*command, "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-    )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if select.select([proc.stdout], [], [], 0.5)[0]:
-            line = proc.stdout.readline().decode()
-            if " at http://" in line:
-                host, port = line.rsplit("http://", 1)[1].strip().rstrip("/").rsplit(":", 1)
-                return proc, host, int(port)
-            if not line:
-                break
-    proc.kill()
-    raise SystemExit("waddle serve did not start")
 
 
 def get(host: str, port: int, path: str) -> tuple[int, bytes]:
@@ -111,7 +91,9 @@ def main() -> None:
         started = time.perf_counter()
         write_run(root, args.steps)
         logged = time.perf_counter() - started
-        server, host, port = start_server(root)
+        server, url = start_server(root)
+        host, _, port_text = url.removeprefix("http://").rpartition(":")
+        port = int(port_text)
         try:
             ingest = wait_ingested(host, port, args.steps)
             status, body = get(host, port, path)
