@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from helpers import eventually
 
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="the dashboard tests need Playwright: pip install -e '.[test]'"
@@ -107,17 +108,6 @@ class Watch:
     def is_foreign(self, url: str) -> bool:
         parts = urlsplit(url)
         return parts.scheme not in ("data", "blob", "about") and parts.netloc != self.server
-
-
-def eventually(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def get_json(server: Server, path: str) -> Any:

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import orjson
 import pytest
+from helpers import eventually
 
 STARTUP_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
@@ -174,18 +175,6 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server = start_server(tmp_path_factory.mktemp("shared") / "root")
     yield server
     assert server.stop() == 0, server.stderr()
-
-
-def eventually(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def wait_for_run(server: Server, run_id: str, status: str | None = "finished") -> dict[str, Any]:
