@@ -103,9 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     consumers.add_argument("name", nargs="?", help="the consumer to remove (with rm)")
     consumers.set_defaults(func=_consumers)
 
+    from waddle.sync import add_sync_parser
     from waddle.web.serve import add_serve_parser
 
     add_serve_parser(sub)
+    add_sync_parser(sub)
     return parser
 
 
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 def build_consume_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="waddle-consume",
-        description="Run log consumers (the DuckDB writer, plug-ins) as a daemon.",
+        description="Run log consumers (the DuckDB writer, relays, plug-ins) as a daemon.",
     )
     parser.add_argument("--dir", help=DIR_HELP)
     parser.add_argument("--duckdb", help=DB_HELP + " for the duckdb consumer")
@@ -143,6 +145,18 @@ def build_consume_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="a consumer to run: duckdb, a plug-in's entry-point name, or module:Class "
         "(repeatable; default: duckdb)",
+    )
+    parser.add_argument(
+        "--relay",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="also forward the log to the central host at URL (repeatable)",
+    )
+    parser.add_argument(
+        "--token",
+        help="the central host's token for --relay "
+        "(default: $WADDLE_RELAY_TOKEN, else $WADDLE_TOKEN)",
     )
     parser.add_argument(
         "--once", action="store_true", help="catch up with everything on disk, then exit 0"
@@ -169,6 +183,8 @@ def consume_main(argv: list[str] | None = None) -> int:
         once=args.once,
         interval=args.interval or DEFAULT_POLL_INTERVAL,
         progress=CatchUpProgress(root),
+        relays=args.relay,
+        relay_token=args.token,
     )
 
 

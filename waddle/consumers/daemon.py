@@ -38,17 +38,26 @@ def consume(
     once: bool = False,
     interval: float = DEFAULT_POLL_INTERVAL,
     progress: CatchUpProgress | None = None,
+    relays: Sequence[str] = (),
+    relay_token: str | None = None,
 ) -> int:
-    """Run the consumers ``names`` (default: the DuckDB writer); the exit code."""
+    """Run the consumers ``names`` (default: the DuckDB writer) and relays; the exit code."""
+    stop = threading.Event()
     try:
         consumers = [
             plugins.create(name, root, duckdb_path=duckdb_path)
             for name in dict.fromkeys(names or DEFAULT_CONSUMERS)
         ]
+        if relays:
+            from waddle.consumers.relay import RelayConsumer, resolve_token
+
+            token = resolve_token(relay_token)
+            consumers += [
+                RelayConsumer(root, url, token=token, stop=stop) for url in dict.fromkeys(relays)
+            ]
     except WaddleError as exc:
         logger.error("waddle-consume: %s", exc)
         return 2
-    stop = threading.Event()
     errors: list[BaseException] = []
     threads = [
         threading.Thread(

@@ -26,6 +26,7 @@ from starlette.routing import Route, WebSocketRoute
 from waddle.consumers.base import ConsumerThread
 from waddle.consumers.broadcast import Broadcaster
 from waddle.consumers.duckdb_writer import DuckDBWriter
+from waddle.consumers.relay import RelayConsumer
 from waddle.log.reader import LogReader
 from waddle.web import api
 from waddle.web.auth import TokenAuth
@@ -90,9 +91,11 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     writer = DuckDBWriter(settings.root, settings.database)
     state.broadcaster = Broadcaster(settings.root)
     state.broadcaster.hub.attach(asyncio.get_running_loop())
+    relays = [RelayConsumer(settings.root, u, token=settings.relay_token) for u in settings.relays]
     threads = [
         ConsumerThread(writer, settings.root, interval=settings.poll_interval),
         ConsumerThread(state.broadcaster, settings.root, interval=settings.poll_interval),
+        *(ConsumerThread(r, settings.root, interval=settings.poll_interval) for r in relays),
     ]
     started: list[ConsumerThread] = []
     try:
@@ -109,6 +112,9 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
 def _stop(ingest_log: IngestLog, threads: list[ConsumerThread]) -> None:
     """Close the ingest writers, then stop each consumer (committing its offsets)."""
     ingest_log.close()
+    for thread in threads:
+        if isinstance(thread.consumer, RelayConsumer):
+            thread.consumer.interrupt()  # do not wait out an unreachable central host
     for thread in reversed(threads):
         try:
             thread.stop(timeout=30)

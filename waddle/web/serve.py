@@ -54,6 +54,16 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
         help="largest /ingest body accepted (default 16 MiB)",
     )
     serve.add_argument(
+        "--relay",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="also forward this host's log to the central host at URL (repeatable)",
+    )
+    serve.add_argument(
+        "--relay-token", help="the central host's token (default: $WADDLE_RELAY_TOKEN)"
+    )
+    serve.add_argument(
         "--demo",
         action="store_true",
         help="first write a demo run into DIR, and keep a second one logging live",
@@ -95,6 +105,7 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     from waddle.api import root_dir
+    from waddle.consumers.relay import resolve_token
 
     root = root_dir(args.dir)
     return Settings(
@@ -108,6 +119,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         ws_queue_events=args.ws_queue_events,
         ws_send_timeout=args.ws_send_timeout,
         ws_heartbeat=args.ws_heartbeat,
+        relays=tuple(dict.fromkeys(args.relay)),
+        relay_token=resolve_token(args.relay_token, ("WADDLE_RELAY_TOKEN",)),
     )
 
 

@@ -39,8 +39,14 @@ class Settings:
     ws_queue_events: int = DEFAULT_WS_QUEUE_EVENTS
     ws_send_timeout: float = DEFAULT_WS_SEND_TIMEOUT
     ws_heartbeat: float = DEFAULT_WS_HEARTBEAT
+    relays: tuple[str, ...] = ()
+    relay_token: str | None = None
 
     def __post_init__(self) -> None:
+        from waddle.relay_http import check_url
+
+        for url in self.relays:
+            check_url(url)
         if self.token is not None and not self.token:
             raise UsageError("the token is empty: pass a non-empty --token or unset WADDLE_TOKEN")
         if self.max_body_bytes <= 0:
