@@ -90,7 +90,7 @@ def child_writer(root: Path, db: Path) -> dict[str, float]:
 def child_floor(root: Path, db: Path) -> dict[str, float]:
     import duckdb
 
-    from waddle.log.segment import list_segments, log_dir, segment_name
+    from waddle.eventlog.segment import list_segments, log_dir, segment_name
 
     con = duckdb.connect(str(db))
     con.execute(FLOOR_TABLE)

@@ -69,8 +69,8 @@ def write_backlog(root: Path, events: int, runs: int, segment_bytes: int) -> Non
 
 def last_seqs(root: Path) -> dict[str, int]:
     from waddle.consumers.lag import last_seq
-    from waddle.log.reader import LogReader
-    from waddle.log.segment import log_dir
+    from waddle.eventlog.reader import LogReader
+    from waddle.eventlog.segment import log_dir
 
     return {s: last_seq(log_dir(root) / s) for s in LogReader(root).streams()}
 
@@ -163,8 +163,8 @@ def fan_in(
     from waddle.consumers.base import run_consumer
     from waddle.consumers.relay import RelayConsumer
     from waddle.consumers.state import StateStore
-    from waddle.log.segment import log_dir
-    from waddle.log.writer import StreamWriter
+    from waddle.eventlog.segment import log_dir
+    from waddle.eventlog.writer import StreamWriter
 
     root, host_root = scratch / "fleet", scratch / "fleet-host"
     writers = [StreamWriter(log_dir(root) / f"proc{i:05d}") for i in range(streams)]

@@ -20,8 +20,8 @@ import orjson
 import pytest
 
 import waddle.api
-from waddle.log.reader import LogReader, Offset
-from waddle.log.segment import list_segments, log_dir, segment_name
+from waddle.eventlog.reader import LogReader, Offset
+from waddle.eventlog.segment import list_segments, log_dir, segment_name
 
 TESTS = Path(__file__).resolve().parent
 SCRIPTS = TESTS / "scripts"

@@ -20,8 +20,8 @@ from web.conftest import Server, start_server
 from waddle.consumers.lag import last_seq
 from waddle.consumers.relay import relay_name
 from waddle.consumers.state import StateStore
-from waddle.log.reader import LogReader, Offset
-from waddle.log.segment import log_dir
+from waddle.eventlog.reader import LogReader, Offset
+from waddle.eventlog.segment import log_dir
 
 CONSUME = [sys.executable, "-c", "import sys, waddle.cli; sys.exit(waddle.cli.consume_main())"]
 RELAY_MODULE = [sys.executable, "-m", "waddle.consumers.relay"]

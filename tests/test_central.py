@@ -29,8 +29,8 @@ from relay_support import (
 )
 from web.conftest import Server, start_server
 
-from waddle.log.segment import log_dir
-from waddle.log.writer import StreamWriter
+from waddle.eventlog.segment import log_dir
+from waddle.eventlog.writer import StreamWriter
 
 LOAD = Path(__file__).parent / "consumers" / "load.py"
 RUNS = 4

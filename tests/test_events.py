@@ -1,5 +1,5 @@
 """The pydantic event models: schemas/ is their generated output, and they agree with
-the fields the log reader relies on (waddle.log.record.REQUIRED_FIELDS)."""
+the fields the log reader relies on (waddle.eventlog.record.REQUIRED_FIELDS)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 import waddle
+from waddle.eventlog.record import REQUIRED_FIELDS, check_event
 from waddle.events import EVENT_ADAPTER, MODELS, schema_files
-from waddle.log.record import REQUIRED_FIELDS, check_event
 
 REGENERATE = "run `python -m waddle.events schemas` and commit the result"
 

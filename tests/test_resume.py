@@ -23,7 +23,7 @@ from helpers import (
 
 import waddle
 from waddle.errors import StreamLockedError, UsageError
-from waddle.log.segment import list_segments, segment_name
+from waddle.eventlog.segment import list_segments, segment_name
 
 
 def first_run() -> None:

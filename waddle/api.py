@@ -24,11 +24,11 @@ from typing import Any
 
 from waddle import context
 from waddle.errors import UsageError
+from waddle.eventlog.segment import DEFAULT_SEGMENT_BYTES, list_segments, log_dir
+from waddle.eventlog.writer import StreamWriter
 from waddle.gpu import open_nvml
 from waddle.ids import check_id, new_run_id, stream_id
 from waddle.live_run import DisabledRun, Run
-from waddle.log.segment import DEFAULT_SEGMENT_BYTES, list_segments, log_dir
-from waddle.log.writer import StreamWriter
 from waddle.names import friendly_name
 from waddle.recorded import Config, as_plain_dict
 from waddle.resume import replay_stream

@@ -173,7 +173,7 @@ def consume_main(argv: list[str] | None = None) -> int:
     _logging()
     from waddle.consumers.daemon import consume
     from waddle.consumers.progress import CatchUpProgress
-    from waddle.log.reader import DEFAULT_POLL_INTERVAL
+    from waddle.eventlog.reader import DEFAULT_POLL_INTERVAL
 
     root = _root(args)
     return consume(

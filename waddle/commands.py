@@ -24,10 +24,10 @@ import orjson
 
 from waddle import queries, store
 from waddle.errors import StoreLockedError, UsageError
+from waddle.eventlog.reader import LogReader
+from waddle.eventlog.record import encode
+from waddle.eventlog.segment import list_segments, segment_name
 from waddle.ids import check_id, run_id_of_stream
-from waddle.log.reader import LogReader
-from waddle.log.record import encode
-from waddle.log.segment import list_segments, segment_name
 
 
 def _time(ts: float | None) -> str:

@@ -3,7 +3,7 @@
 These models are the one source of the JSON Schema files in ``schemas/``
 (``python -m waddle.events schemas/`` writes them; a test fails when they drift) and
 validate what arrives over ``/ingest``. The log reader checks only the fields every
-reader relies on (``waddle.log.record.REQUIRED_FIELDS``), which keeps the tail loop
+reader relies on (``waddle.eventlog.record.REQUIRED_FIELDS``), which keeps the tail loop
 fast; a test keeps those two in agreement. pydantic is imported here and only here, so
 the producer path does not pay for it.
 """

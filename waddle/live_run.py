@@ -18,8 +18,8 @@ from typing import Any
 
 from waddle.console import ConsoleCapture
 from waddle.errors import UsageError
-from waddle.log.record import encode
-from waddle.log.writer import StreamWriter
+from waddle.eventlog.record import encode
+from waddle.eventlog.writer import StreamWriter
 from waddle.recorded import Config, Summary
 from waddle.system import SystemSampler
 

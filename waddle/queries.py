@@ -17,8 +17,8 @@ import orjson
 
 from waddle.downsample import MIN_POINTS, bucket_width, buckets_for, m4_sql
 from waddle.errors import UsageError
+from waddle.eventlog.record import restore_non_finite
 from waddle.ids import check_id
-from waddle.log.record import restore_non_finite
 from waddle.store import JSON_COLUMNS, RUN_COLUMNS
 
 SORTS = {

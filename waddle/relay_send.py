@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from waddle.errors import PermanentError, TransientError, WaddleError
-from waddle.log.reader import LogReader, Offset
-from waddle.log.record import encode
-from waddle.log.segment import list_segments
+from waddle.eventlog.reader import LogReader, Offset
+from waddle.eventlog.record import encode
+from waddle.eventlog.segment import list_segments
 from waddle.relay_http import Backoff, Held, IngestClient
 
 logger = logging.getLogger("waddle.relay")

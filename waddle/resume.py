@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from waddle.log.reader import LogReader, Offset
+from waddle.eventlog.reader import LogReader, Offset
 
 
 @dataclass

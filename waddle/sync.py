@@ -35,7 +35,7 @@ from waddle.consumers.base import run_consumer
 from waddle.consumers.lag import bytes_behind, last_seq, segment_sizes
 from waddle.consumers.relay import RelayConsumer, resolve_token
 from waddle.errors import ConsumerLockedError, PermanentError
-from waddle.log.reader import Batch, LogReader, Offset
+from waddle.eventlog.reader import Batch, LogReader, Offset
 from waddle.relay_http import DEFAULT_TIMEOUT_S
 
 DEFAULT_SYNC_TIMEOUT_S = 30.0

@@ -15,9 +15,9 @@ from typing import Any
 
 import duckdb
 
-from waddle.log.reader import Batch, LogReader, Offset
-from waddle.log.segment import list_segments, log_dir, segment_name
-from waddle.log.writer import StreamWriter
+from waddle.eventlog.reader import Batch, LogReader, Offset
+from waddle.eventlog.segment import list_segments, log_dir, segment_name
+from waddle.eventlog.writer import StreamWriter
 
 Payload = Callable[[int], dict[str, Any]]
 # The waddle-consume and waddle commands as real processes (the installed entry points).

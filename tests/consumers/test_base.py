@@ -14,7 +14,7 @@ from waddle.consumers.base import Consumer, ConsumerThread, run_consumer
 from waddle.consumers.memory import MemoryConsumer, MemoryStore
 from waddle.consumers.state import StateStore
 from waddle.errors import ConsumerLockedError
-from waddle.log.reader import Batch, LogReader, Offset
+from waddle.eventlog.reader import Batch, LogReader, Offset
 
 
 def seqs(store: MemoryStore, stream: str) -> list[int]:

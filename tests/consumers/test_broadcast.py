@@ -26,8 +26,8 @@ from waddle.consumers.broadcast import (
     locate,
     read_after,
 )
-from waddle.log.reader import LogReader, Offset
-from waddle.log.segment import list_segments, log_dir, segment_name
+from waddle.eventlog.reader import LogReader, Offset
+from waddle.eventlog.segment import list_segments, log_dir, segment_name
 
 INFO = StreamInfo("r1", "p")
 

@@ -15,8 +15,8 @@ from consumers.logs import mixed, read_all, read_tables, write_run
 from waddle.consumers.base import Consumer, run_consumer
 from waddle.consumers.duckdb_writer import DuckDBWriter
 from waddle.consumers.memory import MemoryConsumer, MemoryStore
-from waddle.log.reader import Batch, LogReader, Offset
-from waddle.log.record import encode
+from waddle.eventlog.reader import Batch, LogReader, Offset
+from waddle.eventlog.record import encode
 
 
 class MemoryKind:

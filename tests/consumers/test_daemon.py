@@ -14,7 +14,7 @@ import pytest
 
 from consumers.logs import CONSUME, read_tables, segments, write_run
 from waddle.consumers.state import StateStore
-from waddle.log.segment import log_dir
+from waddle.eventlog.segment import log_dir
 
 HERE = Path(__file__).parent
 

@@ -17,7 +17,7 @@ from waddle import queries, store
 from waddle.consumers.base import ConsumerThread, run_consumer
 from waddle.consumers.duckdb_writer import DuckDBWriter
 from waddle.errors import StoreError
-from waddle.log.segment import list_segments, log_dir, segment_name
+from waddle.eventlog.segment import list_segments, log_dir, segment_name
 
 
 def build(root: Path, **options: object) -> Path:

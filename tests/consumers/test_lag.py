@@ -6,8 +6,8 @@ from pathlib import Path
 
 from consumers.logs import read_all, segments, write_run
 from waddle.consumers.lag import Lag, bytes_behind, lag, last_seq, segment_sizes
-from waddle.log.reader import Offset
-from waddle.log.segment import log_dir
+from waddle.eventlog.reader import Offset
+from waddle.eventlog.segment import log_dir
 
 
 def test_lag_from_the_start_and_from_an_offset(tmp_path: Path) -> None:

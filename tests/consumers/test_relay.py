@@ -33,9 +33,9 @@ from waddle.consumers.base import run_consumer
 from waddle.consumers.relay import RelayConsumer, relay_name
 from waddle.consumers.state import StateStore
 from waddle.errors import PermanentError, TransientError, UsageError
-from waddle.log.reader import Offset
-from waddle.log.record import encode
-from waddle.log.segment import list_segments, log_dir, segment_name
+from waddle.eventlog.reader import Offset
+from waddle.eventlog.record import encode
+from waddle.eventlog.segment import list_segments, log_dir, segment_name
 from waddle.relay_http import Backoff, Held, IngestClient, check_url
 
 FAST = Backoff(base=0.02, cap=0.2)
@@ -400,7 +400,7 @@ def test_requests_shrink_until_the_host_takes_them(tmp_path: Path) -> None:
 
 
 def test_handling_a_batch_twice_sends_nothing_new(host: Server, tmp_path: Path) -> None:
-    from waddle.log.reader import LogReader
+    from waddle.eventlog.reader import LogReader
 
     root = tmp_path / "w"
     write_run(root, "twice", 40)

@@ -19,8 +19,8 @@ from waddle.consumers.base import Consumer, Offsets, run_consumer
 from waddle.consumers.lag import segment_sizes
 from waddle.consumers.retention import collect, passed
 from waddle.consumers.state import StateStore
-from waddle.log.reader import Batch, Offset
-from waddle.log.segment import list_segments, log_dir
+from waddle.eventlog.reader import Batch, Offset
+from waddle.eventlog.segment import list_segments, log_dir
 
 
 class Collector(Consumer):

@@ -8,7 +8,7 @@ import pytest
 
 from waddle.consumers.state import StateStore
 from waddle.errors import ConsumerLockedError, InvalidIdError, PermanentError
-from waddle.log.reader import Offset
+from waddle.eventlog.reader import Offset
 
 
 def test_publish_load_and_list(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 from helpers import isolated_waddle  # noqa: F401  (autouse: in-process runs stay isolated)
 
 import waddle
-from waddle.log.reader import LogReader, Offset
+from waddle.eventlog.reader import LogReader, Offset
 
 from .conftest import Server, eventually, log_fingerprint, start_server, wait_for_run
 from .events import finish_event, metrics_event, run_event, stream_events

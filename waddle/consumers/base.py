@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from waddle.consumers.state import StateStore
-from waddle.log.reader import DEFAULT_POLL_INTERVAL, Batch, LogReader, Offset
+from waddle.eventlog.reader import DEFAULT_POLL_INTERVAL, Batch, LogReader, Offset
 
 PUBLISH_INTERVAL_S = 1.0
 COMMIT_INTERVAL_S = 1.0

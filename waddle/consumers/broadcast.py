@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from waddle.consumers.base import Consumer, Offsets
+from waddle.eventlog.reader import Batch, LogReader, Offset
+from waddle.eventlog.record import encode
+from waddle.eventlog.segment import list_segments, segment_name
 from waddle.ids import run_id_of_stream
-from waddle.log.reader import Batch, LogReader, Offset
-from waddle.log.record import encode
-from waddle.log.segment import list_segments, segment_name
 
 MAX_CHUNK_EVENTS = 1000
 MAX_CHUNK_BYTES = 512 * 1024

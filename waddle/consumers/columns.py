@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from waddle.log.record import encode
+from waddle.eventlog.record import encode
 
 _NUMBERS = {float, int}
 _LONG = ("run", "key", "axis", "ts", "value")

@@ -23,7 +23,7 @@ from waddle.consumers import plugins
 from waddle.consumers.base import Consumer, run_consumer
 from waddle.consumers.progress import CatchUpProgress
 from waddle.errors import WaddleError
-from waddle.log.reader import DEFAULT_POLL_INTERVAL
+from waddle.eventlog.reader import DEFAULT_POLL_INTERVAL
 
 logger = logging.getLogger("waddle.consumers")
 

@@ -39,9 +39,9 @@ from waddle.consumers.db_worker import DatabaseWorker
 from waddle.consumers.inserts import PendingRows, insert, run_values, stream_values, upsert_all
 from waddle.consumers.snapshots import Snapshots
 from waddle.errors import StoreError, UsageError
+from waddle.eventlog.reader import Batch, Offset
+from waddle.eventlog.record import restore_non_finite
 from waddle.ids import run_id_of_stream
-from waddle.log.reader import Batch, Offset
-from waddle.log.record import restore_non_finite
 
 logger = logging.getLogger("waddle.consumers")
 _STEP = itemgetter("step")

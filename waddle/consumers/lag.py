@@ -15,8 +15,8 @@ from pathlib import Path
 
 import orjson
 
-from waddle.log.reader import Offset
-from waddle.log.segment import list_segments, log_dir, segment_name
+from waddle.eventlog.reader import Offset
+from waddle.eventlog.segment import list_segments, log_dir, segment_name
 
 _TAIL_BLOCK = 64 * 1024
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from waddle.consumers.base import Consumer, Offsets
-from waddle.log.reader import Batch, Offset
+from waddle.eventlog.reader import Batch, Offset
 
 
 @dataclass

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TextIO
 
 from waddle.consumers.lag import bytes_behind, segment_sizes
-from waddle.log.reader import Batch, Offset
-from waddle.log.segment import log_dir, segment_name
+from waddle.eventlog.reader import Batch, Offset
+from waddle.eventlog.segment import log_dir, segment_name
 
 logger = logging.getLogger("waddle.consumers")
 

@@ -43,8 +43,8 @@ from urllib.parse import urlsplit
 
 from waddle.consumers.base import Consumer, Offsets
 from waddle.errors import WaddleError
-from waddle.log.reader import Batch, Offset
-from waddle.log.segment import list_segments, log_dir, segment_name
+from waddle.eventlog.reader import Batch, Offset
+from waddle.eventlog.segment import list_segments, log_dir, segment_name
 from waddle.relay_http import DEFAULT_TIMEOUT_S, Backoff, check_url
 from waddle.relay_send import Sender
 
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from waddle.api import root_dir
     from waddle.consumers.base import run_consumer
-    from waddle.log.reader import DEFAULT_POLL_INTERVAL
+    from waddle.eventlog.reader import DEFAULT_POLL_INTERVAL
 
     parser = argparse.ArgumentParser(prog="python -m waddle.consumers.relay")
     parser.add_argument("url", help="the central host, http://HOST:PORT")

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from waddle.consumers.lag import segment_sizes
 from waddle.consumers.state import Registration, StateStore
+from waddle.eventlog.reader import Offset
+from waddle.eventlog.segment import log_dir, segment_name
 from waddle.ids import is_valid_id
-from waddle.log.reader import Offset
-from waddle.log.segment import log_dir, segment_name
 
 
 @dataclass(frozen=True)

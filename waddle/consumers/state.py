@@ -24,8 +24,8 @@ from pathlib import Path
 import orjson
 
 from waddle.errors import ConsumerLockedError, PermanentError
+from waddle.eventlog.reader import Offset
 from waddle.ids import check_id, is_valid_id
-from waddle.log.reader import Offset
 
 STATE_DIR = "state"
 _SUFFIX = ".json"

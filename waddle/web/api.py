@@ -20,7 +20,7 @@ from starlette.responses import Response
 from waddle import queries
 from waddle.consumers.broadcast import locate, read_after
 from waddle.errors import StoreError
-from waddle.log.reader import LogReader
+from waddle.eventlog.reader import LogReader
 from waddle.web import params
 from waddle.web.errors import RequestError, bad_request, json_response, not_found
 

@@ -27,7 +27,7 @@ from waddle.consumers.base import ConsumerThread
 from waddle.consumers.broadcast import Broadcaster
 from waddle.consumers.duckdb_writer import DuckDBWriter
 from waddle.consumers.relay import RelayConsumer
-from waddle.log.reader import LogReader
+from waddle.eventlog.reader import LogReader
 from waddle.web import api
 from waddle.web.auth import TokenAuth
 from waddle.web.dashboard_api import dashboard_routes

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from waddle.errors import InvalidIdError, UsageError
-from waddle.log.record import encode
+from waddle.eventlog.record import encode
 
 logger = logging.getLogger("waddle.web")
 

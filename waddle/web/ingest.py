@@ -24,9 +24,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from waddle.eventlog.record import check_event
 from waddle.events import EVENT_ADAPTER
 from waddle.ids import is_valid_id, stream_id
-from waddle.log.record import check_event
 from waddle.web.errors import RequestError, bad_request, json_response
 from waddle.web.writers import IngestLog
 

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from waddle.errors import StreamLockedError
-from waddle.log.segment import list_segments, log_dir
-from waddle.log.writer import StreamWriter
+from waddle.eventlog.segment import list_segments, log_dir
+from waddle.eventlog.writer import StreamWriter
 from waddle.web.errors import RequestError
 
 DEFAULT_MAX_OPEN = 256

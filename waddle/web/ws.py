@@ -41,8 +41,8 @@ from waddle.consumers.broadcast import (
     locate,
     read_after,
 )
+from waddle.eventlog.reader import Batch, Offset
 from waddle.ids import is_valid_id
-from waddle.log.reader import Batch, Offset
 from waddle.web.settings import Settings
 
 logger = logging.getLogger("waddle.web")

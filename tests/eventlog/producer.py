@@ -42,7 +42,7 @@ def payload(step: int) -> dict[str, Any]:
 
 
 def hold(root: str, stream: str, events: str, fork: str = "") -> None:
-    from waddle.log.writer import StreamWriter
+    from waddle.eventlog.writer import StreamWriter
 
     writer = StreamWriter(Path(root) / "log" / stream)
     for step in range(int(events)):

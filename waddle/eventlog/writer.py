@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from waddle.errors import StreamLockedError, UsageError
-from waddle.log.record import encode
-from waddle.log.segment import (
+from waddle.eventlog.record import encode
+from waddle.eventlog.segment import (
     DEFAULT_SEGMENT_BYTES,
     acquire_lock,
     list_segments,

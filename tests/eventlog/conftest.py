@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from hypothesis import strategies as st
 
-from waddle.log.reader import DEFAULT_BATCH_BYTES, Corruption, LogReader, Offset
+from waddle.eventlog.reader import DEFAULT_BATCH_BYTES, Corruption, LogReader, Offset
 
 HERE = Path(__file__).parent
 PRODUCER = HERE / "producer.py"

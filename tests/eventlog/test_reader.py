@@ -1,4 +1,4 @@
-"""The tailing reader (waddle/log/reader.py): offsets, roll-over, corruption, retention."""
+"""The tailing reader (waddle/eventlog/reader.py): offsets, roll-over, corruption, retention."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from waddle.log.reader import DEFAULT_BATCH_BYTES, LogReader, Offset
-from waddle.log.record import encode
-from waddle.log.segment import list_segments, segment_name
-from waddle.log.writer import StreamWriter
+from waddle.eventlog.reader import DEFAULT_BATCH_BYTES, LogReader, Offset
+from waddle.eventlog.record import encode
+from waddle.eventlog.segment import list_segments, segment_name
+from waddle.eventlog.writer import StreamWriter
 
 STREAM = "fx"
 LATER = 100  # the first seq of a segment that seals the one before it
@@ -47,7 +47,7 @@ def test_each_failure_mode_is_reported_skipped_and_reading_goes_on(
     read_stream: Callable,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="waddle.log")
+    caplog.set_level(logging.WARNING, logger="waddle.eventlog")
     stream_dir = tmp_path / "log" / STREAM
     stream_dir.mkdir(parents=True)
     (stream_dir / segment_name(0)).write_bytes(log_fixture.data)

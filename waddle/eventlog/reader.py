@@ -22,11 +22,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from waddle.eventlog.record import decode
+from waddle.eventlog.segment import list_segments, log_dir, segment_name
 from waddle.ids import is_valid_id
-from waddle.log.record import decode
-from waddle.log.segment import list_segments, log_dir, segment_name
 
-logger = logging.getLogger("waddle.log")
+logger = logging.getLogger("waddle.eventlog")
 
 DEFAULT_BATCH_BYTES = 1 << 20
 MAX_LINE_BYTES = 64 << 20

@@ -1,4 +1,4 @@
-"""Segment files (waddle/log/segment.py): names, listing, the one-writer lock, tail repair."""
+"""Segment files (waddle/eventlog/segment.py): names, listing, the one-writer lock, tail repair."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from waddle.errors import StreamLockedError
-from waddle.log.segment import (
+from waddle.eventlog.segment import (
     LOCK_NAME,
     acquire_lock,
     list_segments,

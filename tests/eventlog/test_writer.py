@@ -1,4 +1,4 @@
-"""The stream writer (waddle/log/writer.py), alone and inside real producer processes.
+"""The stream writer (waddle/eventlog/writer.py), alone and inside real producer processes.
 
 What is checked is what a reader sees afterwards: every segment holds only complete
 lines, seqs are gapless, and every event whose call returned is there exactly once.
@@ -28,10 +28,10 @@ from hypothesis import strategies as st
 
 import waddle
 from waddle.errors import EncodeError, StreamLockedError, UsageError, WaddleError
-from waddle.log import writer as writer_module
-from waddle.log.record import decode
-from waddle.log.segment import DEFAULT_SEGMENT_BYTES, list_segments, segment_name
-from waddle.log.writer import StreamWriter
+from waddle.eventlog import writer as writer_module
+from waddle.eventlog.record import decode
+from waddle.eventlog.segment import DEFAULT_SEGMENT_BYTES, list_segments, segment_name
+from waddle.eventlog.writer import StreamWriter
 
 STREAM = "s"
 

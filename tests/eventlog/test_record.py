@@ -1,4 +1,4 @@
-"""The line codec (waddle/log/record.py): pure bytes in, events out.
+"""The line codec (waddle/eventlog/record.py): pure bytes in, events out.
 
 Every decoding case is fed three ways (h11's habit): whole, byte by byte (nothing may come
 out before the newline), and followed by a partial line (which must be left unconsumed).
@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from waddle.errors import EncodeError
-from waddle.log.record import REQUIRED_FIELDS, STATUSES, BadLine, check_event, decode, encode
+from waddle.eventlog.record import REQUIRED_FIELDS, STATUSES, BadLine, check_event, decode, encode
 
 NAN, INF = math.nan, math.inf
 PARTIAL = b'{"seq":99,"ts":1.5,"type":"metrics","st'
