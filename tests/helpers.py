@@ -289,7 +289,7 @@ class FakeNvml:
         return "550.54.15"
 
 
-def eventually(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+def eventually(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
     """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -108,17 +107,6 @@ def free_port() -> int:
 def central(root: Path, port: int, token: str | None = None) -> Server:
     """``waddle serve`` on a fixed loopback port, so a relay's URL outlives a restart."""
     return start_server(root, "--port", str(port), "--poll-interval", "0.02", token=token)
-
-
-def wait_until(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def stream_events(root: Path, stream: str) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import psutil
 import pytest
+from helpers import eventually
 from relay_support import (
     Relay,
     caught_up,
@@ -25,7 +26,6 @@ from relay_support import (
     log_events,
     reference_db,
     relayed,
-    wait_until,
 )
 from web.conftest import Server, start_server
 
@@ -49,8 +49,8 @@ def producer(root: Path, runs: int, events: int) -> subprocess.Popen[bytes]:
 def wait_delivered(root: Path, server: Server, timeout: float = 90.0) -> None:
     """Until the relay committed every event of ``root`` and the host's tables hold them."""
     expected = last_seqs(root)
-    wait_until(lambda: relayed(root, server.url) == expected, timeout, "the relay to finish")
-    wait_until(lambda: caught_up(server.root, "duckdb", expected), timeout, "the host's tables")
+    eventually(lambda: relayed(root, server.url) == expected, timeout, "the relay to finish")
+    eventually(lambda: caught_up(server.root, "duckdb", expected), timeout, "the host's tables")
 
 
 @pytest.mark.slow
@@ -107,7 +107,7 @@ def test_a_wrong_token_is_reported_once_and_the_right_one_delivers_everything(
     server = central(tmp_path / "central", free_port(), TOKEN)
     try:
         wrong = Relay(root, server.url, "not-the-token")
-        wait_until(lambda: "token" in wrong.stderr(), 30, "the relay to report the token")
+        eventually(lambda: "token" in wrong.stderr(), 30, "the relay to report the token")
         before = relay_cpu_seconds(wrong)
         time.sleep(1.5)
         assert relay_cpu_seconds(wrong) - before < 0.5, "a refused relay must not spin"

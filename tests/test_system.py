@@ -13,6 +13,7 @@ import pytest
 from helpers import (
     FakeNvml,
     ending,
+    eventually,
     isolated_waddle,  # noqa: F401  (autouse)
     of_type,
     read_events,
@@ -36,13 +37,6 @@ RATE_KEYS = {
     "network/recv_bytes_per_s",
     "network/sent_bytes_per_s",
 }
-
-
-def wait_until(condition, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.01)
 
 
 def sampler_threads() -> list[threading.Thread]:
@@ -94,7 +88,7 @@ def test_a_failing_probe_is_warned_once_and_the_thread_goes_on(
     sampler = SystemSampler(samples.append, interval=0.01, nvml=nvml)
     with caplog.at_level(logging.WARNING, logger="waddle"):
         sampler.start()
-        wait_until(lambda: len(samples) >= 5)
+        eventually(lambda: len(samples) >= 5)
         assert sampler_threads()
         sampler.stop()
     assert not sampler_threads()
@@ -108,7 +102,7 @@ def test_init_with_system_metrics_writes_system_events(monkeypatch: pytest.Monke
     fake = FakeNvml(devices=1)
     monkeypatch.setitem(sys.modules, "pynvml", fake)
     run = waddle.init(system_metrics=True, system_interval=0.05)
-    wait_until(lambda: len(of_type(read_events(), "system")) >= 3)
+    eventually(lambda: len(of_type(read_events(), "system")) >= 3)
     run.finish()
     events = read_events()
     assert events[0]["context"]["gpus"] == Nvml(fake).describe()

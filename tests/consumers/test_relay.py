@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
+from helpers import eventually
 from relay_support import (
     central,
     free_port,
@@ -23,7 +24,6 @@ from relay_support import (
     log_events,
     relayed,
     stream_events,
-    wait_until,
 )
 from web.conftest import Server, log_fingerprint, start_server
 
@@ -251,7 +251,7 @@ def test_a_wrong_token_stops_forwarding_once_keeps_everything_and_does_not_spin(
     relay = RelayConsumer(root, host.url, token="wrong", stop=stop, backoff=FAST)
     thread = threading.Thread(target=run_consumer, args=(relay, root, stop), daemon=True)
     thread.start()
-    wait_until(lambda: relay.failure is not None, 10, "the refusal")
+    eventually(lambda: relay.failure is not None, 10, "the refusal")
     write_run(root, "c", 50)  # more events arrive: still nothing is sent
     time.sleep(0.5)
     stop.set()
@@ -279,7 +279,7 @@ def test_retries_while_the_host_is_down_then_delivers(tmp_path: Path) -> None:
     assert relayed(root, url) == {}
     server = central(tmp_path / "central", port)
     try:
-        wait_until(lambda: relayed(root, url) == last_seqs(root), 20, "delivery after outage")
+        eventually(lambda: relayed(root, url) == last_seqs(root), 20, "delivery after outage")
         assert log_events(server.root) == log_events(root)
         server.stop()
         write_run(root, "late", 40)  # the host is away again: the relay waits it out
@@ -435,7 +435,7 @@ def test_a_live_tail_is_paced_not_posted_every_poll(
         writer.append("metrics", {"step": step, "data": {"loss": step}})
         time.sleep(0.01)
     writer.close()
-    wait_until(lambda: relay.acked().get("live", Offset()).seq == 150, 10, "the tail")
+    eventually(lambda: relay.acked().get("live", Offset()).seq == 150, 10, "the tail")
     seconds = time.monotonic() - began
     stop.set()
     thread.join(10)
