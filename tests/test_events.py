@@ -22,6 +22,7 @@ from pydantic import ValidationError
 import waddle
 from waddle.eventlog.record import REQUIRED_FIELDS, check_event
 from waddle.events import EVENT_ADAPTER, MODELS, schema_files
+from waddle.web import ingest
 
 REGENERATE = "run `python -m waddle.events schemas` and commit the result"
 
@@ -141,6 +142,74 @@ def test_what_the_model_accepts_the_reader_accepts(kind: str) -> None:
         except ValidationError:
             return
         assert check_event(event) is None, event
+
+    check()
+
+
+CHECKED_ALONE = sorted(ingest.CHECKED_ALONE)
+
+# Events of the types /ingest checks with check_event alone, each broken in one way the
+# model notices; check_event must notice it too.
+BAD_ALONE: dict[str, dict[str, Any]] = {
+    "seq negative": {**valid_event("metrics"), "seq": -1},
+    "seq bool": {**valid_event("metrics"), "seq": True},
+    "seq float": {**valid_event("system"), "seq": 1.0},
+    "seq string": {**valid_event("console"), "seq": "1"},
+    "ts string": {**valid_event("metrics"), "ts": "1.5"},
+    "ts bool": {**valid_event("metrics"), "ts": False},
+    "ts null": {**valid_event("console"), "ts": None},
+    "step negative": {**valid_event("metrics"), "step": -1},
+    "step bool": {**valid_event("metrics"), "step": True},
+    "step float": {**valid_event("metrics"), "step": 3.0},
+    "step string": {**valid_event("metrics"), "step": "3"},
+    "step null": {**valid_event("metrics"), "step": None},
+    "metrics data list": {**valid_event("metrics"), "data": [1, 2]},
+    "metrics data null": {**valid_event("metrics"), "data": None},
+    "system data string": {**valid_event("system"), "data": "cpu"},
+    "console stream other": {**valid_event("console"), "stream": "stdin"},
+    "console stream case": {**valid_event("console"), "stream": "STDOUT"},
+    "console stream null": {**valid_event("console"), "stream": None},
+    "console text bytes-like": {**valid_event("console"), "text": [104, 105]},
+    "console text null": {**valid_event("console"), "text": None},
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ALONE))
+def test_a_bad_event_of_a_type_ingest_checks_alone_fails_both(case: str) -> None:
+    event = BAD_ALONE[case]
+    assert event["type"] in CHECKED_ALONE
+    with pytest.raises(ValidationError):
+        EVENT_ADAPTER.validate_python(event)
+    assert check_event(event) is not None
+
+
+# Values that sit on the edges the models draw: signs, bools for ints, the console streams.
+EDGE_VALUES = st.sampled_from(["stdout", "stderr", "stdin", "", -1, 0, True, False, 1.0, {}, []])
+
+
+@st.composite
+def one_field_off(draw: st.DrawFn, kind: str) -> dict[str, Any]:
+    """A valid event of ``kind`` with one field (not ``type``) replaced or removed."""
+    event = valid_event(kind)
+    name = draw(st.sampled_from(sorted(set(event) - {"type"})))
+    if draw(st.booleans()):
+        del event[name]
+    else:
+        event[name] = draw(EDGE_VALUES | JSON_VALUES)
+    return event
+
+
+@pytest.mark.parametrize("kind", CHECKED_ALONE)
+def test_what_the_reader_accepts_the_model_accepts_for_types_ingest_checks_alone(
+    kind: str,
+) -> None:
+    """/ingest trusts check_event alone for these types: it must be no more lenient."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(one_field_off(kind) | near_valid_events(kind))
+    def check(event: dict[str, Any]) -> None:
+        if check_event(event) is None:
+            EVENT_ADAPTER.validate_python(event)
 
     check()
 

@@ -161,7 +161,8 @@ def run_broadcaster(root: Path, steps: int) -> tuple[list[int], list[int]]:
         subscriber = Subscriber()
         subscriber.subscription.projects.add("pa")
         hub.subscribers.add(subscriber)
-        thread = ConsumerThread(Broadcaster(root, hub), root, interval=0.01)
+        broadcaster = Broadcaster(root, hub)
+        thread = ConsumerThread(broadcaster, root, interval=0.01, reader=broadcaster.tail_reader)
         await asyncio.to_thread(thread.start)
         try:
             await asyncio.to_thread(
@@ -185,6 +186,21 @@ def test_the_broadcaster_sends_only_new_events_in_order(root: Path) -> None:
     received, before = run_broadcaster(root, 50)
     assert received[0] == before[-1] + 1 and len(received) > 50
     assert received == list(range(received[0], received[-1] + 1))
+
+
+def test_the_tail_skips_to_the_end_while_no_client_is_connected(root: Path) -> None:
+    hub = Hub()
+    reader = Broadcaster(root, hub).tail_reader
+    stream_dir = log_dir(root) / "alpha"
+    idle = reader.read("alpha", Offset(list_segments(stream_dir)[0], 0, -1))
+    end = end_offset(stream_dir)
+    assert idle.events == [] and idle.offset == Offset(end.segment, end.position, -1)
+    assert reader.read("alpha", idle.offset).offset == idle.offset
+    last = drain(LogReader(root), "alpha", -1)[-1]
+    write_run(root, "alpha", 5, resume=True, first_step=300, project="pa")
+    hub.subscribers.add(Subscriber())
+    seqs = [e["seq"] for e in reader.read("alpha", idle.offset).events]
+    assert seqs and seqs == list(range(last + 1, last + 1 + len(seqs)))
 
 
 def test_the_hub_without_a_loop_drops_quietly() -> None:

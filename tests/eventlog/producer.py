@@ -11,12 +11,17 @@ Run as ``python producer.py MODE ARGS...``:
 * ``disk-full ROOT RUN_ID KEPT HEADROOM FAILING``: log KEPT events, then cap the file
   size (RLIMIT_FSIZE, SIGXFSZ ignored) at the current segment size + HEADROOM bytes,
   log FAILING more events, finish, and exit 0.
+* ``batch-full ROOT STREAM HEADROOM``: ``append_events`` a batch of 3, cap the file size
+  at the segment size + HEADROOM bytes, try a batch of 5, lift the cap, append a batch
+  of 2 with the same first seq, and print what each call returned and the drop counts
+  as JSON.
 
 Not collected by pytest; tests load ``payload`` from here to recompute what was logged.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import resource
@@ -97,6 +102,28 @@ def disk_full(root: str, run_id: str, kept: str, headroom: str, failing: str) ->
     run.finish()
 
 
+def batch_full(root: str, stream: str, headroom: str) -> None:
+    from waddle.eventlog.writer import StreamWriter
+
+    def batch(first: int, count: int) -> list[dict[str, Any]]:
+        return [
+            {"seq": seq, "ts": 1.0, "type": "metrics", "step": seq, "data": {"blob": BLOB}}
+            for seq in range(first, first + count)
+        ]
+
+    writer = StreamWriter(Path(root) / "log" / stream)
+    kept = writer.append_events(batch(0, 3))
+    segment = Path(root) / "log" / stream / f"{0:020d}.ndjson"
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (segment.stat().st_size + int(headroom), hard))
+    failed = writer.append_events(batch(3, 5))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    after = writer.append_events(batch(3, 2))
+    writer.close()
+    print(json.dumps({"returned": [kept, failed, after], "dropped": writer.dropped}))
+
+
 if __name__ == "__main__":
-    modes = {"hold": hold, "loop": loop, "disk-full": disk_full}
+    modes = {"hold": hold, "loop": loop, "disk-full": disk_full, "batch-full": batch_full}
     modes[sys.argv[1]](*sys.argv[2:])

@@ -18,7 +18,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from waddle.errors import EncodeError
-from waddle.eventlog.record import REQUIRED_FIELDS, STATUSES, BadLine, check_event, decode, encode
+from waddle.eventlog.record import (
+    CONSOLE_STREAMS,
+    REQUIRED_FIELDS,
+    STATUSES,
+    BadLine,
+    check_event,
+    decode,
+    encode,
+)
 
 NAN, INF = math.nan, math.inf
 PARTIAL = b'{"seq":99,"ts":1.5,"type":"metrics","st'
@@ -269,6 +277,8 @@ def valid_event(kind: str) -> dict[str, Any]:
     fields = {name: SAMPLES[types[0]] for name, types in REQUIRED_FIELDS[kind].items()}
     if kind == "finish":
         fields["status"] = STATUSES[0]
+    if kind == "console":
+        fields["stream"] = CONSOLE_STREAMS[0]
     return event(kind, **fields)
 
 
@@ -293,6 +303,7 @@ def test_check_event_knows_every_required_field(kind: str) -> None:
         ({"type": "telemetry"}, "telemetry"),
         ({"type": 3}, "type"),
         ({"step": True}, "step"),
+        ({"step": -1}, "step"),
         ({"data": []}, "data"),
     ],
     ids=repr,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import random
 import shutil
@@ -161,6 +162,77 @@ def test_append_event_takes_only_the_next_seq(tmp_path: Path, read_stream: Calla
     assert writer.append_event(config_event(1))
     writer.close()
     assert [e["config"] for e in read_stream(tmp_path, STREAM).events] == [{"lr": 0}, {"lr": 1}]
+
+
+def batch_of(first: int, pads: list[int]) -> list[dict[str, Any]]:
+    return [
+        {"seq": first + i, "ts": 1.5, "type": "metrics", "step": i, "data": {"pad": "x" * n}}
+        for i, n in enumerate(pads)
+    ]
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    segment_bytes=st.integers(64, 4096),
+    batches=st.lists(st.lists(st.integers(0, 300), max_size=8), min_size=1, max_size=12),
+)
+def test_append_events_keeps_seqs_gapless_and_batches_whole_across_roll_overs(
+    segment_bytes: int, batches: list[list[int]], read_stream: Callable
+) -> None:
+    with tempfile.TemporaryDirectory() as root:
+        stream_dir = Path(root, "log", STREAM)
+        writer = StreamWriter(stream_dir, segment_bytes=segment_bytes)
+        firsts = set()
+        for pads in batches:
+            firsts.add(writer.next_seq)
+            assert writer.append_events(batch_of(writer.next_seq, pads)) == len(pads)
+        total = writer.next_seq
+        writer.close()
+        assert total == sum(map(len, batches))
+        seqs = read_stream(Path(root), STREAM).seqs
+        assert seqs == list(range(total))
+        for first in list_segments(stream_dir):
+            data = (stream_dir / segment_name(first)).read_bytes()
+            if not data and total == 0:
+                continue  # a stream that never got an event has its first segment, empty
+            events, used, bad = decode(data)
+            assert (used, bad) == (len(data), []) and events[0]["seq"] == first
+            assert first in firsts, "a batch was split between segments"
+            if len(data) > segment_bytes:  # only one batch bigger than a segment
+                assert {e["seq"] for e in events} <= set(range(first, first + 9))
+
+
+def test_append_events_refuses_wrong_seqs_and_unencodable_events_writing_nothing(
+    tmp_path: Path,
+) -> None:
+    writer = StreamWriter(tmp_path / "log" / STREAM)
+    assert writer.append_events(batch_of(0, [1, 2])) == 2
+    before = files_under(tmp_path)
+    for wrong in (batch_of(1, [1, 1]), batch_of(2, [1]) + batch_of(4, [1]), batch_of(3, [1])):
+        with pytest.raises(UsageError, match="not the next"):
+            writer.append_events(wrong)
+    unencodable = batch_of(2, [1, 1])
+    unencodable[1]["data"]["bad"] = object()
+    with pytest.raises(EncodeError):
+        writer.append_events(unencodable)
+    assert writer.append_events([]) == 0
+    assert files_under(tmp_path) == before and writer.next_seq == 2
+    writer.close()
+
+
+@pytest.mark.parametrize(
+    ("headroom", "cause"), [(600, "short write"), (0, "EFBIG")], ids=["short-write", "no-room"]
+)
+def test_a_batch_that_does_not_fit_on_disk_is_cut_back_whole_and_takes_no_seq(
+    tmp_path: Path, spawn: Callable, read_stream: Callable, headroom: int, cause: str
+) -> None:
+    proc = spawn("batch-full", tmp_path, STREAM, headroom, stdout=subprocess.PIPE)
+    stdout, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    outcome = json.loads(stdout)
+    assert outcome == {"returned": [3, 0, 2], "dropped": {cause: 5}}
+    assert assert_well_formed(tmp_path / "log" / STREAM, DEFAULT_SEGMENT_BYTES) == list(range(5))
+    assert [e["step"] for e in read_stream(tmp_path, STREAM).events] == [0, 1, 2, 3, 4]
 
 
 THREADS, PER_THREAD = 8, 250

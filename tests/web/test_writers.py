@@ -58,13 +58,13 @@ class FailingWriter:
         self.room = room
         self.dropped: dict[str, int] = {}
 
-    def append_event(self, event: dict[str, Any]) -> bool:
-        if self.room == 0:
-            self.dropped["ENOSPC"] = self.dropped.get("ENOSPC", 0) + 1
-            return False
-        self.room -= 1
-        self.next_seq += 1
-        return True
+    def append_events(self, events: list[dict[str, Any]]) -> int:
+        if len(events) > self.room:
+            self.dropped["ENOSPC"] = self.dropped.get("ENOSPC", 0) + len(events)
+            return 0
+        self.room -= len(events)
+        self.next_seq += len(events)
+        return len(events)
 
     def sync(self) -> None:
         pass
@@ -73,9 +73,11 @@ class FailingWriter:
 def test_a_failed_write_answers_503_with_the_highest_seq_held(tmp_path: Path) -> None:
     log = IngestLog(tmp_path)
     log._writers["w3"] = FailingWriter(room=3)  # type: ignore[assignment]
+    events = stream_events("w3", 6)
+    assert log.append("w3", events[:2]).seq == 1
     with pytest.raises(RequestError) as failed:
-        log.append("w3", stream_events("w3", 6))
+        log.append("w3", events)
     error = failed.value
     assert error.status == 503 and error.error == "write_failed"
-    assert error.extra["seq"] == 2 and error.extra["written"] == 3
+    assert error.extra["seq"] == 1 and error.extra["written"] == 0
     assert "ENOSPC" in error.detail

@@ -212,10 +212,12 @@ class ConsumerThread:
         root: Path | str,
         *,
         interval: float = DEFAULT_POLL_INTERVAL,
+        reader: LogReader | None = None,
     ) -> None:
         self.consumer = consumer
         self.root = Path(root)
         self.interval = interval
+        self.reader = reader
         self.error: BaseException | None = None
         self._failed_start = False
         self._stop = threading.Event()
@@ -227,7 +229,12 @@ class ConsumerThread:
     def _run(self) -> None:
         try:
             run_consumer(
-                self.consumer, self.root, self._stop, interval=self.interval, ready=self._ready
+                self.consumer,
+                self.root,
+                self._stop,
+                interval=self.interval,
+                reader=self.reader,
+                ready=self._ready,
             )
         except BaseException as exc:
             self.error = exc

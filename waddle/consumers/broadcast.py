@@ -17,6 +17,9 @@ client. A client whose queue would exceed ``limit`` events has its queue coalesc
 a pointer: the queued events are dropped from memory and read again from the log when
 the client catches up, so a slow client costs bounded memory and still misses nothing.
 (A client that stops reading altogether is disconnected by the endpoint's send timeout.)
+While no client is connected the tail is not even read: ``IdleSkippingReader`` moves
+the broadcaster's offsets to the end of the log (see ``Broadcaster.handle`` for why no
+client can miss an event that way).
 The broadcaster is not durable: it starts at the end of the log and keeps no offsets.
 """
 
@@ -41,6 +44,7 @@ MAX_CHUNK_EVENTS = 1000
 MAX_CHUNK_BYTES = 512 * 1024
 DEFAULT_QUEUE_EVENTS = 50_000
 _TAIL_BLOCK = 64 * 1024
+_START = Offset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +209,15 @@ class StreamDirectory:
             if event["type"] == "run":
                 self._known[stream] = StreamInfo(event["run_id"], event["project"])
 
+    def learn_run(self, stream: str, events: list[dict[str, Any]]) -> None:
+        """``learn`` for a batch that is not broadcast: only a known stream can go stale.
+
+        An unknown stream is read from the log when first asked about; a known one is
+        updated only by a later ``run`` event (a resume), which skipping would lose.
+        """
+        if stream in self._known:
+            self.learn(stream, events)
+
     def info(self, stream: str) -> StreamInfo:
         """Blocking (may read the stream's first events): call off the event loop."""
         known = self._known.get(stream)
@@ -216,8 +229,32 @@ class StreamDirectory:
         return known
 
 
+class IdleSkippingReader(LogReader):
+    """The broadcaster's tail: while no client is connected it skips to the end of each
+    stream instead of reading and decoding events nobody will be sent.
+
+    Skipping is safe for the reason given in ``Broadcaster.handle``; the end is found
+    before the hub is checked, so a client that joins after the check finds every
+    skipped event in the log when it replays.
+    """
+
+    def __init__(self, root: Path | str, hub: Hub) -> None:
+        super().__init__(root)
+        self.hub = hub
+
+    def read(self, stream: str, offset: Offset = _START) -> Batch:
+        end = end_offset(self.log_dir / stream)
+        ahead = (end.segment, end.position) >= (offset.segment, offset.position)
+        if ahead and not self.hub.subscribers:
+            return Batch(stream, [], Offset(end.segment, end.position, offset.seq), [])
+        return super().read(stream, offset)
+
+
 class Broadcaster(Consumer):
-    """The live broadcaster consumer: batches in, encoded chunks out to the hub."""
+    """The live broadcaster consumer: batches in, encoded chunks out to the hub.
+
+    ``reader`` reads the log for replays; ``tail_reader`` is the one to drive it with.
+    """
 
     name = "broadcast"
     durable = False
@@ -225,6 +262,7 @@ class Broadcaster(Consumer):
     def __init__(self, root: Path | str, hub: Hub | None = None) -> None:
         self.reader = LogReader(root)
         self.hub = hub or Hub()
+        self.tail_reader = IdleSkippingReader(root, self.hub)
         self.directory = StreamDirectory(self.reader)
 
     def start(self, offsets: Offsets) -> Offsets:
@@ -235,10 +273,17 @@ class Broadcaster(Consumer):
         return super().start(ends)
 
     def handle(self, batches: list[Batch]) -> None:
+        # With no client connected nobody can miss these events: a client that connects
+        # later starts at "now" or replays from the log, which already holds them (the
+        # tail read them before this check, and a client is in the hub before it
+        # subscribes). Only the offsets and the stream directory are kept up.
+        idle = not self.hub.subscribers
         out: list[Chunk] = []
         for batch in batches:
             events = self.fresh(batch)
-            if events:
+            if idle:
+                self.directory.learn_run(batch.stream, events)
+            elif events:
                 self.directory.learn(batch.stream, events)
                 out += chunks(batch.stream, self.directory.info(batch.stream), events)
         self.hub.publish(out)

@@ -21,6 +21,7 @@ _OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 STATUSES = ("finished", "failed", "killed")
+CONSOLE_STREAMS = ("stdout", "stderr")
 
 # The fields every reader may rely on, per event type (design.md section 3). The pydantic
 # models in waddle.events describe the full schema; a test keeps the two in agreement.
@@ -133,7 +134,12 @@ def restore_non_finite(values: dict[str, Any] | list[Any]) -> Any:
 
 
 def check_event(event: Any) -> str | None:
-    """Why ``event`` breaks the schema readers rely on, or None when it is sound."""
+    """Why ``event`` breaks the schema readers rely on, or None when it is sound.
+
+    For a JSON-decoded ``metrics``, ``system`` or ``console`` event this is exactly as
+    strict as the models in ``waddle.events``, so ``/ingest`` trusts it alone for those
+    (a test holds the two together); other types also need their model.
+    """
     if type(event) is not dict:
         return "line is not a JSON object"
     seq = event.get("seq")
@@ -148,6 +154,10 @@ def check_event(event: Any) -> str | None:
     for name, types in fields.items():
         if name not in event or type(event[name]) not in types:
             return f"{kind} event needs {name!r} of type {'/'.join(t.__name__ for t in types)}"
+    if kind == "metrics" and event["step"] < 0:
+        return "metrics step must be an integer >= 0"
+    if kind == "console" and event["stream"] not in CONSOLE_STREAMS:
+        return f"console stream must be one of {', '.join(CONSOLE_STREAMS)}"
     if kind == "finish" and event["status"] not in STATUSES:
         return f"finish status must be one of {', '.join(STATUSES)}"
     return None

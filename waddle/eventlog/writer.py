@@ -1,4 +1,4 @@
-"""The stream writer: gapless seqs, one ``write`` per event, roll-over, fsync, drop counting.
+"""The stream writer: gapless seqs, one ``write`` per event or batch, roll-over, fsync.
 
 Guarantees:
 
@@ -9,6 +9,8 @@ Guarantees:
 * seqs are gapless: an event that cannot be written takes no seq. A short write (a full
   disk) is truncated back to the last complete line, so a segment never holds a torn
   line followed by more events.
+* A batch (``append_events``) is one ``write``, all or none: a failure leaves no part
+  of it in the log and takes none of its seqs.
 * Threads may share a writer: seq assignment and the write happen under ``lock``.
 * I/O trouble never raises: the event is dropped, counted per cause, and logged once
   per cause. Only an unencodable event raises (``EncodeError``), and nothing is written.
@@ -144,30 +146,52 @@ class StreamWriter:
                 raise UsageError(f"event seq {event.get('seq')} is not the next {self.next_seq}")
             return self.write_locked(event)
 
+    def append_events(self, events: list[dict[str, Any]]) -> int:
+        """Write events that carry consecutive seqs from ``next_seq``, all or none.
+
+        Every line is encoded first (an ``EncodeError`` writes nothing), then all go out
+        in one ``os.write``. Returns how many were written: ``len(events)``, or 0 when
+        the batch was dropped for I/O trouble (each event counted, no seq taken, a partly
+        written batch cut back). A batch never straddles segments: the segment rolls over
+        before it when it would not fit, so only a batch bigger than ``segment_bytes``
+        makes a segment bigger than that.
+        """
+        lines = b"".join([encode(event) for event in events])
+        with self.lock:
+            for index, event in enumerate(events):
+                if event.get("seq") != self.next_seq + index:
+                    raise UsageError(
+                        f"event seq {event.get('seq')} is not the next {self.next_seq + index}"
+                    )
+            return len(events) if events and self._write_lines(lines, len(events)) else 0
+
     def write_locked(self, event: dict[str, Any]) -> bool:
         """Write ``event``, whose seq the caller set to ``next_seq`` while holding ``lock``.
 
         True when written; False when dropped for I/O trouble (counted, seq not taken).
         """
-        line = encode(event)
-        length = len(line)
+        return self._write_lines(encode(event), 1)
+
+    def _write_lines(self, lines: bytes, count: int) -> bool:
+        """Write ``count`` encoded events in one ``os.write``, all or none (see above)."""
+        length = len(lines)
         if self._size + length > self._limit:
             problem = self._prepare(length)
             if problem:
-                self._drop(problem)
+                self._count(problem, count)
                 return False
         try:
-            written = os.write(self._fd, line)  # type: ignore[arg-type]
+            written = os.write(self._fd, lines)  # type: ignore[arg-type]
         except OSError as exc:
             self._undo_partial()
-            self._drop(_cause(exc))
+            self._count(_cause(exc), count)
             return False
         if written != length:
             self._undo_partial()
-            self._drop("short write")
+            self._count("short write", count)
             return False
         self._size += written
-        self.next_seq += 1
+        self.next_seq += count
         return True
 
     def _prepare(self, length: int) -> str | None:
@@ -249,9 +273,6 @@ class StreamWriter:
         self._close_fd()
         self._fd = os.open(self.stream_dir / segment_name(self.next_seq), _OPEN_FLAGS, 0o644)
         self._size = 0
-
-    def _drop(self, cause: str) -> None:
-        self._count(cause, 1)
 
     def _count(self, cause: str, n: int) -> None:
         if n <= 0:

@@ -94,7 +94,12 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     relays = [RelayConsumer(settings.root, u, token=settings.relay_token) for u in settings.relays]
     threads = [
         ConsumerThread(writer, settings.root, interval=settings.poll_interval),
-        ConsumerThread(state.broadcaster, settings.root, interval=settings.poll_interval),
+        ConsumerThread(
+            state.broadcaster,
+            settings.root,
+            interval=settings.poll_interval,
+            reader=state.broadcaster.tail_reader,
+        ),
         *(ConsumerThread(r, settings.root, interval=settings.poll_interval) for r in relays),
     ]
     started: list[ConsumerThread] = []

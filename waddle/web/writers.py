@@ -3,10 +3,11 @@
 Guarantees: idempotent by (stream, seq): events at or below what the host already holds
 are acknowledged and not written again; a request whose first new event is beyond the
 next expected seq is refused (``409``, nothing written). Requests for one stream are
-serialised; different streams proceed in parallel. Events of a request are written in
-order and fsynced before the answer, so an acknowledged event survives a power loss. A
-write that fails midway (a full disk) stops the request: the answer is ``503`` and names
-the highest seq now held, so the sender resumes from there.
+serialised; different streams proceed in parallel. The new events of a request are
+written in one ``write``, all or none, and fsynced before the answer, so an acknowledged
+event survives a power loss. A write that fails (a full disk) writes nothing of the
+request: the answer is ``503`` and names the highest seq held, so the sender resumes
+from there.
 
 Writers stay open (they hold each stream's lock, so a local producer of the same stream
 is refused, and vice versa); past ``max_open`` the least recently used idle one is
@@ -153,17 +154,16 @@ def _append(writer: StreamWriter, stream: str, events: list[dict[str, Any]]) -> 
             seq=expected - 1,
         )
     fresh = [event for event in events if event["seq"] >= expected]
-    for written, event in enumerate(fresh):
-        if not writer.append_event(event):
-            raise RequestError(
-                503,
-                "write_failed",
-                f"the host could not write stream {stream!r} ({_causes(writer)}); "
-                f"it holds up to seq {writer.next_seq - 1}: resend from there later",
-                stream=stream,
-                seq=writer.next_seq - 1,
-                written=written,
-            )
+    if fresh and not writer.append_events(fresh):
+        raise RequestError(
+            503,
+            "write_failed",
+            f"the host could not write stream {stream!r} ({_causes(writer)}); "
+            f"it holds up to seq {writer.next_seq - 1}: resend from there later",
+            stream=stream,
+            seq=writer.next_seq - 1,
+            written=0,
+        )
     if fresh:
         writer.sync()
     return Outcome(stream, writer.next_seq - 1, len(fresh), len(events) - len(fresh))
