@@ -145,35 +145,45 @@ async def api_keys(request: Request) -> Response:
 
 
 async def api_metrics(request: Request) -> Response:
-    run_id = params.run_id(request)
     x = params.choice(request, "x", tuple(queries.X_COLUMNS), "step")
-    max_points = params.integer(request, "max_points", DEFAULT_POINTS, 4, MAX_POINTS)
-    keys = params.keys(request)
-    await _require_run(request, run_id)
-    if keys is None:
-        keys = await query(request, queries.metric_keys, run_id)
-    series = []
-    for key in keys:
-        xs, ys, count = await query(request, queries.metric_series, run_id, key, x, max_points)
-        series.append(_series(key, xs, ys, count))
-    return json_response({"run_id": run_id, "x": x, "max_points": max_points, "series": series})
+    return await _series_response(
+        request,
+        x,
+        queries.metric_keys,
+        lambda con, run_id, key, max_points: queries.metric_series(con, run_id, key, x, max_points),
+    )
 
 
 async def api_system(request: Request) -> Response:
+    rank = params.integer(request, "rank", -1, -1, 1 << 20)
+    return await _series_response(
+        request,
+        "ts",
+        queries.system_keys,
+        lambda con, run_id, key, max_points: queries.system_series(
+            con, run_id, key, None if rank < 0 else rank, max_points
+        ),
+    )
+
+
+async def _series_response(
+    request: Request,
+    x: str,
+    all_keys: Callable[[Any, str], list[str]],
+    fetch: Callable[[Any, str, str, int], tuple[list[Any], list[Any], int]],
+) -> Response:
+    """The downsampled series of the requested keys (all of the run's when none given)."""
     run_id = params.run_id(request)
     max_points = params.integer(request, "max_points", DEFAULT_POINTS, 4, MAX_POINTS)
-    rank = params.integer(request, "rank", -1, -1, 1 << 20)
     keys = params.keys(request)
     await _require_run(request, run_id)
     if keys is None:
-        keys = await query(request, queries.system_keys, run_id)
+        keys = await query(request, all_keys, run_id)
     series = []
     for key in keys:
-        xs, ys, count = await query(
-            request, queries.system_series, run_id, key, None if rank < 0 else rank, max_points
-        )
+        xs, ys, count = await query(request, fetch, run_id, key, max_points)
         series.append(_series(key, xs, ys, count))
-    return json_response({"run_id": run_id, "x": "ts", "max_points": max_points, "series": series})
+    return json_response({"run_id": run_id, "x": x, "max_points": max_points, "series": series})
 
 
 async def api_console(request: Request) -> Response:
