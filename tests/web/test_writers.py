@@ -81,3 +81,22 @@ def test_a_failed_write_answers_503_with_the_highest_seq_held(tmp_path: Path) ->
     assert error.status == 503 and error.error == "write_failed"
     assert error.extra["seq"] == 1 and error.extra["written"] == 0
     assert "ENOSPC" in error.detail
+
+
+def test_the_same_stream_id_from_another_process_is_a_conflict_not_a_duplicate(
+    tmp_path: Path,
+) -> None:
+    log = IngestLog(tmp_path)
+    first = stream_events("shared-id", 3)
+    log.append("shared-id", first)
+    other_machine = [
+        {**first[0], "context": {"host": "gpu-box-2", "pid": 7, "started_at": 1.0}},
+        *stream_events("shared-id", 5)[1:],
+    ]
+    with pytest.raises(RequestError) as conflict:
+        log.append("shared-id", other_machine)
+    assert conflict.value.status == 409 and conflict.value.error == "stream_conflict"
+    assert "gpu-box-2" in str(conflict.value)
+    assert log.append("shared-id", first).duplicates == len(first)  # a true resend is fine
+    log.close()
+    assert raw_events(raw_log(tmp_path, "shared-id")) == first

@@ -24,8 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from waddle.errors import StreamLockedError
-from waddle.eventlog.segment import list_segments, log_dir
+from waddle.eventlog.segment import list_segments, log_dir, segment_name
 from waddle.eventlog.writer import StreamWriter
 from waddle.web.errors import RequestError
 
@@ -67,7 +69,28 @@ class IngestLog:
             writer = self._writer(stream, create=bool(events))
             if writer is None:
                 return Outcome(stream, -1, 0, 0)
+            if events and events[0]["seq"] == 0 < writer.next_seq:
+                self._check_same_origin(stream, events[0])
             return _append(writer, stream, events)
+
+    def _check_same_origin(self, stream: str, first: dict[str, Any]) -> None:
+        """Refuse a resend of seq 0 that comes from another process than the one held.
+
+        Two machines that give a run the same id (``id="baseline"``) send the same stream
+        id; without this check the second one's events would be taken for duplicates of
+        the first one's and dropped without a word.
+        """
+        held = _first_event(self.log_dir / stream)
+        if held is None or _origin(held) == _origin(first):
+            return
+        raise RequestError(
+            409,
+            "stream_conflict",
+            f"stream {stream!r} on this host was started by another process "
+            f"({_describe(held)}) than this one ({_describe(first)}); the events are not "
+            "resends. Give one of the runs another id (init(id=...) or WADDLE_RUN_ID).",
+            stream=stream,
+        )
 
     def held(self, stream: str) -> int:
         """The highest seq this host holds for ``stream`` (-1 for none)."""
@@ -167,6 +190,32 @@ def _append(writer: StreamWriter, stream: str, events: list[dict[str, Any]]) -> 
     if fresh:
         writer.sync()
     return Outcome(stream, writer.next_seq - 1, len(fresh), len(events) - len(fresh))
+
+
+def _first_event(stream_dir: Path) -> dict[str, Any] | None:
+    """The stream's seq-0 event as held, or None (retention removed it, or unreadable)."""
+    try:
+        with open(stream_dir / segment_name(0), "rb") as handle:
+            return orjson.loads(handle.readline())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+
+
+def _origin(event: dict[str, Any]) -> tuple[Any, ...]:
+    """What identifies the process that started a stream: its run event's id and context."""
+    context = event.get("context") if isinstance(event.get("context"), dict) else {}
+    return (
+        event.get("type"),
+        event.get("run_id"),
+        context.get("host"),
+        context.get("pid"),
+        context.get("started_at"),
+    )
+
+
+def _describe(event: dict[str, Any]) -> str:
+    _, run_id, host, pid, _ = _origin(event)
+    return f"run {run_id!r} from host {host!r}, pid {pid!r}"
 
 
 def _causes(writer: StreamWriter) -> str:
