@@ -104,9 +104,7 @@ class Run:
     def _record(self, kind: str, fields: dict[str, Any]) -> None:
         """Write a config or summary change under the run's lock (see ``defer_signal``)."""
         with self._lock:
-            self._writer.write_locked(
-                {"seq": self._writer.next_seq, "ts": _now(), "type": kind, **fields}
-            )
+            self._writer.append_locked(kind, fields)
         if self._deferred is not None:
             self._deferred()
 
@@ -148,9 +146,9 @@ class Run:
 
     def _write_metrics(self, step: int, data: dict[str, Any]) -> None:
         writer = self._writer
-        writer.write_locked(
-            {"seq": writer.next_seq, "ts": _now(), "type": "metrics", "step": step, "data": data}
-        )
+        seq = writer.next_seq
+        line = encode({"seq": seq, "ts": _now(), "type": "metrics", "step": step, "data": data})
+        writer.write_lines_locked(line, 1)
         self._last.update(data)
 
     def start_system_metrics(self, sampler: SystemSampler) -> None:

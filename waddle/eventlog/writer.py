@@ -135,16 +135,20 @@ class StreamWriter:
     def append(self, kind: str, fields: dict[str, Any]) -> int | None:
         """Write one event; its seq, or None when it was dropped (and counted)."""
         with self.lock:
-            event = {"seq": self.next_seq, "ts": time.time(), "type": kind}
-            event.update(fields)
-            return event["seq"] if self.write_locked(event) else None
+            return self.append_locked(kind, fields)
+
+    def append_locked(self, kind: str, fields: dict[str, Any]) -> int | None:
+        """``append`` for a caller that already holds ``lock``."""
+        event = {"seq": self.next_seq, "ts": time.time(), "type": kind}
+        event.update(fields)
+        return event["seq"] if self.write_lines_locked(encode(event), 1) else None
 
     def append_event(self, event: dict[str, Any]) -> bool:
         """Write an event that already carries its seq, which must be ``next_seq``."""
         with self.lock:
             if event.get("seq") != self.next_seq:
                 raise UsageError(f"event seq {event.get('seq')} is not the next {self.next_seq}")
-            return self.write_locked(event)
+            return self.write_lines_locked(encode(event), 1)
 
     def append_events(self, events: list[dict[str, Any]]) -> int:
         """Write events that carry consecutive seqs from ``next_seq``, all or none.
@@ -163,17 +167,15 @@ class StreamWriter:
                     raise UsageError(
                         f"event seq {event.get('seq')} is not the next {self.next_seq + index}"
                     )
-            return len(events) if events and self._write_lines(lines, len(events)) else 0
+            return len(events) if events and self.write_lines_locked(lines, len(events)) else 0
 
-    def write_locked(self, event: dict[str, Any]) -> bool:
-        """Write ``event``, whose seq the caller set to ``next_seq`` while holding ``lock``.
+    def write_lines_locked(self, lines: bytes, count: int) -> bool:
+        """Write ``count`` encoded events in one ``os.write``, all or none.
 
-        True when written; False when dropped for I/O trouble (counted, seq not taken).
+        The caller holds ``lock`` and encoded events whose seqs run from ``next_seq``.
+        True when written; False when dropped for I/O trouble (each event counted, no
+        seq taken, a partial write cut back).
         """
-        return self._write_lines(encode(event), 1)
-
-    def _write_lines(self, lines: bytes, count: int) -> bool:
-        """Write ``count`` encoded events in one ``os.write``, all or none (see above)."""
         length = len(lines)
         if self._size + length > self._limit:
             problem = self._prepare(length)
