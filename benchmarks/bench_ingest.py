@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import resource
 import statistics
 import subprocess
@@ -29,6 +28,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from backlog import write_backlog
 
 VALUES_PER_EVENT = 8
 FLOOR_TABLE = (
@@ -42,25 +43,6 @@ FROM read_json(?, format = 'newline_delimited',
                           data: 'MAP(VARCHAR, DOUBLE)'})
 WHERE type = 'metrics'
 """
-
-
-def write_backlog(root: Path, values: int, runs: int, segment_bytes: int) -> None:
-    """``values`` metric values through the producer: ``runs`` runs, 8 values per log()."""
-    import waddle
-
-    events = values // VALUES_PER_EVENT // runs
-    rng = random.Random(7)
-    for index in range(runs):
-        run = waddle.init(
-            project="bench",
-            id=f"bench{index}",
-            dir=root,
-            system_metrics=False,
-            segment_bytes=segment_bytes,
-        )
-        for _ in range(events):
-            run.log({f"train/m{j}": rng.random() for j in range(VALUES_PER_EVENT)})
-        run.finish()
 
 
 def peak_rss_mb() -> float:
@@ -135,7 +117,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="waddle-bench-ingest-") as tmp:
         root = Path(tmp) / "w"
         started = time.perf_counter()
-        write_backlog(root, args.values, args.runs, args.segment_bytes)
+        write_backlog(
+            root,
+            args.values // VALUES_PER_EVENT,
+            args.runs,
+            args.segment_bytes,
+            lambda rng, _step: {f"train/m{j}": rng.random() for j in range(VALUES_PER_EVENT)},
+            "bench",
+        )
         size = sum(p.stat().st_size for p in root.glob("log/*/*.ndjson"))
         print(
             f"backlog: {args.values:,} values in {args.runs} streams, "
