@@ -23,6 +23,7 @@ from waddle.eventlog.record import (
     REQUIRED_FIELDS,
     STATUSES,
     BadLine,
+    all_sound,
     check_event,
     decode,
     encode,
@@ -311,6 +312,54 @@ def test_check_event_knows_every_required_field(kind: str) -> None:
 def test_check_event_names_what_is_wrong(change: dict[str, Any], word: str) -> None:
     problem = check_event({**valid_event("metrics"), **change})
     assert problem is not None and word in problem
+
+
+# Values that sit where the fields of a metrics or system event go: right and wrong types.
+FIELD_VALUES = st.one_of(
+    st.integers(-2, 2),
+    st.booleans(),
+    st.floats(allow_nan=False),
+    st.none(),
+    st.text(max_size=2),
+    st.just({}),
+    st.just({"loss": 1.0}),
+    st.just([]),
+)
+ODD_EVENTS = st.one_of(
+    st.builds(valid_event, st.sampled_from(sorted(REQUIRED_FIELDS))),
+    st.dictionaries(
+        st.sampled_from(["seq", "ts", "type", "step", "data"]),
+        st.one_of(FIELD_VALUES, st.sampled_from(["metrics", "system", "console"])),
+    ),
+    st.builds(
+        lambda kind, changes: {**valid_event(kind), **changes},
+        st.sampled_from(["metrics", "system"]),
+        st.dictionaries(st.sampled_from(["seq", "ts", "step", "data"]), FIELD_VALUES, max_size=2),
+    ),
+    FIELD_VALUES,
+)
+
+
+@given(st.lists(ODD_EVENTS, max_size=6))
+def test_all_sound_passes_a_list_only_when_check_event_passes_each(events: list[Any]) -> None:
+    if all_sound(events):
+        assert [check_event(e) for e in events] == [None] * len(events)
+
+
+@given(
+    st.lists(
+        st.builds(
+            lambda kind, seq, ts, step: {**valid_event(kind), "seq": seq, "ts": ts, "step": step},
+            st.sampled_from(["metrics", "system"]),
+            st.integers(0, 2**64),
+            st.one_of(st.integers(-(2**63), 2**63), st.floats(allow_nan=False)),
+            st.integers(0, 2**64),
+        ),
+        max_size=6,
+    )
+)
+def test_all_sound_passes_every_sound_chunk_of_metrics_and_system(events: list[Any]) -> None:
+    assert all_sound(events)
 
 
 def test_finish_status_must_be_known() -> None:

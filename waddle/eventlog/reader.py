@@ -15,16 +15,20 @@ only waiting mechanism, so it works the same on local and network filesystems.
 from __future__ import annotations
 
 import logging
+import operator
 import os
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 from waddle.eventlog.record import decode
 from waddle.eventlog.segment import list_segments, log_dir, segment_name
 from waddle.ids import is_valid_id
+
+_SEQ = itemgetter("seq")
 
 logger = logging.getLogger("waddle.eventlog")
 
@@ -113,8 +117,7 @@ class LogReader:
             if sealed and at_end and used < len(chunk):
                 corrupt.append(Corruption(stream, name, offset.position + used, "torn line"))
                 used = len(chunk)
-            fresh = [e for e in events if e["seq"] > offset.seq]
-            _keep_increasing(fresh)
+            fresh = _above(events, offset.seq)
             last = fresh[-1]["seq"] if fresh else offset.seq
             offset = Offset(offset.segment, offset.position + used, last)
             if fresh or corrupt or not (sealed and at_end):
@@ -187,16 +190,21 @@ def _align(offset: Offset, segments: list[int]) -> Offset:
     return replace(offset, segment=later[0] if later else segments[-1], position=0)
 
 
-def _keep_increasing(events: list[dict[str, Any]]) -> None:
-    """Drop events whose seq does not rise (a duplicate written twice), in place."""
-    last = -1
-    kept = 0
+def _above(events: list[dict[str, Any]], seq: int) -> list[dict[str, Any]]:
+    """The events whose seq rises above ``seq`` and above every seq before it.
+
+    Drops what was taken already and duplicates written twice; a chunk with neither
+    (nearly all of them) is returned as it is after one C-level comparison of its seqs.
+    """
+    seqs = [seq, *map(_SEQ, events)]
+    if all(map(operator.lt, seqs, seqs[1:])):
+        return events
+    kept = []
     for event in events:
-        if event["seq"] > last:
-            events[kept] = event
-            kept += 1
-            last = event["seq"]
-    del events[kept:]
+        if event["seq"] > seq:
+            kept.append(event)
+            seq = event["seq"]
+    return kept
 
 
 def _skip_line(chunk: bytes) -> int:
