@@ -11,7 +11,10 @@ from typing import Any
 
 import orjson
 import pytest
-from helpers import isolated_waddle  # noqa: F401  (autouse: in-process runs stay isolated)
+from helpers import (
+    isolated_waddle,  # noqa: F401  (autouse: in-process runs stay isolated)
+    raw_log,
+)
 
 import waddle
 from waddle.eventlog.reader import LogReader, Offset
@@ -75,6 +78,18 @@ def test_ndjson_skips_blank_lines_and_accepts_crlf(server: Server) -> None:
     body = b"\r\n".join(orjson.dumps(e) for e in events) + b"\r\n\r\n"
     reply = server.ingest("ingestcrlf", body, ndjson=True)
     assert reply.status == 200 and reply.json()["seq"] == 2
+
+
+def test_ndjson_lines_are_written_as_received(server: Server) -> None:
+    """Checked lines go to the log byte for byte: the host does not encode them again."""
+    events = stream_events("ingestverbatim", 3, finish=False)  # a run event, 3 metrics
+    lines = [orjson.dumps(e, option=orjson.OPT_INDENT_2).replace(b"\n", b" ") for e in events]
+    body = b"\n".join(lines) + b"\n"
+    for sent, written in ((lines[:1], 1), (lines[1:], 3), (lines, 0)):
+        reply = server.ingest("ingestverbatim", b"\n".join(sent), ndjson=True)
+        assert reply.json()["written"] == written, reply.body
+    assert raw_log(server.root, "ingestverbatim") == body
+    assert logged(server.root, "ingestverbatim") == events
 
 
 def test_duplicates_are_acknowledged_not_written_again(server: Server) -> None:
@@ -193,6 +208,24 @@ REJECTED = {
         "invalid_event",
         2,
         "seq",
+    ),
+    # Sound-looking metrics in NDJSON take the whole-list check first; these must fall
+    # back to the line-by-line one and be refused just the same.
+    "ndjson seqs not consecutive": (
+        orjson.dumps(metrics_event(NEXT)) + b"\n" + orjson.dumps(metrics_event(NEXT + 2)),
+        "application/x-ndjson",
+        400,
+        "invalid_event",
+        2,
+        "seq",
+    ),
+    "ndjson negative step": (
+        orjson.dumps(metrics_event(NEXT)) + b"\n" + orjson.dumps(metrics_event(NEXT + 1, -1)),
+        "application/x-ndjson",
+        400,
+        "invalid_event",
+        2,
+        "step",
     ),
     "run event of another stream": (
         orjson.dumps(run_event("someoneelse", seq=NEXT)),

@@ -58,7 +58,7 @@ class FailingWriter:
         self.room = room
         self.dropped: dict[str, int] = {}
 
-    def append_events(self, events: list[dict[str, Any]]) -> int:
+    def append_events(self, events: list[dict[str, Any]], texts: list[bytes] | None) -> int:
         if len(events) > self.room:
             self.dropped["ENOSPC"] = self.dropped.get("ENOSPC", 0) + len(events)
             return 0

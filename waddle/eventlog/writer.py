@@ -150,7 +150,7 @@ class StreamWriter:
                 raise UsageError(f"event seq {event.get('seq')} is not the next {self.next_seq}")
             return self.write_lines_locked(encode(event), 1)
 
-    def append_events(self, events: list[dict[str, Any]]) -> int:
+    def append_events(self, events: list[dict[str, Any]], texts: list[bytes] | None = None) -> int:
         """Write events that carry consecutive seqs from ``next_seq``, all or none.
 
         Every line is encoded first (an ``EncodeError`` writes nothing), then all go out
@@ -159,8 +159,16 @@ class StreamWriter:
         written batch cut back). A batch never straddles segments: the segment rolls over
         before it when it would not fit, so only a batch bigger than ``segment_bytes``
         makes a segment bigger than that.
+
+        ``texts``, when given, are the events' JSON lines as received (no newline), which
+        the caller parsed into ``events`` and checked: they are written as they are.
         """
-        lines = b"".join([encode(event) for event in events])
+        if texts is None:
+            lines = b"".join([encode(event) for event in events])
+        elif len(texts) != len(events):
+            raise UsageError(f"{len(texts)} lines for {len(events)} events")
+        else:
+            lines = b"\n".join(texts) + b"\n" if texts else b""
         with self.lock:
             for index, event in enumerate(events):
                 if event.get("seq") != self.next_seq + index:

@@ -53,7 +53,7 @@ class Outcome:
 
 
 class IngestLog:
-    """Appends already-sequenced, already-validated events to ``<root>/log``."""
+    """Appends already-validated events with consecutive seqs to ``<root>/log``."""
 
     def __init__(self, root: Path, *, max_open: int = DEFAULT_MAX_OPEN) -> None:
         self.log_dir = log_dir(root)
@@ -63,15 +63,21 @@ class IngestLog:
         self._guard = threading.Lock()
         self._closed = False
 
-    def append(self, stream: str, events: list[dict[str, Any]]) -> Outcome:
-        """Write the events of ``events`` that the host does not hold yet (see above)."""
+    def append(
+        self, stream: str, events: list[dict[str, Any]], texts: list[bytes] | None = None
+    ) -> Outcome:
+        """Write the events of ``events`` that the host does not hold yet (see above).
+
+        ``texts``: the events' lines as received, written as they are (see
+        ``StreamWriter.append_events``); without them the events are encoded.
+        """
         with self._stream(stream):
             writer = self._writer(stream, create=bool(events))
             if writer is None:
                 return Outcome(stream, -1, 0, 0)
             if events and events[0]["seq"] == 0 < writer.next_seq:
                 self._check_same_origin(stream, events[0])
-            return _append(writer, stream, events)
+            return _append(writer, stream, events, texts)
 
     def _check_same_origin(self, stream: str, first: dict[str, Any]) -> None:
         """Refuse a resend of seq 0 that comes from another process than the one held.
@@ -164,7 +170,12 @@ class IngestLog:
                 writer.close()
 
 
-def _append(writer: StreamWriter, stream: str, events: list[dict[str, Any]]) -> Outcome:
+def _append(
+    writer: StreamWriter,
+    stream: str,
+    events: list[dict[str, Any]],
+    texts: list[bytes] | None,
+) -> Outcome:
     expected = writer.next_seq
     if events and events[0]["seq"] > expected:
         raise RequestError(
@@ -176,8 +187,9 @@ def _append(writer: StreamWriter, stream: str, events: list[dict[str, Any]]) -> 
             expected=expected,
             seq=expected - 1,
         )
-    fresh = [event for event in events if event["seq"] >= expected]
-    if fresh and not writer.append_events(fresh):
+    held = min(len(events), expected - events[0]["seq"]) if events else 0  # seqs rise by one
+    fresh = events[held:]
+    if fresh and not writer.append_events(fresh, None if texts is None else texts[held:]):
         raise RequestError(
             503,
             "write_failed",
