@@ -8,17 +8,15 @@ numpy scalars, 0-d arrays and torch 0-d tensors encode as plain numbers.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import math
-import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
 import orjson
 
+from waddle import collector
 from waddle.errors import EncodeError
 
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
@@ -231,12 +229,9 @@ def decode(buffer: bytes, base: int = 0) -> tuple[list[dict[str, Any]], int, lis
 def loads_lines(lines: list[bytes]) -> list[Any] | None:
     """Every line parsed as JSON, in one C-level pass; None when one is not JSON (or blank).
 
-    The cyclic collector is paused meanwhile: the lines become thousands of new dicts
-    that all survive, and it would scan them again and again as they pile up (a fifth of
-    the time of the parse). orjson builds no cycles, so nothing is lost by collecting
-    once afterwards.
+    The cyclic collector is paused meanwhile (``waddle.collector``).
     """
-    with _collector_paused():
+    with collector.paused():
         try:
             return list(map(orjson.loads, lines))
         except orjson.JSONDecodeError:
@@ -280,29 +275,3 @@ def _restore_values(text: bytes, events: list[dict[str, Any]]) -> None:
         field = _VALUE_FIELDS.get(event["type"])
         if field is not None:
             restore_non_finite(event[field])
-
-
-_pause_lock = threading.Lock()
-_pauses = 0
-_was_enabled = False
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """No cyclic garbage collection meanwhile (see ``loads_lines``).
-
-    Counted, so that threads parsing at once leave the collector as they found it.
-    """
-    global _pauses, _was_enabled
-    with _pause_lock:
-        if _pauses == 0:
-            _was_enabled = gc.isenabled()
-            gc.disable()
-        _pauses += 1
-    try:
-        yield
-    finally:
-        with _pause_lock:
-            _pauses -= 1
-            if _pauses == 0 and _was_enabled:
-                gc.enable()

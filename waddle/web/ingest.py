@@ -26,11 +26,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from waddle import collector
 from waddle.eventlog.record import all_sound, check_event, loads_lines
 from waddle.events import EVENT_ADAPTER
 from waddle.ids import is_valid_id, stream_id
 from waddle.web.errors import RequestError, bad_request, json_response
-from waddle.web.writers import IngestLog
+from waddle.web.writers import IngestLog, Outcome
 
 JSON_TYPES = frozenset({"application/json"})
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl"})
@@ -237,9 +238,20 @@ async def ingest(request: Request) -> Response:
     body = await read_body(request, settings.max_body_bytes)
     encoding = request.headers.get("content-encoding", "").strip().lower()
     limit = settings.max_body_bytes
-    events, lines = await run_in_threadpool(
-        _prepare, stream, body, encoding, limit, kind in NDJSON_TYPES
-    )
     log: IngestLog = request.app.state.ingest_log
-    outcome = await run_in_threadpool(log.append, stream, events, lines)
+    outcome = await run_in_threadpool(
+        _take, log, stream, body, encoding, limit, kind in NDJSON_TYPES
+    )
     return json_response(outcome.to_json())
+
+
+def _take(
+    log: IngestLog, stream: str, body: bytes, encoding: str, limit: int, ndjson: bool
+) -> Outcome:
+    """Check and write a request in one go, the collector paused until its events are
+    gone (``waddle.collector``)."""
+    with collector.paused():
+        events, lines = _prepare(stream, body, encoding, limit, ndjson)
+        outcome = log.append(stream, events, lines)
+        del events, lines
+    return outcome
