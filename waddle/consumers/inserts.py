@@ -9,7 +9,6 @@ millisecond whatever its size, so their number is what is kept small.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import duckdb
@@ -21,8 +20,8 @@ from waddle.consumers.columns import Codes, LongColumns, RowColumns, to_json
 CONSOLE = ("run_id", "rank", "seq", "ts", "source", "text")
 ARTIFACTS = ("run_id", "rank", "ts", "name", "kind", "path", "size", "sha256")
 VALUES = ("run_id", "key", "step", "ts", "value")
-# Run ids and keys arrive as codes; this joins them back to their names.
-CODED_BATCH = "batch AS b JOIN names AS r ON b.run = r.code JOIN names AS k ON b.key = k.code"
+# Run ids and keys arrive as codes, indexes into the list of names given as $names.
+RUN, KEY = "$names[b.run + 1]", "$names[b.key + 1]"
 VALUE = "CASE WHEN b.nan THEN 'NaN'::DOUBLE ELSE b.value END"
 
 
@@ -45,13 +44,13 @@ class PendingRows:
         """``(table, columns, select)`` for each table with rows; ``select`` reads ``batch``."""
         found = []
         for table, long, order in (
-            ("metrics", self.metrics, f"r.name, k.name, b.axis, b.ts, {VALUE}"),
-            ("system", self.system, f"r.name, b.axis, k.name, b.ts, {VALUE}"),
+            ("metrics", self.metrics, f"{RUN}, {KEY}, b.axis, b.ts, {VALUE}"),
+            ("system", self.system, f"{RUN}, b.axis, {KEY}, b.ts, {VALUE}"),
         ):
             if long.rows:
                 columns = long.arrays()
-                columns["names"] = self.names.table()
-                found.append((table, columns, f"SELECT {order} FROM {CODED_BATCH}"))
+                columns["names"] = list(self.names.codes)
+                found.append((table, columns, f"SELECT {order} FROM batch AS b"))
         for table, rows in (
             ("logged_values", self.values),
             ("console", self.console),
@@ -65,23 +64,16 @@ class PendingRows:
 def insert(
     con: duckdb.DuckDBPyConnection, *, table: str, arrays: dict[str, Any], select: str
 ) -> None:
-    """Insert column arrays through registered relations.
+    """Insert column arrays through a relation registered as ``batch``.
 
-    ``arrays`` holds the batch's columns and, under ``names``, the code dictionary that
-    ``select`` joins with.
+    ``arrays`` holds the batch's columns and, under ``names``, the names that coded
+    columns index (``$names`` in ``select``). Two calls into DuckDB, no more: while the
+    parsing thread holds the GIL, each call waits for it, up to the 5 ms switch interval
+    per hand-off, so a view is replaced by the next ``register`` rather than unregistered.
     """
     names = arrays.pop("names", None)
-    registered = ["batch"]
     con.register("batch", arrays)
-    if names is not None:
-        con.register("names", names)
-        registered.append("names")
-    try:
-        con.execute(f"INSERT INTO {table} {select}")
-    finally:
-        for view in registered:
-            with contextlib.suppress(duckdb.Error):
-                con.unregister(view)
+    con.execute(f"INSERT INTO {table} {select}", {"names": names} if names is not None else None)
 
 
 def upsert(con: duckdb.DuckDBPyConnection, table: str, rows: list[list[Any]]) -> None:
