@@ -154,15 +154,24 @@ def streams(con: Any, run_id: str) -> list[dict[str, Any]]:
     return _rows(cursor)
 
 
+XRange = tuple[float | None, float | None]
+WHOLE: XRange = (None, None)
+
+
 def series(
-    con: Any, source: str, params: list[Any], max_points: int
+    con: Any, source: str, params: list[Any], max_points: int, x_range: XRange = WHOLE
 ) -> tuple[list[Any], list[Any], int]:
     """x and y of ``source`` (a query with columns x, y), M4-downsampled past max_points.
 
-    Also returns the number of points before downsampling.
+    ``x_range`` keeps the points with x from its low to its high end (None: open), so
+    a zoomed chart gets up to ``max_points`` of its window, not of the whole series.
+    Also returns the number of points before downsampling (in the range).
     """
     if max_points < MIN_POINTS:
         raise UsageError(f"max_points must be at least {MIN_POINTS}")
+    for bound, test in zip(x_range, ("x >= ?", "x <= ?"), strict=True):
+        if bound is not None:
+            source, params = f"SELECT * FROM ({source}) WHERE {test}", [*params, bound]
     count, lo, hi = con.execute(
         f"SELECT count(*), min(x), max(x) FROM ({source})", params
     ).fetchone()
@@ -176,21 +185,21 @@ def series(
 
 
 def metric_series(
-    con: Any, run_id: str, key: str, x: str, max_points: int
+    con: Any, run_id: str, key: str, x: str, max_points: int, x_range: XRange = WHOLE
 ) -> tuple[list[Any], list[Any], int]:
     source = f"SELECT {X_COLUMNS[x]} AS x, value AS y FROM metrics WHERE run_id = ? AND key = ?"
-    return series(con, source, [run_id, key], max_points)
+    return series(con, source, [run_id, key], max_points, x_range)
 
 
 def system_series(
-    con: Any, run_id: str, key: str, rank: int | None, max_points: int
+    con: Any, run_id: str, key: str, rank: int | None, max_points: int, x_range: XRange = WHOLE
 ) -> tuple[list[Any], list[Any], int]:
     source = "SELECT ts AS x, value AS y FROM system WHERE run_id = ? AND key = ?"
     params: list[Any] = [run_id, key]
     if rank is not None:
         source += " AND rank = ?"
         params.append(rank)
-    return series(con, source, params, max_points)
+    return series(con, source, params, max_points, x_range)
 
 
 def console_lines(con: Any, run_id: str, rank: int, after: int, limit: int) -> list[dict[str, Any]]:

@@ -173,6 +173,43 @@ def test_metrics_full_series_by_time_and_several_keys(server: Server, runs: dict
     assert missing[0]["count"] == 0
 
 
+def test_a_zoomed_window_gets_its_own_points(server: Server, runs: dict[str, str]) -> None:
+    path = f"/api/runs/{runs['alpha']}/metrics?keys=loss"
+    body = server.get_json(f"{path}&max_points=40&x_min={SPIKE_STEP - 10}&x_max={SPIKE_STEP + 10}")
+    assert (body["x_min"], body["x_max"]) == (SPIKE_STEP - 10, SPIKE_STEP + 10)
+    (window,) = body["series"]
+    assert window["count"] == 21 and not window["downsampled"]
+    assert window["x"] == list(range(SPIKE_STEP - 10, SPIKE_STEP + 11))
+    assert window["y"][10] == 100.0
+    (thinned,) = server.get_json(f"{path}&max_points=8&x_min=200&x_max={NAN_STEP}.5")["series"]
+    assert thinned["count"] == NAN_STEP - 200 + 1 and thinned["downsampled"]
+    assert min(thinned["x"]) >= 200 and max(thinned["x"]) <= NAN_STEP
+    assert {100.0, "NaN"} <= set(thinned["y"]), "the spike and the NaN left the window"
+    (tail,) = server.get_json(f"{path}&x_min={STEPS - 5}")["series"]
+    assert tail["x"] == list(range(STEPS - 5, STEPS))
+    assert server.get_json(f"{path}&x_max=-1")["series"][0]["count"] == 0
+    (system,) = server.get_json(f"/api/runs/{runs['alpha']}/system?keys=cpu/percent&x_min=1e12")[
+        "series"
+    ]
+    assert system["count"] == 0
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("x_min=abc", "x_min"),
+        ("x_max=nan", "x_max"),
+        ("x_min=inf", "x_min"),
+        ("x_max=1e999", "x_max"),
+        ("x_min=" + "1" * 100, "x_min"),
+        ("x_min=5&x_max=4", "x_min"),
+    ],
+)
+def test_bad_x_range(server: Server, runs: dict[str, str], query: str, field: str) -> None:
+    reply = server.get(f"/api/runs/{runs['alpha']}/metrics?{query}")
+    assert reply.status == 400 and reply.json()["field"] == field
+
+
 def test_system_series(server: Server, runs: dict[str, str]) -> None:
     body = server.get_json(f"/api/runs/{runs['alpha']}/system?keys=cpu/percent&max_points=4")
     (series,) = body["series"]

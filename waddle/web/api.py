@@ -150,7 +150,9 @@ async def api_metrics(request: Request) -> Response:
         request,
         x,
         queries.metric_keys,
-        lambda con, run_id, key, max_points: queries.metric_series(con, run_id, key, x, max_points),
+        lambda con, run_id, key, max_points, x_range: queries.metric_series(
+            con, run_id, key, x, max_points, x_range
+        ),
     )
 
 
@@ -160,8 +162,8 @@ async def api_system(request: Request) -> Response:
         request,
         "ts",
         queries.system_keys,
-        lambda con, run_id, key, max_points: queries.system_series(
-            con, run_id, key, None if rank < 0 else rank, max_points
+        lambda con, run_id, key, max_points, x_range: queries.system_series(
+            con, run_id, key, None if rank < 0 else rank, max_points, x_range
         ),
     )
 
@@ -170,20 +172,31 @@ async def _series_response(
     request: Request,
     x: str,
     all_keys: Callable[[Any, str], list[str]],
-    fetch: Callable[[Any, str, str, int], tuple[list[Any], list[Any], int]],
+    fetch: Callable[[Any, str, str, int, queries.XRange], tuple[list[Any], list[Any], int]],
 ) -> Response:
     """The downsampled series of the requested keys (all of the run's when none given)."""
     run_id = params.run_id(request)
     max_points = params.integer(request, "max_points", DEFAULT_POINTS, 4, MAX_POINTS)
+    x_range = params.x_range(request)
     keys = params.keys(request)
     await _require_run(request, run_id)
     if keys is None:
         keys = await query(request, all_keys, run_id)
     series = []
     for key in keys:
-        xs, ys, count = await query(request, fetch, run_id, key, max_points)
+        xs, ys, count = await query(request, fetch, run_id, key, max_points, x_range)
         series.append(_series(key, xs, ys, count))
-    return json_response({"run_id": run_id, "x": x, "max_points": max_points, "series": series})
+    x_min, x_max = x_range
+    return json_response(
+        {
+            "run_id": run_id,
+            "x": x,
+            "max_points": max_points,
+            "x_min": x_min,
+            "x_max": x_max,
+            "series": series,
+        }
+    )
 
 
 async def api_console(request: Request) -> Response:

@@ -57,6 +57,8 @@ _SERIES = {
         "run_id": _ID,
         "x": {"type": "string", "enum": ["step", "ts"]},
         "max_points": {"type": "integer"},
+        "x_min": {"type": ["number", "null"], "description": "the range asked for, if any"},
+        "x_max": {"type": ["number", "null"]},
         "series": {
             "type": "array",
             "items": {
@@ -113,6 +115,10 @@ _MAX_POINTS = _query(
     "points per series at most (M4 downsampling keeps spikes)",
 )
 _KEYS = _query("keys", {"type": "string"}, "comma-separated keys; all keys when absent")
+_X_RANGE = [
+    _query(name, {"type": "number"}, f"only points with x {side} this (a zoomed chart)")
+    for name, side in (("x_min", "at or above"), ("x_max", "at or below"))
+]
 
 
 def _get(
@@ -285,6 +291,7 @@ def spec() -> dict[str, Any]:
                     _query("key", {"type": "string"}, "one key (repeatable; for keys with commas)"),
                     _query("x", {"type": "string", "enum": ["step", "ts"]}, "x axis"),
                     _MAX_POINTS,
+                    *_X_RANGE,
                 ],
                 404,
             ),
@@ -296,6 +303,7 @@ def spec() -> dict[str, Any]:
                     _KEYS,
                     _query("rank", {"type": "integer", "minimum": 0}, "one process"),
                     _MAX_POINTS,
+                    *_X_RANGE,
                 ],
                 404,
             ),

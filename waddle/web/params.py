@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection
 
 from starlette.requests import Request
@@ -53,6 +54,28 @@ def integer(request: Request, name: str, default: int, low: int, high: int) -> i
             "invalid_parameter", f"{name} must be an integer from {low} to {high}", field=name
         )
     return value
+
+
+def number(request: Request, name: str) -> float | None:
+    """A finite number, or None when absent."""
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw) if len(raw) <= 64 else math.nan
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise bad_request("invalid_parameter", f"{name} must be a finite number", field=name)
+    return value
+
+
+def x_range(request: Request) -> tuple[float | None, float | None]:
+    """``?x_min=&x_max=``: the part of the x axis a chart shows (either end open)."""
+    low, high = number(request, "x_min"), number(request, "x_max")
+    if low is not None and high is not None and low > high:
+        raise bad_request("invalid_parameter", "x_min must not be above x_max", field="x_min")
+    return low, high
 
 
 def choice(request: Request, name: str, options: Collection[str], default: str) -> str:
