@@ -20,7 +20,6 @@ import os
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from waddle.eventlog.record import decode
 from waddle.eventlog.segment import list_segments, log_dir, segment_name
 from waddle.ids import is_valid_id
 
-_SEQ = itemgetter("seq")
+_SEQ = operator.itemgetter("seq")
 
 logger = logging.getLogger("waddle.eventlog")
 
