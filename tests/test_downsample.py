@@ -7,7 +7,7 @@ from typing import Any
 
 import duckdb
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from waddle.downsample import bucket_width, buckets_for, m4, m4_sql
@@ -66,6 +66,8 @@ finite = st.floats(-1e6, 1e6, allow_nan=False)
 
 
 @settings(max_examples=60, deadline=None)
+@example(points=[(2, 0.0), (3, 0.0), (4, 0.0), (0, 0.0), (1, 0.0)], max_points=4)
+@example(points=[(2, 1.0), (3, 1.0), (4, 0.0), (0, 1.0), (1, 0.0)], max_points=4)
 @given(
     st.lists(
         st.tuples(st.integers(0, 10**6), finite), min_size=1, max_size=300, unique_by=lambda p: p[0]

@@ -7,6 +7,12 @@ as one drawn through every point at the chart's resolution: a one-step spike sur
 orders NaN above every number and so does ``_key`` here, so a bucket holding a NaN keeps
 it as its highest point, and a NaN loss shows up on the chart, never silently dropped.
 
+Ties are broken by one rule in both implementations, so that they keep the same points
+whatever order the rows arrived in (steps logged out of order are kept, so insertion
+order is not x order): every choice is by a total order on (x, y) pairs. The first point
+is the lowest y at the smallest x, the last the highest y at the largest x, the lowest
+and the highest point each the one with the smallest x among equal y.
+
 ``m4`` is the pure reference on Python lists; ``m4_sql`` does the same inside DuckDB,
 where a million-point series takes milliseconds. Both return points sorted by x.
 """
@@ -56,10 +62,10 @@ def m4(x: Sequence[float], y: Sequence[float], max_points: int) -> tuple[list[An
     for members in groups.values():
         keep.update(
             (
-                members[0],
-                members[-1],
-                min(members, key=lambda i: _key(y[i])),
-                max(members, key=lambda i: _key(y[i])),
+                min(members, key=lambda i: (x[i], _key(y[i]))),
+                max(members, key=lambda i: (x[i], _key(y[i]))),
+                min(members, key=lambda i: (_key(y[i]), x[i])),
+                max(members, key=lambda i: (_key(y[i]), -x[i])),
             )
         )
     points = {(x[i], _key(y[i])): i for i in keep}
@@ -78,10 +84,10 @@ def m4_sql(source: str) -> str:
     return f"""
 WITH a AS (
     SELECT least(CAST(floor((x - ?) / ?) AS BIGINT), ?) AS k,
-        min(x) AS x0, arg_min(y, x) AS y0,
-        max(x) AS x1, arg_max(y, x) AS y1,
-        arg_min(x, y) AS x2, min(y) AS y2,
-        arg_max(x, y) AS x3, max(y) AS y3
+        min(x) AS x0, arg_min(y, (x, y)) AS y0,
+        max(x) AS x1, arg_max(y, (x, y)) AS y1,
+        arg_min(x, (y, x)) AS x2, min(y) AS y2,
+        arg_max(x, (y, -x)) AS x3, max(y) AS y3
     FROM ({source}) GROUP BY k
 )
 SELECT DISTINCT x, y FROM (
