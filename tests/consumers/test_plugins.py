@@ -1,13 +1,14 @@
-"""Plug-ins: the example of docs/consumers.md installed the way pip installs a package
-(a module and its .dist-info with the entry point, on the path) and run by name through
-real entry-point discovery by ``waddle-consume``; and finding consumers by name."""
+"""Plug-ins: the example distribution in ``consumers/waddle-counts`` installed by pip into a
+site folder and run by name through real entry-point discovery by ``waddle-consume``;
+and finding consumers by name."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
+import shutil
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -19,34 +20,24 @@ from waddle.consumers.base import run_consumer
 from waddle.consumers.duckdb_writer import DuckDBWriter
 from waddle.errors import UsageError
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "consumers.md"
-
-
-def example() -> tuple[str, str]:
-    """The example plug-in's module and its pyproject, as docs/consumers.md shows them."""
-    text = DOC.read_text().split("## Example plug-in", 1)[1]
-    module = re.search(r"```python\n(.*?)```", text, re.S)
-    pyproject = re.search(r"```toml\n(.*?)```", text, re.S)
-    assert module and pyproject
-    return module.group(1), pyproject.group(1)
+PLUGIN = Path(__file__).resolve().parents[2] / "consumers" / "waddle-counts"
 
 
 @pytest.fixture
 def installed(tmp_path: Path) -> dict[str, str]:
-    """The example installed into a site folder; the environment that puts it on the path."""
-    module, pyproject = example()
+    """The example installed by pip into a site folder; the environment that puts it on
+    the path. The source is copied first, so that the build leaves the repository alone."""
+    source = tmp_path / "waddle-counts"
+    shutil.copytree(PLUGIN, source)
     site = tmp_path / "site"
-    site.mkdir()
-    (site / "waddle_counts.py").write_text(module)
-    group = pyproject.split('[project.entry-points."waddle.consumers"]', 1)[1]
-    entry = dict(re.findall(r'^(\w+) = "([\w.:]+)"$', group, re.M))
-    assert entry == {"counts": "waddle_counts:CountsConsumer"}
-    dist = site / "waddle_counts-0.1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: waddle-counts\nVersion: 0.1.0\n")
-    lines = [f"{name} = {target}" for name, target in entry.items()]
-    (dist / "entry_points.txt").write_text("[waddle.consumers]\n" + "\n".join(lines) + "\n")
-    (dist / "RECORD").write_text("")
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps"]
+    done = subprocess.run(
+        [*pip, "--no-build-isolation", "--target", str(site), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
     path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
     return {**os.environ, "PYTHONPATH": path}
 
@@ -140,11 +131,13 @@ def test_an_object_that_breaks_the_protocol_is_refused(tmp_path: Path) -> None:
         plugins.create(f"{__name__}:BadName", tmp_path)
 
 
-def test_the_example_is_exactly_once_in_process(tmp_path: Path, installed: dict[str, str]) -> None:
-    module, _ = example()
-    namespace: dict[str, object] = {"__name__": "waddle_counts_doc"}
-    exec(compile(module, "waddle_counts.py", "exec"), namespace)
-    counts_consumer = namespace["CountsConsumer"]
+def test_the_example_is_exactly_once_in_process(
+    tmp_path: Path, installed: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(installed["PYTHONPATH"].split(os.pathsep)[0])
+    monkeypatch.delitem(sys.modules, "waddle_counts", raising=False)
+    from waddle_counts import CountsConsumer as counts_consumer
+
     root = tmp_path / "w"
     write_run(root, "one", 50, segment_bytes=512)
     consumer = counts_consumer(root)  # type: ignore[operator]
