@@ -216,6 +216,8 @@ def test_the_stream_directory_reads_the_run_event_of_an_old_stream(root: Path) -
     broadcaster = Broadcaster(root)
     assert broadcaster.directory.info("alpha") == StreamInfo("alpha", "pa")
     assert broadcaster.directory.info("ghost.3") == StreamInfo("ghost", None)
+    assert broadcaster.directory.lookup("ghost.3") is None
+    assert len(broadcaster.directory) == 1, "a stream the log does not hold was remembered"
 
 
 def test_a_broadcaster_thread_stops_promptly(root: Path) -> None:

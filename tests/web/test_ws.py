@@ -3,23 +3,38 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
 import orjson
+import psutil
 import pytest
-from helpers import isolated_waddle, raw_events, raw_log  # noqa: F401
+from helpers import eventually, isolated_waddle, raw_events, raw_log  # noqa: F401
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import waddle
 from waddle.consumers.broadcast import Broadcaster
 from waddle.web.settings import Settings
-from waddle.web.ws import Client
+from waddle.web.ws import MAX_PROJECTS, MAX_RUNS, MAX_SINCE, Client
 
 from .conftest import Server
-from .wsclient import Received, collect, open_client, open_stalled_client, recv, send, subscribe
+from .inprocess import InProcessServer, in_process_server
+from .wsclient import (
+    Received,
+    collect,
+    open_client,
+    open_stalled_client,
+    raw_client,
+    read_to_end,
+    recv,
+    send,
+    subscribe,
+    text_frame,
+)
 
 TIMEOUT_S = 60.0
 
@@ -218,6 +233,88 @@ def test_the_token_guards_the_websocket(serve: Any) -> None:
         assert cross.value.response.status_code == 403
 
     asyncio.run(scenario())
+
+
+def test_since_ids_outside_the_subscription_leave_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "root"
+    produce(root, "wsknown", 5, project="limits")
+    strangers = {f"stranger{i:05d}": 3 for i in range(MAX_SINCE - 100)}
+    absent_ranks = {f"wsknown.{rank}": -1 for rank in range(1, 100)}
+
+    async def scenario(server: InProcessServer) -> weakref.ref[Any]:
+        async with open_client(server.ws_url) as ws:
+            since = {"wsknown": -1, **strangers, **absent_ranks}
+            ack = await subscribe(ws, runs=["wsknown"], since=since)
+            assert set(ack["replaying"]) == {"wsknown", *absent_ranks}
+            replays = 1 + len(absent_ranks)
+            received = await collect(ws, lambda got: len(got.of_type("replayed")) == replays)
+            assert received.seqs("wsknown") == list(range(8))
+            (subscriber,) = set(server.broadcaster.hub.subscribers)
+            assert dict(subscriber.delivered) == {"wsknown": 7}
+            assert dict(subscriber.replay) == {}
+            assert len(server.broadcaster.directory) == 1  # only the stream in the log
+            return weakref.ref(subscriber)
+
+    with in_process_server(root, monkeypatch) as server:
+        gone = asyncio.run(scenario(server))
+        eventually(lambda: not server.broadcaster.hub.subscribers, what="the client to leave")
+        gc.collect()
+        assert gone() is None, "the subscriber outlived its connection"
+        assert len(server.broadcaster.directory) == 1
+
+
+def test_a_connection_follows_a_bounded_number_of_runs_projects_and_replays(
+    tmp_path: Path,
+) -> None:
+    client = Client(FakeSocket(), Broadcaster(tmp_path), Settings(root=tmp_path))  # type: ignore[arg-type]
+
+    def answer(**request: Any) -> dict[str, Any]:
+        client.control.clear()
+        asyncio.run(client.receive({"text": orjson.dumps({"op": "subscribe", **request})}))
+        (message,) = client.control
+        return message
+
+    runs = [f"run{i:05d}" for i in range(MAX_RUNS + 1)]
+    assert answer(runs=runs[:-1])["type"] == "subscribed"
+    refused = answer(runs=runs[-1:])
+    assert refused["type"] == "error" and str(MAX_RUNS) in refused["detail"]
+    assert answer(runs=runs[:3])["type"] == "subscribed"  # already followed: no more
+    for i in range(MAX_PROJECTS):
+        assert answer(project=f"p{i}")["type"] == "subscribed"
+    refused = answer(project="one-too-many")
+    assert refused["type"] == "error" and str(MAX_PROJECTS) in refused["detail"]
+    since = {f"run00000.{rank}": -1 for rank in range(1, MAX_SINCE + 1)}
+    assert answer(runs=runs[:1], since=since)["type"] == "subscribed"
+    refused = answer(runs=runs[:1], since={"run00001": -1})
+    assert refused["type"] == "error" and str(MAX_SINCE) in refused["detail"]
+    subscriber = client.subscriber
+    assert len(subscriber.subscription.runs) == MAX_RUNS
+    assert len(subscriber.subscription.projects) == MAX_PROJECTS
+    assert len(subscriber.replay) == MAX_SINCE and not subscriber.delivered
+
+
+def test_a_client_that_never_reads_is_dropped_after_the_send_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "root"
+    produce(root, "wsstall", 4000, noise=1000)  # about 8 MiB to replay: more than buffers hold
+    stalled = in_process_server(root, monkeypatch, ws_send_timeout=0.5)
+    with stalled as server, raw_client(server.host, server.port) as sock:
+        sock.sendall(text_frame({"op": "subscribe", "runs": ["wsstall"], "since": {"wsstall": -1}}))
+        port = sock.getsockname()[1]
+
+        def server_holds_it() -> bool:
+            return any(
+                c.laddr.port == server.port and c.raddr and c.raddr.port == port
+                for c in psutil.Process().net_connections("tcp")
+            )
+
+        assert server_holds_it()
+        eventually(lambda: not server_holds_it(), what="the server to drop the stalled client")
+        assert not server.broadcaster.hub.subscribers
+        read_to_end(sock)  # EOF or reset, not a timeout: the connection is over
 
 
 class FakeSocket:

@@ -1,9 +1,13 @@
-"""A WebSocket test client on the ``websockets`` package: collect events per stream."""
+"""WebSocket test clients: one on the ``websockets`` package that collects events per
+stream, and a raw socket that speaks just enough of RFC 6455 to subscribe and stall."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
 import socket
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -93,3 +97,53 @@ async def subscribe(ws: ClientConnection, **fields: Any) -> dict[str, Any]:
         if message.get("type") == "subscribed":
             return message
         assert message.get("type") in ("heartbeat",), message
+
+
+def raw_client(host: str, port: int, rcvbuf: int = 4096) -> socket.socket:
+    """A TCP socket upgraded to a WebSocket by hand, with a tiny receive buffer.
+
+    Nothing is read after the handshake unless the test does it, so the server's send
+    buffer fills as it would for a client that stopped reading.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(RECV_TIMEOUT_S)
+    sock.connect((host, port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (
+        f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    sock.sendall(request.encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        data = sock.recv(1)
+        assert data, f"the server closed during the handshake: {head!r}"
+        head += data
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    return sock
+
+
+def text_frame(message: Any) -> bytes:
+    """One masked text frame, as a client must send it."""
+    payload = orjson.dumps(message)
+    assert len(payload) < 1 << 16, "a longer frame needs the 64-bit length form"
+    mask = os.urandom(4)
+    if len(payload) < 126:
+        header = struct.pack("!BB", 0x81, 0x80 | len(payload))
+    else:
+        header = struct.pack("!BBH", 0x81, 0x80 | 126, len(payload))
+    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def read_to_end(sock: socket.socket) -> int:
+    """Read until the server's end of the connection (EOF or reset); the bytes read."""
+    total = 0
+    while True:
+        try:
+            data = sock.recv(1 << 16)
+        except ConnectionResetError:
+            return total
+        if not data:
+            return total
+        total += len(data)

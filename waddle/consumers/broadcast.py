@@ -54,6 +54,11 @@ class StreamInfo:
     run_id: str
     project: str | None
 
+    @classmethod
+    def of_id(cls, stream: str) -> StreamInfo:
+        """What the stream id alone tells: its run (``<run>.<rank>``), no project."""
+        return cls(run_id_of_stream(stream), None)
+
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
@@ -198,11 +203,18 @@ class Hub:
 
 
 class StreamDirectory:
-    """Stream id to ``StreamInfo``, from ``run`` events seen or read from the log."""
+    """Stream id to ``StreamInfo``, from ``run`` events seen or read from the log.
+
+    It holds streams of the log only, so its size is bounded by the log, whatever ids
+    clients name.
+    """
 
     def __init__(self, reader: LogReader) -> None:
         self.reader = reader
         self._known: dict[str, StreamInfo] = {}
+
+    def __len__(self) -> int:
+        return len(self._known)
 
     def learn(self, stream: str, events: Iterable[dict[str, Any]]) -> None:
         for event in events:
@@ -218,15 +230,23 @@ class StreamDirectory:
         if stream in self._known:
             self.learn(stream, events)
 
-    def info(self, stream: str) -> StreamInfo:
-        """Blocking (may read the stream's first events): call off the event loop."""
+    def lookup(self, stream: str) -> StreamInfo | None:
+        """None for a stream the log does not hold (and nothing is remembered of it).
+
+        Blocking (may read the stream's first events): call off the event loop.
+        """
         known = self._known.get(stream)
         if known is None:
             segments = list_segments(self.reader.log_dir / stream)
-            if segments:
-                self.learn(stream, self.reader.read(stream, Offset(segments[0])).events[:1])
-            known = self._known.setdefault(stream, StreamInfo(run_id_of_stream(stream), None))
+            if not segments:
+                return None
+            self.learn(stream, self.reader.read(stream, Offset(segments[0])).events[:1])
+            known = self._known.setdefault(stream, StreamInfo.of_id(stream))
         return known
+
+    def info(self, stream: str) -> StreamInfo:
+        """``lookup``, or what the id alone tells for a stream not in the log (yet)."""
+        return self.lookup(stream) or StreamInfo.of_id(stream)
 
 
 class IdleSkippingReader(LogReader):

@@ -198,6 +198,7 @@ def serve(
     import uvicorn
 
     from waddle.web.app import create_app
+    from waddle.web.ws import AbortableWebSocketProtocol
 
     _check_free(settings)
     sock = bind(settings.host, settings.port)
@@ -208,6 +209,7 @@ def serve(
         log_level="warning",
         access_log=False,
         server_header=False,
+        ws=AbortableWebSocketProtocol,
         ws_max_size=1 << 20,
         timeout_graceful_shutdown=5,
     )

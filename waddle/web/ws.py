@@ -13,10 +13,16 @@ events of that stream in seq order, as in the log. Control messages carry ``"typ
 ``subscribed``, ``replayed`` (a ``since`` replay reached the live edge), ``heartbeat``,
 ``pong`` and ``error`` (a malformed message; the connection stays usable).
 
+What a client can make the server hold is bounded: ``MAX_RUNS`` runs and
+``MAX_PROJECTS`` projects followed, ``MAX_SINCE`` replays waiting, ``MAX_CONTROL``
+control messages queued; a ``since`` id outside the subscription is ignored, and one
+the log does not hold is never remembered. All of it goes with the connection.
+
 One task per connection (``Client.pump``) does every send, so messages never interleave:
 control messages first, then log replays, then live chunks from the ``Subscriber``'s
-queue. A send that stalls past ``ws_send_timeout`` ends the connection; the tail and
-the other clients never wait on it (see ``waddle.consumers.broadcast``).
+queue. A send that stalls past ``ws_send_timeout`` aborts the connection (see
+``_drop``); the tail and the other clients never wait on it (see
+``waddle.consumers.broadcast``).
 """
 
 from __future__ import annotations
@@ -26,17 +32,21 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
+from uvicorn.protocols.websockets.auto import AutoWebSocketsProtocol
 
 from waddle.consumers.broadcast import (
     Broadcaster,
     Chunk,
     StreamInfo,
     Subscriber,
+    Subscription,
     chunks,
     locate,
     read_after,
@@ -49,7 +59,9 @@ logger = logging.getLogger("waddle.web")
 
 MAX_CONTROL = 64
 MAX_RUNS = 1000
+MAX_PROJECTS = 100
 MAX_SINCE = 10_000
+ABORT = "waddle.abort"
 
 
 class ProtocolError(Exception):
@@ -95,29 +107,45 @@ class Client:
 
     async def _subscribe(self, request: dict[str, Any]) -> None:
         project, runs, since = _subscription(request)
+        wanted = self.subscriber.subscription
+        named = {project} if project is not None else set()
+        after = Subscription(wanted.projects | named, wanted.runs | set(runs))
+        if len(after.runs) > MAX_RUNS:
+            raise ProtocolError(f"a connection follows at most {MAX_RUNS} runs: unsubscribe some")
+        if len(after.projects) > MAX_PROJECTS:
+            raise ProtocolError(
+                f"a connection follows at most {MAX_PROJECTS} projects: unsubscribe some"
+            )
         directory = self.broadcaster.directory
         infos = await run_in_threadpool(
-            lambda: {stream: directory.info(stream) for stream in since}
+            lambda: {stream: directory.lookup(stream) for stream in since}
         )
         # No await from here on: no live chunk can be taken between the subscription
         # and the replay points, so nothing after ``since`` is skipped.
-        wanted = self.subscriber.subscription
-        if project is not None:
-            wanted.projects.add(project)
-        wanted.runs.update(runs)
-        replaying = {}
-        for stream, seq in since.items():
-            if wanted.matches(infos[stream]):
-                start = max(seq, self.subscriber.delivered.get(stream, -1))
-                self.subscriber.delivered[stream] = start
-                self.subscriber.replay[stream] = start
-                replaying[stream] = start
+        starts = {
+            stream: seq
+            for stream, seq in since.items()
+            if after.matches(infos[stream] or StreamInfo.of_id(stream))
+        }
+        replay, delivered = self.subscriber.replay, self.subscriber.delivered
+        if len(replay.keys() | starts.keys()) > MAX_SINCE:
+            raise ProtocolError(
+                f"at most {MAX_SINCE} since replays may wait at once: wait for their "
+                "replayed messages"
+            )
+        wanted.projects, wanted.runs = after.projects, after.runs
+        for stream, seq in starts.items():
+            replay[stream] = max(seq, delivered.get(stream, -1))
+            # A stream not in the log is only replayed (it may appear meanwhile), not
+            # marked delivered: the server remembers no id just because a client named it.
+            if infos[stream] is not None:
+                delivered[stream] = replay[stream]
         self.say(
             {
                 "type": "subscribed",
                 "projects": sorted(wanted.projects),
                 "runs": sorted(wanted.runs),
-                "replaying": replaying,
+                "replaying": {stream: replay[stream] for stream in starts},
             }
         )
 
@@ -161,6 +189,7 @@ class Client:
             return  # moved on meanwhile: the next step starts from the new point
         if not self.subscriber.subscription.matches(info):
             del self.subscriber.replay[stream]  # unsubscribed meanwhile
+            self._cursors.pop(stream, None)
             return
         if not batch.events:
             del self.subscriber.replay[stream]
@@ -212,7 +241,7 @@ def _subscription(
     if type(runs) is not list or len(runs) > MAX_RUNS or not all(is_valid_id(r) for r in runs):
         raise ProtocolError(f"runs must be a list of at most {MAX_RUNS} valid run ids")
     if type(since) is not dict or len(since) > MAX_SINCE:
-        raise ProtocolError("since must be an object of stream id to seq")
+        raise ProtocolError(f"since must be an object of at most {MAX_SINCE} stream ids to seqs")
     for stream, seq in since.items():
         if not is_valid_id(stream) or type(seq) is not int or not -1 <= seq < 2**62:
             raise ProtocolError(
@@ -230,6 +259,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     hub = state.broadcaster.hub
     hub.subscribers.add(client.subscriber)
     pump = asyncio.create_task(client.pump())
+    slow = False
     try:
         while not pump.done():
             incoming = asyncio.ensure_future(ws.receive())
@@ -242,20 +272,57 @@ async def websocket_endpoint(ws: WebSocket) -> None:
                 break
             await client.receive(message)
     except SlowClient:
-        with contextlib.suppress(asyncio.TimeoutError, WebSocketDisconnect, RuntimeError):
-            await asyncio.wait_for(ws.close(1008, "too slow"), 1.0)
+        slow = True
     finally:
         hub.subscribers.discard(client.subscriber)
         pump.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await _ended(pump)
+            slow = await _ended(pump) or slow
+    if slow:
+        await _drop(ws)
 
 
-async def _ended(pump: asyncio.Task[None]) -> None:
-    """Wait for the pump; log it if it died of a bug rather than a gone or slow client."""
+async def _ended(pump: asyncio.Task[None]) -> bool:
+    """Wait for the pump: True if it gave up on a slow client; logged if a bug killed it."""
     try:
         await pump
-    except (SlowClient, WebSocketDisconnect, OSError):
+    except SlowClient:
+        return True
+    except (WebSocketDisconnect, OSError):
         pass
     except Exception:
         logger.exception("waddle: the WebSocket sender failed")
+    return False
+
+
+async def _drop(ws: WebSocket) -> None:
+    """End a slow client's connection now, discarding what it was not sent.
+
+    A close frame would wait behind the messages the client does not read, and a
+    graceful close of the transport waits for its buffer to drain: the connection and
+    its buffers would stay for good. So the transport is aborted (``ABORT``); under an
+    ASGI server without that extension, a close bounded in time is the best there is.
+    """
+    abort = ws.scope.get("extensions", {}).get(ABORT)
+    if abort is not None:
+        abort()
+        return
+    with contextlib.suppress(asyncio.TimeoutError, WebSocketDisconnect, RuntimeError):
+        await asyncio.wait_for(ws.close(1008, "too slow"), 1.0)
+
+
+class AbortableWebSocketProtocol(AutoWebSocketsProtocol):  # type: ignore[misc,valid-type]
+    """uvicorn's WebSocket protocol, plus the ``ABORT`` extension in each connection's
+    scope: its transport's ``abort``. ``waddle serve`` runs uvicorn with it."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.app = _with_abort(self.app, transport.abort)  # type: ignore[attr-defined]
+
+
+def _with_abort(app: ASGIApp, abort: Callable[[], None]) -> ASGIApp:
+    async def with_abort(scope: Scope, receive: Receive, send: Send) -> None:
+        extensions = {**(scope.get("extensions") or {}), ABORT: abort}
+        await app({**scope, "extensions": extensions}, receive, send)
+
+    return with_abort
