@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import http.cookiejar
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,8 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.mark.parametrize("path", PATHS)
 def test_every_endpoint_needs_the_token(guarded: Server, path: str) -> None:
-    for headers in ({}, {"Authorization": "Bearer nope"}, {"Cookie": "waddle_token=nope"}):
+    wrong_cookie = {"Cookie": f"waddle-token-{guarded.port}=nope"}
+    for headers in ({}, {"Authorization": "Bearer nope"}, wrong_cookie):
         reply = guarded.get(path, headers=headers, auth=False)
         assert reply.status == 401, (path, headers)
         assert reply.json()["error"] == "unauthorized" and "token" in reply.json()["detail"]
@@ -52,11 +55,30 @@ def test_a_token_in_the_url_sets_an_httponly_cookie(guarded: Server) -> None:
     reply = guarded.get("/?token=t0k3n%2Fwith%2Bchars", auth=False)
     assert reply.status == 200
     cookie = reply.headers["set-cookie"]
-    assert cookie.startswith("waddle_token=") and "HttpOnly" in cookie
+    assert cookie.startswith(f"waddle-token-{guarded.port}=") and "HttpOnly" in cookie
     assert "SameSite=Strict" in cookie
     value = cookie.split(";", 1)[0]
     assert guarded.get("/api/runs", headers={"Cookie": value}, auth=False).status == 200
     assert guarded.get("/api/runs?token=wrong", auth=False).status == 401
+
+
+def test_servers_on_two_ports_of_one_host_keep_their_cookies_apart(serve: Any) -> None:
+    servers: list[Server] = [serve(token="first-token"), serve(token="second-token")]
+    jar = http.cookiejar.CookieJar()  # like a browser, it sends a host's cookies to every port
+    browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    for server in servers:
+        with browser.open(f"http://127.0.0.1:{server.port}/?token={server.token}", timeout=20):
+            pass
+    cookies = {cookie.name: cookie.value for cookie in jar}
+    assert set(cookies) == {f"waddle-token-{server.port}" for server in servers}
+    for server in servers:  # each finds its own cookie among both
+        with browser.open(f"http://127.0.0.1:{server.port}/api/runs", timeout=20) as reply:
+            assert reply.status == 200
+    for owner, other in (servers, servers[::-1]):
+        value = cookies[f"waddle-token-{owner.port}"]
+        for name in (f"waddle-token-{owner.port}", f"waddle-token-{other.port}"):
+            reply = other.get("/api/runs", headers={"Cookie": f"{name}={value}"}, auth=False)
+            assert reply.status == 401, (name, other.port)
 
 
 def test_without_a_token_only_loopback_host_names_are_answered(serve: Any) -> None:

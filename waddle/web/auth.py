@@ -1,9 +1,11 @@
 """Who may talk to the server: the token, and the Host and Origin checks.
 
 With a token, every HTTP request and WebSocket handshake must present it, reads
-included: ``Authorization: Bearer T`` (API clients, relays), the ``waddle_token``
+included: ``Authorization: Bearer T`` (API clients, relays), the ``waddle-token-PORT``
 cookie (browsers), or ``?token=T`` in the URL, which also sets that cookie (HttpOnly,
 SameSite=Strict) so a person opens the dashboard once with the token, as with Jupyter.
+Browsers send a host's cookies to every port of it, so the name carries the server's
+port, as Jupyter's does: two servers on one host do not overwrite each other's cookie.
 Comparisons are constant-time (``hmac.compare_digest``).
 
 Without a token the server only binds loopback (``Settings`` refuses anything else), and
@@ -25,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from waddle.web.settings import LOOPBACK_NAMES
 
-COOKIE = "waddle_token"
+COOKIE_PREFIX = "waddle-token"
 
 
 class TokenAuth:
@@ -46,7 +48,7 @@ class TokenAuth:
             await _refuse(scope, receive, send, *problem)
             return
         if self.token and scope["type"] == "http" and _query_token(scope) is not None:
-            send = _setting_cookie(send, self.token.decode())
+            send = _setting_cookie(send, cookie_name(scope), self.token.decode())
         await self.app(scope, receive, send)
 
     def _refusal(self, scope: Scope, headers: Headers) -> tuple[int, str, str] | None:
@@ -85,6 +87,14 @@ def _hostname(host: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
+def cookie_name(scope: Scope) -> str:
+    """``waddle-token-PORT`` for the port the server listens on (the plain prefix on a
+    Unix socket)."""
+    server = scope.get("server")
+    port = server[1] if server else None
+    return f"{COOKIE_PREFIX}-{port}" if port is not None else COOKIE_PREFIX
+
+
 def _query_token(scope: Scope) -> str | None:
     for key, value in parse_qsl(scope.get("query_string", b"").decode("latin-1")):
         if key == "token":
@@ -106,16 +116,17 @@ def _credentials(scope: Scope, headers: Headers) -> list[str]:
             cookies.load(cookie_header)
         except CookieError:
             cookies = SimpleCookie()
-        if COOKIE in cookies:
-            found.append(unquote(cookies[COOKIE].value))
+        name = cookie_name(scope)
+        if name in cookies:
+            found.append(unquote(cookies[name].value))
     query = _query_token(scope)
     if query is not None:
         found.append(query)
     return found
 
 
-def _setting_cookie(send: Send, token: str) -> Send:
-    cookie = f"{COOKIE}={quote(token, safe='')}; HttpOnly; SameSite=Strict; Path=/"
+def _setting_cookie(send: Send, name: str, token: str) -> Send:
+    cookie = f"{name}={quote(token, safe='')}; HttpOnly; SameSite=Strict; Path=/"
 
     async def wrapped(message: Message) -> None:
         if message["type"] == "http.response.start":
