@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import logging
 import threading
 import time
 from pathlib import Path
@@ -12,8 +14,15 @@ from consumers.logs import read_all, write_run
 from waddle.consumers import base
 from waddle.consumers.base import Consumer, ConsumerThread, run_consumer
 from waddle.consumers.memory import MemoryConsumer, MemoryStore
+from waddle.consumers.retry import Retry, is_transient
 from waddle.consumers.state import StateStore
-from waddle.errors import ConsumerLockedError
+from waddle.errors import (
+    ConsumerLockedError,
+    PermanentError,
+    StoreError,
+    StoreLockedError,
+    TransientError,
+)
 from waddle.eventlog.reader import Batch, LogReader, Offset
 
 
@@ -170,3 +179,81 @@ def test_until_idle_also_obeys_the_outer_stop() -> None:
     assert idle.is_set()
     fresh = base._Rhythm(threading.Event(), lambda: None, once=True)
     assert fresh.wait(5) and fresh.is_set()
+
+
+class FullDisk(MemoryConsumer):
+    """A durable consumer whose commits fail with ENOSPC until ``freed`` is set."""
+
+    def __init__(self, store: MemoryStore, freed: threading.Event) -> None:
+        super().__init__(store, durable=True)
+        self.freed = freed
+
+    def commit(self) -> dict[str, Offset]:
+        if not self.freed.is_set():
+            raise OSError(errno.ENOSPC, "No space left on device", "/disk/store")
+        return super().commit()
+
+
+FAST = {"first": 0.01, "most": 0.05}
+
+
+def test_a_transient_failure_is_logged_retried_and_caught_up_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_run(tmp_path, "r", 100)
+    store, freed = MemoryStore(), threading.Event()
+    thread = ConsumerThread(FullDisk(store, freed), tmp_path, interval=0.01, retry=Retry(**FAST))
+    with caplog.at_level(logging.WARNING, logger="waddle.consumers"):
+        thread.start()
+        try:
+            wait_for(lambda: thread.failure is not None)
+            assert "No space left on device: '/disk/store'" in caplog.text
+            assert "resumes from its last commit" in caplog.text
+            wait_for(lambda: "failed again" in caplog.text)
+            assert thread.alive and seqs(store, "r") == []
+            freed.set()
+            wait_for(lambda: thread.failure is None and len(seqs(store, "r")) == 103)
+            assert "works again" in caplog.text
+        finally:
+            thread.stop()
+    assert seqs(store, "r") == list(range(103))
+    assert StateStore(tmp_path).load("memory") == store.offsets
+
+
+def test_stopped_while_failing_it_ends_quietly_with_what_it_committed(tmp_path: Path) -> None:
+    write_run(tmp_path, "r", 10)
+    thread = ConsumerThread(FullDisk(MemoryStore(), threading.Event()), tmp_path, interval=0.01)
+    thread.start()
+    wait_for(lambda: thread.failure is not None)
+    thread.stop(timeout=10)
+    assert not thread.alive
+    assert StateStore(tmp_path).load("memory") == {}
+
+
+class Refused(MemoryConsumer):
+    def commit(self) -> dict[str, Offset]:
+        raise PermanentError("the token is wrong")
+
+
+def test_a_permanent_failure_still_ends_the_loop(tmp_path: Path) -> None:
+    write_run(tmp_path, "r", 5)
+    with pytest.raises(PermanentError, match="token"):
+        run_consumer(Refused(), tmp_path, threading.Event(), once=True, retry=Retry(**FAST))
+
+
+@pytest.mark.parametrize(
+    ("exc", "transient"),
+    [
+        (TransientError("host down"), True),
+        (StoreError("could not write"), True),
+        (OSError(errno.ENOSPC, "No space left on device"), True),
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), True),
+        (StoreLockedError("held by another process"), False),
+        (PermanentError("wrong token"), False),
+        (ConsumerLockedError("already running"), False),
+        (OSError(errno.EACCES, "Permission denied"), False),
+        (RuntimeError("a bug"), False),
+    ],
+)
+def test_what_is_worth_a_retry(exc: BaseException, transient: bool) -> None:
+    assert is_transient(exc) is transient

@@ -1,5 +1,5 @@
 """``waddle-consume`` as a real process: catching up, tailing new streams and segment
-roll-overs, corrupt lines, signals, and a second instance."""
+roll-overs, corrupt lines, signals, a second instance, and a full disk waited out."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from small_disk import same_as_one_clean_pass, small_disk
 
 from consumers.logs import CONSUME, read_tables, segments, write_run
 from waddle.consumers.state import StateStore
@@ -163,3 +164,33 @@ def test_an_unknown_consumer_is_a_usage_error(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "no consumer named 'nope'" in done.stderr
     assert not (log_dir(tmp_path / "w")).exists()
+
+
+def test_a_full_disk_is_retried_not_fatal(tmp_path: Path) -> None:
+    with small_disk(tmp_path / "disk", tmp_path / "log") as disk:
+        write_run(disk.root, "before", 50)
+        stderr = tmp_path / "daemon.stderr"
+        with open(stderr, "w") as err:
+            daemon = subprocess.Popen(
+                [*CONSUME, "--dir", str(disk.root), "--interval", "0.02"],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                text=True,
+            )
+        STARTED.append(daemon)
+        try:
+            wait_for(lambda: taken(disk.root, "before") == 52)
+            disk.fill()
+            write_run(disk.root, "during", 3000)
+            wait_for(lambda: "retries in" in stderr.read_text())
+            failed = next(line for line in stderr.read_text().splitlines() if "retries" in line)
+            assert "ERROR" in failed and "No space left" in failed and str(disk.root) in failed
+            assert daemon.poll() is None, stderr.read_text()
+            disk.free()
+            wait_for(lambda: taken(disk.root, "during") == 3002)
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(timeout=30)
+        assert daemon.returncode == 0, stderr.read_text()
+        tables = same_as_one_clean_pass(disk.root, tmp_path / "reference.duckdb")
+    assert len(tables["metrics"]) == 3 * (50 + 3000)

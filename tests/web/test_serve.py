@@ -1,5 +1,5 @@
 """``waddle serve`` as a process: signals stop it cleanly with offsets committed;
-``--demo`` and ``waddle demo``; a clear error when it cannot start."""
+``--demo`` and ``waddle demo``; a clear error when it cannot start; a full disk survived."""
 
 from __future__ import annotations
 
@@ -12,12 +12,14 @@ from typing import Any
 import duckdb
 import orjson
 import pytest
+from consumers.logs import write_run
 from helpers import isolated_waddle, raw_events, raw_log  # noqa: F401
+from small_disk import same_as_one_clean_pass, small_disk
 
 import waddle
 from waddle.web.serve import url_of
 
-from .conftest import Server, eventually, wait_for_run
+from .conftest import Server, eventually, start_server, wait_for_run
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -103,3 +105,37 @@ def run_command(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
+
+
+def test_a_full_disk_answers_503_then_catches_up_exactly_once(tmp_path: Path) -> None:
+    with small_disk(tmp_path / "disk", tmp_path / "log") as disk:
+        server = start_server(disk.root)
+        try:
+            write_run(disk.root, "before", 50)
+            wait_for_run(server, "before")
+            disk.fill()
+            write_run(disk.root, "during", 3000)
+
+            def unavailable() -> Any:
+                reply = server.get("/api/runs")
+                return reply if reply.status == 503 else None
+
+            reply = eventually(unavailable, what="a 503 while the disk is full")
+            assert reply.json()["error"] == "store_unavailable", reply.body
+            assert server.get("/info").json()["error"] == "store_unavailable"
+            failed = eventually(
+                lambda: [line for line in server.stderr().splitlines() if "retries in" in line],
+                what="the failure in the server's log while the disk is full",
+            )
+            assert "No space left" in failed[0] and str(disk.root) in failed[0], failed
+            assert "free disk space" in failed[0], failed
+            assert server.proc.poll() is None
+            disk.free()
+            wait_for_run(server, "during")
+            assert server.get_json("/info")["projects"]
+        finally:
+            code = server.stop()
+        assert code == 0, server.stderr()
+        assert "Traceback" not in server.stderr()
+        tables = same_as_one_clean_pass(disk.root, tmp_path / "reference.duckdb")
+    assert len(tables["metrics"]) == 3 * (50 + 3000)

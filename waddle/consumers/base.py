@@ -12,7 +12,9 @@ tails the log through ``LogReader.follow`` (or catches up once), hands every rou
 batches to ``handle``, commits whenever it has caught up with the log (and every second
 while it works through a backlog: fewer, larger transactions), publishes the
 committed offsets to ``state/<name>.json`` (when caught up, at most once a second while
-catching up, and at the end) and always closes it.
+catching up, and at the end) and always closes it. With a ``Retry``, a transient failure
+(a full disk) closes the consumer and starts it again after a backoff instead of ending
+the loop (``waddle.consumers.retry``).
 
 Delivery: within one run of the loop every event reaches ``handle`` once, in seq order
 per stream (no order across streams); a restart resumes from what ``start`` returned.
@@ -27,14 +29,19 @@ replayed batch is harmless. Backpressure: the loop reads the next round only aft
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from waddle.consumers.retry import Retry, is_transient
 from waddle.consumers.state import StateStore
 from waddle.eventlog.reader import DEFAULT_POLL_INTERVAL, Batch, LogReader, Offset
+
+logger = logging.getLogger("waddle.consumers")
 
 PUBLISH_INTERVAL_S = 1.0
 COMMIT_INTERVAL_S = 1.0
@@ -154,38 +161,79 @@ def run_consumer(
     reader: LogReader | None = None,
     progress: Progress | None = None,
     ready: threading.Event | None = None,
+    retry: Retry | None = None,
 ) -> Offsets:
     """Drive ``consumer`` until ``stop`` is set (or, with ``once``, the log is caught up).
 
     Returns the offsets committed last. An exception from the consumer or the reader
     ends the loop; the consumer is closed (dropping what it did not commit) and the
-    exception propagates. ``ready`` is set once the consumer has started.
+    exception propagates. With ``retry``, a transient one (``waddle.consumers.retry``)
+    instead closes the consumer, waits and starts it again from what it committed,
+    under the same lock, until ``stop``. ``ready`` is set once the consumer has started
+    (or its first start failed transiently, with ``retry``).
     """
     reader = reader or LogReader(root)
-    registry = StateStore(reader.root)
-    publish = _Publisher(registry, consumer)
-    guard = registry.lock(consumer.name) if consumer.durable else contextlib.nullcontext()
-    with guard:
+    loop = _Loop(consumer, StateStore(reader.root), reader, stop, once, interval, progress, retry)
+    durable = consumer.durable
+    with loop.registry.lock(consumer.name) if durable else contextlib.nullcontext():
+        while True:
+            try:
+                return loop.drive(ready)
+            except Exception as exc:
+                if retry is None or not is_transient(exc):
+                    raise
+                if ready is not None:
+                    ready.set()
+                if not retry.wait_out(consumer.name, exc, stop):
+                    logger.warning(
+                        "waddle: consumer %s stopped while failing; it resumes from its last "
+                        "commit when started again",
+                        consumer.name,
+                    )
+                    return loop.committed
+                loop.progress = None  # the backlog was counted at the first start
+
+
+@dataclass
+class _Loop:
+    """What one run of ``run_consumer`` drives, and the offsets it committed last."""
+
+    consumer: Consumer
+    registry: StateStore
+    reader: LogReader
+    stop: threading.Event
+    once: bool
+    interval: float
+    progress: Progress | None
+    retry: Retry | None
+    committed: Offsets = field(default_factory=dict)
+
+    def drive(self, ready: threading.Event | None) -> Offsets:
+        """One pass: start the consumer, tail and commit, always close it."""
+        consumer, progress = self.consumer, self.progress
+        publish = _Publisher(self.registry, consumer)
         try:
-            published = registry.load(consumer.name) if consumer.durable else {}
-            committed = consumer.start(published)
-            publish(committed, force=True)
+            published = self.registry.load(consumer.name) if consumer.durable else {}
+            self.committed = consumer.start(published)
+            publish(self.committed, force=True)
             if ready is not None:
                 ready.set()
             if progress is not None:
-                progress.begin(consumer.name, committed)
+                progress.begin(consumer.name, self.committed)
             pending = False
             last_commit = time.monotonic()
 
             def commit(*, publish_now: bool = True) -> None:
-                nonlocal committed, pending, last_commit
+                nonlocal pending, last_commit
                 if pending:
-                    committed = consumer.commit()
+                    self.committed = consumer.commit()
                     pending, last_commit = False, time.monotonic()
-                publish(committed, force=publish_now)
+                publish(self.committed, force=publish_now)
+                if self.retry is not None:
+                    self.retry.succeeded(consumer.name)
 
-            until = _Rhythm(stop, commit, once=once)
-            for batches in reader.follow(committed, until, interval):
+            until = _Rhythm(self.stop, commit, once=self.once)
+            for batches in self.reader.follow(self.committed, until, self.interval):
                 consumer.handle(batches)
                 pending = True
                 if progress is not None:
@@ -193,7 +241,7 @@ def run_consumer(
                 if time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
                     commit(publish_now=False)
             commit()
-            return committed
+            return self.committed
         finally:
             consumer.close()
 
@@ -203,7 +251,10 @@ class ConsumerThread:
 
     ``start`` returns once the consumer has started (so e.g. the DuckDB writer's
     ``cursor()`` works), or raises what its start raised; ``stop`` commits, closes and
-    joins, and re-raises an error that ended the loop.
+    joins, and re-raises an error that ended the loop. Transient failures (a full disk)
+    are retried with backoff (``waddle.consumers.retry``): ``failure`` says what is being
+    waited out, None while the consumer works. An error that ends the loop is logged
+    when it happens.
     """
 
     def __init__(
@@ -213,11 +264,13 @@ class ConsumerThread:
         *,
         interval: float = DEFAULT_POLL_INTERVAL,
         reader: LogReader | None = None,
+        retry: Retry | None = None,
     ) -> None:
         self.consumer = consumer
         self.root = Path(root)
         self.interval = interval
         self.reader = reader
+        self.retry = retry or Retry()
         self.error: BaseException | None = None
         self._failed_start = False
         self._stop = threading.Event()
@@ -235,12 +288,15 @@ class ConsumerThread:
                 interval=self.interval,
                 reader=self.reader,
                 ready=self._ready,
+                retry=self.retry,
             )
         except BaseException as exc:
             self.error = exc
             if not self._ready.is_set():
                 self._failed_start = True
                 self._ready.set()
+            else:
+                logger.error("waddle: consumer %s stopped", self.consumer.name, exc_info=exc)
 
     def start(self, timeout: float | None = 60.0) -> None:
         self._thread.start()
@@ -258,3 +314,8 @@ class ConsumerThread:
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The transient error being retried, or the one that ended the loop; else None."""
+        return self.error or self.retry.failure

@@ -4,9 +4,11 @@ Each consumer runs the base loop (``run_consumer``) in a thread of its own, so a
 one never holds up another; the main thread only waits for signals. SIGINT and SIGTERM
 ask every loop to stop after its current round: each commits what it handled, closes
 and the process exits 0; a second signal kills the process the default way. With
-``once``, each consumer stops when it has caught up with the log. When one consumer
-fails, the others are stopped too and the exit code is 1, so a supervisor restarts the
-daemon (the durable consumers resume from their committed offsets).
+``once``, each consumer stops when it has caught up with the log. A transient failure (a
+full disk, a store that cannot write) is logged when it happens and retried with backoff
+(``waddle.consumers.retry``): the consumer resumes from its committed offsets and catches
+up once the cause is gone. When one consumer fails for good (``PermanentError``, a bug),
+the others are stopped too and the exit code is 1, so a supervisor restarts the daemon.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 from waddle.consumers import plugins
 from waddle.consumers.base import Consumer, run_consumer
 from waddle.consumers.progress import CatchUpProgress
+from waddle.consumers.retry import Retry
 from waddle.errors import WaddleError
 from waddle.eventlog.reader import DEFAULT_POLL_INTERVAL
 
@@ -96,7 +99,7 @@ def _run(
     **options: Any,
 ) -> None:
     try:
-        committed = run_consumer(consumer, root, stop, **options)
+        committed = run_consumer(consumer, root, stop, retry=Retry(), **options)
     except WaddleError as exc:
         logger.error("waddle-consume: consumer %s stopped: %s", consumer.name, exc)
         errors.append(exc)

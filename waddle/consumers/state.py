@@ -6,7 +6,8 @@ NAME`` removes its file. The file holds the offsets the consumer has committed
 ahead of it); retention reads it to know which segments are still needed.
 
 Guarantees: a file is replaced atomically (written to a temporary name, fsynced,
-renamed), so a reader sees the old offsets or the new ones, never a torn file. One
+renamed), so a reader sees the old offsets or the new ones, never a torn file; a publish
+that fails (a full disk) leaves the old file and raises the ``OSError``. One
 process at a time runs a given consumer name: ``lock`` holds an advisory lock on
 ``state/<name>.lock`` that dies with the process.
 """
@@ -70,11 +71,15 @@ class StateStore:
             "offsets": {stream: offset.to_json() for stream, offset in sorted(offsets.items())},
         }
         temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        with open(temporary, "wb") as handle:
-            handle.write(orjson.dumps(body, option=orjson.OPT_INDENT_2))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
+        try:
+            with open(temporary, "wb") as handle:
+                handle.write(orjson.dumps(body, option=orjson.OPT_INDENT_2))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, target)
+        except BaseException:
+            temporary.unlink(missing_ok=True)  # a full disk gets its bytes back
+            raise
 
     def registered(self) -> list[Registration]:
         """Every registered consumer, by name."""

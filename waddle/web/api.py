@@ -4,7 +4,8 @@ Tables come from the DuckDB store (a cursor per request, in a worker thread); a 
 events come from the log itself, which is the source of truth and may be a poll ahead
 of the tables. Values that JSON cannot hold are spelled as in the log ("NaN",
 "Infinity", "-Infinity"). Paths, ids and parameters are checked by ``params``; a store
-that fails answers 503 (``store_unavailable``), never 500.
+that fails, or whose writer cannot write (a full disk), answers 503 (``store_unavailable``),
+never 500.
 """
 
 from __future__ import annotations
@@ -45,7 +46,10 @@ async def query(request: Request, fn: Callable[..., T], *args: Any) -> T:
         return await run_in_threadpool(work)
     except (duckdb.Error, StoreError) as exc:
         raise RequestError(
-            503, "store_unavailable", f"the database could not answer: {type(exc).__name__}"
+            503,
+            "store_unavailable",
+            f"the database cannot answer now ({type(exc).__name__}); the server retries by "
+            "itself and catches up, and its log names the cause (e.g. a full disk)",
         ) from exc
 
 

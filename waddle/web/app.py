@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import duckdb
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
@@ -27,6 +29,7 @@ from waddle.consumers.base import ConsumerThread
 from waddle.consumers.broadcast import Broadcaster
 from waddle.consumers.duckdb_writer import DuckDBWriter
 from waddle.consumers.relay import RelayConsumer
+from waddle.errors import StoreError, UsageError
 from waddle.eventlog.reader import LogReader
 from waddle.web import api
 from waddle.web.auth import TokenAuth
@@ -89,11 +92,12 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     state.reader = LogReader(settings.root)
     state.ingest_log = IngestLog(settings.root)
     writer = DuckDBWriter(settings.root, settings.database)
+    writing = ConsumerThread(writer, settings.root, interval=settings.poll_interval)
     state.broadcaster = Broadcaster(settings.root)
     state.broadcaster.hub.attach(asyncio.get_running_loop())
     relays = [RelayConsumer(settings.root, u, token=settings.relay_token) for u in settings.relays]
     threads = [
-        ConsumerThread(writer, settings.root, interval=settings.poll_interval),
+        writing,
         ConsumerThread(
             state.broadcaster,
             settings.root,
@@ -107,11 +111,26 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
         for thread in threads:
             await run_in_threadpool(thread.start)
             started.append(thread)
-        state.cursor = writer.cursor
+        state.cursor = functools.partial(_store_cursor, writer, writing)
         yield
     finally:
         await run_in_threadpool(_stop, state.ingest_log, started)
         state.broadcaster.hub.detach()
+
+
+def _store_cursor(writer: DuckDBWriter, thread: ConsumerThread) -> duckdb.DuckDBPyConnection:
+    """A cursor on the writer's database, or ``StoreError`` (a 503) while it cannot write.
+
+    While the writer waits out a failure (a full disk) its tables fall behind the log, so
+    reads say so instead of answering stale data; they answer again once it commits.
+    """
+    failure = thread.failure
+    if failure is not None:
+        raise StoreError(f"the DuckDB writer cannot write: {failure}") from failure
+    try:
+        return writer.cursor()
+    except UsageError as exc:  # closed between a failure and its retry
+        raise StoreError("the DuckDB writer is restarting") from exc
 
 
 def _stop(ingest_log: IngestLog, threads: list[ConsumerThread]) -> None:
@@ -123,5 +142,5 @@ def _stop(ingest_log: IngestLog, threads: list[ConsumerThread]) -> None:
     for thread in reversed(threads):
         try:
             thread.stop(timeout=30)
-        except Exception:
-            logger.exception("waddle: consumer %s ended with an error", thread.consumer.name)
+        except Exception as exc:  # already logged with its traceback when it happened
+            logger.error("waddle: consumer %s had stopped: %s", thread.consumer.name, exc)
