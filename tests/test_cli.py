@@ -106,6 +106,19 @@ def test_consume_main_in_process(root: Path) -> None:
     assert (root / "waddle.duckdb").exists()
 
 
+def test_a_store_elsewhere_registers_under_a_name_of_its_own(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "other.duckdb"
+    assert cli.consume_main(["--dir", str(root), "--once"]) == 0
+    assert cli.consume_main(["--dir", str(root), "--once", "--duckdb", str(other)]) == 0
+    assert cli.consume_main(["--dir", str(root), "--once", "--duckdb", str(other)]) == 0
+    names = sorted(r.name for r in StateStore(root).registered())
+    assert len(names) == 2 and names[0] == "duckdb" and names[1].startswith("duckdb-")
+    code, out, _ = run_cli(capsys, "consumers", "--dir", str(root))
+    assert code == 0 and re.search(rf"^{names[1]}  \(not running", out, re.M)
+
+
 def wait_for_file(path: Path, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():

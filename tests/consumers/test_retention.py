@@ -1,8 +1,11 @@
 """``waddle gc``: sealed segments go once every registered durable consumer, running or
-not, has committed past them, and nothing else ever goes."""
+not, has committed past them, and nothing else ever goes, however many stores a folder
+feeds."""
 
 from __future__ import annotations
 
+import io
+import re
 import signal
 import subprocess
 import tempfile
@@ -14,8 +17,19 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumers.logs import CONSUME, read_all, read_tables, segments, write_run
+from consumers.logs import (
+    CONSUME,
+    numbers,
+    open_stream,
+    read_all,
+    read_tables,
+    run_fields,
+    segments,
+    write_run,
+)
+from waddle import commands
 from waddle.consumers.base import Consumer, Offsets, run_consumer
+from waddle.consumers.duckdb_writer import DuckDBWriter
 from waddle.consumers.lag import segment_sizes
 from waddle.consumers.retention import collect, passed
 from waddle.consumers.state import StateStore
@@ -139,6 +153,41 @@ def test_a_running_daemon_and_a_stopped_consumer_both_hold(tmp_path: Path) -> No
     assert collector.seqs["b"] == list(range(held.seq + 1, 203))
     tables = read_tables(root / "waddle.duckdb")
     assert len(tables["metrics"]) == 3 * (400 + 200 + 50)
+
+
+def test_a_second_store_never_lets_gc_delete_what_the_first_has_not_read(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "w"
+    stream = open_stream(root, "r", segment_bytes=2048)
+    stream.append("run", run_fields("r"))
+    for step in range(100):
+        stream.append("metrics", {"step": step, "data": numbers(step)})
+    main = DuckDBWriter(root)
+    held = run_consumer(main, root, threading.Event(), once=True)["r"]
+    for step in range(100, 1000):
+        stream.append("metrics", {"step": step, "data": numbers(step)})
+    stream.append("finish", {"exit_code": 0, "status": "finished", "dropped": {}})
+    stream.close()
+    other = DuckDBWriter(root, tmp_path / "elsewhere" / "other.duckdb")
+    run_consumer(other, root, threading.Event(), once=True)
+    kept = [int(p.name[:20]) for p in segments(root, "r")]
+    assert kept[0] < held.segment < kept[-1], "the test needs segments on both sides"
+
+    freed = collect(root).freed
+    assert freed and all(int(item.path.name[:20]) < held.segment for item in freed)
+    assert [int(p.name[:20]) for p in segments(root, "r")] == [k for k in kept if k >= held.segment]
+    run_consumer(DuckDBWriter(root), root, threading.Event(), once=True)
+    tables = read_tables(root / "waddle.duckdb")
+    assert len(tables["metrics"]) == 3 * 1000
+    assert tables == read_tables(tmp_path / "elsewhere" / "other.duckdb")
+
+    assert main.name == "duckdb" and other.name.startswith("duckdb-")
+    assert {r.name for r in StateStore(root).registered()} == {"duckdb", other.name}
+    listing = io.StringIO()
+    commands.consumers(root, listing)
+    names = re.findall(r"^(\S+)  \(not running", listing.getvalue(), re.M)
+    assert sorted(names) == sorted(["duckdb", other.name])
 
 
 def test_passed() -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
 
-from waddle.consumers.state import StateStore
+from waddle.consumers.state import StateStore, destination_name
 from waddle.errors import ConsumerLockedError, InvalidIdError, PermanentError
 from waddle.eventlog.reader import Offset
+from waddle.ids import is_valid_id
 
 
 def test_publish_load_and_list(tmp_path: Path) -> None:
@@ -45,3 +47,18 @@ def test_a_corrupt_state_file_names_the_remedy(tmp_path: Path) -> None:
     (tmp_path / "state" / "x.json").write_text("{not json")
     with pytest.raises(PermanentError, match="waddle consumers rm x"):
         registry.load("x")
+
+
+def test_a_name_per_destination_the_default_keeps_the_plain_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    default = tmp_path / "w" / "waddle.duckdb"
+    (tmp_path / "link").symlink_to(tmp_path / "w", target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    for same in (default, Path("w/waddle.duckdb"), tmp_path / "link" / "waddle.duckdb"):
+        assert destination_name("duckdb", same, default) == "duckdb"
+    other = tmp_path / "elsewhere.duckdb"
+    name = destination_name("duckdb", "elsewhere.duckdb", default)
+    assert name == "duckdb-" + hashlib.sha256(str(other.resolve()).encode()).hexdigest()[:8]
+    assert is_valid_id(name) and destination_name("duckdb", other, default) == name
+    assert destination_name("duckdb", tmp_path / "third.duckdb", default) not in ("duckdb", name)

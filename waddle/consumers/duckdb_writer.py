@@ -38,6 +38,7 @@ from waddle.consumers.columns import INT64_MAX, Codes
 from waddle.consumers.db_worker import DatabaseWorker
 from waddle.consumers.inserts import PendingRows, insert, run_values, stream_values, upsert_all
 from waddle.consumers.snapshots import Snapshots
+from waddle.consumers.state import destination_name
 from waddle.errors import StoreError, UsageError
 from waddle.eventlog.reader import Batch, Offset
 from waddle.eventlog.record import restore_non_finite
@@ -68,14 +69,14 @@ class DuckDBWriter(Consumer):
         root: Path | str,
         path: Path | str | None = None,
         *,
-        name: str = "duckdb",
+        name: str | None = None,
         durable: bool = True,
         snapshot_interval: float = SNAPSHOT_INTERVAL_S,
     ) -> None:
         self.root = Path(root)
         self.durable = durable
         self.path = Path(path) if path is not None else store.default_path(self.root)
-        self.name = name
+        self.name = name or destination_name("duckdb", self.path, store.default_path(self.root))
         self.snapshot_interval = snapshot_interval
         self._con: duckdb.DuckDBPyConnection | None = None
         self._worker: DatabaseWorker | None = None

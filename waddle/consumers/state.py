@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import time
 from collections.abc import Iterator
@@ -35,6 +36,21 @@ _SUFFIX = ".json"
 def state_dir(root: Path) -> Path:
     """Where the registry of a Waddle folder lives."""
     return root / STATE_DIR
+
+
+def destination_name(kind: str, destination: Path | str, default: Path | str) -> str:
+    """The registration name of a ``kind`` consumer writing to ``destination``.
+
+    Registrations must be unique per destination: two stores of one folder under one
+    name would publish over each other's offsets, and retention would delete segments
+    one of them has not read. The default destination keeps the plain ``kind`` (so
+    existing folders keep their registration); any other is ``kind-<8 hex>``, the start
+    of the SHA-256 of its resolved path: the same file always gets the same name.
+    """
+    resolved = Path(destination).resolve()
+    if resolved == Path(default).resolve():
+        return kind
+    return f"{kind}-{hashlib.sha256(str(resolved).encode()).hexdigest()[:8]}"
 
 
 @dataclass(frozen=True)

@@ -237,13 +237,15 @@ def serve(
 
 
 def _check_free(settings: Settings) -> None:
-    """Refuse early, in one line, when another process already serves this folder."""
+    """Refuse early, in one line, when another process already writes this store."""
+    from waddle.consumers.duckdb_writer import DuckDBWriter
     from waddle.consumers.state import StateStore
 
-    if StateStore(settings.root).is_running("duckdb"):
+    name = DuckDBWriter(settings.root, settings.database).name
+    if StateStore(settings.root).is_running(name):
         raise WaddleError(
-            f"another process already runs the DuckDB writer on {settings.root} (a waddle "
-            "serve or waddle-consume): stop it first, or serve another --dir"
+            f"another process already runs the DuckDB writer {name!r} on {settings.root} "
+            "(a waddle serve or waddle-consume): stop it first, or serve another --dir or --duckdb"
         )
 
 
