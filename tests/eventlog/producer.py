@@ -8,6 +8,9 @@ Run as ``python producer.py MODE ARGS...``:
 * ``loop ROOT RUN_ID SEGMENT_BYTES COUNT``: ``waddle.init(resume="allow")``, then log
   ``payload(step)`` COUNT times (forever when COUNT < 0), printing each step once its
   ``log()`` has returned; finish.
+* ``spin ROOT RUN_ID``: ``waddle.init(resume="allow")``, print ``ready``, then log
+  ``{"i": i}`` in a loop as tight as Python allows, forever: a SIGINT (Ctrl-C) then
+  lands inside ``log()`` most of the time, often inside the write itself.
 * ``disk-full ROOT RUN_ID KEPT HEADROOM FAILING``: log KEPT events, then cap the file
   size (RLIMIT_FSIZE, SIGXFSZ ignored) at the current segment size + HEADROOM bytes,
   log FAILING more events, finish, and exit 0.
@@ -87,6 +90,18 @@ def loop(root: str, run_id: str, segment_bytes: str, count: str) -> None:
     run.finish()
 
 
+def spin(root: str, run_id: str) -> None:
+    import waddle
+
+    run = waddle.init(project="fault", dir=root, id=run_id, resume="allow", system_metrics=False)
+    log = run.log
+    print("ready", flush=True)
+    i = 0
+    while True:
+        log({"i": i})
+        i += 1
+
+
 def disk_full(root: str, run_id: str, kept: str, headroom: str, failing: str) -> None:
     import waddle
 
@@ -125,5 +140,11 @@ def batch_full(root: str, stream: str, headroom: str) -> None:
 
 
 if __name__ == "__main__":
-    modes = {"hold": hold, "loop": loop, "disk-full": disk_full, "batch-full": batch_full}
+    modes = {
+        "hold": hold,
+        "loop": loop,
+        "spin": spin,
+        "disk-full": disk_full,
+        "batch-full": batch_full,
+    }
     modes[sys.argv[1]](*sys.argv[2:])

@@ -6,9 +6,11 @@ Guarantees:
   an ``O_APPEND`` descriptor, no user-space buffer): it survives a SIGKILL of this
   process. Power loss is guarded by ``fsync`` at roll-over, at ``close`` and, if asked,
   on a timer.
-* seqs are gapless: an event that cannot be written takes no seq. A short write (a full
-  disk) is truncated back to the last complete line, so a segment never holds a torn
-  line followed by more events.
+* seqs are gapless and unique: an event that cannot be written takes no seq, and an
+  event that reached the file keeps its seq even when an exception (KeyboardInterrupt
+  from Ctrl-C, any signal handler that raises) interrupts the write. A short write (a
+  full disk) is truncated back to the last complete line, so a segment never holds a
+  torn line followed by more events.
 * A batch (``append_events``) is one ``write``, all or none: a failure leaves no part
   of it in the log and takes none of its seqs.
 * Threads may share a writer: seq assignment and the write happen under ``lock``.
@@ -139,7 +141,7 @@ class StreamWriter:
 
     def append_locked(self, kind: str, fields: dict[str, Any]) -> int | None:
         """``append`` for a caller that already holds ``lock``."""
-        event = {"seq": self.next_seq, "ts": time.time(), "type": kind}
+        event: dict[str, Any] = {"seq": self.next_seq, "ts": time.time(), "type": kind}
         event.update(fields)
         return event["seq"] if self.write_lines_locked(encode(event), 1) else None
 
@@ -182,7 +184,8 @@ class StreamWriter:
 
         The caller holds ``lock`` and encoded events whose seqs run from ``next_seq``.
         True when written; False when dropped for I/O trouble (each event counted, no
-        seq taken, a partial write cut back).
+        seq taken, a partial write cut back). An exception raised into the call (Ctrl-C)
+        propagates, with the seqs taken exactly when the whole line is in the file.
         """
         length = len(lines)
         if self._size + length > self._limit:
@@ -190,19 +193,43 @@ class StreamWriter:
             if problem:
                 self._count(problem, count)
                 return False
+        start, first = self._size, self.next_seq
+        written = 0
+        cause = "short write"
+        # The seqs (and bytes) are taken before the write, so that no moment exists where
+        # the line is on disk and its seq still free: an exception raised into this code
+        # between any two bytecodes (Ctrl-C, a signal handler) leaves them taken, and
+        # ``finally`` then asks the file whether the line landed.
         try:
+            self._size = start + length
+            self.next_seq = first + count
             written = os.write(self._fd, lines)  # type: ignore[arg-type]
         except OSError as exc:
+            cause = _cause(exc)
+        finally:
+            if written != length:
+                self._settle(start, first, length, count)
+        if written == length:
+            return True
+        self._count(cause, count)
+        return False
+
+    def _settle(self, start: int, first: int, length: int, count: int) -> None:
+        """After a write that failed or was interrupted, believe the file.
+
+        The line at ``start`` keeps its seqs if all of it is in the file; otherwise the
+        seqs are given back and whatever part of it reached the file is cut off.
+        """
+        try:
+            landed = os.fstat(self._fd).st_size - start  # type: ignore[arg-type]
+        except OSError:
+            landed = -1
+        if landed == length:
+            self._size, self.next_seq = start + length, first + count
+            return
+        self._size, self.next_seq = start, first
+        if landed:
             self._undo_partial()
-            self._count(_cause(exc), count)
-            return False
-        if written != length:
-            self._undo_partial()
-            self._count("short write", count)
-            return False
-        self._size += written
-        self.next_seq += count
-        return True
 
     def _prepare(self, length: int) -> str | None:
         """The slow path before a write: repair a torn tail, check the link, roll over.
