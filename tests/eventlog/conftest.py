@@ -90,6 +90,7 @@ EXPECTED = {
     "empty": ([], []),
     "non_utf8": ([0, 2, 3], [1, 3, 4]),
     "duplicate_seq": ([0, 1, 2, 3, 4], []),
+    "bare_cr": ([0, 1, 2, 3], []),
 }
 
 
@@ -110,8 +111,8 @@ class LogFixture:
     @property
     def bad_offsets(self) -> list[int]:
         starts = [0]
-        for line in self.complete.splitlines(keepends=True):
-            starts.append(starts[-1] + len(line))
+        for line in self.complete.split(b"\n")[:-1]:
+            starts.append(starts[-1] + len(line) + 1)
         return [starts[index] for index in self.bad_lines]
 
     @property

@@ -67,14 +67,15 @@ def repair_tail(path: Path) -> int | None:
     """Cut a torn final line off ``path``; return the seq of its last complete event.
 
     None when the segment holds no complete event. Used when a stream is resumed: the
-    crashed writer's half line must not sit in front of new events.
+    crashed writer's half line must not sit in front of new events. Lines end at ``\\n``
+    only: a bare CR is JSON whitespace inside a line, as for every reader of the log.
     """
     data = path.read_bytes()
     end = data.rfind(b"\n") + 1
     if end != len(data):
         with open(path, "r+b") as handle:
             handle.truncate(end)
-    for line in reversed(data[:end].splitlines()):
+    for line in reversed(data[:end].split(b"\n")):
         try:
             seq = orjson.loads(line).get("seq")
         except (orjson.JSONDecodeError, AttributeError):
