@@ -1,0 +1,1 @@
+"""Tests of waddle.compat: the ``wandb`` shim, the launcher, real frameworks under it."""

@@ -1,0 +1,170 @@
+"""The parts of wandb's module-level API that Waddle answers without a server or an account.
+
+Each name here is a local equivalent (``termlog`` prints to stderr, ``login`` succeeds
+because there is nothing to log in to) or a no-op that says so once on stderr. None of
+them raises: a training job must not die on a call that an offline tracker cannot
+honour. The ``wandb`` package that ``waddle run`` provides falls back to these names
+for whatever ``waddle`` itself does not define; they are meant to become part of
+``waddle``'s own public API so that ``import waddle as wandb`` has them too.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import sys
+from typing import Any
+
+from waddle.errors import UsageError
+from waddle.ids import new_run_id
+
+# The names that stand at the top level of ``wandb``; ``ConfigError`` and ``generate_id``
+# live in its submodules (``wandb.sdk.lib.config_util``, ``wandb.util``).
+__all__ = [
+    "AlertLevel",
+    "Settings",
+    "alert",
+    "login",
+    "mark_preempting",
+    "require",
+    "save",
+    "setup",
+    "termerror",
+    "termlog",
+    "termwarn",
+    "unwatch",
+    "watch",
+]
+
+# wandb raises ConfigError when a config change is refused; Waddle's refusal is a
+# UsageError, so ``except ConfigError`` in an integration catches what it means to.
+ConfigError = UsageError
+
+_TRUE = ("1", "true", "yes", "on")
+_printed: set[str] = set()
+
+
+def _silent() -> bool:
+    """``$WADDLE_SILENT``, else ``$WANDB_SILENT``: informational lines are not printed."""
+    value = os.environ.get("WADDLE_SILENT") or os.environ.get("WANDB_SILENT") or ""
+    return value.strip().lower() in _TRUE
+
+
+def _print(label: str, string: str, newline: bool, repeat: bool, prefix: bool) -> None:
+    text = str(string)
+    if not repeat:
+        if text in _printed:
+            return
+        _printed.add(text)
+    head = f"waddle: {label}" if prefix else ""
+    lines = "\n".join(head + line for line in text.split("\n"))
+    sys.stderr.write(lines + ("\n" if newline else ""))
+
+
+def termlog(
+    string: str = "", newline: bool = True, repeat: bool = True, prefix: bool = True
+) -> None:
+    """Print ``waddle: <string>`` to stderr, unless ``WADDLE_SILENT``/``WANDB_SILENT`` is set."""
+    if not _silent():
+        _print("", string, newline, repeat, prefix)
+
+
+def termwarn(string: str, newline: bool = True, repeat: bool = True, prefix: bool = True) -> None:
+    """Print ``waddle: WARNING <string>`` to stderr (``repeat=False``: once per text)."""
+    _print("WARNING ", string, newline, repeat, prefix)
+
+
+def termerror(string: str, newline: bool = True, repeat: bool = True, prefix: bool = True) -> None:
+    """Print ``waddle: ERROR <string>`` to stderr (``repeat=False``: once per text)."""
+    _print("ERROR ", string, newline, repeat, prefix)
+
+
+def _unsupported(call: str, why: str) -> None:
+    termwarn(f"{call} records nothing in Waddle yet ({why}); training goes on", repeat=False)
+
+
+class Settings:
+    """``wandb.Settings(...)``: keeps the values it is given; one never given reads None.
+
+    Waddle runs offline with no service process, so most of wandb's settings have no
+    meaning here; keeping them lets code that builds or reads settings run unchanged.
+    """
+
+    def __init__(self, **values: Any) -> None:
+        self.__dict__.update(values)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # copy and pickle probe dunders; they must not be None
+            raise AttributeError(name)
+        return None
+
+    def update(self, values: dict[str, Any] | None = None, **more: Any) -> None:
+        """Set several values at once (wandb's ``Settings.update``)."""
+        self.__dict__.update({**(values or {}), **more})
+
+    def __repr__(self) -> str:
+        return f"Settings({self.__dict__!r})"
+
+
+class AlertLevel(str, enum.Enum):
+    """The levels of ``alert``."""
+
+    INFO = "INFO"
+    WARN = "WARN"
+    ERROR = "ERROR"
+
+
+def alert(
+    title: str,
+    text: str,
+    level: str | AlertLevel | None = None,
+    wait_duration: float | None = None,
+) -> None:
+    """Print the alert to stderr: Waddle has no service to send a mail or a Slack message."""
+    label = AlertLevel(level).value if level is not None else AlertLevel.INFO.value
+    termwarn(f"alert [{label}] {title}: {text}")
+
+
+def login(*args: Any, **kwargs: Any) -> bool:
+    """True: an offline tracker has no account to log in to."""
+    return True
+
+
+def setup(settings: Settings | None = None) -> None:
+    """Nothing to prepare: Waddle starts no service process."""
+
+
+def require(requirement: str | None = None) -> None:
+    """Nothing to require (Lightning asks for wandb's "service", which Waddle does not need)."""
+
+
+def mark_preempting() -> None:
+    """Nothing to mark: a scheduler's SIGTERM is already recorded as a ``killed`` finish."""
+
+
+def watch(
+    models: Any = None,
+    criterion: Any = None,
+    log: str | None = "gradients",
+    log_freq: int = 1000,
+    idx: int | None = None,
+    log_graph: bool = False,
+) -> None:
+    """Says once that gradient and parameter histograms are not recorded yet."""
+    _unsupported("watch()", "gradient and parameter histograms come with media support")
+
+
+def unwatch(models: Any = None) -> None:
+    """Nothing to undo: ``watch`` records nothing yet."""
+
+
+def save(glob_str: str | None = None, base_path: str | None = None, policy: str = "live") -> bool:
+    """Says once that files are not saved with the run yet; False: nothing was saved."""
+    _unsupported("save()", "files and artifacts come with the blob store")
+    return False
+
+
+def generate_id(length: int = 8) -> str:
+    """A fresh run id. Always Waddle's 12 characters: ``length`` is accepted for wandb's
+    signature, but an 8-character id collides too easily (see ``waddle.ids``)."""
+    return new_run_id()
