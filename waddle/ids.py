@@ -10,6 +10,8 @@ from waddle.errors import InvalidIdError
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 RUN_ID_LENGTH = 12
+# The highest rank a stream may have: the store keeps ranks in 32-bit integer columns.
+MAX_RANK = 2**31 - 1
 
 
 def is_valid_id(value: object) -> bool:
@@ -46,6 +48,11 @@ def stream_id(run_id: str, rank: int) -> str:
 
 
 def run_id_of_stream(stream: str) -> str:
-    """The run a stream belongs to: the stream id without a trailing ``.<rank>``."""
+    """The run a stream belongs to: the stream id without a trailing ``.<rank>``.
+
+    Digits above ``MAX_RANK`` are no rank (no process ever had it): such a stream is a run
+    of its own, so its rank always fits the store.
+    """
     head, dot, tail = stream.rpartition(".")
-    return head if dot and tail.isdigit() and head else stream
+    is_rank = bool(dot and head and tail.isdigit()) and int(tail) <= MAX_RANK
+    return head if is_rank else stream

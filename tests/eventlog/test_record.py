@@ -8,11 +8,13 @@ NaN from None and True from 1.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,6 +22,9 @@ from hypothesis import strategies as st
 from waddle.errors import EncodeError
 from waddle.eventlog.record import (
     CONSOLE_STREAMS,
+    INT64_MAX,
+    INT64_MIN,
+    MAX_DEPTH,
     REQUIRED_FIELDS,
     STATUSES,
     BadLine,
@@ -27,7 +32,9 @@ from waddle.eventlog.record import (
     check_event,
     decode,
     encode,
+    restore_non_finite,
 )
+from waddle.ids import MAX_RANK
 
 NAN, INF = math.nan, math.inf
 PARTIAL = b'{"seq":99,"ts":1.5,"type":"metrics","st'
@@ -317,6 +324,7 @@ def test_check_event_names_what_is_wrong(change: dict[str, Any], word: str) -> N
 # Values that sit where the fields of a metrics or system event go: right and wrong types.
 FIELD_VALUES = st.one_of(
     st.integers(-2, 2),
+    st.sampled_from([INT64_MAX, INT64_MAX + 1, 2**64 - 1]),
     st.booleans(),
     st.floats(allow_nan=False),
     st.none(),
@@ -351,9 +359,9 @@ def test_all_sound_passes_a_list_only_when_check_event_passes_each(events: list[
         st.builds(
             lambda kind, seq, ts, step: {**valid_event(kind), "seq": seq, "ts": ts, "step": step},
             st.sampled_from(["metrics", "system"]),
-            st.integers(0, 2**64),
-            st.one_of(st.integers(-(2**63), 2**63), st.floats(allow_nan=False)),
-            st.integers(0, 2**64),
+            st.integers(0, INT64_MAX),
+            st.one_of(st.integers(-(2**63), 2**64 - 1), st.floats(allow_nan=False)),
+            st.integers(0, INT64_MAX),
         ),
         max_size=6,
     )
@@ -390,3 +398,156 @@ def test_any_events_split_anywhere_decode_to_the_same_events(
         pending, base = pending[used:], base + used
     assert pending == b""
     assert canonical(events) == canonical(logged)
+
+
+# -- the limits: integers that fit their columns, and one nesting depth -----------------
+
+
+def nested_line(levels: int, inner: bytes = b"1", *, seq: int = 0, kind: bytes = b"[") -> bytes:
+    """A metrics line whose value under ``deep`` nests ``levels`` lists (or dicts) around
+    ``inner``: the line nests ``levels + 2`` deep. Written as bytes, as a foreign or older
+    producer could have, since ``encode`` refuses what is too deep."""
+    opening, closing = (b"[", b"]") if kind == b"[" else (b'{"k":', b"}")
+    value = opening * levels + inner + closing * levels
+    head = b'{"seq":%d,"ts":1.5,"type":"metrics","step":%d,"data":{"deep":' % (seq, seq)
+    return head + value + b"}}\n"
+
+
+@pytest.mark.parametrize("trailer", TRAILERS)
+@pytest.mark.parametrize("feed", FEEDS)
+@pytest.mark.parametrize(
+    "line",
+    [
+        nested_line(MAX_DEPTH - 1),
+        nested_line(300),
+        nested_line(990, b'"NaN"', kind=b"{"),
+        nested_line(5000),
+    ],
+    ids=["limit+1", "300-lists", "990-dicts-around-NaN", "beyond-orjson"],
+)
+def test_a_line_nested_deeper_than_the_limit_is_a_bad_line(
+    feed: Callable[..., Any], trailer: bytes, line: bytes
+) -> None:
+    good = nested_line(MAX_DEPTH - 2, seq=1)  # exactly MAX_DEPTH deep: taken
+    events, bad, rest = feed(line + good + LATER.replace(b'"seq":1', b'"seq":2') + trailer)
+    assert [e["seq"] for e in events] == [1, 2]
+    assert [b.offset for b in bad] == [0]
+    assert rest == trailer
+
+
+def test_a_deep_line_among_many_flat_ones_is_found_in_one_chunk() -> None:
+    """The chunk-level bound lets flat chunks through in one count; one deep line among
+    thousands of flat ones must still be found, wherever it sits."""
+    flat = [encode(event("metrics", seq, step=seq, data={"x": seq})) for seq in range(3000)]
+    for where in (0, 1500, 2999):
+        lines = list(flat)
+        lines[where] = nested_line(MAX_DEPTH, seq=where)
+        events, used, bad = decode(b"".join(lines))
+        assert len(events) == 2999 and used == len(b"".join(lines))
+        assert [b.reason for b in bad] == [f"nested deeper than {MAX_DEPTH} levels"]
+
+
+def depth_of(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(depth_of, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(depth_of, value), default=0)
+    return 0
+
+
+@st.composite
+def nested_values(draw: st.DrawFn) -> Any:
+    """A value nested about as deep as the limit, in dicts and lists, with brackets in
+    strings too (which only ever make the count of brackets larger)."""
+    value: Any = draw(st.sampled_from([1, "NaN", "[[{", "]}", [], {}]))
+    for _ in range(draw(st.integers(0, MAX_DEPTH + 2))):
+        value = [value] if draw(st.booleans()) else {draw(st.sampled_from(["k", "{["])): value}
+    return value
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    st.lists(st.lists(nested_values(), max_size=3), min_size=1, max_size=8),
+    st.sampled_from(["metrics", "system", "summary"]),
+)
+def test_decode_takes_exactly_the_lines_within_the_limit(
+    values: list[list[Any]], kind: str
+) -> None:
+    field = "summary" if kind == "summary" else "data"
+    events = [
+        event(kind, seq, **{field: {f"v{i}": v for i, v in enumerate(vs)}}, step=seq)
+        for seq, vs in enumerate(values)
+    ]
+    text = b"".join(orjson.dumps(e) + b"\n" for e in events)
+    decoded, _, bad = decode(text)
+    within = [e["seq"] for e in events if depth_of(e) <= MAX_DEPTH]
+    assert [e["seq"] for e in decoded] == within
+    assert len(bad) == len(events) - len(within)
+
+
+@pytest.mark.parametrize("levels", [MAX_DEPTH - 1, 300, 10_000])
+def test_encode_refuses_a_value_nested_deeper_than_the_limit_naming_the_key(levels: int) -> None:
+    value: Any = 1.0
+    for _ in range(levels):
+        value = [value]
+    with pytest.raises(EncodeError, match="more than 64 levels deep") as caught:
+        encode(event("metrics", step=0, data={"fine": 1, "deep": value}))
+    assert caught.value.key == "data/deep"
+
+
+def test_encode_takes_a_value_exactly_at_the_limit() -> None:
+    value: Any = {"x": 1.0}
+    for _ in range(MAX_DEPTH - 3):
+        value = {"k": value}
+    line = encode(event("metrics", step=0, data={"deep": value}))
+    (decoded,), _, bad = decode(line)
+    assert bad == [] and depth_of(decoded) == MAX_DEPTH
+
+
+def test_restore_non_finite_walks_any_depth_without_recursion() -> None:
+    values: dict[str, Any] = {"v": "NaN"}
+    for _ in range(20_000):
+        values = {"k": values, "up": "Infinity"}
+    restore_non_finite(values)
+    inner = values
+    for _ in range(20_000):
+        assert inner["up"] == INF
+        inner = inner["k"]
+    assert math.isnan(inner["v"])
+
+
+# (event type, field, lowest and highest value its column holds)
+BOUNDS = [
+    ("metrics", "seq", 0, INT64_MAX),
+    ("metrics", "step", 0, INT64_MAX),
+    ("artifact", "size", 0, INT64_MAX),
+    ("finish", "exit_code", INT64_MIN, INT64_MAX),
+    ("run", "rank", 0, MAX_RANK),
+]
+
+
+@pytest.mark.parametrize(("kind", "field", "low", "high"), BOUNDS, ids=[b[1] for b in BOUNDS])
+def test_integer_fields_must_fit_their_columns(kind: str, field: str, low: int, high: int) -> None:
+    for fits in (low, high):
+        assert check_event({**valid_event(kind), field: fits}) is None
+    for too_far in (low - 1, high + 1, 2**64 - 1):
+        problem = check_event({**valid_event(kind), field: too_far})
+        assert problem is not None and field in problem, too_far
+        line = json.dumps({**valid_event(kind), field: too_far}).encode() + b"\n"
+        events, _, bad = decode(line)
+        assert events == [] and len(bad) == 1
+
+
+def test_the_poison_events_of_issue_10_are_bad_lines_not_events() -> None:
+    """Each was taken by every reader and then killed the DuckDB writer."""
+    poison = [
+        b'{"seq":0,"ts":1.5,"type":"finish","exit_code":18446744073709551615,"status":"failed"}\n',
+        b'{"seq":0,"ts":1.5,"type":"artifact","name":"m","kind":"model","path":"m.pt",'
+        b'"size":9223372036854775813,"sha256":"%s"}\n' % (b"0" * 64),
+        nested_line(300),
+        nested_line(990, b'"NaN"', kind=b"{"),
+    ]
+    for line in poison:
+        events, used, bad = decode(line + LATER)
+        assert [e["seq"] for e in events] == [1] and used == len(line + LATER)
+        assert [b.offset for b in bad] == [0]

@@ -4,6 +4,13 @@ A line is one JSON object terminated by ``\\n``. JSON has no NaN or infinities, 
 encoder writes them as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` and the
 decoder turns those strings back into floats inside metric, system and summary values.
 numpy scalars, 0-d arrays and torch 0-d tensors encode as plain numbers.
+
+The limits of the format live here, once, and every reader and writer holds them: a line
+nests objects and arrays at most ``MAX_DEPTH`` levels (the event object is the first),
+and each integer field fits the column that stores it (``INT_RANGES``). ``encode``
+refuses a deeper event (``EncodeError``), ``decode`` skips and reports a deeper line, and
+``check_event`` refuses an integer out of its range, so nothing a reader accepts can fail
+to encode again or to fit the store.
 """
 
 from __future__ import annotations
@@ -18,9 +25,16 @@ import orjson
 
 from waddle import collector
 from waddle.errors import EncodeError
+from waddle.ids import MAX_RANK
 
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+# Objects and arrays one line may nest, the event object counting as the first level.
+# orjson itself stops at 255 when encoding and 1024 when decoding; this keeps well inside
+# both and inside Python's recursion limit, for every consumer that walks a value.
+MAX_DEPTH = 64
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 STATUSES = ("finished", "failed", "killed")
 CONSOLE_STREAMS = ("stdout", "stderr")
@@ -47,6 +61,30 @@ REQUIRED_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
     "artifact": {"name": (str,), "kind": (str,), "path": (str,), "size": (int,), "sha256": (str,)},
     "finish": {"exit_code": (int, type(None)), "status": (str,)},
 }
+# Integer fields and the range of the column that stores each (docs/schema.md); ``seq``
+# (every type) is in SEQ_RANGE. The models in waddle.events carry the same bounds.
+SEQ_RANGE = (0, INT64_MAX)
+INT_RANGES: dict[str, dict[str, tuple[int, int]]] = {
+    "run": {"rank": (0, MAX_RANK)},
+    "metrics": {"step": (0, INT64_MAX)},
+    "artifact": {"size": (0, INT64_MAX)},
+    "finish": {"exit_code": (INT64_MIN, INT64_MAX)},
+}
+_SPELLED = {INT64_MIN: "-2**63", INT64_MAX: "2**63-1", MAX_RANK: "2**31-1"}
+# The fewest objects and arrays a sound event of each type opens (the event, and the
+# dicts and lists it must carry): what ``_shallow`` subtracts from a chunk's count.
+_MIN_OPENERS = {
+    "run": 4,
+    "config": 2,
+    "metrics": 2,
+    "summary": 2,
+    "system": 2,
+    "console": 1,
+    "artifact": 1,
+    "finish": 1,
+}
+_MOST_MIN_OPENERS = max(_MIN_OPENERS.values())
+_NESTING = (dict, list, tuple)
 # Which field of an event holds logged values whose non-finite strings become floats again.
 _VALUE_FIELDS = {"metrics": "data", "system": "data", "summary": "summary"}
 
@@ -83,8 +121,16 @@ def _encodes(value: Any) -> bool:
     return True
 
 
-def _find_unencodable(value: Any, path: str, seen: set[int] | None = None) -> EncodeError:
-    """Walk ``value`` to the first key that orjson refuses, for an error that names it."""
+def _find_unencodable(
+    value: Any, path: str, seen: set[int] | None = None, depth: int = 1
+) -> EncodeError | None:
+    """Walk ``value`` to the first key that orjson refuses, for an error that names it.
+
+    None when the value is too deep: the walk passed ``MAX_DEPTH``, or every item of a
+    container encodes alone and the container does not (orjson's own depth limit).
+    """
+    if depth > MAX_DEPTH:
+        return None
     seen = set() if seen is None else seen
     if isinstance(value, (Mapping, list, tuple)):
         if id(value) in seen:
@@ -98,13 +144,15 @@ def _find_unencodable(value: Any, path: str, seen: set[int] | None = None) -> En
             if not _encodes(key):
                 return EncodeError(where, key, "the key is not valid UTF-8")
             if not _encodes(item):
-                return _find_unencodable(item, where, seen)
+                return _find_unencodable(item, where, seen, depth + 1)
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
             if not _encodes(item):
-                return _find_unencodable(item, f"{path}[{index}]", seen)
+                return _find_unencodable(item, f"{path}[{index}]", seen, depth + 1)
     elif isinstance(value, str):
         return EncodeError(path, value, "the string is not valid UTF-8")
+    if isinstance(value, (Mapping, list, tuple)):
+        return None  # every item encodes alone, the whole does not: it nests too deep
     return EncodeError(path or "<event>", value)
 
 
@@ -113,26 +161,97 @@ def encode(event: Mapping[str, Any]) -> bytes:
 
     orjson writes NaN and infinities as ``null``; only when ``null`` appears in the line do
     we pay for a second pass that spells them out, so the common case is one dumps call.
+    A line nested deeper than ``MAX_DEPTH`` is refused: no reader would take it.
     """
     try:
         line = orjson.dumps(event, default=_to_plain, option=_OPTIONS)
     except TypeError as exc:
-        raise _find_unencodable(event, "") from exc
+        raise (_find_unencodable(event, "") or _too_deep_error(event)) from exc
+    # The producer's hot path: two memchr scans settle a flat line, whose only closing
+    # brackets are the final "}}" (each dict and list closes with one, strings aside).
+    if line.find(b"}") < len(line) - 3 or line.find(b"]") >= 0:
+        _check_depth(line)
     if line.find(b"null") >= 0:  # find() is measurably cheaper than `in` here
         line = orjson.dumps(_name_non_finite(event), default=_to_plain, option=_OPTIONS)
     return line
 
 
+def _check_depth(line: bytes) -> None:
+    """Raise ``EncodeError`` if ``line`` nests deeper than ``MAX_DEPTH``."""
+    if openers(line) > MAX_DEPTH:
+        written = orjson.loads(line)  # what the line holds, numpy arrays and all
+        if too_deep(written):
+            raise _too_deep_error(written)
+
+
+def openers(text: bytes) -> int:
+    """How many objects and arrays ``text`` opens, at most: a bound on its depth.
+
+    Brackets inside strings count too, which only makes the bound looser.
+    """
+    return text.count(b"{") + (text.count(b"[") if text.find(b"[") >= 0 else 0)
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether ``value`` nests dicts and lists more than ``limit`` levels (itself the
+    first). Level by level, without recursion, and never more than ``limit`` levels down,
+    so a value that contains itself ends the walk too."""
+    if not isinstance(value, _NESTING):
+        return False
+    level = [value]
+    for _ in range(limit):
+        level = [
+            item
+            for container in level
+            for item in (container.values() if isinstance(container, dict) else container)
+            if isinstance(item, _NESTING)
+        ]
+        if not level:
+            return False
+    return True
+
+
+def deep_field(event: Mapping[str, Any]) -> list[str]:
+    """The field of ``event`` (and its key, for a dict of values) that nests too deep."""
+    for name, value in event.items():
+        if too_deep(value, MAX_DEPTH - 1):
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    if too_deep(item, MAX_DEPTH - 2):
+                        return [str(name), str(key)]
+            return [str(name)]
+    return []
+
+
+def _too_deep_error(event: Mapping[str, Any]) -> EncodeError:
+    return EncodeError(
+        "/".join(deep_field(event)) or "<event>",
+        event,
+        f"it nests dicts and lists more than {MAX_DEPTH} levels deep (the event counts as "
+        "one), the limit every reader of the log holds",
+    )
+
+
 def restore_non_finite(values: dict[str, Any] | list[Any]) -> Any:
-    """Turn ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` back into floats, in place."""
-    for key, value in values.items() if type(values) is dict else enumerate(values):
-        if type(value) is str:
-            number = _NON_FINITE.get(value)
-            if number is not None:
-                values[key] = number
-        elif type(value) is dict or type(value) is list:
-            restore_non_finite(value)
+    """Turn ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` back into floats, in place.
+
+    Iterative, so no nesting can exhaust the stack.
+    """
+    pending = [values]
+    while pending:
+        container = pending.pop()
+        for key, value in container.items() if type(container) is dict else enumerate(container):
+            if type(value) is str:
+                number = _NON_FINITE.get(value)
+                if number is not None:
+                    container[key] = number
+            elif type(value) is dict or type(value) is list:
+                pending.append(value)
     return values
+
+
+def _spell(low: int, high: int) -> str:
+    return f"from {_SPELLED.get(low, low)} to {_SPELLED.get(high, high)}"
 
 
 def check_event(event: Any) -> str | None:
@@ -145,8 +264,8 @@ def check_event(event: Any) -> str | None:
     if type(event) is not dict:
         return "line is not a JSON object"
     seq = event.get("seq")
-    if type(seq) is not int or seq < 0:
-        return "seq must be an integer >= 0"
+    if type(seq) is not int or not SEQ_RANGE[0] <= seq <= SEQ_RANGE[1]:
+        return f"seq must be an integer {_spell(*SEQ_RANGE)}"
     if type(event.get("ts")) not in (int, float):
         return "ts must be a number"
     kind = event.get("type")
@@ -156,8 +275,12 @@ def check_event(event: Any) -> str | None:
     for name, types in fields.items():
         if name not in event or type(event[name]) not in types:
             return f"{kind} event needs {name!r} of type {'/'.join(t.__name__ for t in types)}"
-    if kind == "metrics" and event["step"] < 0:
-        return "metrics step must be an integer >= 0"
+    for name, (low, high) in INT_RANGES.get(kind, {}).items():
+        value = event.get(name)
+        if name not in event or (value is None and type(None) in fields.get(name, ())):
+            continue
+        if type(value) is not int or not low <= value <= high:
+            return f"{kind} {name} must be an integer {_spell(low, high)}"
     if kind == "console" and event["stream"] not in CONSOLE_STREAMS:
         return f"console stream must be one of {', '.join(CONSOLE_STREAMS)}"
     if kind == "finish" and event["status"] not in STATUSES:
@@ -192,10 +315,12 @@ def all_sound(events: list[Any]) -> bool:
     return (
         set(map(type, seqs)) == {int}
         and min(seqs) >= 0
+        and max(seqs) <= INT64_MAX
         and times <= _TIMES
         and datas == {dict}
         and set(map(type, steps)) <= {int}
         and min(steps, default=0) >= 0
+        and max(steps, default=0) <= INT64_MAX
     )
 
 
@@ -220,10 +345,29 @@ def decode(buffer: bytes, base: int = 0) -> tuple[list[dict[str, Any]], int, lis
     # The common chunk is all sound lines: parse them in one pass and check them after;
     # only a chunk with a bad (or empty) line takes the line-by-line path.
     events = loads_lines(lines)
-    if events is None or (not all_sound(events) and any(map(check_event, events))):
+    if (
+        events is None
+        or (not all_sound(events) and any(map(check_event, events)))
+        or not shallow(buffer, lines, events)
+    ):
         return _decode_lines(lines, end, base)
     _restore_values(buffer, events)
     return events, end, []
+
+
+def shallow(text: bytes, lines: list[bytes], events: list[dict[str, Any]]) -> bool:
+    """True when no line of ``lines`` can nest deeper than ``MAX_DEPTH``; False when one
+    might, which the caller then checks line by line (``too_deep``).
+
+    ``events`` are the lines' sound events and ``text`` holds the lines (more is fine).
+    Usually one count over the chunk settles it: the objects and arrays opened beyond
+    what each event's type must open bound the depth of any one line. Only a chunk with
+    many nested values counts line by line.
+    """
+    least = sum(map(_MIN_OPENERS.__getitem__, map(_TYPE, events)))
+    if openers(text) - least + _MOST_MIN_OPENERS <= MAX_DEPTH:
+        return True
+    return max(map(openers, lines), default=0) <= MAX_DEPTH
 
 
 def loads_lines(lines: list[bytes]) -> list[Any] | None:
@@ -253,6 +397,8 @@ def _decode_lines(
                 bad.append(BadLine(start, f"not valid JSON ({exc})"))
             else:
                 problem = check_event(event)
+                if problem is None and openers(line) > MAX_DEPTH and too_deep(event):
+                    problem = f"nested deeper than {MAX_DEPTH} levels"
                 if problem is None:
                     events.append(event)
                 else:
