@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 import waddle
-from waddle.eventlog.record import REQUIRED_FIELDS, check_event
+from waddle.eventlog.record import INT_RANGES, REQUIRED_FIELDS, SEQ_RANGE, check_event
 from waddle.events import EVENT_ADAPTER, MODELS, schema_files
+from waddle.ids import MAX_RANK
 from waddle.web import ingest
 
 REGENERATE = "run `python -m waddle.events schemas` and commit the result"
@@ -101,6 +102,58 @@ def test_an_event_missing_a_relied_on_field_fails_both(kind: str, name: str) -> 
     assert check_event(event) is not None
 
 
+def integer_bounds(schema: dict[str, Any]) -> tuple[int, int] | None:
+    """The (minimum, maximum) of an integer property of a JSON Schema, None for another."""
+    for option in schema.get("anyOf", [schema]):
+        if option.get("type") == "integer":
+            return option["minimum"], option["maximum"]
+    return None
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_the_models_bound_integers_as_the_reader_and_the_columns_do(kind: str) -> None:
+    properties = MODELS[kind].model_json_schema()["properties"]
+    bounded = {name: integer_bounds(p) for name, p in properties.items()}
+    bounded = {name: bounds for name, bounds in bounded.items() if bounds is not None}
+    assert bounded.pop("seq") == SEQ_RANGE
+    assert bounded == INT_RANGES.get(kind, {})
+
+
+@pytest.mark.parametrize(
+    ("kind", "field", "value"),
+    [
+        ("finish", "exit_code", 2**40),
+        ("finish", "exit_code", -(2**63)),
+        ("artifact", "size", 2**63 - 1),
+        ("run", "rank", MAX_RANK),
+    ],
+)
+def test_integers_the_columns_hold_pass_both(kind: str, field: str, value: int) -> None:
+    event = {**valid_event(kind), field: value}
+    EVENT_ADAPTER.validate_python(event)
+    assert check_event(event) is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "field", "value"),
+    [
+        ("finish", "exit_code", 2**63),
+        ("finish", "exit_code", -(2**63) - 1),
+        ("artifact", "size", 2**63 + 5),
+        ("artifact", "size", -1),
+        ("run", "rank", MAX_RANK + 1),
+        ("run", "rank", -1),
+        ("config", "seq", 2**63),
+    ],
+)
+def test_integers_beyond_their_columns_fail_both(kind: str, field: str, value: int) -> None:
+    event = {**valid_event(kind), field: value}
+    with pytest.raises(ValidationError):
+        EVENT_ADAPTER.validate_python(event)
+    problem = check_event(event)
+    assert problem is not None and field in problem
+
+
 JSON_SCALARS = st.one_of(
     st.none(),
     st.booleans(),
@@ -162,6 +215,8 @@ BAD_ALONE: dict[str, dict[str, Any]] = {
     "step bool": {**valid_event("metrics"), "step": True},
     "step float": {**valid_event("metrics"), "step": 3.0},
     "step string": {**valid_event("metrics"), "step": "3"},
+    "seq beyond int64": {**valid_event("system"), "seq": 2**63},
+    "step beyond int64": {**valid_event("metrics"), "step": 2**63},
     "step null": {**valid_event("metrics"), "step": None},
     "metrics data list": {**valid_event("metrics"), "data": [1, 2]},
     "metrics data null": {**valid_event("metrics"), "data": None},
@@ -183,8 +238,11 @@ def test_a_bad_event_of_a_type_ingest_checks_alone_fails_both(case: str) -> None
     assert check_event(event) is not None
 
 
-# Values that sit on the edges the models draw: signs, bools for ints, the console streams.
-EDGE_VALUES = st.sampled_from(["stdout", "stderr", "stdin", "", -1, 0, True, False, 1.0, {}, []])
+# Values that sit on the edges the models draw: signs, bools for ints, the console streams,
+# the ends of the integer columns.
+EDGE_VALUES = st.sampled_from(
+    ["stdout", "stderr", "stdin", "", -1, 0, True, False, 1.0, {}, []]
+) | st.sampled_from([2**63 - 1, 2**63, 2**64 - 1, -(2**63), -(2**63) - 1, MAX_RANK, MAX_RANK + 1])
 
 
 @st.composite

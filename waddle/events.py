@@ -17,9 +17,17 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from waddle.eventlog.record import INT64_MAX, INT64_MIN, INT_RANGES, MAX_DEPTH, SEQ_RANGE
+
 # A logged value: a number, one of the names of the non-finite floats, or any JSON value.
 LoggedValues = dict[str, Any]
-NonNegativeInt = Annotated[int, Field(ge=0, strict=True)]
+# Integers are bounded by the columns that store them (waddle.eventlog.record.INT_RANGES;
+# a test holds the two together).
+NonNegativeInt = Annotated[int, Field(ge=0, le=INT64_MAX, strict=True)]
+Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX, strict=True)]
+Rank = Annotated[
+    int, Field(ge=INT_RANGES["run"]["rank"][0], le=INT_RANGES["run"]["rank"][1], strict=True)
+]
 
 
 class Envelope(BaseModel):
@@ -27,7 +35,9 @@ class Envelope(BaseModel):
 
     model_config = ConfigDict(extra="allow", strict=True)
 
-    seq: NonNegativeInt = Field(description="Position in the stream: 0, 1, 2, ... without gaps.")
+    seq: Annotated[int, Field(ge=SEQ_RANGE[0], le=SEQ_RANGE[1], strict=True)] = Field(
+        description="Position in the stream: 0, 1, 2, ... without gaps."
+    )
     ts: float = Field(description="Unix time in seconds when the event was made.")
 
 
@@ -46,7 +56,7 @@ class RunEvent(Envelope):
     context: dict[str, Any] = Field(
         description="Start time, argv, Python, OS, CPU, memory, host, GPUs, git, code."
     )
-    rank: NonNegativeInt = 0
+    rank: Rank = 0
     resumed: bool = False
 
 
@@ -105,7 +115,7 @@ class FinishEvent(Envelope):
     """The end of a process's part of a run."""
 
     type: Literal["finish"]
-    exit_code: int | None
+    exit_code: Int64 | None
     status: Literal["finished", "failed", "killed"]
     dropped: dict[str, NonNegativeInt] = Field(
         default_factory=dict, description="Events lost to I/O trouble, by cause."
@@ -143,8 +153,19 @@ def schema_files() -> dict[str, bytes]:
     return files
 
 
+# JSON Schema has no keyword for depth; the limit is stated beside it.
+DEPTH_COMMENT = (
+    f"A line nests objects and arrays at most {MAX_DEPTH} levels deep (the event object is "
+    "the first level); readers skip and report a deeper line."
+)
+
+
 def _dump(schema: dict[str, Any]) -> bytes:
-    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$comment": DEPTH_COMMENT,
+        **schema,
+    }
     return orjson.dumps(schema, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
 
 
