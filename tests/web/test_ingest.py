@@ -18,6 +18,7 @@ from helpers import (
 
 import waddle
 from waddle.eventlog.reader import LogReader, Offset
+from waddle.eventlog.record import MAX_DEPTH
 
 from .conftest import Server, eventually, log_fingerprint, start_server, wait_for_run
 from .events import finish_event, metrics_event, run_event, stream_events
@@ -130,7 +131,64 @@ def _ndjson(*lines: Any) -> bytes:
     )
 
 
+def _deep(levels: int, inner: bytes = b"1", opening: bytes = b"[", closing: bytes = b"]") -> bytes:
+    """A metrics event for the kept stream whose ``deep`` value nests ``levels`` deep,
+    as raw JSON (orjson itself refuses to write more than 254 levels)."""
+    head = orjson.dumps({**metrics_event(NEXT), "data": {"ok": 1, "deep": 0}})
+    return head.replace(b'"deep":0', b'"deep":' + opening * levels + inner + closing * levels)
+
+
+def _artifact(size: int) -> dict[str, Any]:
+    return {"seq": NEXT, "ts": 1.0, "type": "artifact", "name": "m", "kind": "model",
+            "path": "m.pt", "size": size, "sha256": "0" * 64}  # fmt: skip
+
+
+# Each was answered 200 and then killed the host's DuckDB writer (issue 10); now the
+# request is refused, naming the field, and nothing is written.
+POISON = {
+    "exit code beyond int64": (
+        orjson.dumps({**finish_event(NEXT), "exit_code": 2**64 - 1}),
+        "application/json", 400, "invalid_event", 1, "exit_code",
+    ),
+    "artifact size beyond int64": (
+        orjson.dumps(_artifact(2**63 + 5)),
+        "application/json", 400, "invalid_event", 1, "size",
+    ),
+    "ndjson step beyond int64": (
+        _ndjson(metrics_event(NEXT), metrics_event(NEXT + 1, 2**63)),
+        "application/x-ndjson", 400, "invalid_event", 2, "step",
+    ),
+    "seq beyond int64": (
+        orjson.dumps({**metrics_event(NEXT), "seq": 2**63}),
+        "application/json", 400, "invalid_event", 1, "seq",
+    ),
+    "rank beyond int32": (
+        orjson.dumps(run_event("ingestkept", seq=NEXT, rank=2**31)),
+        "application/json", 400, "invalid_event", 1, "rank",
+    ),
+    "a value nested 300 lists deep": (
+        _deep(300), "application/json", 400, "invalid_event", 1, "data.deep",
+    ),
+    "a value nested one level past the limit, in ndjson": (
+        orjson.dumps(metrics_event(NEXT)) + b"\n" + _deep(MAX_DEPTH - 1).replace(
+            b'"seq":%d' % NEXT, b'"seq":%d' % (NEXT + 1)
+        ),
+        "application/x-ndjson", 400, "invalid_event", 2, "data.deep",
+    ),
+    "990 dicts around NaN": (
+        _deep(990, b'"NaN"', b'{"k":', b"}"),
+        "application/x-ndjson", 400, "invalid_event", 1, "data.deep",
+    ),
+    "a body nested 300 deep": (
+        b"[" * 300 + b"]" * 300, "application/json", 400, "invalid_event", 1, None,
+    ),
+    "a body nested 60,000 deep (under this server's body limit)": (
+        b"[" * 60_000, "application/json", 400, "invalid_json", 1, None,
+    ),
+}  # fmt: skip
+
 REJECTED = {
+    **POISON,
     "invalid json": (b'{"seq": 2, "ts": 1.0,', "application/json", 400, "invalid_json", 1, None),
     "invalid json line": (
         _ndjson(metrics_event(NEXT), b"{not json}"),

@@ -4,7 +4,9 @@ The body is one JSON event, a JSON list of events (``Content-Type: application/j
 or NDJSON (``application/x-ndjson``), all of one stream. Everything is checked before
 anything is written: UTF-8, JSON, each event against the event models
 (``waddle.events``; the frequent types against ``check_event``, which is as strict for
-them), the ``run`` event against the stream id, and seqs rising by one. The
+them), the nesting limit of the log (``MAX_DEPTH``: a deeper event is refused, so no
+reader ever meets it), the ``run`` event against the stream id, and seqs rising by one.
+Integers are bounded by the columns that store them, so what is accepted can be stored. The
 first problem is answered with a 400 naming the line (for a JSON list: the event's
 1-based position) and the field; nothing of that request reaches the log. Other content
 types get 415 (a browser form or a ``text/plain`` post from another site cannot write
@@ -27,7 +29,15 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from waddle import collector
-from waddle.eventlog.record import all_sound, check_event, loads_lines
+from waddle.eventlog.record import (
+    MAX_DEPTH,
+    all_sound,
+    check_event,
+    deep_field,
+    loads_lines,
+    shallow,
+    too_deep,
+)
 from waddle.events import EVENT_ADAPTER
 from waddle.ids import is_valid_id, stream_id
 from waddle.web.errors import RequestError, bad_request, json_response
@@ -89,7 +99,7 @@ def sound_lines(body: bytes) -> tuple[list[dict[str, Any]], list[bytes]] | None:
     if not lines[-1]:
         lines.pop()
     events = loads_lines(lines)
-    if not events or not all_sound(events):
+    if not events or not all_sound(events) or not shallow(body, lines, events):
         return None
     first = events[0]["seq"]
     if list(map(_SEQ, events)) != list(range(first, first + len(events))):
@@ -125,6 +135,14 @@ def check_events(stream: str, items: list[tuple[int, Any]]) -> list[dict[str, An
 
 
 def _check_event(stream: str, line: int, value: Any) -> dict[str, Any]:
+    if type(value) is dict and too_deep(value):
+        raise bad_request(
+            "invalid_event",
+            f"the event nests objects and arrays more than {MAX_DEPTH} levels deep (the event "
+            "counts as one): no reader of the log takes it",
+            line=line,
+            field=".".join(deep_field(value)) or None,
+        )
     if type(value) is dict and value.get("type") in CHECKED_ALONE and check_event(value) is None:
         return value
     try:
