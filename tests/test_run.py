@@ -167,7 +167,7 @@ def test_threads_sharing_a_run_get_distinct_steps_and_gapless_seqs() -> None:
         assert values == list(range(per_thread))
 
 
-@pytest.mark.parametrize("step", [-1, 1.0, "3", True])
+@pytest.mark.parametrize("step", [-1, 1.0, "3", True, 2**63])
 def test_a_bad_step_is_refused_and_nothing_is_written(step: object) -> None:
     run = new_run()
     with pytest.raises(UsageError, match="step"):
@@ -245,6 +245,28 @@ def test_an_unencodable_value_with_commit_false_raises_at_that_call() -> None:
     assert ending(events) == ("finished", None)
 
 
+def nested(levels: int) -> Any:
+    value: Any = 0.5
+    for _ in range(levels):
+        value = {"k": value} if levels % 2 else [value]
+    return value
+
+
+@pytest.mark.parametrize("levels", [63, 300])
+@pytest.mark.parametrize("commit", [True, False])
+def test_a_value_nested_past_the_limit_raises_naming_the_key_and_writes_nothing(
+    levels: int, commit: bool
+) -> None:
+    """The log's 64 levels count the event and its data: a value may nest 62 deep."""
+    run = new_run()
+    run.log({"ok": nested(62)})
+    with pytest.raises(EncodeError, match="64 levels") as caught:
+        run.log({"fine": 1, "deep": nested(levels)}, commit=commit)
+    assert caught.value.key == "data/deep"
+    run.finish()
+    assert [step for step, _ in metrics()] == [0]
+
+
 # --- summary ------------------------------------------------------------------------------
 
 
@@ -302,6 +324,33 @@ def test_finish_status_follows_the_exit_code(exit_code: int | None, expected: tu
     run = new_run()
     run.finish(exit_code)
     assert ending(read_events()) == expected
+
+
+@pytest.mark.parametrize("exit_code", [2**31, -(2**31) - 1, 2**63 - 1, np.int64(7), True])
+def test_an_exit_code_within_64_bits_is_recorded_as_given(exit_code: Any) -> None:
+    run = new_run()
+    run.finish(exit_code)
+    assert ending(read_events()) == ("failed", int(exit_code))
+
+
+@pytest.mark.parametrize("exit_code", [2**63, -(2**63) - 1, 2**100, "oops", 1.5])
+def test_an_exit_code_the_log_cannot_hold_is_dropped_with_a_warning_not_raised(
+    exit_code: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = new_run()
+    with caplog.at_level(logging.WARNING, logger="waddle"):
+        run.finish(exit_code)
+    assert ending(read_events()) == ("failed", None)
+    assert [r for r in caplog.records if "exit code" in r.getMessage()] != []
+
+
+def test_a_rank_beyond_what_the_store_records_is_refused_at_init(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RANK", str(2**31))
+    with pytest.raises(UsageError, match="RANK"):
+        new_run()
+    assert not waddle_dir().exists()
 
 
 def test_finish_is_idempotent() -> None:

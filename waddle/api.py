@@ -27,7 +27,7 @@ from waddle.errors import UsageError
 from waddle.eventlog.segment import DEFAULT_SEGMENT_BYTES, list_segments, log_dir
 from waddle.eventlog.writer import StreamWriter
 from waddle.gpu import open_nvml
-from waddle.ids import check_id, new_run_id, stream_id
+from waddle.ids import MAX_RANK, check_id, new_run_id, stream_id
 from waddle.live_run import DisabledRun, Run
 from waddle.names import friendly_name
 from waddle.recorded import Config, as_plain_dict
@@ -146,10 +146,17 @@ def _text_or_none(value: object) -> str | None:
 
 
 def _rank() -> int:
+    """This process's rank from ``$RANK`` (0 when unset or not a number).
+
+    A rank above ``MAX_RANK`` is refused here, at ``init``: no store could record it.
+    """
     try:
-        return max(int(os.environ.get("RANK", "0")), 0)
+        rank = max(int(os.environ.get("RANK", "0")), 0)
     except ValueError:
         return 0
+    if rank > MAX_RANK:
+        raise UsageError(f"RANK={rank} is above {MAX_RANK}, the highest rank Waddle records")
+    return rank
 
 
 def _register(run: Run) -> Run:

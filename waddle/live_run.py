@@ -10,6 +10,7 @@ order) and ``step`` (the user's x axis) are independent.
 from __future__ import annotations
 
 import logging
+import operator
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 
 from waddle.console import ConsoleCapture
 from waddle.errors import UsageError
-from waddle.eventlog.record import encode
+from waddle.eventlog.record import INT64_MAX, INT64_MIN, encode
 from waddle.eventlog.writer import StreamWriter
 from waddle.recorded import Config, Summary
 from waddle.system import SystemSampler
@@ -29,9 +30,31 @@ SIGNAL_EXIT_BASE = 128
 _now = time.time
 
 
-def status_for(exit_code: int | None) -> str:
+def status_for(exit_code: object) -> str:
     """``finished`` for a clean exit, ``failed`` otherwise."""
     return "finished" if not exit_code else "failed"
+
+
+def recordable_exit_code(exit_code: object) -> int | None:
+    """``exit_code`` as the log records it: an integer within 64 bits, else None.
+
+    ``finish`` is no place to raise (it runs at exit, in handlers): an exit code the log
+    cannot hold is dropped with a warning, and the status still says the run failed.
+    """
+    if exit_code is None:
+        return None
+    try:
+        code = operator.index(exit_code)  # ints, bools, numpy integers
+    except TypeError:
+        code = None
+    if code is None or not INT64_MIN <= code <= INT64_MAX:
+        logger.warning(
+            "waddle: exit code %.100r is not an integer within 64 bits; the run is recorded "
+            "without an exit code",
+            exit_code,
+        )
+        return None
+    return code
 
 
 class Run:
@@ -125,8 +148,8 @@ class Run:
         """The rarer step rules: an explicit step, or gathering with ``commit=False``."""
         if step is None:
             step = self._step
-        elif type(step) is not int or step < 0:
-            raise UsageError(f"step must be an integer >= 0, got {step!r}")
+        elif type(step) is not int or not 0 <= step <= INT64_MAX:
+            raise UsageError(f"step must be an integer from 0 to 2**63-1, got {step!r}")
         if self._pending and step != self._pending_step:
             self._flush_pending()
         if commit:
@@ -134,7 +157,7 @@ class Run:
             self._pending = {}
             self._step = max(self._step, step + 1)
         else:
-            encode(data)  # an unencodable value must fail at this call, not a later one
+            encode({"data": data})  # an unencodable value must fail at this call, not later
             self._pending = {**self._pending, **data}
             self._pending_step = step
             self._step = max(self._step, step)
@@ -165,7 +188,8 @@ class Run:
         """Flush, write the final summary and the ``finish`` event, fsync, release the lock.
 
         Safe to call twice; later calls do nothing. A run that received SIGTERM finishes
-        as ``killed``.
+        as ``killed``. An exit code beyond 64 bits (or not an integer) is recorded as
+        none, with a warning: finishing never raises over it.
         """
         with self._lock:
             if self._finished:
@@ -188,7 +212,7 @@ class Run:
         self._writer.append(
             "finish",
             {
-                "exit_code": exit_code,
+                "exit_code": recordable_exit_code(exit_code),
                 "status": status or status_for(exit_code),
                 "dropped": dict(self._writer.dropped),
             },
