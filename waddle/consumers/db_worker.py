@@ -45,9 +45,11 @@ class DatabaseWorker:
             if item is _STOP:
                 return
             operation, done = item
-            if self._error is None or operation is self._rollback:
+            # == not `is`: each self._rollback is a new bound method object.
+            rollback = operation == self._rollback
+            if self._error is None or rollback:
                 try:
-                    if not self._open and operation is not self._rollback:
+                    if not self._open and not rollback:
                         self.con.execute("BEGIN TRANSACTION")
                         self._open = True
                     operation(self.con)
