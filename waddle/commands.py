@@ -225,6 +225,7 @@ def gc(root: Path, out: TextIO, *, dry_run: bool = False) -> int:
 def consumers(root: Path, out: TextIO) -> int:
     """List registered consumers with their lag per stream (events and bytes behind)."""
     from waddle.consumers.lag import lag
+    from waddle.consumers.quarantine import published_count
     from waddle.consumers.state import StateStore
 
     registry = StateStore(root)
@@ -234,7 +235,9 @@ def consumers(root: Path, out: TextIO) -> int:
     for registration in registered:
         running = "running" if registry.is_running(registration.name) else "not running"
         age = time.time() - registration.updated_at
-        out.write(f"{registration.name}  ({running}, offsets published {age:.0f}s ago)\n")
+        aside = published_count(root, registration.name)
+        note = f", {aside} quarantined (see its quarantine table)" if aside else ""
+        out.write(f"{registration.name}  ({running}, offsets published {age:.0f}s ago{note})\n")
         rows = [["  STREAM", "EVENTS BEHIND", "BYTES BEHIND"]]
         for stream, behind in lag(root, registration.offsets).items():
             rows.append([f"  {stream}", str(behind.events), str(behind.bytes)])

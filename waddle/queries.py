@@ -213,6 +213,12 @@ def console_lines(con: Any, run_id: str, rank: int, after: int, limit: int) -> l
     )
 
 
+def quarantined(con: Any) -> int:
+    """How many events and bad lines the writer set aside (the ``quarantine`` table)."""
+    (count,) = con.execute("SELECT count(*) FROM quarantine").fetchone()
+    return count
+
+
 def run_exists(con: Any, run_id: str) -> bool:
     return con.execute("SELECT 1 FROM runs WHERE run_id = ?", [run_id]).fetchone() is not None
 

@@ -25,7 +25,7 @@ import duckdb
 
 from waddle.errors import StoreError, StoreLockedError, UsageError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_NAME = "waddle.duckdb"
 _LOCK_RETRY_S = 5.0
 
@@ -38,13 +38,13 @@ CREATE TABLE IF NOT EXISTS _waddle.offsets (
 );
 CREATE TABLE IF NOT EXISTS runs (
     run_id VARCHAR PRIMARY KEY, project VARCHAR, name VARCHAR, status VARCHAR,
-    started_at DOUBLE, finished_at DOUBLE, exit_code INTEGER,
+    started_at DOUBLE, finished_at DOUBLE, exit_code BIGINT,
     config JSON, summary JSON, context JSON, tags VARCHAR[], notes VARCHAR,
     group_name VARCHAR, job_type VARCHAR, last_step BIGINT, updated_at DOUBLE
 );
 CREATE TABLE IF NOT EXISTS streams (
     stream VARCHAR PRIMARY KEY, run_id VARCHAR, rank INTEGER, status VARCHAR,
-    started_at DOUBLE, finished_at DOUBLE, exit_code INTEGER, dropped JSON,
+    started_at DOUBLE, finished_at DOUBLE, exit_code BIGINT, dropped JSON,
     config JSON, summary JSON
 );
 CREATE TABLE IF NOT EXISTS metrics (
@@ -63,7 +63,17 @@ CREATE TABLE IF NOT EXISTS artifacts (
     run_id VARCHAR, rank INTEGER, ts DOUBLE, name VARCHAR, kind VARCHAR, path VARCHAR,
     size BIGINT, sha256 VARCHAR
 );
+CREATE TABLE IF NOT EXISTS quarantine (
+    stream VARCHAR, seq BIGINT, reason VARCHAR, event VARCHAR, quarantined_at DOUBLE
+);
 """
+# What a store of an older schema version needs to reach this one.
+MIGRATIONS = {
+    1: (
+        "ALTER TABLE runs ALTER exit_code TYPE BIGINT",
+        "ALTER TABLE streams ALTER exit_code TYPE BIGINT",
+    ),
+}
 
 RUN_COLUMNS = (
     "run_id",
@@ -130,10 +140,32 @@ def connect(path: Path | str, *, read_only: bool = False) -> duckdb.DuckDBPyConn
                 "INSERT OR IGNORE INTO _waddle.meta VALUES ('schema_version', ?)",
                 [str(SCHEMA_VERSION)],
             )
+            _migrate(con)
         except duckdb.Error as exc:
             con.close()
             raise StoreError(f"cannot create the schema in {target}: {exc}") from exc
     return con
+
+
+def _migrate(con: duckdb.DuckDBPyConnection) -> None:
+    """Bring a store of an older schema version up to this one, in one transaction."""
+    (version,) = con.execute(
+        "SELECT value FROM _waddle.meta WHERE key = 'schema_version'"
+    ).fetchone()
+    if int(version) >= SCHEMA_VERSION:
+        return
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for step in range(int(version), SCHEMA_VERSION):
+            for statement in MIGRATIONS[step]:
+                con.execute(statement)
+        con.execute(
+            "UPDATE _waddle.meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)]
+        )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
 
 
 @dataclass

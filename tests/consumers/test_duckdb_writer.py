@@ -14,6 +14,8 @@ import pytest
 
 from consumers.logs import mixed, numbers, open_stream, read_all, read_tables, run_fields, write_run
 from waddle import queries, store
+from waddle.consumers import quarantine
+from waddle.consumers import runs as fold
 from waddle.consumers.base import ConsumerThread, run_consumer
 from waddle.consumers.duckdb_writer import DuckDBWriter
 from waddle.errors import StoreError
@@ -183,7 +185,7 @@ def test_a_stream_whose_run_event_is_lost_keeps_its_data(
     assert query(path, "SELECT count(*) FROM metrics WHERE run_id = 'lost'") == [(15,)]
 
 
-def test_a_step_beyond_bigint_is_left_out_and_reported(
+def test_a_step_beyond_bigint_is_quarantined_and_reported(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     writer = open_stream(tmp_path, "r")
@@ -193,8 +195,100 @@ def test_a_step_beyond_bigint_is_left_out_and_reported(
     writer.close()
     with caplog.at_level(logging.WARNING):
         path = build(tmp_path)
-    assert "above 2**63-1" in caplog.text
+    assert "step must be an integer from 0 to 2**63-1" in caplog.text
     assert query(path, "SELECT step, value FROM metrics") == [(1, 2.0)]
+    ((stream, seq, reason, event),) = query(
+        path, "SELECT stream, seq, reason, event FROM quarantine"
+    )
+    assert (stream, seq) == ("r", 1) and "step" in reason
+    assert json.loads(event)["step"] == 2**63
+
+
+# -- the quarantine: one event the store cannot hold never stops the ones after it -------
+
+
+def narrowed(tmp_path: Path, table: str, column: str, kind: str) -> Path:
+    """A store whose ``column`` is narrower than the log's bounds: the stand-in for any
+    value DuckDB refuses that the log's checks let through."""
+    path = tmp_path / "waddle.duckdb"
+    with store.connect(path) as con:
+        con.execute(f"ALTER TABLE {table} ALTER {column} TYPE {kind}")
+    return path
+
+
+def artifact(name: str, size: int) -> dict[str, object]:
+    return {"name": name, "kind": "model", "path": f"{name}.pt", "size": size, "sha256": "0" * 64}
+
+
+@pytest.mark.parametrize("steps", [20, 3000], ids=["one-batch", "many-batches"])
+def test_a_value_duckdb_refuses_is_quarantined_and_the_rest_is_stored_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, steps: int
+) -> None:
+    writer = open_stream(tmp_path, "r")
+    writer.append("run", run_fields("r"))
+    for step in range(steps):
+        writer.append("metrics", {"step": step, "data": {"x": step}})
+        if step == steps // 2:
+            writer.append("artifact", artifact("big", 100_000))
+    writer.append("artifact", artifact("small", 10))
+    writer.append("finish", {"exit_code": 0, "status": "finished", "dropped": {}})
+    writer.close()
+    path = narrowed(tmp_path, "artifacts", "size", "SMALLINT")
+    with caplog.at_level(logging.WARNING):
+        build(tmp_path, snapshot_interval=0)
+    big_seq = steps // 2 + 2
+    assert query(path, "SELECT count(*), count(DISTINCT step) FROM metrics") == [(steps, steps)]
+    assert query(path, "SELECT name FROM artifacts") == [("small",)]
+    ((stream, seq, reason, event),) = query(
+        path, "SELECT stream, seq, reason, event FROM quarantine"
+    )
+    assert (stream, seq) == ("r", big_seq) and "out of range" in reason
+    assert json.loads(event)["name"] == "big"
+    assert query(path, "SELECT status FROM runs") == [("finished",)]
+    assert query(path, "SELECT seq FROM _waddle.offsets") == [(steps + 3,)]
+    set_aside = [
+        r for r in caplog.records if r.levelno == logging.ERROR and "set aside" in r.message
+    ]
+    assert len(set_aside) == 1 and f"seq {big_seq}" in set_aside[0].message
+    assert quarantine.published_count(tmp_path, "duckdb") == 1
+    before = read_tables(path), query(path, "SELECT stream, seq FROM quarantine")
+    build(tmp_path)  # a restart stores nothing twice
+    assert (read_tables(path), query(path, "SELECT stream, seq FROM quarantine")) == before
+
+
+def test_an_event_that_cannot_be_folded_is_quarantined(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fold that raises on one event (a bug, an assumption broken) costs that event."""
+    original = fold.apply
+
+    def apply(run: fold.RunRow, stream: fold.StreamRow, event: dict[str, object]) -> None:
+        if event["type"] == "config" and "boom" in event["config"]:  # type: ignore[operator]
+            raise ValueError("cannot fold this config")
+        original(run, stream, event)
+
+    monkeypatch.setattr(fold, "apply", apply)
+    writer = open_stream(tmp_path, "r")
+    writer.append("run", run_fields("r", config={"lr": 0.1}))
+    writer.append("config", {"config": {"boom": 1}})
+    writer.append("config", {"config": {"lr": 0.2}})
+    writer.append("metrics", {"step": 0, "data": {"x": 1}})
+    writer.close()
+    path = build(tmp_path, snapshot_interval=0)
+    assert query(path, "SELECT stream, seq, reason FROM quarantine") == [
+        ("r", 1, "ValueError: cannot fold this config")
+    ]
+    assert json.loads(query(path, "SELECT config FROM runs")[0][0]) == {"lr": 0.2}
+    assert query(path, "SELECT count(*) FROM metrics") == [(1,)]
+
+
+def test_a_failure_no_event_explains_still_stops_the_writer(tmp_path: Path) -> None:
+    """Quarantining is for events: a store that refuses even an empty batch is broken."""
+    write_run(tmp_path, "r", 5)
+    path = narrowed(tmp_path, "_waddle.offsets", "position", "UTINYINT")
+    with pytest.raises(StoreError, match="could not write to"):
+        build(tmp_path, snapshot_interval=0)
+    assert query(path, "SELECT count(*) FROM quarantine") == [(0,)]
 
 
 def test_readers_in_the_same_process_use_cursors_while_it_runs(tmp_path: Path) -> None:

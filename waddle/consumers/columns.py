@@ -25,7 +25,6 @@ _NUMBERS = {float, int}
 _LONG = ("run", "key", "axis", "ts", "value")
 _DATA = itemgetter("data")
 _TS = itemgetter("ts")
-INT64_MAX = 2**63 - 1
 
 
 def to_json(value: Any) -> str:
@@ -103,7 +102,8 @@ class LongColumns:
         """Add the ``data`` of ``events``; ``axis`` is a field name or a constant.
 
         Values that are not numbers go to ``others`` as ``(run_id, key, axis, ts, json)``
-        (or are left out when ``others`` is None). The caller keeps ``axis`` in BIGINT.
+        (or are left out when ``others`` is None). ``axis`` must fit a BIGINT: the log's
+        bounds on ``step`` see to it (an int beyond raises OverflowError here).
         """
         datas = list(map(_DATA, events))
         values = list(chain.from_iterable(map(dict.values, datas)))

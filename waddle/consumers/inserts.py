@@ -14,6 +14,7 @@ from typing import Any
 import duckdb
 
 from waddle import store
+from waddle.consumers import quarantine
 from waddle.consumers import runs as fold
 from waddle.consumers.columns import Codes, LongColumns, RowColumns, to_json
 
@@ -35,9 +36,10 @@ class PendingRows:
         self.values = RowColumns(VALUES)
         self.console = RowColumns(CONSOLE)
         self.artifacts = RowColumns(ARTIFACTS)
+        self.quarantine = RowColumns(quarantine.COLUMNS)
 
     def count(self) -> int:
-        small = (self.values, self.console, self.artifacts)
+        small = (self.values, self.console, self.artifacts, self.quarantine)
         return self.metrics.rows + self.system.rows + sum(len(rows.rows) for rows in small)
 
     def inserts(self) -> list[tuple[str, dict[str, Any], str]]:
@@ -55,6 +57,7 @@ class PendingRows:
             ("logged_values", self.values),
             ("console", self.console),
             ("artifacts", self.artifacts),
+            ("quarantine", self.quarantine),
         ):
             if rows.rows:
                 found.append((table, rows.arrays(), "SELECT * FROM batch"))

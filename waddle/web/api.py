@@ -54,7 +54,10 @@ async def query(request: Request, fn: Callable[..., T], *args: Any) -> T:
 
 
 async def info(request: Request) -> Response:
-    return json_response({"projects": await query(request, queries.projects)})
+    projects = await query(request, queries.projects)
+    return json_response(
+        {"projects": projects, "quarantined": await query(request, queries.quarantined)}
+    )
 
 
 async def runs(request: Request) -> Response:

@@ -194,12 +194,15 @@ def spec() -> dict[str, Any]:
                 }
             },
             "/info": _get(
-                "The projects this host holds",
+                "The projects this host holds, and how many events its store quarantined",
                 _json(
                     {
                         "type": "object",
-                        "required": ["projects"],
-                        "properties": {"projects": {"type": "array"}},
+                        "required": ["projects", "quarantined"],
+                        "properties": {
+                            "projects": {"type": "array"},
+                            "quarantined": {"type": "integer", "minimum": 0},
+                        },
                     }
                 ),
                 [],
