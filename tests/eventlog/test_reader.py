@@ -21,7 +21,6 @@ from waddle.eventlog.segment import list_segments, segment_name
 from waddle.eventlog.writer import StreamWriter
 
 STREAM = "fx"
-LATER = 100  # the first seq of a segment that seals the one before it
 
 
 def metrics_line(seq: int, pad: int = 0) -> bytes:
@@ -52,23 +51,26 @@ def test_each_failure_mode_is_reported_skipped_and_reading_goes_on(
     stream_dir.mkdir(parents=True)
     (stream_dir / segment_name(0)).write_bytes(log_fixture.data)
     expected_seqs = list(log_fixture.seqs)
-    expected_offsets = list(log_fixture.bad_offsets)
+    expected = [(segment_name(0), offset) for offset in log_fixture.bad_offsets]
     torn_and_sealed = sealed and log_fixture.torn_offset is not None
-    if sealed:
-        (stream_dir / segment_name(LATER)).write_bytes(metrics_line(LATER))
-        expected_seqs.append(LATER)
+    if sealed:  # a roll-over: the next segment starts after the last seq of this one
+        later = 1 if log_fixture.last_seq is None else log_fixture.last_seq + 1
+        (stream_dir / segment_name(later)).write_bytes(metrics_line(later))
+        expected_seqs.append(later)
     if torn_and_sealed:
-        expected_offsets.append(log_fixture.torn_offset)
+        expected.append((segment_name(0), log_fixture.torn_offset))
+    if sealed and log_fixture.last_seq is None:  # an empty segment 0 held no seq 0
+        expected.append((segment_name(later), 0))
 
     drained = read_stream(tmp_path, STREAM, batch_bytes=batch_bytes)
 
     assert drained.seqs == expected_seqs
-    assert [c.offset for c in drained.corrupt] == expected_offsets
+    assert [(c.segment, c.offset) for c in drained.corrupt] == expected
     if torn_and_sealed:
         assert "torn" in drained.corrupt[-1].reason
     for item in drained.corrupt:
-        assert (item.stream, item.segment) == (STREAM, segment_name(0))
-        assert f"'{STREAM}'" in str(item) and segment_name(0) in str(item)
+        assert item.stream == STREAM
+        assert f"'{STREAM}'" in str(item) and item.segment in str(item)
         assert f"byte {item.offset}" in str(item)
     messages = [record.getMessage() for record in caplog.records]
     assert len(messages) == len(drained.corrupt)
@@ -121,6 +123,7 @@ def test_any_batch_size_and_any_stops_and_resumes_yield_each_event_once(
             reader = LogReader(root, batch_bytes=data.draw(st.integers(1, 1024)))
             for _ in range(data.draw(st.integers(1, 4))):
                 for batch in reader.poll(offsets):
+                    assert batch.corrupt == [] and not batch.restarted
                     seen[batch.stream] += [e["seq"] for e in batch.events]
                     offsets[batch.stream] = batch.offset
                     handed_out[batch.stream].append(batch.offset)
@@ -204,6 +207,8 @@ def test_events_not_above_the_offset_seq_are_skipped(
 def test_an_offset_whose_segment_was_deleted_continues_at_the_next_one(
     tmp_path: Path, where: str, read_stream: Callable
 ) -> None:
+    """From the end of the deleted segment nothing is lost; from its middle, the rest of
+    it is, and that is reported where reading goes on."""
     stream_dir = write_stream(tmp_path, STREAM, 60)
     first, second, *_ = list_segments(stream_dir)
     reader = LogReader(tmp_path)
@@ -218,8 +223,13 @@ def test_an_offset_whose_segment_was_deleted_continues_at_the_next_one(
     (stream_dir / segment_name(first)).unlink()
     drained = read_stream(tmp_path, STREAM, offset)
     after = list_segments(stream_dir)[0]
-    assert drained.corrupt == []
     assert drained.seqs == list(range(after, 60))
+    if where == "end":
+        assert drained.corrupt == []
+    else:
+        [lost] = drained.corrupt
+        assert (lost.segment, lost.offset) == (segment_name(after), 0)
+        assert f"events {second + 1} to {after - 1} are missing" in lost.reason
 
 
 def test_a_line_longer_than_batch_bytes_is_read_whole(tmp_path: Path) -> None:

@@ -2,14 +2,26 @@
 
 What it assumes of writers: one writer per stream; lines are appended whole or rolled
 back (a torn final line is only ever an unfinished write); a segment is sealed once a
-later segment of its stream exists and never grows again.
+later segment of its stream exists and never grows again; in file order each line's
+seq is the seq of the line before it + 1, and a segment's first seq is in its name.
 
 What it guarantees: events of a stream come in file order, each event at most once per
 ``Offset`` (events whose seq is not above ``Offset.seq`` are skipped, so a replay is
-harmless); it never reads past the last ``\\n`` of the active segment; a complete line
-that is not a valid event is reported (stream, segment, byte offset) and skipped; a
-torn line at the end of a *sealed* segment is reported and skipped too. Polling is the
-only waiting mechanism, so it works the same on local and network filesystems.
+harmless); it never reads past the last ``\\n`` of the active segment. Whatever loses
+events is reported (stream, segment, byte offset) as a ``Corruption`` in the batch and
+in the log, and reading goes on:
+
+* a complete line that is not a valid event, or a torn line at the end of a *sealed*
+  segment: skipped;
+* seqs missing before a line, or between two segments (a segment was deleted);
+* a line whose seq jumps ahead while the lines around it agree with each other: its seq
+  is corrupt, and it is skipped (taken, it would make every later event look like a
+  duplicate); a jump in the last line of the active segment waits for the next line;
+* a stream deleted and created again behind the offset: it is read again from its
+  start as a new epoch (``Batch.restarted``).
+
+Polling is the only waiting mechanism, so it works the same on local and network
+filesystems.
 """
 
 from __future__ import annotations
@@ -19,11 +31,11 @@ import operator
 import os
 import threading
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from waddle.eventlog.record import decode
+from waddle.eventlog.record import BadLine, decode
 from waddle.eventlog.segment import list_segments, log_dir, segment_name
 from waddle.ids import is_valid_id
 
@@ -34,6 +46,7 @@ logger = logging.getLogger("waddle.eventlog")
 DEFAULT_BATCH_BYTES = 1 << 20
 MAX_LINE_BYTES = 64 << 20
 DEFAULT_POLL_INTERVAL = 0.05
+_BACK_BLOCK = 64 << 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +67,7 @@ class Offset:
 
 @dataclass(frozen=True, slots=True)
 class Corruption:
-    """A skipped line, located for the operator."""
+    """A fault that loses events (a skipped line, missing seqs), located for the operator."""
 
     stream: str
     segment: str
@@ -67,12 +80,18 @@ class Corruption:
 
 @dataclass(slots=True)
 class Batch:
-    """Events of one stream in seq order, and the offset to resume from after them."""
+    """Events of one stream in seq order, and the offset to resume from after them.
+
+    ``restarted``: the stream was deleted and created again behind the offset read from,
+    and these events start it again at its first seq (a new epoch); a consumer that
+    keeps the last seq it took from the stream starts that over too.
+    """
 
     stream: str
     events: list[dict[str, Any]]
     offset: Offset
     corrupt: list[Corruption] = field(default_factory=list)
+    restarted: bool = False
 
 
 class LogReader:
@@ -95,48 +114,62 @@ class LogReader:
         """The next batch of ``stream`` after ``offset`` (possibly empty).
 
         Crosses into the next segment when the current one is sealed and exhausted; when
-        the offset's segment was deleted by retention, continues at the next one.
+        the offset's segment was deleted, continues at the next one (reporting the seqs
+        lost with it, when the offset's seq says which). When the log no longer reaches
+        the offset (its segment is gone and no later one exists, the segment is shorter,
+        or the offset is not at the start of a line), the stream was deleted and created
+        again behind it: that is reported, and the stream is read from its start.
         """
         stream_dir = self.log_dir / stream
         segments = list_segments(stream_dir)
-        corrupt: list[Corruption] = []
+        scan = _Scan(stream, stream_dir, segments, offset)
+        if segments and offset.segment > segments[-1]:
+            offset = scan.restart(offset)
         fresh: list[dict[str, Any]] = []
         while segments:
-            offset = _align(offset, segments)
+            if offset.segment not in segments:
+                offset = scan.enter(next(s for s in segments if s > offset.segment), offset)
             sealed = offset.segment != segments[-1]
             name = segment_name(offset.segment)
-            chunk, at_end = self._read_chunk(stream_dir / name, offset.position)
+            chunk, at_end, fits = self._read_chunk(stream_dir / name, offset.position)
+            if not fits:
+                offset = scan.restart(offset)
+                continue
             events, used, bad = decode(chunk, offset.position)
-            corrupt += [Corruption(stream, name, b.offset, b.reason) for b in bad]
+            after = segments[segments.index(offset.segment) + 1] if sealed and at_end else None
+            events, used = scan.check(
+                name, events, bad, chunk, offset.position, used, after, at_end, sealed
+            )
             if used == 0 and len(chunk) > MAX_LINE_BYTES:
                 used = _skip_line(chunk)
-                corrupt.append(
-                    Corruption(stream, name, offset.position, "line longer than the limit")
-                )
+                scan.skip(name, offset.position, "line longer than the limit")
             if sealed and at_end and used < len(chunk):
-                corrupt.append(Corruption(stream, name, offset.position + used, "torn line"))
+                scan.skip(name, offset.position + used, "torn line")
                 used = len(chunk)
             fresh = _above(events, offset.seq)
             last = fresh[-1]["seq"] if fresh else offset.seq
             offset = Offset(offset.segment, offset.position + used, last)
-            if fresh or corrupt or not (sealed and at_end):
+            if fresh or scan.corrupt or not (sealed and at_end):
                 break
-            offset = Offset(segments[segments.index(offset.segment) + 1], 0, offset.seq)
-        for item in corrupt:
-            logger.warning("waddle: skipped a bad line in %s", item)
-        return Batch(stream, fresh, offset, corrupt)
+            offset = scan.enter(segments[segments.index(offset.segment) + 1], offset)
+        for item in scan.corrupt:
+            logger.warning("waddle: log fault in %s", item)
+        return Batch(stream, fresh, offset, scan.corrupt, scan.restarted)
 
-    def _read_chunk(self, path: Path, position: int) -> tuple[bytes, bool]:
-        """Bytes from ``position``: a batch's worth, more if one line is longer than that.
+    def _read_chunk(self, path: Path, position: int) -> tuple[bytes, bool, bool]:
+        """Bytes from ``position``: a batch's worth, more until it holds two lines (a long
+        line is read whole, and so is the line that tells what a seq jump before it is).
 
-        Also says whether the read reached the end of the file.
+        Also says whether the read reached the end of the file, and whether ``position``
+        fits the file (``_fits``).
         """
         size = self.batch_bytes
         try:
             with open(path, "rb") as handle:
+                fits = _fits(handle, position)
                 handle.seek(position)
                 chunk = handle.read(size)
-                while len(chunk) == size and b"\n" not in chunk and size <= MAX_LINE_BYTES:
+                while len(chunk) == size and _lines(chunk) < 2 and size <= MAX_LINE_BYTES:
                     more = handle.read(size)
                     chunk += more
                     size *= 2
@@ -144,8 +177,8 @@ class LogReader:
                         break
                 at_end = handle.read(1) == b""
         except FileNotFoundError:
-            return b"", True
-        return chunk, at_end
+            return b"", True, True
+        return chunk, at_end, fits
 
     def poll(self, offsets: Mapping[str, Offset]) -> list[Batch]:
         """One non-empty batch per stream that has news (new streams start at the start)."""
@@ -181,14 +214,6 @@ class LogReader:
                 stop.wait(interval)
 
 
-def _align(offset: Offset, segments: list[int]) -> Offset:
-    """Move an offset whose segment no longer exists (or never did) to the next one."""
-    if offset.segment in segments:
-        return offset
-    later = [s for s in segments if s > offset.segment]
-    return replace(offset, segment=later[0] if later else segments[-1], position=0)
-
-
 def _above(events: list[dict[str, Any]], seq: int) -> list[dict[str, Any]]:
     """The events whose seq rises above ``seq`` and above every seq before it.
 
@@ -210,3 +235,233 @@ def _skip_line(chunk: bytes) -> int:
     """Bytes through the end of an over-long line, or the whole chunk if it has no end."""
     end = chunk.find(b"\n")
     return len(chunk) if end < 0 else end + 1
+
+
+def _consecutive(seqs: list[int]) -> bool:
+    """Whether ``seqs`` count up by one (C-level passes: the common chunk)."""
+    return seqs[-1] - seqs[0] == len(seqs) - 1 and all(map(operator.lt, seqs, seqs[1:]))
+
+
+def _line_starts(chunk: bytes, used: int, base: int) -> list[int]:
+    """Where each non-empty line of ``chunk[:used]`` starts, counted from ``base``: the
+    lines ``decode`` turned into events or bad lines, in file order."""
+    starts = []
+    at = 0
+    while at < used:
+        end = chunk.index(b"\n", at)
+        if end > at:
+            starts.append(base + at)
+        at = end + 1
+    return starts
+
+
+def _lines(chunk: bytes) -> int:
+    """How many complete lines ``chunk`` holds, counting no further than two."""
+    first = chunk.find(b"\n")
+    return 0 if first < 0 else 1 if chunk.find(b"\n", first + 1) < 0 else 2
+
+
+def _fits(handle: BinaryIO, position: int) -> bool:
+    """Whether ``position`` is a place this reader leaves offsets at: 0, just after a
+    ``\\n``, the end of the file (after a sealed segment's torn line), or inside an
+    over-long line. Anywhere else (past the end, inside a line) the file was replaced."""
+    if not position:
+        return True
+    handle.seek(position - 1)
+    lead = handle.read(1)
+    if lead == b"\n" or not lead:
+        return bool(lead)
+    end = os.fstat(handle.fileno()).st_size
+    return end == position or _line_start(handle, position) is None
+
+
+def _line_start(handle: BinaryIO, end: int) -> int | None:
+    """Where the line holding the byte before ``end`` starts: after the ``\\n`` before
+    it, or 0. None when that is more than ``MAX_LINE_BYTES`` back (an over-long line)."""
+    lowest = max(0, end - MAX_LINE_BYTES - 1)
+    at = end
+    while at > lowest:
+        start = max(lowest, at - _BACK_BLOCK)
+        handle.seek(start)
+        cut = handle.read(at - start).rfind(b"\n")
+        if cut >= 0:
+            return start + cut + 1
+        at = start
+    return 0 if lowest == 0 else None
+
+
+def _seq_before(path: Path, position: int) -> int | None:
+    """The seq of the line that ends just before ``position``; None if it has none."""
+    try:
+        with open(path, "rb") as handle:
+            start = _line_start(handle, position - 1)
+            if start is None:
+                return None
+            handle.seek(start)
+            line = handle.read(position - start)
+    except FileNotFoundError:
+        return None
+    events, _, _ = decode(line)
+    return events[0]["seq"] if events else None
+
+
+class _Scan:
+    """One ``read`` of a stream: what seq the next line should carry, and what was found.
+
+    ``expected`` is learned from the file as it is read: a segment's name at its start,
+    then each line's seq + 1. Where it comes from the caller's offset instead (reading
+    from the middle of a segment), it is checked against the line before the offset
+    when the next line disagrees: a caller may move an offset without reading (the
+    broadcaster does), so only the file says what is missing.
+    """
+
+    def __init__(self, stream: str, stream_dir: Path, segments: list[int], offset: Offset) -> None:
+        self.stream = stream
+        self.segments = segments
+        self.corrupt: list[Corruption] = []
+        self.restarted = False
+        self.expected: int | None = offset.seq + 1 if offset.seq >= 0 else None
+        self.verify: tuple[Path, int] | None = None
+        if offset.segment in segments:
+            if offset.position:
+                self.verify = (stream_dir / segment_name(offset.segment), offset.position)
+            else:
+                self.expected = offset.segment
+
+    def skip(self, segment: str, offset: int, reason: str) -> None:
+        """Report a skipped line: what seq follows it is unknown."""
+        self.report(segment, offset, reason)
+        self.expected = self.verify = None
+
+    def report(self, segment: str, offset: int, reason: str) -> None:
+        self.corrupt.append(Corruption(self.stream, segment, offset, reason))
+
+    def restart(self, offset: Offset) -> Offset:
+        """Report that the log no longer reaches ``offset``; read from the start again."""
+        self.report(
+            segment_name(offset.segment),
+            offset.position,
+            f"the log no longer reaches this offset (after seq {offset.seq}): the stream "
+            "was deleted and created again, so it is read from its start as a new "
+            "stream; give each run its own id (init(id=...), WADDLE_RUN_ID) to keep runs "
+            "apart",
+        )
+        self.restarted = True
+        self.expected, self.verify = self.segments[0], None
+        return Offset(self.segments[0])
+
+    def enter(self, first: int, offset: Offset) -> Offset:
+        """Move to the start of segment ``first``, reporting seqs that no segment holds."""
+        expected = self._settle(first)
+        if expected is not None and first > expected:
+            self.report(
+                segment_name(first),
+                0,
+                f"events {expected} to {first - 1} are missing: no segment holds them "
+                "(a segment was deleted before this reader took them)",
+            )
+        self.expected, self.verify = first, None
+        return Offset(first, 0, offset.seq)
+
+    def check(
+        self,
+        segment: str,
+        events: list[dict[str, Any]],
+        bad: list[BadLine],
+        chunk: bytes,
+        base: int,
+        used: int,
+        after: int | None,
+        at_end: bool,
+        sealed: bool,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The events of a chunk whose seqs follow on; reports what does not.
+
+        ``after`` is the seq that should follow the chunk, when known (the next segment's
+        name, at the end of a sealed one); ``at_end``: the chunk reaches the end of the
+        file. Returns the events to keep and the bytes used: fewer than given when
+        the last line waits for the next one.
+        """
+        for line in bad:
+            self.report(segment, line.offset, line.reason)
+        if not events:
+            if bad:
+                self.expected = self.verify = None
+            return events, used
+        seqs = list(map(_SEQ, events))
+        expected = self._settle(seqs[0])
+        if not bad and expected in (None, seqs[0]) and _consecutive(seqs):
+            self.expected = seqs[-1] + 1
+            return events, used
+        # The last line may wait when reading can go on from it: a later read sees more
+        # of the file (progress made first), or the active segment's writer adds to it.
+        live = at_end and not sealed
+        waits = live or not at_end
+        return self._judge(segment, events, bad, chunk, base, used, after, live, waits)
+
+    def _judge(
+        self,
+        segment: str,
+        events: list[dict[str, Any]],
+        bad: list[BadLine],
+        chunk: bytes,
+        base: int,
+        used: int,
+        after: int | None,
+        live: bool,
+        waits: bool,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """``check`` line by line, for a chunk whose seqs do not simply follow on.
+
+        A line whose seq jumps ahead is judged by the line after it: when that one goes
+        on from before the jump, the jump is a corrupt seq; else events are missing. The
+        chunk's last line, with nothing after it yet, waits if ``waits`` and the read
+        would still move (or the writer may add the line: ``live``).
+        """
+        skipped = {line.offset for line in bad}
+        starts = iter(_line_starts(chunk, used, base))
+        kept: list[dict[str, Any]] = []
+        start = base
+        for index, event in enumerate(events):
+            start = next(starts)
+            while start in skipped:  # a bad line: the seq after it is anyone's guess
+                self.expected = None
+                start = next(starts)
+            seq, expected = event["seq"], self.expected
+            if expected is not None and seq > expected:
+                later = events[index + 1]["seq"] if index + 1 < len(events) else after
+                last_line = chunk.index(b"\n", start - base) + 1 == used
+                if later is None and last_line and waits and (start > base or live):
+                    if start > base and live:  # reported once: by the read that reaches it
+                        self.report(
+                            segment,
+                            start,
+                            f"seq {seq} jumps ahead of seq {expected - 1}; the line waits "
+                            "for the next one to tell missing events from a corrupt seq",
+                        )
+                    return kept, start - base
+                if later is not None and expected <= later < seq:
+                    self.report(
+                        segment,
+                        start,
+                        f"seq {seq} breaks the order between seq {expected - 1} and seq "
+                        f"{later}: its seq is corrupt, and the line is skipped",
+                    )
+                    self.expected = later
+                    continue
+                self.report(segment, start, f"events {expected} to {seq - 1} are missing")
+            if expected is None or seq >= expected:
+                self.expected = seq + 1
+            kept.append(event)
+        if any(offset > start for offset in skipped):
+            self.expected = None
+        return kept, used
+
+    def _settle(self, seq: int) -> int | None:
+        """The seq expected next: checked against the file when it came from the
+        caller's offset and ``seq``, the next one in the file, disagrees with it."""
+        if self.verify is not None and seq != self.expected:
+            before = _seq_before(*self.verify)
+            self.expected = None if before is None else before + 1
+        self.verify = None
+        return self.expected
