@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from waddle.consumers.base import Consumer, Offsets
@@ -31,14 +32,23 @@ class MemoryStore:
 
 
 class MemoryConsumer(Consumer):
-    """Keeps events in memory. Durable (registered, holds retention) only if asked."""
+    """Keeps events in memory. Durable (registered, holds retention) only if asked.
+
+    ``root``: the Waddle folder, to quarantine a bad line with its text and seq.
+    """
 
     def __init__(
-        self, store: MemoryStore | None = None, *, name: str = "memory", durable: bool = False
+        self,
+        store: MemoryStore | None = None,
+        *,
+        name: str = "memory",
+        durable: bool = False,
+        root: Path | None = None,
     ) -> None:
         self.store = store if store is not None else MemoryStore()
         self.name = name
         self.durable = durable
+        self.root = root
         self._pending: dict[str, list[dict[str, Any]]] = {}
         self._set_aside: list[Quarantined] = []
 
@@ -53,7 +63,7 @@ class MemoryConsumer(Consumer):
             events = self.fresh(batch)
             if events:
                 self._pending.setdefault(batch.stream, []).extend(events)
-            self._set_aside += map(bad_line, new_corruption(batch, before))
+            self._set_aside += (bad_line(item, self.root) for item in new_corruption(batch, before))
 
     def commit(self) -> Offsets:
         if self._pending or self._set_aside or self.taken != self.store.offsets:
