@@ -1,7 +1,7 @@
 """One suite for every consumer (litestream's habit): the in-memory reference consumer
 and the DuckDB writer must both resume from their committed offsets, ignore a replayed
 batch, and close cleanly after an error, ending with exactly what an uninterrupted run
-stores."""
+stores; a bad line is quarantined exactly once. Hostile input: test_hostile.py."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
-from consumers.logs import mixed, read_all, read_tables, write_run
+from consumers.logs import mixed, read_all, read_tables, segments, write_run
 from waddle.consumers.base import Consumer, run_consumer
 from waddle.consumers.duckdb_writer import DuckDBWriter
 from waddle.consumers.memory import MemoryConsumer, MemoryStore
@@ -25,11 +26,14 @@ class MemoryKind:
         self.store = MemoryStore()
 
     def make(self) -> Consumer:
-        return MemoryConsumer(self.store, durable=True)
+        return MemoryConsumer(self.store, durable=True, root=self.root)
 
     def observe(self) -> Any:
         events = {s: [encode(e) for e in evs] for s, evs in self.store.events.items()}
         return events, dict(self.store.offsets)
+
+    def quarantined(self) -> list[tuple[str, int | None]]:
+        return sorted((r.stream, r.seq) for r in self.store.quarantine)
 
 
 class DuckDBKind:
@@ -42,6 +46,10 @@ class DuckDBKind:
 
     def observe(self) -> Any:
         return read_tables(self.path)
+
+    def quarantined(self) -> list[tuple[str, int | None]]:
+        with duckdb.connect(str(self.path), read_only=True) as con:
+            return con.execute("SELECT stream, seq FROM quarantine ORDER BY ALL").fetchall()
 
 
 KINDS = {"memory": MemoryKind, "duckdb": DuckDBKind}
@@ -210,3 +218,28 @@ def test_a_second_start_after_close_resumes(kind: Any, root: Path) -> None:
         consumer.commit()
         consumer.close()
     assert store.observe() == expected
+
+
+def test_a_bad_line_is_quarantined_once_whatever_is_replayed(kind: Any, root: Path) -> None:
+    first = segments(root, "beta")[0]
+    lines = first.read_bytes().split(b"\n")
+    lines[10] = b'{"seq": 10, "ts": 1.0, "type": "metrics", "step": -1, "data": {}}'
+    first.write_bytes(b"\n".join(lines))
+    store = kind("bad")
+    for commit in (False, True):  # what is not committed is not quarantined either
+        consumer = store.make()
+        consumer.start({})
+        for batches in small_rounds(root):
+            consumer.handle(batches)
+            consumer.handle(batches)
+        if commit:
+            consumer.commit()
+        consumer.close()
+        assert store.quarantined() == ([("beta", 10)] if commit else [])
+    again = store.make()
+    again.start({})
+    for stream in ("alpha", "alpha.1", "beta"):
+        again.handle(read_all(root, stream))
+    again.commit()
+    again.close()
+    assert store.quarantined() == [("beta", 10)]
