@@ -30,6 +30,7 @@ A failure that no event explains (a full disk, a dropped table) still raises
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -479,11 +480,11 @@ def _clip(batch: Batch, end: Offset) -> Batch:
     """``batch`` without what lies past ``end`` (what was handled before the failure)."""
     if not _before(end, batch.offset):
         return batch
-    return Batch(
-        batch.stream,
-        [event for event in batch.events if event["seq"] <= end.seq],
-        end,
-        [
+    return dataclasses.replace(
+        batch,
+        events=[event for event in batch.events if event["seq"] <= end.seq],
+        offset=end,
+        corrupt=[
             item
             for item in batch.corrupt
             if (quarantine.segment_of(item), item.offset) < (end.segment, end.position)

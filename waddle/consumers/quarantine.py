@@ -72,7 +72,10 @@ def event_text(event: Any) -> str:
 
 
 def new_corruption(batch: Batch, before: Offset) -> list[Corruption]:
-    """The bad lines of ``batch`` at or after ``before``: a replayed batch adds none."""
+    """The bad lines of ``batch`` at or after ``before``: a replayed batch adds none (a
+    stream created again starts over: all of its bad lines are new)."""
+    if batch.restarted:
+        return list(batch.corrupt)
     return [
         item
         for item in batch.corrupt
