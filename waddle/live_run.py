@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, SupportsIndex
 
 from waddle.console import ConsoleCapture
 from waddle.errors import UsageError
@@ -43,10 +43,8 @@ def recordable_exit_code(exit_code: object) -> int | None:
     """
     if exit_code is None:
         return None
-    try:
-        code = operator.index(exit_code)  # ints, bools, numpy integers
-    except TypeError:
-        code = None
+    # ints, bools, numpy integers: whatever is an index
+    code = operator.index(exit_code) if isinstance(exit_code, SupportsIndex) else None
     if code is None or not INT64_MIN <= code <= INT64_MAX:
         logger.warning(
             "waddle: exit code %.100r is not an integer within 64 bits; the run is recorded "

@@ -215,8 +215,8 @@ def console_lines(con: Any, run_id: str, rank: int, after: int, limit: int) -> l
 
 def quarantined(con: Any) -> int:
     """How many events and bad lines the writer set aside (the ``quarantine`` table)."""
-    (count,) = con.execute("SELECT count(*) FROM quarantine").fetchone()
-    return count
+    ((count,),) = con.execute("SELECT count(*) FROM quarantine").fetchall()
+    return int(count)
 
 
 def run_exists(con: Any, run_id: str) -> bool:

@@ -149,9 +149,9 @@ def connect(path: Path | str, *, read_only: bool = False) -> duckdb.DuckDBPyConn
 
 def _migrate(con: duckdb.DuckDBPyConnection) -> None:
     """Bring a store of an older schema version up to this one, in one transaction."""
-    (version,) = con.execute(
+    ((version,),) = con.execute(
         "SELECT value FROM _waddle.meta WHERE key = 'schema_version'"
-    ).fetchone()
+    ).fetchall()
     if int(version) >= SCHEMA_VERSION:
         return
     con.execute("BEGIN TRANSACTION")

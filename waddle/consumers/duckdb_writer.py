@@ -131,7 +131,7 @@ class DuckDBWriter(Consumer):
         self._worker = DatabaseWorker(con.cursor(), name=self.name)
         if not self.in_memory and self.snapshot_interval > 0:
             self._snapshots = Snapshots(con.cursor(), self.path, self.snapshot_interval)
-        (self.quarantined,) = con.execute("SELECT count(*) FROM quarantine").fetchone()
+        self.quarantined = queries.quarantined(con)
         if self.durable and (
             self.quarantined or quarantine.count_path(self.root, self.name).exists()
         ):

@@ -237,7 +237,7 @@ def restore_non_finite(values: dict[str, Any] | list[Any]) -> Any:
 
     Iterative, so no nesting can exhaust the stack.
     """
-    pending = [values]
+    pending: list[Any] = [values]
     while pending:
         container = pending.pop()
         for key, value in container.items() if type(container) is dict else enumerate(container):
@@ -275,7 +275,7 @@ def check_event(event: Any) -> str | None:
     for name, types in fields.items():
         if name not in event or type(event[name]) not in types:
             return f"{kind} event needs {name!r} of type {'/'.join(t.__name__ for t in types)}"
-    for name, (low, high) in INT_RANGES.get(kind, {}).items():
+    for name, (low, high) in INT_RANGES.get(str(kind), {}).items():
         value = event.get(name)
         if name not in event or (value is None and type(None) in fields.get(name, ())):
             continue
