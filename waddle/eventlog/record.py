@@ -18,7 +18,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from operator import itemgetter
+from itertools import repeat
+from operator import add, itemgetter
 from typing import Any
 
 import orjson
@@ -364,10 +365,15 @@ def shallow(text: bytes, lines: list[bytes], events: list[dict[str, Any]]) -> bo
     what each event's type must open bound the depth of any one line. Only a chunk with
     many nested values counts line by line.
     """
+    braces = text.count(b"{")
+    lists = text.find(b"[") >= 0
     least = sum(map(_MIN_OPENERS.__getitem__, map(_TYPE, events)))
-    if openers(text) - least + _MOST_MIN_OPENERS <= MAX_DEPTH:
+    if braces + (text.count(b"[") if lists else 0) - least + _MOST_MIN_OPENERS <= MAX_DEPTH:
         return True
-    return max(map(openers, lines), default=0) <= MAX_DEPTH
+    per_line = list(map(bytes.count, lines, repeat(b"{")))
+    if lists:
+        per_line = list(map(add, per_line, map(bytes.count, lines, repeat(b"["))))
+    return max(per_line, default=0) <= MAX_DEPTH
 
 
 def loads_lines(lines: list[bytes]) -> list[Any] | None:
