@@ -432,3 +432,17 @@ def test_the_token_is_required(serve: Any) -> None:
         assert reply.headers.get("www-authenticate") == "Bearer"
         assert not (server.root / "log" / "ingestauth").exists()
     assert server.ingest("ingestauth", events).json()["seq"] == 2
+
+
+def test_what_fits_the_widened_columns_is_taken_and_stored(server: Server) -> None:
+    """``exit_code`` 2**40 (a BIGINT now) and a stream id whose numeric suffix is no
+    rank (a run of its own): both were answered 200 and then killed the host's writer."""
+    events = stream_events("ingestbig", 1, finish=False)
+    events.append({**finish_event(2, status="failed"), "exit_code": 2**40})
+    assert server.ingest("ingestbig", events).status == 200
+    assert wait_for_run(server, "ingestbig", status="failed")["exit_code"] == 2**40
+    lone = [metrics_event(seq) for seq in range(3)]
+    assert server.ingest("x.99999999999", lone, ndjson=True).status == 200
+    run = wait_for_run(server, "x.99999999999", status="running")
+    assert run["last_step"] == 2
+    assert server.get_json("/info")["quarantined"] == 0
