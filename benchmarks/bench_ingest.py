@@ -58,7 +58,7 @@ def child_writer(root: Path, db: Path) -> dict[str, float]:
     import duckdb
 
     from waddle.consumers.base import run_consumer
-    from waddle.consumers.duckdb_writer import DuckDBWriter
+    from waddle.consumers.duckdb.writer import DuckDBWriter
 
     writer = DuckDBWriter(root, db, snapshot_interval=0)
     started, cpu = time.perf_counter(), cpu_seconds()

@@ -135,8 +135,8 @@ def main() -> None:
 def duckdb_figures(db: Path, max_points: int, repeat: int) -> dict[str, list[float]]:
     import duckdb
 
-    from waddle import queries
-    from waddle.downsample import bucket_width, buckets_for, m4_sql
+    from waddle.store import queries
+    from waddle.store.downsample import bucket_width, buckets_for, m4_sql
 
     source = (
         "SELECT step AS x, coalesce(value, 'NaN'::DOUBLE) AS y "

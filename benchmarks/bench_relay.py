@@ -70,7 +70,7 @@ def cpu_seconds(process: psutil.Process) -> float:
 
 def child_floor(root: Path, db: Path) -> dict[str, float]:
     from waddle.consumers.base import run_consumer
-    from waddle.consumers.duckdb_writer import DuckDBWriter
+    from waddle.consumers.duckdb.writer import DuckDBWriter
 
     me = psutil.Process()
     writer = DuckDBWriter(root, db, durable=False, snapshot_interval=0)
@@ -81,8 +81,8 @@ def child_floor(root: Path, db: Path) -> dict[str, float]:
 
 def child_relay(root: Path, url: str, host_root: Path, host_pid: int) -> dict[str, float]:
     from waddle.consumers.base import run_consumer
-    from waddle.consumers.relay import RelayConsumer
-    from waddle.consumers.state import StateStore
+    from waddle.consumers.registry import StateStore
+    from waddle.consumers.relay.consumer import RelayConsumer
 
     expected = last_seqs(root)
     host, me = psutil.Process(host_pid), psutil.Process()
@@ -109,7 +109,7 @@ def child_relay(root: Path, url: str, host_root: Path, host_pid: int) -> dict[st
 
 
 def start_host(root: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
-    command = [sys.executable, "-m", "waddle.web.serve", "serve", "--dir", str(root), *extra]
+    command = [sys.executable, "-m", "waddle.web.server", "serve", "--dir", str(root), *extra]
     env = {k: v for k, v in os.environ.items() if not k.startswith("WADDLE_")}
     proc = subprocess.Popen(
         [*command, "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env
@@ -149,8 +149,8 @@ def fan_in(
 ) -> dict[str, float]:
     """Live streams through one relay: the host's CPU per stream at ``rate`` events/s."""
     from waddle.consumers.base import run_consumer
-    from waddle.consumers.relay import RelayConsumer
-    from waddle.consumers.state import StateStore
+    from waddle.consumers.registry import StateStore
+    from waddle.consumers.relay.consumer import RelayConsumer
     from waddle.eventlog.segment import log_dir
     from waddle.eventlog.writer import StreamWriter
 

@@ -13,7 +13,16 @@ def start_server(
     root: Path, *extra: str, timeout: float = 120.0
 ) -> tuple[subprocess.Popen[bytes], str]:
     """The server process and its base URL (``http://127.0.0.1:PORT``), once it listens."""
-    command = [sys.executable, "-m", "waddle.cli", "serve", "--dir", str(root), "--port", "0"]
+    command = [
+        sys.executable,
+        "-m",
+        "waddle.cli.parser",
+        "serve",
+        "--dir",
+        str(root),
+        "--port",
+        "0",
+    ]
     proc = subprocess.Popen([*command, *extra], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout

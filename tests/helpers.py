@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 import pytest
 
-import waddle.api
+import waddle.producer.api
 from waddle.eventlog.reader import LogReader, Offset
 from waddle.eventlog.segment import list_segments, log_dir, segment_name
 
@@ -44,11 +44,11 @@ def isolated_waddle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
     root = tmp_path / "waddle-root"
     monkeypatch.setenv("WADDLE_DIR", str(root))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(waddle.api, "_live", [])
-    monkeypatch.setattr(waddle.api, "_hooks_installed", True)
+    monkeypatch.setattr(waddle.producer.api, "_live", [])
+    monkeypatch.setattr(waddle.producer.api, "_hooks_installed", True)
     yield root
     problems = []
-    for run in list(waddle.api._live):
+    for run in list(waddle.producer.api._live):
         try:
             run.finish()
         except Exception as exc:  # report every run, not just the first
@@ -233,7 +233,7 @@ class FakeNvmlError(Exception):
 
 
 class FakeNvml:
-    """The part of the pynvml module that waddle.gpu uses, for ``devices`` fake GPUs.
+    """The part of the pynvml module that waddle.producer.gpu uses, for ``devices`` fake GPUs.
 
     ``failing`` names readings (``utilization``, ``memory``, ``temperature``, ``power``)
     that raise NVMLError, as a device that does not support them would.

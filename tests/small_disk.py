@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from consumers.logs import read_tables
 
+from tests.consumers.logs import read_tables
 from waddle.consumers.base import run_consumer
-from waddle.consumers.duckdb_writer import DuckDBWriter
+from waddle.consumers.duckdb.writer import DuckDBWriter
 
 SIZE = "2m"
 _CHUNK = 1 << 16

@@ -8,18 +8,18 @@ from typing import Any
 
 import orjson
 import pytest
-from helpers import (
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+import waddle
+from tests.helpers import (
     SCHEMAS,
     assert_valid_by_schemas,
     isolated_waddle,  # noqa: F401  (autouse)
     raw_events,
     raw_log,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from pydantic import ValidationError
-
-import waddle
 from waddle.eventlog.record import INT_RANGES, REQUIRED_FIELDS, SEQ_RANGE, check_event
 from waddle.events import EVENT_ADAPTER, MODELS, schema_files
 from waddle.ids import MAX_RANK

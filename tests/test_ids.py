@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from helpers import (
+
+import waddle
+from tests.helpers import (
     isolated_waddle,  # noqa: F401  (autouse)
     waddle_dir,
 )
-
-import waddle
 from waddle.errors import InvalidIdError, UsageError
 from waddle.ids import check_id, is_valid_id, new_run_id, run_id_of_stream, stream_id
 

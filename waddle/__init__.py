@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from waddle.api import finish, init, log
 from waddle.errors import EncodeError, StreamLockedError, UsageError, WaddleError
-from waddle.live_run import Run
-from waddle.recorded import Config, Summary
+from waddle.producer.api import finish, init, log
+from waddle.producer.config import Config, Summary
+from waddle.producer.run import Run
 
 __version__ = "0.1.0"
 __all__ = [
@@ -35,7 +35,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     """``waddle.run``, ``waddle.config`` and ``waddle.summary`` follow the current run."""
     if name in ("run", "config", "summary"):
-        from waddle.api import current
+        from waddle.producer.api import current
 
         run = current()
         if name == "run" or run is None:

@@ -1,5 +1,5 @@
 """``python -m waddle``: the ``waddle`` command, for environments without its script."""
 
-from waddle.cli import main
+from waddle.cli.parser import main
 
 raise SystemExit(main())

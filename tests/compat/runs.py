@@ -19,9 +19,9 @@ from subprocess import Popen
 from typing import Any
 
 import pytest
-from helpers import child_env, of_type
 
-from compat.scripts import tiny
+from tests.compat.scripts import tiny
+from tests.helpers import child_env, of_type
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 LAUNCHER = SCRIPTS / "launcher.py"

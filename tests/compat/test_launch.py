@@ -9,9 +9,9 @@ import subprocess
 import sys
 
 import pytest
-from helpers import child_env, wait_for_line
 
-from compat.runs import LAUNCHER, SCRIPTS, finish_tree, kill_tree, start_tree
+from tests.compat.runs import LAUNCHER, SCRIPTS, finish_tree, kill_tree, start_tree
+from tests.helpers import child_env, wait_for_line
 from waddle.compat.launch import SHIM_DIR, launch, shim_environment
 from waddle.errors import UsageError
 

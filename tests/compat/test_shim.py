@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import isolated_waddle, of_type, read_events  # noqa: F401
 from packaging.specifiers import SpecifierSet
 
-from compat.runs import run_launched
+from tests.compat.runs import run_launched
+from tests.helpers import isolated_waddle, of_type, read_events  # noqa: F401
 from waddle.compat.launch import SHIM_DIR, launch
 from waddle.ids import is_valid_id
 

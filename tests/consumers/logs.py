@@ -21,8 +21,12 @@ from waddle.eventlog.writer import StreamWriter
 
 Payload = Callable[[int], dict[str, Any]]
 # The waddle-consume and waddle commands as real processes (the installed entry points).
-CONSUME = [sys.executable, "-c", "import sys, waddle.cli; sys.exit(waddle.cli.consume_main())"]
-WADDLE = [sys.executable, "-c", "import sys, waddle.cli; sys.exit(waddle.cli.main())"]
+CONSUME = [
+    sys.executable,
+    "-c",
+    "import sys, waddle.cli.parser; sys.exit(waddle.cli.parser.consume_main())",
+]
+WADDLE = [sys.executable, "-c", "import sys, waddle.cli.parser; sys.exit(waddle.cli.parser.main())"]
 
 
 def numbers(step: int) -> dict[str, Any]:

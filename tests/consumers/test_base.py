@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from consumers.logs import read_all, write_run
+from tests.consumers.logs import read_all, write_run
 from waddle.consumers import base
 from waddle.consumers.base import Consumer, ConsumerThread, run_consumer
 from waddle.consumers.memory import MemoryConsumer, MemoryStore
+from waddle.consumers.registry import StateStore
 from waddle.consumers.retry import Retry, is_transient
-from waddle.consumers.state import StateStore
 from waddle.errors import (
     ConsumerLockedError,
     PermanentError,

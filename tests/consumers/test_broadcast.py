@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from consumers.logs import mixed, write_run
+from tests.consumers.logs import mixed, write_run
 from waddle.consumers.base import ConsumerThread
 from waddle.consumers.broadcast import (
     MAX_CHUNK_BYTES,

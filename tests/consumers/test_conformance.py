@@ -12,9 +12,9 @@ from typing import Any
 import duckdb
 import pytest
 
-from consumers.logs import mixed, read_all, read_tables, segments, write_run
+from tests.consumers.logs import mixed, read_all, read_tables, segments, write_run
 from waddle.consumers.base import Consumer, run_consumer
-from waddle.consumers.duckdb_writer import DuckDBWriter
+from waddle.consumers.duckdb.writer import DuckDBWriter
 from waddle.consumers.memory import MemoryConsumer, MemoryStore
 from waddle.eventlog.reader import Batch, LogReader, Offset
 from waddle.eventlog.record import encode

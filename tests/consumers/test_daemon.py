@@ -11,10 +11,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from small_disk import same_as_one_clean_pass, small_disk
 
-from consumers.logs import CONSUME, read_tables, segments, write_run
-from waddle.consumers.state import StateStore
+from tests.consumers.logs import CONSUME, read_tables, segments, write_run
+from tests.small_disk import same_as_one_clean_pass, small_disk
+from waddle.consumers.registry import StateStore
 from waddle.eventlog.segment import log_dir
 
 HERE = Path(__file__).parent

@@ -26,20 +26,20 @@ from typing import Any
 import duckdb
 import orjson
 import pytest
-from helpers import SUBPROCESS_TIMEOUT_S, eventually
-from relay_support import central, clean_env, free_port, stream_events
 
-from consumers.logs import CONSUME, run_fields
-from waddle import commands
+from tests.consumers.logs import CONSUME, run_fields
+from tests.consumers.relay.support import central, clean_env, free_port, stream_events
+from tests.helpers import SUBPROCESS_TIMEOUT_S, eventually
+from waddle.cli import commands
 from waddle.consumers.base import ConsumerThread, run_consumer
 from waddle.consumers.broadcast import Broadcaster, Hub, Subscriber
-from waddle.consumers.duckdb_writer import DuckDBWriter
+from waddle.consumers.duckdb.writer import DuckDBWriter
 from waddle.consumers.memory import MemoryConsumer
 from waddle.consumers.quarantine import published_count
-from waddle.consumers.relay import RelayConsumer
+from waddle.consumers.relay.client import Backoff
+from waddle.consumers.relay.consumer import RelayConsumer
 from waddle.eventlog.segment import log_dir, segment_name
 from waddle.ids import run_id_of_stream
-from waddle.relay_http import Backoff
 
 PROJECT = "hostile"
 TS = 1_700_000_000.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from consumers.logs import read_all, segments, write_run
+from tests.consumers.logs import read_all, segments, write_run
 from waddle.consumers.lag import Lag, bytes_behind, lag, last_seq, segment_sizes
 from waddle.eventlog.reader import Offset
 from waddle.eventlog.segment import log_dir

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from consumers.logs import CONSUME, read_tables, write_run
+from tests.consumers.logs import CONSUME, read_tables, write_run
 from waddle.consumers import plugins
 from waddle.consumers.base import run_consumer
-from waddle.consumers.duckdb_writer import DuckDBWriter
+from waddle.consumers.duckdb.writer import DuckDBWriter
 from waddle.errors import UsageError
 
 PLUGIN = Path(__file__).resolve().parents[2] / "consumers" / "waddle-counts"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from consumers.logs import read_all, write_run
+from tests.consumers.logs import read_all, write_run
 from waddle.consumers.progress import CatchUpProgress
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumers.logs import (
+from tests.consumers.logs import (
     CONSUME,
     numbers,
     open_stream,
@@ -27,12 +27,12 @@ from consumers.logs import (
     segments,
     write_run,
 )
-from waddle import commands
+from waddle.cli import commands
 from waddle.consumers.base import Consumer, Offsets, run_consumer
-from waddle.consumers.duckdb_writer import DuckDBWriter
+from waddle.consumers.duckdb.writer import DuckDBWriter
 from waddle.consumers.lag import segment_sizes
+from waddle.consumers.registry import StateStore
 from waddle.consumers.retention import collect, passed
-from waddle.consumers.state import StateStore
 from waddle.eventlog.reader import Batch, Offset
 from waddle.eventlog.segment import list_segments, log_dir
 

@@ -24,7 +24,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from helpers import eventually
+
+from tests.helpers import eventually
 
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="the dashboard tests need Playwright: pip install -e '.[test]'"
@@ -58,7 +59,7 @@ class Server:
 
     def start(self) -> Server:
         """Start (or restart, on the same port) and wait for the URL it prints."""
-        command = [sys.executable, "-m", "waddle.cli", "serve"]
+        command = [sys.executable, "-m", "waddle.cli.parser", "serve"]
         command += ["--dir", str(self.root), "--port", str(self.port)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("WADDLE_")}
         env["PYTHONUNBUFFERED"] = "1"

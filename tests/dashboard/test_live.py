@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import waddle
-import waddle.api
+import waddle.producer.api
 
 from .conftest import Server, chart_data, wait_for_runs
 
@@ -23,11 +23,11 @@ LIVE_BUDGET_S = 1.0
 def live_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
     """A server of its own (it gets restarted), over a folder this test writes into."""
     # In-process runs must leave pytest's signal handlers and atexit alone.
-    monkeypatch.setattr(waddle.api, "_hooks_installed", True)
-    monkeypatch.setattr(waddle.api, "_live", [])
+    monkeypatch.setattr(waddle.producer.api, "_hooks_installed", True)
+    monkeypatch.setattr(waddle.producer.api, "_live", [])
     server = Server(tmp_path / "root").start()
     yield server
-    for run in list(waddle.api._live):
+    for run in list(waddle.producer.api._live):
         run.finish()
     server.stop()
 

@@ -7,9 +7,10 @@ from argparse import Namespace
 from pathlib import Path
 
 import pytest
-from compat.runs import assert_lightning_run, folded_config
-from compat.scripts import tiny
-from helpers import isolated_waddle, of_type, read_events  # noqa: F401
+
+from tests.compat.runs import assert_lightning_run, folded_config
+from tests.compat.scripts import tiny
+from tests.helpers import isolated_waddle, of_type, read_events  # noqa: F401
 
 pytest.importorskip("lightning")
 from waddle.integrations.lightning import WaddleLogger

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from compat.runs import assert_hf_run
-from compat.scripts import tiny
-from helpers import isolated_waddle, of_type, read_events  # noqa: F401
 
 import waddle
+from tests.compat.runs import assert_hf_run
+from tests.compat.scripts import tiny
+from tests.helpers import isolated_waddle, of_type, read_events  # noqa: F401
 
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")

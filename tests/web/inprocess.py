@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 
 import waddle.web.app
 from waddle.consumers.broadcast import Broadcaster
-from waddle.web.serve import serve
+from waddle.web.server import serve
 from waddle.web.settings import Settings
 
 STARTUP_TIMEOUT_S = 60.0
@@ -52,7 +52,7 @@ class InProcessServer:
 def in_process_server(
     root: Path, monkeypatch: pytest.MonkeyPatch, **settings: Any
 ) -> Iterator[InProcessServer]:
-    """Run ``waddle.web.serve.serve`` in a thread (port 0) and stop it on exit.
+    """Run ``waddle.web.server.serve`` in a thread (port 0) and stop it on exit.
 
     ``serve`` builds its app with ``waddle.web.app.create_app``; the test keeps a
     reference to that app by wrapping the function, so the server is the one

@@ -9,9 +9,9 @@ from urllib.parse import quote
 
 import orjson
 import pytest
-from helpers import raw_events, raw_log
 
 import waddle
+from tests.helpers import raw_events, raw_log
 
 from .conftest import Server, eventually, start_server, wait_for_run
 from .events import run_event

@@ -11,12 +11,12 @@ from typing import Any
 
 import orjson
 import pytest
-from helpers import (
+
+import waddle
+from tests.helpers import (
     isolated_waddle,  # noqa: F401  (autouse: in-process runs stay isolated)
     raw_log,
 )
-
-import waddle
 from waddle.eventlog.reader import LogReader, Offset
 from waddle.eventlog.record import MAX_DEPTH
 

@@ -13,10 +13,10 @@ from typing import Any
 import orjson
 import psutil
 import pytest
-from helpers import eventually, isolated_waddle, raw_events, raw_log  # noqa: F401
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import waddle
+from tests.helpers import eventually, isolated_waddle, raw_events, raw_log  # noqa: F401
 from waddle.consumers.broadcast import Broadcaster
 from waddle.web.settings import Settings
 from waddle.web.ws import MAX_PROJECTS, MAX_RUNS, MAX_SINCE, Client

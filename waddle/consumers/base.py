@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from waddle.consumers.registry import StateStore
 from waddle.consumers.retry import Retry, is_transient
-from waddle.consumers.state import StateStore
 from waddle.eventlog.reader import DEFAULT_POLL_INTERVAL, Batch, LogReader, Offset
 
 logger = logging.getLogger("waddle.consumers")

@@ -52,7 +52,7 @@ def consume(
             for name in dict.fromkeys(names or DEFAULT_CONSUMERS)
         ]
         if relays:
-            from waddle.consumers.relay import RelayConsumer, resolve_token
+            from waddle.consumers.relay.consumer import RelayConsumer, resolve_token
 
             token = resolve_token(relay_token)
             consumers += [

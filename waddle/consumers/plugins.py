@@ -24,7 +24,7 @@ from waddle.errors import UsageError
 from waddle.ids import is_valid_id
 
 GROUP = "waddle.consumers"
-BUILTIN = {"duckdb": "waddle.consumers.duckdb_writer:DuckDBWriter"}
+BUILTIN = {"duckdb": "waddle.consumers.duckdb.writer:DuckDBWriter"}
 
 
 def available() -> list[str]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from waddle.consumers.lag import segment_sizes
-from waddle.consumers.state import Registration, StateStore
+from waddle.consumers.registry import Registration, StateStore
 from waddle.eventlog.reader import Offset
 from waddle.eventlog.segment import log_dir, segment_name
 from waddle.ids import is_valid_id

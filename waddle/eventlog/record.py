@@ -24,8 +24,8 @@ from typing import Any
 
 import orjson
 
-from waddle import collector
 from waddle.errors import EncodeError
+from waddle.eventlog import collector
 from waddle.ids import MAX_RANK
 
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
@@ -379,7 +379,7 @@ def shallow(text: bytes, lines: list[bytes], events: list[dict[str, Any]]) -> bo
 def loads_lines(lines: list[bytes]) -> list[Any] | None:
     """Every line parsed as JSON, in one C-level pass; None when one is not JSON (or blank).
 
-    The cyclic collector is paused meanwhile (``waddle.collector``).
+    The cyclic collector is paused meanwhile (``waddle.eventlog.collector``).
     """
     with collector.paused():
         try:

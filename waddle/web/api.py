@@ -18,10 +18,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from waddle import queries
 from waddle.consumers.broadcast import locate, read_after
 from waddle.errors import StoreError
 from waddle.eventlog.reader import LogReader
+from waddle.store import queries
 from waddle.web import params
 from waddle.web.errors import RequestError, bad_request, json_response, not_found
 

@@ -27,8 +27,8 @@ from starlette.routing import Route, WebSocketRoute
 
 from waddle.consumers.base import ConsumerThread
 from waddle.consumers.broadcast import Broadcaster
-from waddle.consumers.duckdb_writer import DuckDBWriter
-from waddle.consumers.relay import RelayConsumer
+from waddle.consumers.duckdb.writer import DuckDBWriter
+from waddle.consumers.relay.consumer import RelayConsumer
 from waddle.errors import StoreError, UsageError
 from waddle.eventlog.reader import LogReader
 from waddle.web import api
@@ -36,9 +36,9 @@ from waddle.web.auth import TokenAuth
 from waddle.web.dashboard_api import dashboard_routes
 from waddle.web.errors import EXCEPTION_HANDLERS, json_response
 from waddle.web.ingest import ingest
+from waddle.web.ingest_log import IngestLog
 from waddle.web.openapi import spec
 from waddle.web.settings import Settings
-from waddle.web.writers import IngestLog
 from waddle.web.ws import websocket_endpoint
 
 logger = logging.getLogger("waddle.web")

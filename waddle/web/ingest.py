@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from waddle import collector
+from waddle.eventlog import collector
 from waddle.eventlog.record import (
     MAX_DEPTH,
     all_sound,
@@ -41,7 +41,7 @@ from waddle.eventlog.record import (
 from waddle.events import EVENT_ADAPTER
 from waddle.ids import is_valid_id, stream_id
 from waddle.web.errors import RequestError, bad_request, json_response
-from waddle.web.writers import IngestLog, Outcome
+from waddle.web.ingest_log import IngestLog, Outcome
 
 JSON_TYPES = frozenset({"application/json"})
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl"})
@@ -267,7 +267,7 @@ def _take(
     log: IngestLog, stream: str, body: bytes, encoding: str, limit: int, ndjson: bool
 ) -> Outcome:
     """Check and write a request in one go, the collector paused until its events are
-    gone (``waddle.collector``)."""
+    gone (``waddle.eventlog.collector``)."""
     with collector.paused():
         events, lines = _prepare(stream, body, encoding, limit, ndjson)
         outcome = log.append(stream, events, lines)

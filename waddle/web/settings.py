@@ -43,7 +43,7 @@ class Settings:
     relay_token: str | None = None
 
     def __post_init__(self) -> None:
-        from waddle.relay_http import check_url
+        from waddle.consumers.relay.client import check_url
 
         for url in self.relays:
             check_url(url)

@@ -1,6 +1,6 @@
 """``wandb.sdk.lib``: ``RunDisabled``, the run of ``init(mode="disabled")``."""
 
-from waddle.live_run import DisabledRun as RunDisabled
+from waddle.producer.run import DisabledRun as RunDisabled
 
 from . import config_util
 

@@ -1,0 +1,161 @@
+"""Helpers of the relay, sync and central-host tests: relays and central hosts as real
+processes on loopback, and reading logs and tables back for comparison."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from tests.web.conftest import Server, start_server
+from waddle.consumers.lag import last_seq
+from waddle.consumers.registry import StateStore
+from waddle.consumers.relay.consumer import relay_name
+from waddle.eventlog.reader import LogReader, Offset
+from waddle.eventlog.segment import log_dir
+
+CONSUME = [
+    sys.executable,
+    "-c",
+    "import sys, waddle.cli.parser; sys.exit(waddle.cli.parser.consume_main())",
+]
+RELAY_MODULE = [sys.executable, "-m", "waddle.consumers.relay.consumer"]
+SYNC_MODULE = [sys.executable, "-m", "waddle.consumers.relay.sync"]
+WADDLE = [sys.executable, "-c", "import sys, waddle.cli.parser; sys.exit(waddle.cli.parser.main())"]
+
+# Per run and key: count and checksums of the metrics rows (as the exactly-once test does).
+CHECKSUMS = """
+SELECT run_id, key, count(*), sum(hash(step, ts, value)), count(value), sum(isnan(value)::INT)
+FROM metrics GROUP BY run_id, key ORDER BY run_id, key
+"""
+
+
+def _cli_knows(parser_name: str, option: str) -> bool:
+    import waddle.cli.parser
+
+    build = getattr(waddle.cli.parser, parser_name)
+    return option in build().format_help()
+
+
+def relay_argv(root: Path, url: str, token: str | None = None) -> list[str]:
+    """``waddle-consume --relay URL`` once the CLI has it; the relay module until then."""
+    if _cli_knows("build_consume_parser", "--relay"):
+        argv = [*CONSUME, "--dir", str(root), "--relay", url]
+    else:
+        argv = [*RELAY_MODULE, url, "--dir", str(root)]
+    return argv + (["--token", token] if token else []) + ["--interval", "0.02"]
+
+
+def sync_argv(root: Path, url: str, *args: str) -> list[str]:
+    """``waddle sync URL`` once the CLI has it, else ``python -m waddle.consumers.relay.sync``."""
+    base = [*WADDLE, "sync"] if "sync" in _subcommands() else list(SYNC_MODULE)
+    return [*base, url, "--dir", str(root), *args]
+
+
+def _subcommands() -> str:
+    import waddle.cli.parser
+
+    return waddle.cli.parser.build_parser().format_help()
+
+
+def clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WADDLE_") and k != "RANK"}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class Relay:
+    """A relay process; its stderr goes to a file that the test can read."""
+
+    def __init__(self, root: Path, url: str, token: str | None = None) -> None:
+        self.root = root
+        self.url = url
+        self.log = root.parent / f"relay-{time.monotonic_ns()}.stderr"
+        root.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "wb") as err:
+            self.proc = subprocess.Popen(
+                relay_argv(root, url, token),
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env=clean_env(),
+            )
+
+    def stderr(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            pytest.fail(f"the relay did not stop within {timeout}s:\n{self.stderr()}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def central(root: Path, port: int, token: str | None = None) -> Server:
+    """``waddle serve`` on a fixed loopback port, so a relay's URL outlives a restart."""
+    return start_server(root, "--port", str(port), "--poll-interval", "0.02", token=token)
+
+
+def stream_events(root: Path, stream: str) -> list[dict[str, Any]]:
+    """Every event of a stream, read with the reader from the start."""
+    reader = LogReader(root)
+    offset, events = Offset(), []
+    while True:
+        batch = reader.read(stream, offset)
+        if batch.offset == offset:
+            return events
+        events += batch.events
+        offset = batch.offset
+
+
+def log_events(root: Path) -> dict[str, list[dict[str, Any]]]:
+    return {stream: stream_events(root, stream) for stream in LogReader(root).streams()}
+
+
+def last_seqs(root: Path) -> dict[str, int]:
+    return {s: last_seq(log_dir(root) / s) for s in LogReader(root).streams()}
+
+
+def relayed(root: Path, url: str) -> dict[str, int]:
+    """The last seq per stream the relay to ``url`` has committed (published)."""
+    return {s: o.seq for s, o in StateStore(root).load(relay_name(url)).items()}
+
+
+def caught_up(root: Path, name: str, expected: dict[str, int]) -> bool:
+    """Whether consumer ``name`` of ``root`` has published every seq of ``expected``."""
+    offsets = StateStore(root).load(name)
+    return all(offsets.get(s, Offset()).seq >= seq for s, seq in expected.items())
+
+
+def checksums(db: Path) -> list[tuple[Any, ...]]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute(CHECKSUMS).fetchall()
+
+
+def reference_db(root: Path, db: Path) -> Path:
+    """The tables a local DuckDB writer makes of ``root``'s log: what the host must hold."""
+    import threading
+
+    from waddle.consumers.base import run_consumer
+    from waddle.consumers.duckdb.writer import DuckDBWriter
+
+    writer = DuckDBWriter(root, db, durable=False, snapshot_interval=0)
+    run_consumer(writer, root, threading.Event(), once=True)
+    return db

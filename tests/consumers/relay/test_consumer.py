@@ -1,0 +1,444 @@
+"""The relay forwarder and its HTTP client, against a scripted loopback host (how each
+answer is read) and against a real ``waddle serve`` (what arrives, exactly once)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.consumers.logs import mixed, open_stream, run_fields, write_run
+from tests.consumers.relay.support import (
+    central,
+    free_port,
+    last_seqs,
+    log_events,
+    relayed,
+    stream_events,
+)
+from tests.helpers import eventually
+from tests.web.conftest import Server, log_fingerprint, start_server
+from waddle.cli import commands
+from waddle.consumers.base import run_consumer
+from waddle.consumers.registry import StateStore
+from waddle.consumers.relay.client import Backoff, Held, IngestClient, check_url
+from waddle.consumers.relay.consumer import RelayConsumer, relay_name
+from waddle.errors import PermanentError, TransientError, UsageError
+from waddle.eventlog.reader import Offset
+from waddle.eventlog.record import encode
+from waddle.eventlog.segment import list_segments, log_dir, segment_name
+
+FAST = Backoff(base=0.02, cap=0.2)
+
+Reply = tuple[int, dict[str, Any], dict[str, str]]
+
+
+class FakeHost:
+    """A loopback HTTP server that answers from ``respond`` and records every request."""
+
+    def __init__(self, respond: Callable[[dict[str, Any]], Reply], drop: bool = False) -> None:
+        self.respond = respond
+        self.requests: list[dict[str, Any]] = []
+        host = self
+
+        class Handler(BaseHTTPRequestHandler):
+            # ``drop``: answer as HTTP/1.1 keep-alive, then close the connection unsaid,
+            # as a host does to an idle client.
+            protocol_version = "HTTP/1.1" if drop else "HTTP/1.0"
+
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                gz = self.headers.get("Content-Encoding") == "gzip"
+                request = {
+                    "path": self.path,
+                    "headers": dict(self.headers),
+                    "raw": raw,
+                    "body": gzip.decompress(raw) if gz else raw,
+                }
+                host.requests.append(request)
+                status, body, headers = host.respond(request)
+                data = orjson.dumps(body)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+                self.close_connection = drop
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake_host() -> Iterator[Callable[..., FakeHost]]:
+    hosts: list[FakeHost] = []
+
+    def make(respond: Callable[[dict[str, Any]], Reply], drop: bool = False) -> FakeHost:
+        hosts.append(FakeHost(respond, drop))
+        return hosts[-1]
+
+    yield make
+    for host in hosts:
+        host.close()
+
+
+def held_all(request: dict[str, Any]) -> Reply:
+    """A host that holds whatever it is sent."""
+    last = orjson.loads(request["body"].splitlines()[-1])["seq"]
+    return 200, {"seq": last, "written": 0, "duplicates": 0}, {}
+
+
+# -- the client: one place that reads answers -----------------------------------------
+
+
+def test_backoff_is_capped_exponential_with_jitter() -> None:
+    backoff = Backoff(base=0.1, cap=2.0, rng=random.Random(1))
+    for attempt in range(12):
+        window = min(2.0, 0.1 * 2**attempt)
+        delays = [backoff.delay(attempt) for _ in range(200)]
+        assert all(window / 2 <= d <= window for d in delays)
+        assert len(set(delays)) > 100, "delays must be jittered"
+    assert backoff.delay(3, hint=1.5) >= 1.5, "Retry-After is honoured"
+    assert backoff.delay(3, hint=60) == 2.0, "but never beyond the cap"
+
+
+def test_relay_names_are_per_host_and_port() -> None:
+    names = {relay_name(u) for u in ("http://a:1", "http://a:2", "http://b:1", "https://a")}
+    assert names == {"relay-a-1", "relay-a-2", "relay-b-1", "relay-a-443"}
+    assert relay_name("http://[::1]:8080/") == "relay-_1-8080"
+    assert relay_name("http://Central.Lab:80") == relay_name("http://central.lab")
+
+
+@pytest.mark.parametrize("url", ["ftp://h:1", "h:1", "http://h:1/?x=1", "http://h:99999"])
+def test_bad_urls_are_refused(url: str) -> None:
+    with pytest.raises(UsageError):
+        check_url(url)
+
+
+ANSWERS: list[tuple[int, dict[str, Any], dict[str, str], Any]] = [
+    (200, {"stream": "s", "seq": 5, "written": 6, "duplicates": 0}, {}, Held(5)),
+    (409, {"error": "seq_gap", "expected": 3, "seq": 2}, {}, Held(2, gap=True)),
+    (401, {"error": "unauthorized"}, {}, (PermanentError, "host", "token")),
+    (403, {"error": "forbidden"}, {}, (PermanentError, "host", "token")),
+    (404, {"error": "not_found"}, {}, (PermanentError, "host", "not a Waddle host")),
+    (400, {"error": "invalid_event", "detail": "step: bad"}, {}, (PermanentError, "stream", "bad")),
+    (409, {"error": "stream_locked", "detail": "one writer"}, {}, (PermanentError, "stream", "")),
+    (413, {"error": "too_large"}, {}, (PermanentError, "stream", "413")),
+    (500, {"error": "internal"}, {}, (TransientError, None, "500")),
+    (503, {"error": "write_failed"}, {"Retry-After": "7"}, (TransientError, 7.0, "503")),
+    (429, {}, {}, (TransientError, None, "429")),
+]
+
+
+@pytest.mark.parametrize(("status", "body", "headers", "expected"), ANSWERS)
+def test_every_answer_becomes_held_or_one_kind_of_error(
+    fake_host: Callable[..., FakeHost],
+    status: int,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    expected: Any,
+) -> None:
+    host = fake_host(lambda request: (status, body, headers))
+    client = IngestClient(host.url, "tok", compress=False)
+    try:
+        if isinstance(expected, Held):
+            assert client.post("s", b'{"seq":0}\n') == expected
+            return
+        kind, extra, words = expected
+        with pytest.raises(kind) as caught:
+            client.post("s", b'{"seq":0}\n')
+        assert words in str(caught.value)
+        assert caught.value.status == status
+        if kind is PermanentError:
+            assert caught.value.scope == extra
+        else:
+            assert caught.value.retry_after == extra
+    finally:
+        client.close()
+
+
+def test_an_unreachable_host_is_transient() -> None:
+    client = IngestClient(f"http://127.0.0.1:{free_port()}", timeout=2)
+    with pytest.raises(TransientError, match="connection refused"):
+        client.post("s", b'{"seq":0}\n')
+
+
+def test_a_connection_the_host_closed_while_idle_is_not_an_outage(
+    fake_host: Callable[..., FakeHost],
+) -> None:
+    host = fake_host(held_all, drop=True)
+    client = IngestClient(host.url)
+    try:
+        for seq in range(3):
+            assert client.post("s", encode({"seq": seq})) == Held(seq)
+    finally:
+        client.close()
+    assert len(host.requests) == 3
+
+
+def test_posts_gzip_ndjson_with_the_bearer_token(fake_host: Callable[..., FakeHost]) -> None:
+    host = fake_host(held_all)
+    events = [
+        {"seq": i, "ts": 1.0, "type": "metrics", "step": i, "data": {"x": i}} for i in range(3)
+    ]
+    body = b"".join(encode(e) for e in events)
+    client = IngestClient(host.url + "/", "s3cret")
+    assert client.post("run.1", body) == Held(2)
+    client.close()
+    (request,) = host.requests
+    assert request["path"] == "/ingest?stream=run.1"
+    assert request["headers"]["Authorization"] == "Bearer s3cret"
+    assert request["headers"]["Content-Type"] == "application/x-ndjson"
+    assert request["headers"]["Content-Encoding"] == "gzip"
+    assert request["body"] == body and len(request["raw"]) < len(body)
+
+
+def test_a_host_without_gzip_gets_plain_bodies(
+    fake_host: Callable[..., FakeHost], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def no_gzip(request: dict[str, Any]) -> Reply:
+        if request["headers"].get("Content-Encoding") == "gzip":
+            return 400, {"error": "invalid_encoding", "detail": "not UTF-8"}, {}
+        return held_all(request)
+
+    host = fake_host(no_gzip)
+    root = tmp_path / "w"
+    for run in ("a", "b", "c"):
+        write_run(root, run, 30)
+    relay = RelayConsumer(root, host.url, backoff=FAST)
+    run_consumer(relay, root, threading.Event(), once=True)
+    assert relayed(root, host.url) == last_seqs(root)
+    gzipped = [r for r in host.requests if "Content-Encoding" in r["headers"]]
+    assert 1 <= len(gzipped) <= relay.senders, "gzip is given up after the first refusal"
+    warnings = [r for r in caplog.records if "gzip" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+# -- refusals and outages --------------------------------------------------------------
+
+
+def test_a_wrong_token_stops_forwarding_once_keeps_everything_and_does_not_spin(
+    fake_host: Callable[..., FakeHost], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    host = fake_host(lambda request: (401, {"error": "unauthorized"}, {}))
+    root = tmp_path / "w"
+    write_run(root, "a", 50)
+    write_run(root, "b", 50)
+    stop = threading.Event()
+    relay = RelayConsumer(root, host.url, token="wrong", stop=stop, backoff=FAST)
+    thread = threading.Thread(target=run_consumer, args=(relay, root, stop), daemon=True)
+    thread.start()
+    eventually(lambda: relay.failure is not None, 10, "the refusal")
+    write_run(root, "c", 50)  # more events arrive: still nothing is sent
+    time.sleep(0.5)
+    stop.set()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert len(host.requests) <= 2, "one refused request per stream in flight, then none"
+    assert isinstance(relay.failure, PermanentError)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "token" in errors[0].getMessage()
+    assert relayed(root, host.url) == {}, "nothing past what the host acknowledged"
+
+
+def test_retries_while_the_host_is_down_then_delivers(tmp_path: Path) -> None:
+    root = tmp_path / "w"
+    write_run(root, "early", 500, payload=mixed, segment_bytes=8192)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    stop = threading.Event()
+    relay = RelayConsumer(root, url, stop=stop, backoff=FAST)
+    thread = threading.Thread(
+        target=run_consumer, args=(relay, root, stop), kwargs={"interval": 0.02}, daemon=True
+    )
+    thread.start()
+    time.sleep(0.6)  # several refused connections
+    assert relayed(root, url) == {}
+    server = central(tmp_path / "central", port)
+    try:
+        eventually(lambda: relayed(root, url) == last_seqs(root), 20, "delivery after outage")
+        assert log_events(server.root) == log_events(root)
+        server.stop()
+        write_run(root, "late", 40)  # the host is away again: the relay waits it out
+        time.sleep(0.4)
+        began = time.monotonic()
+        stop.set()
+        thread.join(10)
+        assert time.monotonic() - began < 2, "a stop ends the wait for the host promptly"
+        assert "late" not in relayed(root, url), "nothing unacknowledged is committed"
+    finally:
+        stop.set()
+        server.stop()
+
+
+# -- against a real waddle serve ---------------------------------------------------------
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[Server]:
+    server = central(tmp_path / "central", free_port())
+    yield server
+    assert server.stop() == 0, server.stderr()
+
+
+def relay_once(root: Path, url: str, **options: Any) -> RelayConsumer:
+    relay = RelayConsumer(root, url, backoff=FAST, **options)
+    run_consumer(relay, root, threading.Event(), once=True)
+    return relay
+
+
+def test_every_stream_arrives_exactly_and_lag_shows_zero(host: Server, tmp_path: Path) -> None:
+    root = tmp_path / "w"
+    write_run(root, "alpha", 400, payload=mixed, segment_bytes=4096)
+    write_run(root, "alpha", 100, payload=mixed, rank=1, segment_bytes=4096)
+    write_run(root, "beta", 300, segment_bytes=2048, finish="failed")
+    relay = relay_once(root, host.url)
+    assert relay.failure is None and relay.parked == {}
+    assert log_events(host.root) == log_events(root)
+    assert relayed(root, host.url) == last_seqs(root)
+    out = io.StringIO()
+    commands.consumers(root, out)
+    report = out.getvalue()
+    assert relay_name(host.url) in report
+    section = report.split(relay_name(host.url), 1)[1]
+    assert "alpha.1" in section and all(
+        line.split()[1:] == ["0", "0"] for line in section.splitlines()[2:] if line.strip()
+    )
+
+
+def test_a_replay_from_lost_offsets_writes_nothing_twice(host: Server, tmp_path: Path) -> None:
+    root = tmp_path / "w"
+    write_run(root, "gamma", 300, segment_bytes=4096)
+    relay_once(root, host.url)
+    before = log_fingerprint(host.root)
+    StateStore(root).remove(relay_name(host.url))
+    relay_once(root, host.url)
+    assert log_fingerprint(host.root) == before
+    assert relayed(root, host.url) == last_seqs(root)
+
+
+def test_a_host_that_lost_events_gets_them_again_from_the_seq_it_expects(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "w"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    writer = open_stream(root, "delta", segment_bytes=4096)
+    writer.append("run", {"run_id": "delta", "project": "p", "name": "d", "config": {},
+                          "tags": [], "notes": None, "group": None, "job_type": None,
+                          "context": {}})  # fmt: skip
+    for step in range(200):
+        writer.append("metrics", {"step": step, "data": {"loss": step}})
+    first = central(tmp_path / "first", port)
+    relay_once(root, url)
+    first.stop()
+    replacement = central(tmp_path / "replacement", port)  # an empty host, same address
+    try:
+        for step in range(200, 300):
+            writer.append("metrics", {"step": step, "data": {"loss": step}})
+        writer.close()
+        relay = relay_once(root, url)
+        assert relay.parked == {}
+        assert stream_events(replacement.root, "delta") == stream_events(root, "delta")
+    finally:
+        replacement.stop()
+
+
+def test_a_gap_in_the_local_log_parks_only_that_stream(
+    host: Server, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "w"
+    write_run(root, "holed", 50)
+    write_run(root, "whole", 50)
+    segment = log_dir(root) / "holed" / segment_name(list_segments(log_dir(root) / "holed")[0])
+    lines = segment.read_bytes().splitlines(keepends=True)
+    lines[20] = b'{"seq": 20, "this line is corrupt\n'
+    segment.write_bytes(b"".join(lines))
+    relay = relay_once(root, host.url)
+    assert list(relay.parked) == ["holed"]
+    assert "seq 20" in relay.parked["holed"]
+    assert stream_events(host.root, "whole") == stream_events(root, "whole")
+    assert [e["seq"] for e in stream_events(host.root, "holed")] == list(range(20))
+    parked = [r for r in caplog.records if r.name == "waddle.relay" and "'holed'" in r.getMessage()]
+    assert len(parked) == 1 and parked[0].levelno == logging.ERROR
+    assert relayed(root, host.url).get("holed", -1) < 20, "a parked stream is not committed"
+
+
+def test_requests_shrink_until_the_host_takes_them(tmp_path: Path) -> None:
+    root = tmp_path / "w"
+    write_run(root, "wide", 3000, payload=mixed)
+    limited = start_server(tmp_path / "limited", "--max-body-bytes", str(64 * 1024))
+    try:
+        relay = relay_once(root, limited.url)
+        assert relay.parked == {} and relay.sender.post_bytes <= 64 * 1024
+        assert log_events(limited.root) == log_events(root)
+    finally:
+        limited.stop()
+
+
+def test_handling_a_batch_twice_sends_nothing_new(host: Server, tmp_path: Path) -> None:
+    from waddle.eventlog.reader import LogReader
+
+    root = tmp_path / "w"
+    write_run(root, "twice", 40)
+    relay = RelayConsumer(root, host.url, backoff=FAST)
+    relay.start({})
+    try:
+        batches = LogReader(root).poll({})
+        relay.handle(batches)
+        first = relay.commit()
+        relay.handle(batches)
+        assert relay.commit() == first
+    finally:
+        relay.close()
+    assert stream_events(host.root, "twice") == stream_events(root, "twice")
+
+
+def test_a_live_tail_is_paced_not_posted_every_poll(
+    fake_host: Callable[..., FakeHost], tmp_path: Path
+) -> None:
+    host = fake_host(held_all)
+    root = tmp_path / "w"
+    writer = open_stream(root, "live")
+    writer.append("run", run_fields("live"))
+    stop = threading.Event()
+    relay = RelayConsumer(root, host.url, stop=stop, linger=0.5, backoff=FAST)
+    thread = threading.Thread(
+        target=run_consumer, args=(relay, root, stop), kwargs={"interval": 0.01}, daemon=True
+    )
+    thread.start()
+    began = time.monotonic()
+    for step in range(150):  # about 1.5 s of a live run
+        writer.append("metrics", {"step": step, "data": {"loss": step}})
+        time.sleep(0.01)
+    writer.close()
+    eventually(lambda: relay.acked().get("live", Offset()).seq == 150, 10, "the tail")
+    seconds = time.monotonic() - began
+    stop.set()
+    thread.join(10)
+    assert len(host.requests) <= seconds / 0.5 + 2, f"{len(host.requests)} in {seconds:.1f}s"
+    sent = [orjson.loads(line)["seq"] for r in host.requests for line in r["body"].splitlines()]
+    assert sent == list(range(151))

@@ -1,0 +1,70 @@
+"""``waddle demo``: write example runs through the real producer.
+
+It trains nothing: a loss that decays with noise, an accuracy that climbs, a learning
+rate schedule and one NaN spike, so that a fresh install has something to show in the
+dashboard within a second. The values come from a seeded generator: the same every time.
+``serve --demo`` also keeps a second run logging at a human pace, to show live updates.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+from pathlib import Path
+
+import waddle
+from waddle.producer.run import Run
+
+DEFAULT_STEPS = 300
+
+
+def write_demo(
+    root: Path | str | None = None,
+    *,
+    steps: int = DEFAULT_STEPS,
+    project: str = "demo",
+    pace: float = 0.0,
+    stop: threading.Event | None = None,
+) -> Run:
+    """Log one demo run under ``root`` (the usual default folder if None) and finish it.
+
+    With ``pace``, wait that many seconds between steps (and stop early when ``stop`` is
+    set), as a live training run would.
+    """
+    stop = stop or threading.Event()
+    rng = random.Random(7)
+    config = {"learning_rate": 3e-3, "batch_size": 64, "optimizer": "adam", "model": "mlp-2x256"}
+    run = waddle.init(
+        project=project,
+        dir=root,
+        config=config,
+        tags=["demo"],
+        notes="written by `waddle demo`",
+        system_metrics=False,
+    )
+    best = 0.0
+    try:
+        for step in range(steps):
+            progress = step / max(steps - 1, 1)
+            loss = 2.3 * math.exp(-4 * progress) + 0.05 + rng.gauss(0, 0.03)
+            metrics = {
+                "train/loss": float("nan") if step == steps // 3 else loss,
+                "train/lr": config["learning_rate"] * 0.5 * (1 + math.cos(math.pi * progress)),
+            }
+            if step % 10 == 9:
+                accuracy = min(
+                    0.99, 0.1 + 0.85 * (1 - math.exp(-5 * progress)) + rng.gauss(0, 0.01)
+                )
+                best = max(best, accuracy)
+                metrics["val/accuracy"] = accuracy
+                metrics["val/loss"] = loss * 1.1
+            run.log(metrics, step=step)
+            if pace and stop.wait(pace):
+                break
+        run.summary["best/val_accuracy"] = best
+    except BaseException:
+        run.finish(exit_code=1)
+        raise
+    run.finish()
+    return run

@@ -1,0 +1,1 @@
+"""The DuckDB writer: events into the tables of the store (docs/schema.md)."""

@@ -1,0 +1,126 @@
+"""The DuckDB writer's pending rows, and the statements that write them.
+
+Rows wait here, column by column, until they are shipped to the database thread. There
+each table's batch is inserted with one statement over registered numpy columns (DuckDB
+scans them natively; there is no row-by-row path), and the run, stream and offset rows
+of a commit are replaced with one statement per table: a statement costs about a
+millisecond whatever its size, so their number is what is kept small.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+
+from waddle.consumers import quarantine
+from waddle.consumers.duckdb import fold
+from waddle.consumers.duckdb.columns import Codes, LongColumns, RowColumns, to_json
+from waddle.store import schema as store
+
+CONSOLE = ("run_id", "rank", "seq", "ts", "source", "text")
+ARTIFACTS = ("run_id", "rank", "ts", "name", "kind", "path", "size", "sha256")
+VALUES = ("run_id", "key", "step", "ts", "value")
+# Run ids and keys arrive as codes, indexes into the list of names given as $names.
+RUN, KEY = "$names[b.run + 1]", "$names[b.key + 1]"
+VALUE = "CASE WHEN b.nan THEN 'NaN'::DOUBLE ELSE b.value END"
+
+
+class PendingRows:
+    """Rows handled since they were last shipped to the database thread."""
+
+    def __init__(self, names: Codes) -> None:
+        self.names = names
+        self.metrics = LongColumns(names)
+        self.system = LongColumns(names)
+        self.values = RowColumns(VALUES)
+        self.console = RowColumns(CONSOLE)
+        self.artifacts = RowColumns(ARTIFACTS)
+        self.quarantine = RowColumns(quarantine.COLUMNS)
+
+    def count(self) -> int:
+        small = (self.values, self.console, self.artifacts, self.quarantine)
+        return self.metrics.rows + self.system.rows + sum(len(rows.rows) for rows in small)
+
+    def inserts(self) -> list[tuple[str, dict[str, Any], str]]:
+        """``(table, columns, select)`` for each table with rows; ``select`` reads ``batch``."""
+        found = []
+        for table, long, order in (
+            ("metrics", self.metrics, f"{RUN}, {KEY}, b.axis, b.ts, {VALUE}"),
+            ("system", self.system, f"{RUN}, b.axis, {KEY}, b.ts, {VALUE}"),
+        ):
+            if long.rows:
+                columns = long.arrays()
+                columns["names"] = list(self.names.codes)
+                found.append((table, columns, f"SELECT {order} FROM batch AS b"))
+        for table, rows in (
+            ("logged_values", self.values),
+            ("console", self.console),
+            ("artifacts", self.artifacts),
+            ("quarantine", self.quarantine),
+        ):
+            if rows.rows:
+                found.append((table, rows.arrays(), "SELECT * FROM batch"))
+        return found
+
+
+def insert(
+    con: duckdb.DuckDBPyConnection, *, table: str, arrays: dict[str, Any], select: str
+) -> None:
+    """Insert column arrays through a relation registered as ``batch``.
+
+    ``arrays`` holds the batch's columns and, under ``names``, the names that coded
+    columns index (``$names`` in ``select``). Two calls into DuckDB, no more: while the
+    parsing thread holds the GIL, each call waits for it, up to the 5 ms switch interval
+    per hand-off, so a view is replaced by the next ``register`` rather than unregistered.
+    """
+    names = arrays.pop("names", None)
+    con.register("batch", arrays)
+    con.execute(f"INSERT INTO {table} {select}", {"names": names} if names is not None else None)
+
+
+def upsert(con: duckdb.DuckDBPyConnection, table: str, rows: list[list[Any]]) -> None:
+    """Insert or replace rows by primary key, all in one statement."""
+    if rows:
+        marks = "(" + ", ".join("?" * len(rows[0])) + ")"
+        con.execute(
+            f"INSERT OR REPLACE INTO {table} VALUES {', '.join([marks] * len(rows))}",
+            [value for row in rows for value in row],
+        )
+
+
+def upsert_all(
+    con: duckdb.DuckDBPyConnection,
+    runs: list[list[Any]],
+    streams: list[list[Any]],
+    offsets: list[list[Any]],
+) -> None:
+    """The rows a commit replaces besides the inserts: runs, streams, offsets."""
+    upsert(con, "runs", runs)
+    upsert(con, "streams", streams)
+    upsert(con, "_waddle.offsets", offsets)
+
+
+def run_values(run: fold.RunRow) -> list[Any]:
+    """A ``runs`` row in column order, dicts as JSON text."""
+    values = [getattr(run, column) for column in store.RUN_COLUMNS]
+    for index, column in enumerate(store.RUN_COLUMNS):
+        if column in store.JSON_COLUMNS:
+            values[index] = to_json(values[index])
+    return values
+
+
+def stream_values(row: fold.StreamRow) -> list[Any]:
+    """A ``streams`` row in column order, dicts as JSON text."""
+    return [
+        row.stream,
+        row.run_id,
+        row.rank,
+        row.status,
+        row.started_at,
+        row.finished_at,
+        row.exit_code,
+        to_json(row.dropped),
+        to_json(row.config),
+        to_json(row.summary),
+    ]

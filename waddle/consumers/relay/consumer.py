@@ -1,0 +1,320 @@
+"""The relay forwarder: a durable consumer that posts every stream to a central host.
+
+Each stream's batches are posted to ``URL/ingest?stream=ID`` (NDJSON, gzip, bearer token;
+``client``) by a pool of ``senders`` threads (``sender`` does the sending, resending and
+retrying): streams in parallel, the events of one stream strictly
+in seq order, one batch per stream in flight.
+
+Delivery: at-least-once on the wire, exactly-once in the host's log. The host is
+idempotent by (stream, seq) and all-or-nothing per request, and the relay commits a
+stream's offset only once the host has answered that it holds every seq up to there;
+after a crash the relay resends from its last commit and the host acknowledges what it
+already has without writing it again. Offsets live in ``state/<name>.json`` (the name is
+``relay-<host>-<port>``, so relays to two hosts never share offsets). A host that lacks
+earlier events (409) gets them again from the local log; a stream whose missing seq the
+log no longer holds is *parked* (one error naming it, its events stay on disk) and the
+other streams go on.
+
+Backpressure: ``handle`` returns once each of its streams' previous batch has landed, so
+at most one batch per stream is in memory while the next round is read; ``commit`` waits
+for all of them. While the host is unreachable (connection errors, timeouts, 5xx) every
+request is retried with capped exponential backoff and jitter, forever unless
+``give_up_after`` says otherwise; the run loop reads nothing more meanwhile, so the
+segments on disk are the queue and retention keeps them: nothing is lost however long
+the outage lasts. Give the relay the run loop's ``stop`` event (or call ``interrupt``)
+so that a stop ends the wait. A refusal of the token (401/403) stops forwarding to that
+host with one error message and no further requests; nothing is committed past what the
+host acknowledged. Live tails are paced: rounds that only carry a few new events per
+stream are at least ``linger`` seconds apart, each carrying everything new since.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from waddle.consumers.base import Consumer, Offsets
+from waddle.consumers.relay.client import DEFAULT_TIMEOUT_S, Backoff, check_url
+from waddle.consumers.relay.sender import Sender
+from waddle.errors import WaddleError
+from waddle.eventlog.reader import Batch, Offset
+from waddle.eventlog.segment import list_segments, log_dir, segment_name
+
+logger = logging.getLogger("waddle.relay")
+
+# Raw NDJSON per request; the host takes 16 MiB by default and a 413 halves this.
+DEFAULT_POST_BYTES = 4 << 20
+DEFAULT_SENDERS = 4
+# Rounds of a live tail (every batch small and at the end of its log) are at least this
+# far apart, each carrying everything new: a fleet of relays sends its host one request
+# per live stream per second, not one per poll. A backlog never waits.
+DEFAULT_LINGER_S = 1.0
+SMALL_BATCH_EVENTS = 512
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+# Where ``waddle-consume --relay`` and ``waddle sync`` look for the host's token.
+TOKEN_ENV = ("WADDLE_RELAY_TOKEN", "WADDLE_TOKEN")
+
+
+def resolve_token(value: str | None, env: tuple[str, ...] = TOKEN_ENV) -> str | None:
+    """The relay's token: ``value`` (``--token``) wins, else the first variable set in ``env``."""
+    if value is not None:
+        return value or None
+    return next((os.environ[name] for name in env if os.environ.get(name)), None)
+
+
+def relay_name(url: str) -> str:
+    """The consumer name of a relay to ``url``: ``relay-<host>-<port>``."""
+    parts = urlsplit(check_url(url))
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    host = _UNSAFE.sub("_", (parts.hostname or "host").lower())
+    path = _UNSAFE.sub("_", parts.path.strip("/"))
+    return (f"relay-{host}-{port}" + (f"-{path}" if path else ""))[:128]
+
+
+class RelayConsumer(Consumer):
+    """Forwards the log to one host. ``failure`` says why it stopped forwarding, if it did.
+
+    ``give_up_after``: seconds the host may stay unreachable before the relay stops
+    (``waddle sync``); None retries forever (the daemon). ``stop_on_failure``: set
+    ``stop`` when forwarding stops, so the run loop ends instead of tailing on.
+    """
+
+    durable = True
+
+    def __init__(
+        self,
+        root: Path | str,
+        url: str,
+        *,
+        token: str | None = None,
+        stop: threading.Event | None = None,
+        give_up_after: float | None = None,
+        stop_on_failure: bool = False,
+        senders: int = DEFAULT_SENDERS,
+        linger: float = DEFAULT_LINGER_S,
+        post_bytes: int = DEFAULT_POST_BYTES,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        compress: bool = True,
+        backoff: Backoff | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.url = check_url(url)
+        self.name = name or relay_name(url)
+        self.token = token
+        self.stop = stop
+        self.give_up_after = give_up_after
+        self.stop_on_failure = stop_on_failure
+        self.senders = max(1, senders)
+        self.linger = linger
+        self.failure: WaddleError | None = None
+        self.parked: dict[str, str] = {}
+        self._acked: Offsets = {}
+        self._lock = threading.Lock()
+        self._interrupted = threading.Event()
+        self._pool: ThreadPoolExecutor | None = None
+        self._flight: dict[str, Future[None]] = {}
+        self._last_round = 0.0
+        self.sender = Sender(
+            self,
+            self.root,
+            self.url,
+            token,
+            timeout=timeout,
+            compress=compress,
+            backoff=backoff or Backoff(),
+            post_bytes=post_bytes,
+            give_up_after=give_up_after,
+            quiet=stop_on_failure,
+            wake=self._interrupted,
+        )
+
+    def start(self, offsets: Mapping[str, Offset]) -> Offsets:
+        """Resume from the published offsets: they are exactly what the host acknowledged."""
+        self._acked = dict(offsets)
+        self.failure = None
+        self.parked = {}
+        self._interrupted.clear()
+        self._flight = {}
+        self._pool = ThreadPoolExecutor(self.senders, thread_name_prefix=f"waddle-{self.name}")
+        return super().start(offsets)
+
+    def handle(self, batches: list[Batch]) -> None:
+        """Start sending this round; each stream once the host holds its previous batch.
+
+        Streams do not wait for each other: a stream's batch goes as soon as that
+        stream's previous one has landed, while the others are still in flight. A live
+        round (every batch small, at the end of its log) waits until ``linger`` seconds
+        after the previous round, so the next round carries everything new since.
+        """
+        if self._live(batches):
+            self.sender.sleep(self._last_round + self.linger - time.monotonic())
+        self._last_round = time.monotonic()
+        for batch in batches:
+            previous = self._flight.pop(batch.stream, None)
+            if previous is not None:
+                previous.result()
+            events = self.fresh(batch)
+            if self.failure is not None or self._pool is None:
+                continue
+            if batch.stream not in self.parked:
+                self._flight[batch.stream] = self._pool.submit(
+                    self._deliver, batch.stream, events, batch.offset
+                )
+
+    def commit(self) -> Offsets:
+        """The offsets the host has acknowledged, once every batch in flight has landed."""
+        self._settle()
+        return self.acked()
+
+    def acked(self) -> Offsets:
+        """The offsets the host has acknowledged so far (does not wait)."""
+        with self._lock:
+            return dict(self._acked)
+
+    def close(self) -> None:
+        """Stop sending: batches still in flight are abandoned (they were not committed)."""
+        self._interrupted.set()
+        try:
+            self._settle()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+            self.sender.close()
+
+    def _settle(self) -> None:
+        """Wait for every batch in flight; re-raise what went wrong in a sender (a bug)."""
+        flight, self._flight = self._flight, {}
+        for future in flight.values():
+            future.result()
+
+    def interrupt(self) -> None:
+        """End any wait for the host now; what it did not acknowledge stays uncommitted."""
+        self._interrupted.set()
+
+    def stopping(self) -> bool:
+        """Whether sending should end now: a stop, an interrupt, or forwarding failed."""
+        return (
+            self._interrupted.is_set()
+            or self.failure is not None
+            or (self.stop is not None and self.stop.is_set())
+        )
+
+    def _deliver(self, stream: str, events: list[dict[str, Any]], end: Offset) -> None:
+        """Send one stream's batch; acknowledge its end offset once the host holds it.
+
+        Once stopping, nothing more is acknowledged: an earlier batch of the stream may
+        not have landed, and an empty batch after it must not move the offset past it.
+        """
+        if self.stopping():
+            return
+        if not events or self.sender.send(stream, events):
+            with self._lock:
+                before = self._acked.get(stream, Offset())
+                self._acked[stream] = Offset(end.segment, end.position, max(end.seq, before.seq))
+
+    def _live(self, batches: list[Batch]) -> bool:
+        """Whether this round is a live tail: every batch small and at the end of its log."""
+        return self.linger > 0 and all(
+            len(batch.events) < SMALL_BATCH_EVENTS and self._at_end(batch.stream, batch.offset)
+            for batch in batches
+        )
+
+    def _at_end(self, stream: str, offset: Offset) -> bool:
+        """Whether ``offset`` is the end of the stream's log: a live tail, not a backlog."""
+        stream_dir = log_dir(self.root) / stream
+        segments = list_segments(stream_dir)
+        if not segments or offset.segment != segments[-1]:
+            return False
+        try:
+            return offset.position >= os.stat(stream_dir / segment_name(offset.segment)).st_size
+        except FileNotFoundError:
+            return False
+
+    def fail(self, exc: WaddleError) -> None:
+        """Stop forwarding to this host: a refused token, or ``give_up_after`` passed."""
+        with self._lock:
+            if self.failure is not None:
+                return
+            self.failure = exc
+        if self.stop_on_failure:
+            if self.stop is not None:
+                self.stop.set()
+            return
+        logger.error(
+            "waddle relay %s: %s. Forwarding to this host has stopped and will not be "
+            "retried; every event stays on disk and nothing past what the host acknowledged "
+            "is committed. Fix it and restart the relay.",
+            self.name,
+            exc,
+        )
+
+    def park(self, stream: str, reason: str) -> None:
+        """Stop forwarding one stream (its events stay on disk); said once."""
+        with self._lock:
+            if stream in self.parked:
+                return
+            self.parked[stream] = reason
+        logger.error(
+            "waddle relay %s: stream %r is not forwarded to %s: %s. Its events stay on disk; "
+            "the other streams go on. Restart the relay once the cause is fixed.",
+            self.name,
+            stream,
+            self.url,
+            reason,
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m waddle.consumers.relay.consumer URL [--dir DIR] [--token T]``: the relay alone.
+
+    What ``waddle-consume --relay URL`` runs, in a process of its own: until SIGINT or
+    SIGTERM, then it commits what the host acknowledged and exits 0.
+    """
+    import argparse
+    import signal
+
+    from waddle.consumers.base import run_consumer
+    from waddle.eventlog.reader import DEFAULT_POLL_INTERVAL
+    from waddle.producer.api import root_dir
+
+    parser = argparse.ArgumentParser(prog="python -m waddle.consumers.relay.consumer")
+    parser.add_argument("url", help="the central host, http://HOST:PORT")
+    parser.add_argument("--dir", help="the Waddle folder (default: $WADDLE_DIR, else ./.waddle)")
+    parser.add_argument(
+        "--token", help="the host's token (default: $WADDLE_RELAY_TOKEN, else $WADDLE_TOKEN)"
+    )
+    parser.add_argument("--interval", type=float, default=DEFAULT_POLL_INTERVAL)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    stop = threading.Event()
+    relay = RelayConsumer(root_dir(args.dir), args.url, token=resolve_token(args.token), stop=stop)
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    try:
+        run_consumer(relay, relay.root, stop, interval=args.interval)
+    except WaddleError as exc:
+        logger.error("waddle relay: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

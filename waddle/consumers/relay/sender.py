@@ -1,0 +1,285 @@
+"""Sending one stream's events until the host holds them: the relay's sending half.
+
+A ``Sender`` is shared by a relay's sending threads, each with its own connection
+(``client.IngestClient``). ``send(stream, events)`` returns True once the host holds
+the last of ``events``, and False when they will not land now (a stop, a refusal, an
+outage longer than ``give_up_after``), having told its ``owner`` why:
+
+* requests stay under ``post_bytes`` and never span a seq gap of the local log; a 413
+  halves ``post_bytes`` and the request is sent again in smaller parts;
+* a host that lacks earlier events (409) gets them again, reread from the local log
+  from the seq it expects; a seq the log no longer holds parks the stream
+  (``owner.park``), as does an event or stream the host refuses;
+* an unreachable host (connection errors, timeouts, 5xx) is retried with capped
+  exponential backoff and jitter (``Backoff``), the outage logged once when it starts
+  and once when it ends; past ``give_up_after`` seconds, or on a refusal of the token,
+  ``owner.fail`` stops the relay for that host.
+
+Every wait ends promptly once ``owner.stopping()`` is true (``wake`` is set to hurry it).
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from waddle.consumers.relay.client import Backoff, Held, IngestClient
+from waddle.errors import PermanentError, TransientError, WaddleError
+from waddle.eventlog.reader import LogReader, Offset
+from waddle.eventlog.record import encode
+from waddle.eventlog.segment import list_segments
+
+logger = logging.getLogger("waddle.relay")
+
+# Nested rereads (the host losing events again while the relay resends them) before the
+# stream is parked rather than chased forever.
+MAX_REWINDS = 8
+_WAIT_SLICE_S = 0.1
+
+
+class Owner(Protocol):
+    """What a ``Sender`` reports to (the relay consumer)."""
+
+    parked: dict[str, str]
+
+    def stopping(self) -> bool: ...
+
+    def fail(self, exc: WaddleError) -> None: ...
+
+    def park(self, stream: str, reason: str) -> None: ...
+
+
+class _TooLarge(Exception):
+    """The host's body limit is below this request (a 413)."""
+
+
+class Sender:
+    """Posts streams to one host for ``owner``; thread-safe, one connection per thread."""
+
+    def __init__(
+        self,
+        owner: Owner,
+        root: Path,
+        url: str,
+        token: str | None,
+        *,
+        timeout: float,
+        compress: bool,
+        backoff: Backoff,
+        post_bytes: int,
+        give_up_after: float | None,
+        quiet: bool,
+        wake: threading.Event,
+    ) -> None:
+        self.owner = owner
+        self.root = root
+        self.url = url
+        self.token = token
+        self.timeout = timeout
+        self.compress = compress
+        self.backoff = backoff
+        self.post_bytes = post_bytes
+        self.give_up_after = give_up_after
+        self.quiet = quiet
+        self.wake = wake
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._clients: list[IngestClient] = []
+        self._outage_since: float | None = None
+
+    def close(self) -> None:
+        """Close every thread's connection."""
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            client.close()
+
+    def client(self) -> IngestClient:
+        """This thread's connection to the host."""
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = IngestClient(
+                self.url, self.token, timeout=self.timeout, compress=self.compress
+            )
+            self._local.client = client
+            with self._lock:
+                self._clients.append(client)
+        return client
+
+    def send(self, stream: str, events: list[dict[str, Any]], depth: int = 0) -> bool:
+        """Post ``events`` (seq order) until the host holds the last; False if it cannot."""
+        lines = [encode(event) for event in events]
+        seqs = [event["seq"] for event in events]
+        index = 0
+        while index < len(lines):
+            end = self._chunk_end(lines, seqs, index)
+            try:
+                held = self._post(stream, b"".join(lines[index:end]))
+            except _TooLarge:
+                if end - index == 1:
+                    self.owner.park(
+                        stream,
+                        f"event seq {seqs[index]} ({len(lines[index])} bytes) "
+                        "is larger than the host accepts in one request",
+                    )
+                    return False
+                self.post_bytes = max(1, sum(map(len, lines[index:end])) // 2)
+                continue
+            if held is None:
+                return False
+            if held.gap and held.seq < seqs[index] - 1:
+                if depth >= MAX_REWINDS:
+                    self.owner.park(stream, "the host kept losing events while they were resent")
+                    return False
+                if not self._resend_from_log(stream, held.seq, seqs[index] - 1, depth + 1):
+                    return False
+                continue
+            after = bisect.bisect_right(seqs, held.seq, index, len(seqs))
+            if after == index:
+                self.owner.park(stream, f"the host answered that it holds seq {held.seq} only")
+                return False
+            index = after
+        return True
+
+    def _chunk_end(self, lines: list[bytes], seqs: list[int], index: int) -> int:
+        """End of the request starting at ``index``: under ``post_bytes``, no seq gap."""
+        size = len(lines[index])
+        end = index + 1
+        while end < len(lines) and seqs[end] == seqs[end - 1] + 1:
+            size += len(lines[end])
+            if size > self.post_bytes:
+                break
+            end += 1
+        return end
+
+    def _resend_from_log(self, stream: str, after: int, until: int, depth: int) -> bool:
+        """Send seqs ``after+1 .. until`` of ``stream`` again, read from the local log."""
+        reader = LogReader(self.root)
+        offset = _locate(reader, stream, after)
+        expected = after + 1
+        while expected <= until and not self.owner.stopping():
+            batch = reader.read(stream, offset)
+            if batch.offset == offset:
+                break
+            offset = batch.offset
+            if not batch.events:
+                continue
+            if batch.events[0]["seq"] != expected:
+                break  # the log skips the seq the host needs
+            events = [e for e in batch.events if e["seq"] <= until]
+            if not self.send(stream, events, depth):
+                break
+            expected = events[-1]["seq"] + 1
+        if expected <= until and not self.owner.stopping() and stream not in self.owner.parked:
+            self.owner.park(
+                stream,
+                f"the host needs seq {expected}, which the local log no longer holds (a "
+                "corrupt line was skipped, or retention removed it); the host takes a "
+                "stream only without gaps",
+            )
+        return expected > until
+
+    def _post(self, stream: str, body: bytes) -> Held | None:
+        """One request, retried while the host is unreachable; None when it will not land."""
+        attempt = 0
+        client = self.client()
+        while not self.owner.stopping():
+            began = time.monotonic()
+            try:
+                held = client.post(stream, body)
+            except TransientError as exc:
+                if not self._wait_out(exc, attempt, began):
+                    return None
+                attempt += 1
+                continue
+            except PermanentError as exc:
+                if getattr(exc, "status", 0) == 413:
+                    raise _TooLarge from exc
+                if getattr(exc, "scope", "host") == "host":
+                    self.owner.fail(exc)
+                else:
+                    self.owner.park(stream, str(exc))
+                return None
+            self._reachable()
+            if self.compress and not client.compress:
+                self._no_gzip()
+            return held
+        return None
+
+    def _wait_out(self, exc: TransientError, attempt: int, began: float) -> bool:
+        """Back off after a transient failure; False when the relay should stop trying.
+
+        An outage is timed from the start of the first request that failed, so a host
+        that accepts connections and then hangs is given up on as promptly as one that
+        refuses them.
+        """
+        now = time.monotonic()
+        with self._lock:
+            if self._outage_since is None:
+                self._outage_since = began
+                if not self.quiet:
+                    logger.warning(
+                        "waddle relay: %s; retrying with backoff (at most %.0fs apart). The "
+                        "log on disk is the queue: nothing is lost while the host is away.",
+                        exc,
+                        self.backoff.cap,
+                    )
+            since = self._outage_since
+        delay = self.backoff.delay(attempt, getattr(exc, "retry_after", None))
+        if self.give_up_after is not None:
+            left = since + self.give_up_after - now
+            if left <= 0:
+                self.owner.fail(
+                    TransientError(
+                        f"could not reach {self.url} within {self.give_up_after:g}s ({exc})"
+                    )
+                )
+                return False
+            delay = min(delay, left)
+        return not self.sleep(delay)
+
+    def sleep(self, seconds: float) -> bool:
+        """Wait ``seconds`` unless stopped first; True when stopped."""
+        deadline = time.monotonic() + seconds
+        while not self.owner.stopping():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self.wake.wait(min(left, _WAIT_SLICE_S))
+        return True
+
+    def _reachable(self) -> None:
+        if self._outage_since is None:
+            return
+        with self._lock:
+            since, self._outage_since = self._outage_since, None
+        if since is not None and not self.quiet:
+            logger.warning(
+                "waddle relay: %s is reachable again after %.0fs; resuming",
+                self.url,
+                time.monotonic() - since,
+            )
+
+    def _no_gzip(self) -> None:
+        """The host reads no gzip: every thread sends it plain from now on; said once."""
+        with self._lock:
+            if not self.compress:
+                return
+            self.compress = False
+            for client in self._clients:
+                client.compress = False
+        logger.warning(
+            "waddle relay: %s does not take gzip-compressed bodies; sending uncompressed",
+            self.url,
+        )
+
+
+def _locate(reader: LogReader, stream: str, after: int) -> Offset:
+    """Where to read ``stream`` from to get the events after seq ``after``."""
+    segments = list_segments(reader.log_dir / stream)
+    start = [first for first in segments if first <= after + 1]
+    return Offset(start[-1] if start else (segments[0] if segments else 0), 0, after)

@@ -1,0 +1,1 @@
+"""The producer: what a training process imports (init, log, finish and what they record)."""

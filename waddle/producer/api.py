@@ -1,0 +1,249 @@
+"""``waddle.init`` and the module-level API (``waddle.log``, ``waddle.finish``, ...).
+
+Process-wide hooks are installed once: atexit and sys.excepthook on the first ``init``,
+the SIGTERM handler on the first ``init`` in the main thread (only it may set one):
+
+* atexit finishes every live run (a run nobody finished still gets its ``finish``);
+* sys.excepthook marks live runs failed before the interpreter exits, then chains;
+* SIGTERM (a scheduler preempting the job): with the default disposition the live runs
+  finish as ``killed`` and the process then dies of SIGTERM exactly as it would have;
+  a handler the program installed is called after the runs are marked killed, never
+  replaced; an ignored SIGTERM stays ignored.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+from waddle.errors import UsageError
+from waddle.eventlog.segment import DEFAULT_SEGMENT_BYTES, list_segments, log_dir
+from waddle.eventlog.writer import StreamWriter
+from waddle.ids import MAX_RANK, check_id, new_run_id, stream_id
+from waddle.producer import context
+from waddle.producer.config import Config, as_plain_dict
+from waddle.producer.gpu import open_nvml
+from waddle.producer.names import friendly_name
+from waddle.producer.resume import replay_stream
+from waddle.producer.run import DisabledRun, Run
+from waddle.producer.system import DEFAULT_INTERVAL_S, SystemSampler
+
+MODES = ("online", "offline", "disabled")
+RESUME_CHOICES = (None, False, True, "allow", "must", "never", "auto")
+
+_live: list[Run] = []
+_hooks_installed = False
+_sigterm_chained = False
+_hook_lock = threading.Lock()
+
+
+def root_dir(dir: str | os.PathLike[str] | None = None) -> Path:
+    """The Waddle folder: ``dir``, else ``$WADDLE_DIR``, else ``./.waddle``."""
+    return Path(dir or os.environ.get("WADDLE_DIR") or ".waddle").absolute()
+
+
+def init(
+    project: str | None = None,
+    name: str | None = None,
+    config: Any = None,
+    tags: list[str] | tuple[str, ...] | None = None,
+    notes: str | None = None,
+    group: str | None = None,
+    job_type: str | None = None,
+    dir: str | os.PathLike[str] | None = None,
+    id: str | None = None,
+    resume: bool | str | None = None,
+    mode: str | None = None,
+    system_metrics: bool = True,
+    system_interval: float = DEFAULT_INTERVAL_S,
+    console: bool = False,
+    segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+    fsync_interval: float | None = None,
+    **ignored: Any,
+) -> Run:
+    """Start a run (or continue one with ``resume=``) and return it.
+
+    Keyword arguments of wandb.init that have no meaning offline (``entity``,
+    ``reinit``, ``settings``, ...) are accepted and ignored so wandb scripts run as is.
+    """
+    mode = mode or os.environ.get("WADDLE_MODE") or "offline"
+    if mode not in MODES:
+        raise UsageError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if resume not in RESUME_CHOICES:
+        raise UsageError(f"resume must be True, False, 'allow', 'must' or 'never', got {resume!r}")
+    project = str(project or os.environ.get("WADDLE_PROJECT") or "uncategorized")
+    run_id = check_id(id or os.environ.get("WADDLE_RUN_ID") or new_run_id(), "run id")
+    root = root_dir(dir)
+    settings = Config(as_plain_dict(config))
+    name = str(name or os.environ.get("WADDLE_NAME") or friendly_name(run_id))
+    if mode == "disabled":
+        return _register(DisabledRun(run_id, project, name, root, settings, on_finish=forget))
+    rank = _rank()
+    stream = check_id(stream_id(run_id, rank), "stream id (run id + '.' + RANK)")
+    stream_dir = log_dir(root) / stream
+    resuming = resume not in (None, False, "never") and bool(list_segments(stream_dir))
+    if resume == "must" and not resuming:
+        raise UsageError(f"resume='must' but run {run_id!r} has no log under {root}")
+    writer = StreamWriter(
+        stream_dir, resume=resuming, segment_bytes=segment_bytes, fsync_interval=fsync_interval
+    )
+    try:
+        previous = replay_stream(root, stream) if resuming else None
+        if previous is not None:
+            settings = Config({**previous.config, **settings.as_dict()})
+        nvml = open_nvml() if system_metrics else None
+        writer.append(
+            "run",
+            {
+                "run_id": run_id,
+                "project": project,
+                "name": name,
+                "config": settings.as_dict(),
+                "tags": [str(tag) for tag in tags or ()],
+                "notes": _text_or_none(notes),
+                "group": _text_or_none(group),
+                "job_type": _text_or_none(job_type),
+                "context": context.collect(nvml.describe() if nvml else None),
+                "rank": rank,
+                "resumed": resuming,
+            },
+        )
+    except BaseException:
+        writer.discard(keep_log=resuming)
+        raise
+    run = Run(
+        writer=writer,
+        run_id=run_id,
+        stream=stream,
+        project=project,
+        name=name,
+        root=root,
+        config=settings,
+        step=previous.next_step if previous else 0,
+        on_finish=forget,
+    )
+    if previous is not None:
+        run.summary.seed(previous.last_values, previous.explicit_summary)
+    if system_metrics:
+        run.start_system_metrics(
+            SystemSampler(
+                lambda data: writer.append("system", {"data": data}), system_interval, nvml
+            )
+        )
+    if console:
+        run.capture_console()
+    return _register(run)
+
+
+def _text_or_none(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _rank() -> int:
+    """This process's rank from ``$RANK`` (0 when unset or not a number).
+
+    A rank above ``MAX_RANK`` is refused here, at ``init``: no store could record it.
+    """
+    try:
+        rank = max(int(os.environ.get("RANK", "0")), 0)
+    except ValueError:
+        return 0
+    if rank > MAX_RANK:
+        raise UsageError(f"RANK={rank} is above {MAX_RANK}, the highest rank Waddle records")
+    return rank
+
+
+def _register(run: Run) -> Run:
+    _live.append(run)
+    _install_hooks()
+    return run
+
+
+def forget(run: Run) -> None:
+    """Called by ``Run.finish``: the run is no longer the current one."""
+    if run in _live:
+        _live.remove(run)
+
+
+def current() -> Run | None:
+    """The most recently started live run, or None."""
+    return _live[-1] if _live else None
+
+
+def _require() -> Run:
+    run = current()
+    if run is None:
+        raise UsageError("no active run: call waddle.init() first")
+    return run
+
+
+def log(data: dict[str, Any], step: int | None = None, commit: bool = True) -> None:
+    """``run.log`` on the current run."""
+    _require().log(data, step=step, commit=commit)
+
+
+def finish(exit_code: int | None = None) -> None:
+    """``run.finish`` on the current run; nothing when there is none."""
+    run = current()
+    if run is not None:
+        run.finish(exit_code)
+
+
+def _finish_all(exit_code: int | None = None, status: str | None = None) -> None:
+    for run in list(_live):
+        run.finish(exit_code, status=status)
+
+
+def _install_hooks() -> None:
+    global _hooks_installed, _sigterm_chained
+    with _hook_lock:
+        chain = not _sigterm_chained and threading.current_thread() is threading.main_thread()
+        _sigterm_chained = _sigterm_chained or chain
+        first = not _hooks_installed
+        _hooks_installed = True
+    if chain:  # signal handlers can only be installed from the main thread
+        _chain_sigterm()
+    if not first:
+        return
+    atexit.register(_finish_all)
+    previous_hook = sys.excepthook
+
+    def excepthook(
+        kind: type[BaseException], value: BaseException, tb: TracebackType | None
+    ) -> None:
+        if issubclass(kind, KeyboardInterrupt):
+            _finish_all(exit_code=130, status="killed")
+        else:
+            _finish_all(exit_code=1)
+        previous_hook(kind, value, tb)
+
+    sys.excepthook = excepthook
+
+
+def _chain_sigterm() -> None:
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous == signal.SIG_IGN:
+        return
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        for run in _live:
+            run.killed_by = signum
+        if callable(previous):
+            previous(signum, frame)
+            return
+
+        def die() -> None:
+            _finish_all()
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+        if all(run.defer_signal(die) for run in list(_live)):
+            die()
+
+    signal.signal(signal.SIGTERM, on_sigterm)

@@ -1,0 +1,287 @@
+"""Run: the object a training script logs into (wandb's shape).
+
+Step rules: each committed ``log()`` without ``step=`` goes to the current step and then
+advances it; ``commit=False`` gathers values into the current step until a committed
+call; ``step=N`` logs at N and moves the current step to N+1 if that is ahead. Unlike
+wandb, a ``step`` below the current one is recorded, never dropped. ``seq`` (transport
+order) and ``step`` (the user's x axis) are independent.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, SupportsIndex
+
+from waddle.errors import UsageError
+from waddle.eventlog.record import INT64_MAX, INT64_MIN, encode
+from waddle.eventlog.writer import StreamWriter
+from waddle.producer.config import Config, Summary
+from waddle.producer.console import ConsoleCapture
+from waddle.producer.system import SystemSampler
+
+logger = logging.getLogger("waddle")
+
+SIGNAL_EXIT_BASE = 128
+_now = time.time
+
+
+def status_for(exit_code: object) -> str:
+    """``finished`` for a clean exit, ``failed`` otherwise."""
+    return "finished" if not exit_code else "failed"
+
+
+def recordable_exit_code(exit_code: object) -> int | None:
+    """``exit_code`` as the log records it: an integer within 64 bits, else None.
+
+    ``finish`` is no place to raise (it runs at exit, in handlers): an exit code the log
+    cannot hold is dropped with a warning, and the status still says the run failed.
+    """
+    if exit_code is None:
+        return None
+    # ints, bools, numpy integers: whatever is an index
+    code = operator.index(exit_code) if isinstance(exit_code, SupportsIndex) else None
+    if code is None or not INT64_MIN <= code <= INT64_MAX:
+        logger.warning(
+            "waddle: exit code %.100r is not an integer within 64 bits; the run is recorded "
+            "without an exit code",
+            exit_code,
+        )
+        return None
+    return code
+
+
+class Run:
+    """One process's part of a run: writes its stream until ``finish``."""
+
+    def __init__(
+        self,
+        *,
+        writer: StreamWriter,
+        run_id: str,
+        stream: str,
+        project: str,
+        name: str,
+        root: Path,
+        config: Config,
+        step: int = 0,
+        on_finish: Callable[[Run], object] | None = None,
+    ) -> None:
+        self.id = run_id
+        self.stream = stream
+        self.project = project
+        self.name = name
+        self.dir = root
+        self.config = config
+        self.summary = Summary()
+        self._last = self.summary.last
+        self._writer = writer
+        # The writer's own lock guards the step rules too: one lock per log() call.
+        self._lock = writer.lock
+        self._step = step
+        self._pending: dict[str, Any] = {}
+        self._pending_step = step
+        self._sampler: SystemSampler | None = None
+        self._console: ConsoleCapture | None = None
+        self._finished = False
+        self.killed_by: int | None = None
+        self._on_finish = on_finish
+        self._deferred: Callable[[], object] | None = None
+        config._attach(lambda changes: self._record("config", {"config": changes}))
+        self.summary._attach(lambda changes: self._record("summary", {"summary": changes}))
+
+    @property
+    def step(self) -> int:
+        """The step the next ``log()`` without ``step=`` goes to."""
+        return self._step
+
+    @property
+    def dropped(self) -> int:
+        """Events lost to I/O trouble so far (also reported at finish)."""
+        return self._writer.dropped_total
+
+    def log(self, data: Mapping[str, Any], step: int | None = None, commit: bool = True) -> None:
+        """Record ``data`` at a step. Raises only for misuse; I/O trouble is counted."""
+        if type(data) is not dict:
+            if not isinstance(data, Mapping):
+                raise UsageError(f"log() takes a dict of values, got {type(data).__qualname__}")
+            data = dict(data)
+        with self._lock:
+            if self._finished:
+                raise UsageError(f"run {self.id} has finished; call waddle.init() for a new run")
+            if step is None and commit and not self._pending:
+                step = self._step
+                self._write_metrics(step, data)
+                self._step = step + 1
+            else:
+                self._log_slow(data, step, commit)
+        if self._deferred is not None:
+            self._deferred()
+
+    def _record(self, kind: str, fields: dict[str, Any]) -> None:
+        """Write a config or summary change under the run's lock (see ``defer_signal``)."""
+        with self._lock:
+            self._writer.append_locked(kind, fields)
+        if self._deferred is not None:
+            self._deferred()
+
+    def defer_signal(self, action: Callable[[], object]) -> bool:
+        """Whether a signal handler may finish this run now; if not, ``action`` runs later.
+
+        A handler runs in the main thread between two bytecodes; when it interrupted this
+        run's own ``log()`` there, finishing now would deadlock on the run's lock, so the
+        action waits for that call to end. Another thread holding the lock lets go soon.
+        """
+        if self._lock.acquire(timeout=0.25):
+            self._lock.release()
+            return True
+        self._deferred = action
+        return False
+
+    def _log_slow(self, data: dict[str, Any], step: int | None, commit: bool) -> None:
+        """The rarer step rules: an explicit step, or gathering with ``commit=False``."""
+        if step is None:
+            step = self._step
+        elif type(step) is not int or not 0 <= step <= INT64_MAX:
+            raise UsageError(f"step must be an integer from 0 to 2**63-1, got {step!r}")
+        if self._pending and step != self._pending_step:
+            self._flush_pending()
+        if commit:
+            self._write_metrics(step, {**self._pending, **data})
+            self._pending = {}
+            self._step = max(self._step, step + 1)
+        else:
+            encode({"data": data})  # an unencodable value must fail at this call, not later
+            self._pending = {**self._pending, **data}
+            self._pending_step = step
+            self._step = max(self._step, step)
+
+    def _flush_pending(self) -> None:
+        self._write_metrics(self._pending_step, self._pending)
+        self._pending = {}
+        self._step = max(self._step, self._pending_step + 1)
+
+    def _write_metrics(self, step: int, data: dict[str, Any]) -> None:
+        writer = self._writer
+        seq = writer.next_seq
+        line = encode({"seq": seq, "ts": _now(), "type": "metrics", "step": step, "data": data})
+        writer.write_lines_locked(line, 1)
+        self._last.update(data)
+
+    def start_system_metrics(self, sampler: SystemSampler) -> None:
+        self._sampler = sampler
+        sampler.start()
+
+    def capture_console(self) -> None:
+        """Record stdout and stderr as ``console`` events until ``finish``."""
+        self._console = ConsoleCapture(
+            lambda stream, text: self._record("console", {"stream": stream, "text": text})
+        )
+
+    def finish(self, exit_code: int | None = None, *, status: str | None = None) -> None:
+        """Flush, write the final summary and the ``finish`` event, fsync, release the lock.
+
+        Safe to call twice; later calls do nothing. A run that received SIGTERM finishes
+        as ``killed``. An exit code beyond 64 bits (or not an integer) is recorded as
+        none, with a warning: finishing never raises over it.
+        """
+        with self._lock:
+            if self._finished:
+                return
+            self._finished = True
+            if self._pending:
+                self._flush_pending()
+        if self._sampler is not None:
+            self._sampler.stop()
+        if self._console is not None:
+            self._console.close()
+        summary = self.summary.as_dict()
+        if summary:
+            self._writer.append("summary", {"summary": summary, "final": True})
+        self.config._attach(None)
+        self.summary._attach(None)
+        if self.killed_by is not None:  # decided as late as possible: a signal may come now
+            status = "killed"
+            exit_code = SIGNAL_EXIT_BASE + self.killed_by if exit_code is None else exit_code
+        self._writer.append(
+            "finish",
+            {
+                "exit_code": recordable_exit_code(exit_code),
+                "status": status or status_for(exit_code),
+                "dropped": dict(self._writer.dropped),
+            },
+        )
+        self._writer.close()
+        if self._writer.dropped_total:
+            logger.warning(
+                "waddle: run %s lost %d event(s) to I/O trouble: %s",
+                self.id,
+                self._writer.dropped_total,
+                self._writer.dropped,
+            )
+        if self._on_finish is not None:
+            self._on_finish(self)
+        if self._deferred is not None:
+            self._deferred()
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.finish()
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.finish(exit_code=SIGNAL_EXIT_BASE + 2, status="killed")
+        else:
+            self.finish(exit_code=1)
+
+    def __repr__(self) -> str:
+        return f"<waddle.Run {self.id} project={self.project!r} name={self.name!r}>"
+
+
+class DisabledRun(Run):
+    """``mode="disabled"``: config and summary work in memory; logging costs nothing."""
+
+    def __init__(
+        self,
+        run_id: str,
+        project: str,
+        name: str,
+        root: Path,
+        config: Config,
+        on_finish: Callable[[Run], object] | None = None,
+    ) -> None:
+        self.id = self.stream = run_id
+        self.project = project
+        self.name = name
+        self.dir = root
+        self.config = config
+        self.summary = Summary()
+        self._step = 0
+        self.killed_by = None
+        self._on_finish = on_finish
+
+    @property
+    def dropped(self) -> int:
+        return 0
+
+    def log(self, data: Mapping[str, Any], step: int | None = None, commit: bool = True) -> None:
+        """Does nothing."""
+
+    def finish(self, exit_code: int | None = None, *, status: str | None = None) -> None:
+        """Ends the run as the current one; writes nothing."""
+        if self._on_finish is not None:
+            self._on_finish(self)
+
+    def defer_signal(self, action: Callable[[], object]) -> bool:
+        """Never in the way of a signal handler: it holds no lock."""
+        return True

@@ -1,0 +1,1 @@
+"""The DuckDB store: its schema, the read queries and downsampling for charts."""

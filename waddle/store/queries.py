@@ -1,0 +1,241 @@
+"""The read queries over ``waddle.store.schema``'s tables, shared by the CLI and the web API.
+
+Every value reaches DuckDB as a parameter; the only text spliced into SQL is chosen
+from the fixed tables below (sort columns, the x column), never taken from a request.
+Each function takes a connection or cursor and only reads. Series longer than
+``max_points`` are M4-downsampled inside DuckDB (``waddle.store.downsample``), so spikes and
+NaN survive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from waddle.errors import UsageError
+from waddle.eventlog.record import restore_non_finite
+from waddle.ids import check_id
+from waddle.store.downsample import MIN_POINTS, bucket_width, buckets_for, m4_sql
+from waddle.store.schema import JSON_COLUMNS, RUN_COLUMNS
+
+SORTS = {
+    "started_at": "started_at",
+    "finished_at": "finished_at",
+    "updated_at": "updated_at",
+    "name": "name",
+    "project": "project",
+    "status": "status",
+    "last_step": "last_step",
+    "duration": "duration",
+    "run_id": "run_id",
+}
+X_COLUMNS = {"step": "step", "ts": "ts"}
+_LIST_COLUMNS = (
+    "run_id, project, name, status, started_at, finished_at, exit_code, last_step, "
+    "updated_at, coalesce(finished_at, updated_at) - started_at AS duration, tags, notes, "
+    "group_name, job_type, config, summary"
+)
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    project: str | None = None
+    status: str | None = None
+    tag: str | None = None
+    group: str | None = None
+    job_type: str | None = None
+    search: str | None = None
+
+    def where(self) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in (
+            ("project", self.project),
+            ("status", self.status),
+            ("group_name", self.group),
+            ("job_type", self.job_type),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if self.tag is not None:
+            clauses.append("list_contains(tags, ?)")
+            params.append(self.tag)
+        if self.search is not None:
+            clauses.append("(contains(lower(name), lower(?)) OR contains(run_id, ?))")
+            params += [self.search, self.search]
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def _row(columns: list[str] | tuple[str, ...], values: tuple[Any, ...]) -> dict[str, Any]:
+    """A row as a dict, with its JSON columns as Python values (summary NaN restored)."""
+    row = dict(zip(columns, values, strict=True))
+    for name in (*JSON_COLUMNS, "dropped"):
+        if isinstance(row.get(name), str):
+            row[name] = orjson.loads(row[name])
+    if isinstance(row.get("summary"), dict):
+        restore_non_finite(row["summary"])
+    return row
+
+
+def _rows(cursor: Any) -> list[dict[str, Any]]:
+    columns = [d[0] for d in cursor.description]
+    return [_row(columns, values) for values in cursor.fetchall()]
+
+
+def list_runs(con: Any, project: str | None = None) -> list[dict[str, Any]]:
+    """Runs, newest first: identity, status, times, duration and last step."""
+    query = (
+        "SELECT run_id, project, name, status, started_at, finished_at, exit_code, "
+        "last_step, updated_at, "
+        "coalesce(finished_at, updated_at) - started_at AS duration FROM runs"
+    )
+    params: list[Any] = []
+    if project is not None:
+        query += " WHERE project = ?"
+        params.append(project)
+    return _rows(con.execute(query + " ORDER BY started_at DESC NULLS LAST, run_id", params))
+
+
+def get_run(con: Any, run_id: str) -> dict[str, Any] | None:
+    """One run with config, summary and context as Python values; None if unknown."""
+    cursor = con.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE run_id = ?", [run_id])
+    values = cursor.fetchone()
+    return None if values is None else _row(RUN_COLUMNS, values)
+
+
+def metric_keys(con: Any, run_id: str) -> list[str]:
+    """The numeric metric keys a run logged, sorted."""
+    rows = con.execute(
+        "SELECT DISTINCT key FROM metrics WHERE run_id = ? ORDER BY key", [run_id]
+    ).fetchall()
+    return [key for (key,) in rows]
+
+
+def find_runs(
+    con: Any, where: RunFilter, sort: str, descending: bool, limit: int, offset: int
+) -> tuple[list[dict[str, Any]], int]:
+    """A page of runs matching ``where``, sorted, and how many match in all."""
+    clause, params = where.where()
+    order = f"{SORTS[sort]} {'DESC' if descending else 'ASC'} NULLS LAST, run_id"
+    (total,) = con.execute(f"SELECT count(*) FROM runs{clause}", params).fetchone()
+    cursor = con.execute(
+        f"SELECT {_LIST_COLUMNS} FROM runs{clause} ORDER BY {order} LIMIT ? OFFSET ?",
+        [*params, limit, offset],
+    )
+    return _rows(cursor), total
+
+
+def projects(con: Any) -> list[dict[str, Any]]:
+    """Each project with its number of runs and latest start."""
+    cursor = con.execute(
+        "SELECT project AS name, count(*) AS runs, max(started_at) AS last_started_at "
+        "FROM runs GROUP BY project ORDER BY last_started_at DESC NULLS LAST, name"
+    )
+    return _rows(cursor)
+
+
+def system_keys(con: Any, run_id: str) -> list[str]:
+    rows = con.execute(
+        "SELECT DISTINCT key FROM system WHERE run_id = ? ORDER BY key", [run_id]
+    ).fetchall()
+    return [key for (key,) in rows]
+
+
+def streams(con: Any, run_id: str) -> list[dict[str, Any]]:
+    cursor = con.execute(
+        "SELECT stream, rank, status, started_at, finished_at, exit_code, dropped "
+        "FROM streams WHERE run_id = ? ORDER BY rank",
+        [run_id],
+    )
+    return _rows(cursor)
+
+
+XRange = tuple[float | None, float | None]
+WHOLE: XRange = (None, None)
+
+
+def series(
+    con: Any, source: str, params: list[Any], max_points: int, x_range: XRange = WHOLE
+) -> tuple[list[Any], list[Any], int]:
+    """x and y of ``source`` (a query with columns x, y), M4-downsampled past max_points.
+
+    ``x_range`` keeps the points with x from its low to its high end (None: open), so
+    a zoomed chart gets up to ``max_points`` of its window, not of the whole series.
+    Also returns the number of points before downsampling (in the range).
+    """
+    if max_points < MIN_POINTS:
+        raise UsageError(f"max_points must be at least {MIN_POINTS}")
+    for bound, test in zip(x_range, ("x >= ?", "x <= ?"), strict=True):
+        if bound is not None:
+            source, params = f"SELECT * FROM ({source}) WHERE {test}", [*params, bound]
+    count, lo, hi = con.execute(
+        f"SELECT count(*), min(x), max(x) FROM ({source})", params
+    ).fetchone()
+    if count <= max_points:
+        rows = con.execute(f"SELECT x, y FROM ({source}) ORDER BY x, y", params).fetchall()
+    else:
+        buckets = buckets_for(max_points)
+        width = bucket_width(lo, hi, buckets)
+        rows = con.execute(m4_sql(source), [lo, width, buckets - 1, *params]).fetchall()
+    return [r[0] for r in rows], [r[1] for r in rows], count
+
+
+def metric_series(
+    con: Any, run_id: str, key: str, x: str, max_points: int, x_range: XRange = WHOLE
+) -> tuple[list[Any], list[Any], int]:
+    source = f"SELECT {X_COLUMNS[x]} AS x, value AS y FROM metrics WHERE run_id = ? AND key = ?"
+    return series(con, source, [run_id, key], max_points, x_range)
+
+
+def system_series(
+    con: Any, run_id: str, key: str, rank: int | None, max_points: int, x_range: XRange = WHOLE
+) -> tuple[list[Any], list[Any], int]:
+    source = "SELECT ts AS x, value AS y FROM system WHERE run_id = ? AND key = ?"
+    params: list[Any] = [run_id, key]
+    if rank is not None:
+        source += " AND rank = ?"
+        params.append(rank)
+    return series(con, source, params, max_points, x_range)
+
+
+def console_lines(con: Any, run_id: str, rank: int, after: int, limit: int) -> list[dict[str, Any]]:
+    """Console lines of one process of a run after seq ``after``, oldest first."""
+    return _rows(
+        con.execute(
+            "SELECT seq, ts, source, text FROM console WHERE run_id = ? AND rank = ? AND seq > ? "
+            "ORDER BY seq LIMIT ?",
+            [run_id, rank, after, limit],
+        )
+    )
+
+
+def quarantined(con: Any) -> int:
+    """How many events and bad lines the writer set aside (the ``quarantine`` table)."""
+    ((count,),) = con.execute("SELECT count(*) FROM quarantine").fetchall()
+    return int(count)
+
+
+def run_exists(con: Any, run_id: str) -> bool:
+    return con.execute("SELECT 1 FROM runs WHERE run_id = ?", [run_id]).fetchone() is not None
+
+
+def export_metrics(con: Any, run_id: str, target: Path | str, fmt: str) -> int:
+    """Write a run's metrics (key, step, ts, value) to ``target`` as csv or parquet.
+
+    Returns the number of rows written.
+    """
+    if fmt not in ("csv", "parquet"):
+        raise UsageError(f"format must be csv or parquet, got {fmt!r}")
+    check_id(run_id, "run id")
+    literal = str(target).replace("'", "''")
+    options = "FORMAT csv, HEADER true" if fmt == "csv" else "FORMAT parquet"
+    con.execute(
+        f"COPY (SELECT key, step, ts, value FROM metrics WHERE run_id = '{run_id}' "
+        f"ORDER BY key, step, ts) TO '{literal}' ({options})"
+    )
+    (count,) = con.execute("SELECT count(*) FROM metrics WHERE run_id = ?", [run_id]).fetchone()
+    return count
