@@ -87,14 +87,17 @@ class Consumer:
         """The events of ``batch`` above the last seq taken from its stream; advances it.
 
         A replayed or overlapping batch yields only what is new, so handling the same
-        batch twice changes nothing.
+        batch twice changes nothing. After a stream was created again (``restarted``) the
+        position moves back to where the reader now is, and the last seq taken stays, so
+        the reader does not start over at every round and nothing is taken twice
+        (docs/log-format.md says why the new stream's first seqs are not taken).
         """
         current = self.taken.get(batch.stream, Offset())
         events = batch.events
         if events and events[0]["seq"] <= current.seq:
             events = [event for event in events if event["seq"] > current.seq]
         end = batch.offset
-        if (end.segment, end.position) > (current.segment, current.position):
+        if batch.restarted or (end.segment, end.position) > (current.segment, current.position):
             self.taken[batch.stream] = Offset(end.segment, end.position, max(end.seq, current.seq))
         return events
 
