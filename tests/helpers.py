@@ -1,7 +1,7 @@
-"""Shared helpers for the producer tests: an isolated Waddle folder, reading a log back,
+"""Shared helpers of the tests: the current Waddle folder, reading a log back, polling,
 running the scripts under ``tests/scripts`` as real processes, and a fake NVML.
 
-Test modules that start runs import the autouse fixture ``isolated_waddle`` by name.
+Every test gets the autouse fixture ``isolated_waddle`` from ``tests/conftest.py``.
 """
 
 from __future__ import annotations
@@ -12,14 +12,13 @@ import select
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-import waddle.producer.api
 from waddle.eventlog.reader import LogReader, Offset
 from waddle.eventlog.segment import list_segments, log_dir, segment_name
 
@@ -27,37 +26,10 @@ TESTS = Path(__file__).resolve().parent
 SCRIPTS = TESTS / "scripts"
 SCHEMAS = TESTS.parent / "schemas"
 SUBPROCESS_TIMEOUT_S = 30.0
-# Environment variables that change what waddle.init does; no test inherits them.
-WADDLE_ENV = ("RANK", "WADDLE_RUN_ID", "WADDLE_DIR", "WADDLE_MODE", "WADDLE_PROJECT", "WADDLE_NAME")
-
-
-@pytest.fixture(autouse=True)
-def isolated_waddle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A fresh Waddle folder in ``$WADDLE_DIR``, cwd in ``tmp_path``, no live runs.
-
-    The process-wide hooks (atexit, excepthook, SIGTERM) are marked installed so that
-    in-process runs leave pytest's own handlers alone; the hooks are tested in real
-    subprocesses. Runs a test leaves open are finished, so no lock or thread outlives it.
-    """
-    for name in WADDLE_ENV:
-        monkeypatch.delenv(name, raising=False)
-    root = tmp_path / "waddle-root"
-    monkeypatch.setenv("WADDLE_DIR", str(root))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(waddle.producer.api, "_live", [])
-    monkeypatch.setattr(waddle.producer.api, "_hooks_installed", True)
-    yield root
-    problems = []
-    for run in list(waddle.producer.api._live):
-        try:
-            run.finish()
-        except Exception as exc:  # report every run, not just the first
-            problems.append(f"{run!r}: {exc!r}")
-    assert not problems, f"runs the test left open failed to finish: {problems}"
 
 
 def waddle_dir() -> Path:
-    """The Waddle folder of the current test (set by ``isolated_waddle``)."""
+    """The Waddle folder of the current test (set by ``tests/conftest.py``)."""
     return Path(os.environ["WADDLE_DIR"])
 
 

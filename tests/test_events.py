@@ -16,7 +16,6 @@ import waddle
 from tests.helpers import (
     SCHEMAS,
     assert_valid_by_schemas,
-    isolated_waddle,  # noqa: F401  (autouse)
     raw_events,
     raw_log,
 )

@@ -6,7 +6,6 @@ import pytest
 
 import waddle
 from tests.helpers import (
-    isolated_waddle,  # noqa: F401  (autouse)
     waddle_dir,
 )
 from waddle.errors import InvalidIdError, UsageError

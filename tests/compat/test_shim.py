@@ -12,7 +12,7 @@ import pytest
 from packaging.specifiers import SpecifierSet
 
 from tests.compat.runs import run_launched
-from tests.helpers import isolated_waddle, of_type, read_events  # noqa: F401
+from tests.helpers import of_type, read_events
 from waddle.compat.launch import SHIM_DIR, launch
 from waddle.ids import is_valid_id
 

@@ -10,7 +10,7 @@ import pytest
 
 from tests.compat.runs import assert_lightning_run, folded_config
 from tests.compat.scripts import tiny
-from tests.helpers import isolated_waddle, of_type, read_events  # noqa: F401
+from tests.helpers import of_type, read_events
 
 pytest.importorskip("lightning")
 from waddle.integrations.lightning import WaddleLogger

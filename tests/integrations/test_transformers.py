@@ -9,7 +9,7 @@ import pytest
 import waddle
 from tests.compat.runs import assert_hf_run
 from tests.compat.scripts import tiny
-from tests.helpers import isolated_waddle, of_type, read_events  # noqa: F401
+from tests.helpers import of_type, read_events
 
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")

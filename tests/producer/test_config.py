@@ -16,7 +16,6 @@ import pytest
 
 import waddle
 from tests.helpers import (
-    isolated_waddle,  # noqa: F401  (autouse)
     of_type,
     read_events,
 )

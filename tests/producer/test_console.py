@@ -7,7 +7,7 @@ import sys
 import pytest
 
 import waddle
-from tests.helpers import isolated_waddle, of_type, read_events  # noqa: F401
+from tests.helpers import of_type, read_events
 
 
 def captured(events: list[dict]) -> list[tuple[str, str]]:

@@ -15,7 +15,6 @@ import pytest
 from tests.helpers import (
     SCRIPTS,
     child_env,
-    isolated_waddle,  # noqa: F401  (autouse)
     raw_log,
     read_events,
     run_script,

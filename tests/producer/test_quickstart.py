@@ -10,7 +10,6 @@ from tests.helpers import (
     assert_valid_by_schemas,
     child_env,
     ending,
-    isolated_waddle,  # noqa: F401  (autouse)
     of_type,
     raw_log,
     read_events,

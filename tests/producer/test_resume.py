@@ -13,7 +13,6 @@ from tests.helpers import (
     child_env,
     ending,
     finish_child,
-    isolated_waddle,  # noqa: F401  (autouse)
     of_type,
     raw_events,
     raw_log,

@@ -17,7 +17,6 @@ import waddle
 from tests.helpers import (
     assert_gapless,
     ending,
-    isolated_waddle,  # noqa: F401  (autouse)
     of_type,
     read_events,
     waddle_dir,

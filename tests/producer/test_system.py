@@ -16,7 +16,6 @@ from tests.helpers import (
     FakeNvml,
     ending,
     eventually,
-    isolated_waddle,  # noqa: F401  (autouse)
     of_type,
     read_events,
 )

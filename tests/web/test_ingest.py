@@ -14,7 +14,6 @@ import pytest
 
 import waddle
 from tests.helpers import (
-    isolated_waddle,  # noqa: F401  (autouse: in-process runs stay isolated)
     raw_log,
 )
 from waddle.eventlog.reader import LogReader, Offset

@@ -15,7 +15,7 @@ import pytest
 
 import waddle
 from tests.consumers.logs import write_run
-from tests.helpers import isolated_waddle, raw_events, raw_log  # noqa: F401
+from tests.helpers import raw_events, raw_log
 from tests.small_disk import same_as_one_clean_pass, small_disk
 from waddle.web.server import url_of
 

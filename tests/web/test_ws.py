@@ -16,7 +16,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import waddle
-from tests.helpers import eventually, isolated_waddle, raw_events, raw_log  # noqa: F401
+from tests.helpers import eventually, raw_events, raw_log
 from waddle.consumers.broadcast import Broadcaster
 from waddle.web.settings import Settings
 from waddle.web.ws import MAX_PROJECTS, MAX_RUNS, MAX_SINCE, Client
