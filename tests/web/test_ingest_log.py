@@ -8,7 +8,16 @@ from typing import Any
 import pytest
 
 from tests.helpers import raw_events, raw_log
-from waddle.web.errors import RequestError
+from waddle.errors import (
+    IngestClosed,
+    IngestError,
+    LogUnavailable,
+    SeqGap,
+    StreamConflict,
+    StreamLockedError,
+    WriteFailed,
+)
+from waddle.web.errors import domain_answer
 from waddle.web.ingest_log import IngestLog
 
 from .events import stream_events
@@ -20,9 +29,9 @@ def test_appends_skip_what_is_held_and_refuse_gaps(tmp_path: Path) -> None:
     assert log.append("w1", events[:3]).seq == 2
     outcome = log.append("w1", events[1:5])
     assert (outcome.seq, outcome.written, outcome.duplicates) == (4, 2, 2)
-    with pytest.raises(RequestError) as gap:
+    with pytest.raises(SeqGap) as gap:
         log.append("w1", events[6:])
-    assert gap.value.status == 409 and gap.value.extra["expected"] == 5
+    assert (gap.value.stream, gap.value.expected, gap.value.got) == ("w1", 5, 6)
     log.close()
     assert raw_events(raw_log(tmp_path, "w1")) == events[:5]
 
@@ -32,9 +41,9 @@ def test_a_closed_log_refuses_and_reopening_resumes(tmp_path: Path) -> None:
     first = IngestLog(tmp_path)
     first.append("w2", events[:2])
     first.close()
-    with pytest.raises(RequestError) as closed:
+    with pytest.raises(IngestClosed) as closed:
         first.append("w2", events[2:])
-    assert closed.value.status == 503
+    assert closed.value.stream == "w2"
     second = IngestLog(tmp_path)
     assert second.held("w2") == 1
     assert second.append("w2", events).written == len(events) - 2
@@ -75,12 +84,9 @@ def test_a_failed_write_answers_503_with_the_highest_seq_held(tmp_path: Path) ->
     log._writers["w3"] = FailingWriter(room=3)  # type: ignore[assignment]
     events = stream_events("w3", 6)
     assert log.append("w3", events[:2]).seq == 1
-    with pytest.raises(RequestError) as failed:
+    with pytest.raises(WriteFailed) as failed:
         log.append("w3", events)
-    error = failed.value
-    assert error.status == 503 and error.error == "write_failed"
-    assert error.extra["seq"] == 1 and error.extra["written"] == 0
-    assert "ENOSPC" in error.detail
+    assert (failed.value.stream, failed.value.held, failed.value.causes) == ("w3", 1, "ENOSPC")
 
 
 def test_the_same_stream_id_from_another_process_is_a_conflict_not_a_duplicate(
@@ -93,10 +99,33 @@ def test_the_same_stream_id_from_another_process_is_a_conflict_not_a_duplicate(
         {**first[0], "context": {"host": "gpu-box-2", "pid": 7, "started_at": 1.0}},
         *stream_events("shared-id", 5)[1:],
     ]
-    with pytest.raises(RequestError) as conflict:
+    with pytest.raises(StreamConflict) as conflict:
         log.append("shared-id", other_machine)
-    assert conflict.value.status == 409 and conflict.value.error == "stream_conflict"
-    assert "gpu-box-2" in str(conflict.value)
+    assert "gpu-box-2" in conflict.value.sent and "gpu-box-2" not in conflict.value.held
     assert log.append("shared-id", first).duplicates == len(first)  # a true resend is fine
     log.close()
     assert raw_events(raw_log(tmp_path, "shared-id")) == first
+
+
+ANSWERS = [
+    (SeqGap("s1", 5, 9), 409, {"error": "seq_gap", "stream": "s1", "expected": 5, "seq": 4}),
+    (StreamConflict("s1", "run 'a'", "run 'b'"), 409, {"error": "stream_conflict", "stream": "s1"}),
+    (StreamLockedError("one writer", stream="s1"), 409, {"error": "stream_locked", "stream": "s1"}),
+    (
+        WriteFailed("s1", 3, "ENOSPC"),
+        503,
+        {"error": "write_failed", "stream": "s1", "seq": 3, "written": 0},
+    ),
+    (LogUnavailable("s1", "EACCES"), 503, {"error": "log_unavailable"}),
+    (IngestClosed("s1"), 503, {"error": "shutting_down"}),
+]
+
+
+@pytest.mark.parametrize(("exc", "status", "body"), ANSWERS)
+def test_each_refusal_of_the_log_has_its_answer_in_the_web_layer(
+    exc: IngestError | StreamLockedError, status: int, body: dict[str, Any]
+) -> None:
+    answer = domain_answer(exc)
+    assert answer.status == status
+    assert answer.body() == {"detail": str(exc), **body}
+    assert list(answer.body())[:2] == ["error", "detail"]

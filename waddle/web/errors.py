@@ -1,8 +1,10 @@
 """Exceptions to JSON responses, in one place.
 
-Every error the web layer answers is a ``RequestError`` (a ``waddle.errors.UsageError``:
-the caller sent something wrong, or something the host cannot take now), and its body is
-always ``{"error": CODE, "detail": TEXT, ...}`` plus what locates the problem (``line``,
+The web layer's own refusals are ``RequestError``s (a ``waddle.errors.UsageError``: the
+caller sent something wrong, or something the host cannot take now). The domain errors
+raised below it (``IngestLog``'s ``IngestError``s, ``StreamLockedError``) know nothing
+of HTTP: ``domain_answer`` gives each its status and body here. Every body is
+``{"error": CODE, "detail": TEXT, ...}`` plus what locates the problem (``line``,
 ``field``, ``expected``...). Handlers raise; only this module builds error responses.
 
 Anything else that escapes an endpoint is a bug: the client gets a 500 whose body says
@@ -18,7 +20,17 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from waddle.errors import InvalidIdError, UsageError
+from waddle.errors import (
+    IngestClosed,
+    IngestError,
+    InvalidIdError,
+    LogUnavailable,
+    SeqGap,
+    StreamConflict,
+    StreamLockedError,
+    UsageError,
+    WriteFailed,
+)
 from waddle.eventlog.record import encode
 
 logger = logging.getLogger("waddle.web")
@@ -43,7 +55,12 @@ class RequestError(UsageError):
     """
 
     def __init__(
-        self, status: int, error: str, detail: str, headers: dict[str, str] | None = None, **extra
+        self,
+        status: int,
+        error: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
     ) -> None:
         super().__init__(detail)
         self.status = status
@@ -62,6 +79,7 @@ def bad_request(error: str, detail: str, **extra: Any) -> RequestError:
 
 
 def not_found(what: str, value: str) -> RequestError:
+    """A 404 naming the missing ``what`` (a run, a stream) in the body's ``what`` field."""
     return RequestError(404, "not_found", f"no {what} {value!r} on this host", **{what: value})
 
 
@@ -75,6 +93,30 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 async def request_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestError)
     return json_response(exc.body(), exc.status, exc.headers)
+
+
+def domain_answer(exc: IngestError | StreamLockedError) -> RequestError:
+    """The answer to a domain error raised below the web layer (``waddle.errors``)."""
+    detail = str(exc)
+    if isinstance(exc, SeqGap):
+        extra = {"stream": exc.stream, "expected": exc.expected, "seq": exc.expected - 1}
+        return RequestError(409, "seq_gap", detail, **extra)
+    if isinstance(exc, StreamConflict):
+        return RequestError(409, "stream_conflict", detail, stream=exc.stream)
+    if isinstance(exc, StreamLockedError):
+        return RequestError(409, "stream_locked", detail, stream=exc.stream)
+    if isinstance(exc, WriteFailed):
+        return RequestError(503, "write_failed", detail, stream=exc.stream, seq=exc.held, written=0)
+    if isinstance(exc, LogUnavailable):
+        return RequestError(503, "log_unavailable", detail)
+    if isinstance(exc, IngestClosed):
+        return RequestError(503, "shutting_down", detail)
+    return RequestError(503, "unavailable", detail, stream=exc.stream)
+
+
+async def domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, (IngestError, StreamLockedError))
+    return await request_error(request, domain_answer(exc))
 
 
 async def invalid_id(request: Request, exc: Exception) -> Response:
@@ -99,6 +141,8 @@ async def internal_error(request: Request, exc: Exception) -> Response:
 
 EXCEPTION_HANDLERS: dict[Any, Any] = {
     RequestError: request_error,
+    IngestError: domain_error,
+    StreamLockedError: domain_error,
     InvalidIdError: invalid_id,
     HTTPException: http_exception,
     Exception: internal_error,

@@ -2,12 +2,12 @@
 
 Guarantees: idempotent by (stream, seq): events at or below what the host already holds
 are acknowledged and not written again; a request whose first new event is beyond the
-next expected seq is refused (``409``, nothing written). Requests for one stream are
+next expected seq is refused (``SeqGap``, nothing written). Requests for one stream are
 serialised; different streams proceed in parallel. The new events of a request are
 written in one ``write``, all or none, and fsynced before the answer, so an acknowledged
 event survives a power loss. A write that fails (a full disk) writes nothing of the
-request: the answer is ``503`` and names the highest seq held, so the sender resumes
-from there.
+request: ``WriteFailed`` names the highest seq held, so the sender resumes from there.
+Refusals are ``waddle.errors.IngestError``s; ``waddle.web.errors`` makes them answers.
 
 Writers stay open (they hold each stream's lock, so a local producer of the same stream
 is refused, and vice versa); past ``max_open`` the least recently used idle one is
@@ -26,10 +26,16 @@ from typing import Any
 
 import orjson
 
-from waddle.errors import StreamLockedError
+from waddle.errors import (
+    IngestClosed,
+    LogUnavailable,
+    SeqGap,
+    StreamConflict,
+    StreamLockedError,
+    WriteFailed,
+)
 from waddle.eventlog.segment import list_segments, log_dir, segment_name
 from waddle.eventlog.writer import StreamWriter
-from waddle.web.errors import RequestError
 
 DEFAULT_MAX_OPEN = 256
 
@@ -89,14 +95,7 @@ class IngestLog:
         held = _first_event(self.log_dir / stream)
         if held is None or _origin(held) == _origin(first):
             return
-        raise RequestError(
-            409,
-            "stream_conflict",
-            f"stream {stream!r} on this host was started by another process "
-            f"({_describe(held)}) than this one ({_describe(first)}); the events are not "
-            "resends. Give one of the runs another id (init(id=...) or WADDLE_RUN_ID).",
-            stream=stream,
-        )
+        raise StreamConflict(stream, _describe(held), _describe(first))
 
     def held(self, stream: str) -> int:
         """The highest seq this host holds for ``stream`` (-1 for none)."""
@@ -106,14 +105,14 @@ class IngestLog:
     def _stream(self, stream: str) -> Iterator[None]:
         """Hold ``stream``'s lock: one request per stream at a time."""
         with self._guard:
-            self._check_open()
+            self._check_open(stream)
             lock = self._locks.setdefault(stream, threading.Lock())
         with lock:
             yield
 
-    def _check_open(self) -> None:
+    def _check_open(self, stream: str) -> None:
         if self._closed:
-            raise RequestError(503, "shutting_down", "the server is stopping; retry later")
+            raise IngestClosed(stream)
 
     def _writer(self, stream: str, *, create: bool) -> StreamWriter | None:
         """The open writer of ``stream``; opened (resumed) if needed and allowed."""
@@ -128,21 +127,17 @@ class IngestLog:
         try:
             writer = StreamWriter(stream_dir, resume=True)
         except StreamLockedError as exc:
-            raise RequestError(
-                409,
-                "stream_locked",
+            raise StreamLockedError(
                 f"stream {stream!r} is being written by a process on this host; "
                 "a stream has one writer",
                 stream=stream,
             ) from exc
         except OSError as exc:
-            raise RequestError(
-                503, "log_unavailable", f"cannot open the log of stream {stream!r}: {exc}"
-            ) from exc
+            raise LogUnavailable(stream, str(exc)) from exc
         with self._guard:
             if self._closed:
                 writer.close()
-                self._check_open()
+                self._check_open(stream)
             self._writers[stream] = writer
             self._evict()
         return writer
@@ -178,27 +173,11 @@ def _append(
 ) -> Outcome:
     expected = writer.next_seq
     if events and events[0]["seq"] > expected:
-        raise RequestError(
-            409,
-            "seq_gap",
-            f"stream {stream!r} expects seq {expected} next, the request starts at "
-            f"{events[0]['seq']}; send from seq {expected}",
-            stream=stream,
-            expected=expected,
-            seq=expected - 1,
-        )
+        raise SeqGap(stream, expected, events[0]["seq"])
     held = min(len(events), expected - events[0]["seq"]) if events else 0  # seqs rise by one
     fresh = events[held:]
     if fresh and not writer.append_events(fresh, None if texts is None else texts[held:]):
-        raise RequestError(
-            503,
-            "write_failed",
-            f"the host could not write stream {stream!r} ({_causes(writer)}); "
-            f"it holds up to seq {writer.next_seq - 1}: resend from there later",
-            stream=stream,
-            seq=writer.next_seq - 1,
-            written=0,
-        )
+        raise WriteFailed(stream, writer.next_seq - 1, _causes(writer))
     if fresh:
         writer.sync()
     return Outcome(stream, writer.next_seq - 1, len(fresh), len(events) - len(fresh))
