@@ -8,12 +8,12 @@ import re
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.consumers.logs import CONSUME, WADDLE, write_run
+from tests.helpers import eventually
 from waddle.cli import parser as cli
 from waddle.consumers.base import run_consumer
 from waddle.consumers.duckdb.writer import DuckDBWriter
@@ -119,13 +119,6 @@ def test_a_store_elsewhere_registers_under_a_name_of_its_own(
     assert code == 0 and re.search(rf"^{names[1]}  \(not running", out, re.M)
 
 
-def wait_for_file(path: Path, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.05)
-
-
 def waddle(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*WADDLE, *argv], capture_output=True, text=True, timeout=60)
 
@@ -140,15 +133,14 @@ def test_read_commands_next_to_a_running_writer(root: Path, tmp_path: Path, writ
         command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     try:
-        wait_for_file(root / "waddle.runs.parquet")
-        deadline = time.monotonic() + 30
-        while True:
+        eventually(lambda: (root / "waddle.runs.parquet").exists(), 60, "the runs snapshot")
+
+        def both_listed() -> subprocess.CompletedProcess[str] | None:
             listed = waddle("ls", "--dir", str(root))
             assert listed.returncode == 0, listed.stderr
-            if "beta" in listed.stdout and "alpha" in listed.stdout:
-                break
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+            return listed if "beta" in listed.stdout and "alpha" in listed.stdout else None
+
+        listed = eventually(both_listed, 30, "alpha and beta in waddle ls")
         assert "held by a running writer" in listed.stdout
         shown = waddle("show", "alpha", "--dir", str(root))
         assert shown.returncode == 0 and '"lr": 0.5' in shown.stdout, shown.stderr

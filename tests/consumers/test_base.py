@@ -5,12 +5,12 @@ from __future__ import annotations
 import errno
 import logging
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.consumers.logs import read_all, write_run
+from tests.helpers import eventually
 from waddle.consumers import base
 from waddle.consumers.base import Consumer, ConsumerThread, run_consumer
 from waddle.consumers.memory import MemoryConsumer, MemoryStore
@@ -28,13 +28,6 @@ from waddle.eventlog.reader import Batch, LogReader, Offset
 
 def seqs(store: MemoryStore, stream: str) -> list[int]:
     return [event["seq"] for event in store.events.get(stream, [])]
-
-
-def wait_for(condition: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def test_fresh_skips_what_was_taken_and_never_moves_back(tmp_path: Path) -> None:
@@ -91,7 +84,7 @@ def test_stop_ends_a_tail_and_commits(tmp_path: Path) -> None:
         kwargs={"interval": 0.01},
     )
     worker.start()
-    wait_for(lambda: len(seqs(store, "r")) == 23)
+    eventually(lambda: len(seqs(store, "r")) == 23)
     stop.set()
     worker.join(5)
     assert not worker.is_alive()
@@ -117,9 +110,9 @@ def test_consumer_thread_follows_new_streams_and_rolled_segments(tmp_path: Path)
     thread.start()
     try:
         write_run(tmp_path, "first", 5)
-        wait_for(lambda: len(seqs(store, "first")) == 8)
+        eventually(lambda: len(seqs(store, "first")) == 8)
         write_run(tmp_path, "second", 400, segment_bytes=1024)
-        wait_for(lambda: len(seqs(store, "second")) == 403)
+        eventually(lambda: len(seqs(store, "second")) == 403)
         assert seqs(store, "second") == list(range(403))
         assert thread.alive
     finally:
@@ -136,7 +129,7 @@ def test_consumer_thread_reports_the_error_that_ended_it(tmp_path: Path) -> None
     write_run(tmp_path, "r", 5)
     thread = ConsumerThread(Exploding(), tmp_path, interval=0.01)
     thread.start()
-    wait_for(lambda: not thread.alive)
+    eventually(lambda: not thread.alive)
     with pytest.raises(RuntimeError, match="boom"):
         thread.stop()
 
@@ -206,13 +199,13 @@ def test_a_transient_failure_is_logged_retried_and_caught_up_once(
     with caplog.at_level(logging.WARNING, logger="waddle.consumers"):
         thread.start()
         try:
-            wait_for(lambda: thread.failure is not None)
+            eventually(lambda: thread.failure is not None)
             assert "No space left on device: '/disk/store'" in caplog.text
             assert "resumes from its last commit" in caplog.text
-            wait_for(lambda: "failed again" in caplog.text)
+            eventually(lambda: "failed again" in caplog.text)
             assert thread.alive and seqs(store, "r") == []
             freed.set()
-            wait_for(lambda: thread.failure is None and len(seqs(store, "r")) == 103)
+            eventually(lambda: thread.failure is None and len(seqs(store, "r")) == 103)
             assert "works again" in caplog.text
         finally:
             thread.stop()
@@ -224,7 +217,7 @@ def test_stopped_while_failing_it_ends_quietly_with_what_it_committed(tmp_path: 
     write_run(tmp_path, "r", 10)
     thread = ConsumerThread(FullDisk(MemoryStore(), threading.Event()), tmp_path, interval=0.01)
     thread.start()
-    wait_for(lambda: thread.failure is not None)
+    eventually(lambda: thread.failure is not None)
     thread.stop(timeout=10)
     assert not thread.alive
     assert StateStore(tmp_path).load("memory") == {}

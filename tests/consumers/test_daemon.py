@@ -6,25 +6,18 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.consumers.logs import CONSUME, read_tables, segments, write_run
+from tests.helpers import eventually
 from tests.small_disk import same_as_one_clean_pass, small_disk
 from waddle.consumers.registry import StateStore
 from waddle.eventlog.segment import log_dir
 
 HERE = Path(__file__).parent
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 STARTED: list[subprocess.Popen[str]] = []
@@ -86,7 +79,7 @@ def test_a_signal_commits_and_exits_cleanly(tmp_path: Path, sig: signal.Signals)
     root = tmp_path / "w"
     write_run(root, "run", 200)
     daemon = start(root)
-    wait_for(lambda: taken(root, "run") == 202)
+    eventually(lambda: taken(root, "run") == 202)
     daemon.send_signal(sig)
     _, err = daemon.communicate(timeout=30)
     assert daemon.returncode == 0, err
@@ -98,7 +91,7 @@ def test_new_streams_and_rolled_segments_are_followed_while_running(tmp_path: Pa
     root = tmp_path / "w"
     write_run(root, "early", 10)
     daemon = start(root)
-    wait_for(lambda: taken(root, "early") == 12)
+    eventually(lambda: taken(root, "early") == 12)
     producer = subprocess.run(
         [sys.executable, str(HERE / "load.py"), str(root), "2", "3000", "8192", "200", "0.05"],
         capture_output=True,
@@ -108,7 +101,7 @@ def test_new_streams_and_rolled_segments_are_followed_while_running(tmp_path: Pa
     assert producer.returncode == 0, producer.stderr
     for stream in ("load0", "load1"):
         assert len(segments(root, stream)) > 5
-        wait_for(lambda stream=stream: taken(root, stream) == 3002)
+        eventually(lambda stream=stream: taken(root, stream) == 3002)
     assert daemon.poll() is None
     daemon.send_signal(signal.SIGTERM)
     _, err = daemon.communicate(timeout=30)
@@ -149,7 +142,7 @@ def test_a_second_daemon_for_the_same_consumer_is_refused(tmp_path: Path) -> Non
     write_run(root, "run", 20)
     daemon = start(root)
     try:
-        wait_for(lambda: taken(root, "run") == 22)
+        eventually(lambda: taken(root, "run") == 22)
         second = once(root)
         assert second.returncode == 1
         assert "already running" in second.stderr
@@ -179,15 +172,15 @@ def test_a_full_disk_is_retried_not_fatal(tmp_path: Path) -> None:
             )
         STARTED.append(daemon)
         try:
-            wait_for(lambda: taken(disk.root, "before") == 52)
+            eventually(lambda: taken(disk.root, "before") == 52)
             disk.fill()
             write_run(disk.root, "during", 3000)
-            wait_for(lambda: "retries in" in stderr.read_text())
+            eventually(lambda: "retries in" in stderr.read_text())
             failed = next(line for line in stderr.read_text().splitlines() if "retries" in line)
             assert "ERROR" in failed and "No space left" in failed and str(disk.root) in failed
             assert daemon.poll() is None, stderr.read_text()
             disk.free()
-            wait_for(lambda: taken(disk.root, "during") == 3002)
+            eventually(lambda: taken(disk.root, "during") == 3002)
         finally:
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(timeout=30)

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from tests.consumers.logs import (
     segments,
     write_run,
 )
+from tests.helpers import eventually
 from waddle.cli import commands
 from waddle.consumers.base import Consumer, Offsets, run_consumer
 from waddle.consumers.duckdb.writer import DuckDBWriter
@@ -132,18 +132,12 @@ def test_a_running_daemon_and_a_stopped_consumer_both_hold(tmp_path: Path) -> No
         text=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while StateStore(root).load("duckdb").get("a", Offset()).seq < 402:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        eventually(lambda: StateStore(root).load("duckdb").get("a", Offset()).seq >= 402)
         result = collect(root)
         assert result.consumers == ["duckdb", "offline"]
         assert {item.stream for item in result.freed} == {"b"}
         write_run(root, "late", 50, segment_bytes=512)
-        deadline = time.monotonic() + 30
-        while StateStore(root).load("duckdb").get("late", Offset()).seq < 52:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        eventually(lambda: StateStore(root).load("duckdb").get("late", Offset()).seq >= 52)
     finally:
         daemon.send_signal(signal.SIGTERM)
         _, err = daemon.communicate(timeout=30)

@@ -28,6 +28,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import waddle
+from tests.helpers import eventually
 from waddle.errors import EncodeError, StreamLockedError, UsageError, WaddleError
 from waddle.eventlog import writer as writer_module
 from waddle.eventlog.record import decode
@@ -514,11 +515,11 @@ def steps_printed(path: Path) -> set[int]:
 
 
 def wait_for_first_step(path: Path, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 30
-    while path.stat().st_size == 0:
+    def logged() -> bool:
         assert proc.poll() is None, proc.stderr.read()
-        assert time.monotonic() < deadline, "the producer never logged"
-        time.sleep(0.005)
+        return path.stat().st_size > 0
+
+    eventually(logged, 30, "the producer's first step")
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import json
 import logging
 import math
 import threading
-import time
 from pathlib import Path
 
 import duckdb
@@ -21,6 +20,7 @@ from tests.consumers.logs import (
     run_fields,
     write_run,
 )
+from tests.helpers import eventually
 from waddle.consumers import quarantine
 from waddle.consumers.base import ConsumerThread, run_consumer
 from waddle.consumers.duckdb import fold
@@ -306,32 +306,29 @@ def test_readers_in_the_same_process_use_cursors_while_it_runs(tmp_path: Path) -
     thread.start()
     try:
         write_run(tmp_path, "live", 50)
-        deadline = time.monotonic() + 10
-        seen: list[object] = []
-        while not seen or seen[0]["status"] != "finished":  # type: ignore[index]
-            assert time.monotonic() < deadline
-            results: list[object] = []
 
-            def read(results: list[object] = results) -> None:
+        def finished_in_another_thread() -> bool:
+            results: list[dict[str, object] | None] = []
+
+            def read() -> None:
                 with writer.cursor() as cursor:
                     results.append(queries.get_run(cursor, "live"))
 
             reader = threading.Thread(target=read)
             reader.start()
             reader.join()
-            seen = [r for r in results if r is not None]
-            time.sleep(0.02)
+            return results[0] is not None and results[0]["status"] == "finished"
+
+        eventually(finished_in_another_thread, 10, "the finished run read through a cursor")
         with writer.cursor() as cursor:
             assert queries.metric_series(cursor, "live", "loss", "step", 1000)[2] == 50
         snapshot = store.snapshot_path(tmp_path / "waddle.duckdb")
-        deadline = time.monotonic() + 10
-        while True:
+
+        def snapshot_status() -> list[tuple[str]]:
             with duckdb.connect() as con:
-                rows = con.execute("SELECT status FROM read_parquet(?)", [str(snapshot)]).fetchall()
-            if rows == [("finished",)]:
-                break
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+                return con.execute("SELECT status FROM read_parquet(?)", [str(snapshot)]).fetchall()
+
+        eventually(lambda: snapshot_status() == [("finished",)], 10, "a finished snapshot")
     finally:
         thread.stop()
 
