@@ -128,7 +128,7 @@ def start_server(root: Path, *args: str, token: str | None = None) -> Server:
     """Start ``waddle serve --dir root --port 0`` and wait for the URL it prints."""
     root.mkdir(parents=True, exist_ok=True)
     stderr_path = root.parent / f"serve-{root.name}-{time.monotonic_ns()}.stderr"
-    command = [sys.executable, "-m", "waddle.web.server", "serve", "--dir", str(root)]
+    command = [sys.executable, "-m", "waddle", "serve", "--dir", str(root)]
     command += ["--port", "0", *args]
     if token:
         command += ["--token", token]

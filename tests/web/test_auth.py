@@ -103,7 +103,7 @@ def test_the_command_refuses_a_public_bind_without_a_token(tmp_path: Path) -> No
         [
             sys.executable,
             "-m",
-            "waddle.web.server",
+            "waddle",
             "serve",
             "--dir",
             str(tmp_path),

@@ -4,31 +4,39 @@
 its report to ``out`` and returns the exit code; errors are ``WaddleError``s that the
 CLI turns into one line on stderr.
 
-Reading next to a running writer (``waddle serve``, ``waddle-consume``): ``ls`` and
-``show`` read the database, or the runs snapshot the writer publishes when it holds the
-file (see ``waddle.store.schema``); ``export`` then rebuilds the run's metrics from the log in
-memory, with the writer's own code, as long as retention has not removed the start of
-the run's streams.
+Freshness: when no writer holds the store, ``ls``, ``show`` and ``export`` first bring it
+up to date with the log themselves (``refresh``: the DuckDB writer, run once in this
+process), so they work right after a training script. Next to a running writer
+(``waddle serve``, ``waddle-consume``) ``ls`` and ``show`` read the database, or the runs
+snapshot the writer publishes when it holds the file (see ``waddle.store.schema``);
+``export`` then rebuilds the run's metrics from the log in memory, with the writer's own
+code, as long as retention has not removed the start of the run's streams.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 import orjson
 
-from waddle.errors import StoreLockedError, UsageError
+from waddle.errors import ConsumerLockedError, StoreLockedError, UsageError
 from waddle.eventlog.reader import LogReader
 from waddle.eventlog.record import encode
 from waddle.eventlog.segment import list_segments, segment_name
 from waddle.ids import check_id, run_id_of_stream
+from waddle.paths import log_dir
 from waddle.store import queries
 from waddle.store import schema as store
+
+FORMATS = ("csv", "parquet")
+STDOUT = "-"
 
 
 def _time(ts: float | None) -> str:
@@ -61,6 +69,49 @@ def _snapshot_note(reader: store.Reader, out: TextIO) -> None:
         )
 
 
+def refresh(root: Path, db_path: Path) -> bool:
+    """Bring ``db_path`` up to date with the log when no writer holds it; whether it did.
+
+    Runs the DuckDB writer once in this process, quietly (what ``waddle-consume --once``
+    does). When a writer runs (or starts meanwhile), it does nothing: readers then see
+    that writer's database or snapshot.
+    """
+    from waddle.consumers.base import run_consumer
+    from waddle.consumers.duckdb.writer import DuckDBWriter
+    from waddle.consumers.registry import StateStore
+
+    if not log_dir(root).is_dir():
+        return False
+    writer = DuckDBWriter(root, db_path)
+    if StateStore(root).is_running(writer.name):
+        return False
+    try:
+        run_consumer(writer, root, threading.Event(), once=True)
+    except (ConsumerLockedError, StoreLockedError):
+        return False
+    return True
+
+
+def resolve_run(con: Any, ref: str) -> str:
+    """The run id ``ref`` names: an id, an id prefix or a name (unique, else an error
+    listing the candidates)."""
+    if con.execute("SELECT 1 FROM runs WHERE run_id = ?", [ref]).fetchone():
+        return ref
+    found = con.execute(
+        "SELECT run_id, name, project FROM runs WHERE starts_with(run_id, ?) OR name = ? "
+        "ORDER BY started_at, run_id",
+        [ref, ref],
+    ).fetchall()
+    if len(found) == 1:
+        return str(found[0][0])
+    if not found:
+        raise UsageError(f"no run {ref!r} (by id, id prefix or name); `waddle ls` lists the runs")
+    listed = "; ".join(
+        f"{run_id} ({name or '-'}, {project or '-'})" for run_id, name, project in found
+    )
+    raise UsageError(f"{ref!r} names {len(found)} runs: {listed}; give more of the id")
+
+
 def ls(db_path: Path, out: TextIO, project: str | None = None) -> int:
     """List runs: id, project, name, status, start, duration, last step."""
     with store.open_reader(db_path) as reader:
@@ -91,12 +142,13 @@ def _json(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str)
 
 
-def show(db_path: Path, run_id: str, out: TextIO, *, as_json: bool = False) -> int:
-    """Print one run: identity and status, then config, summary and context."""
+def show(db_path: Path, ref: str, out: TextIO, *, as_json: bool = False) -> int:
+    """Print one run (by id, id prefix or name): identity and status, then config,
+    summary and context."""
     with store.open_reader(db_path) as reader:
-        run = queries.get_run(reader.con, run_id)
+        run = queries.get_run(reader.con, resolve_run(reader.con, ref))
         if run is None:
-            raise UsageError(f"no run {run_id!r} in {reader.path}; `waddle ls` lists the runs")
+            raise UsageError(f"no run {ref!r} in {reader.path}; `waddle ls` lists the runs")
         if as_json:
             out.write(encode(run).decode())
             return 0
@@ -127,11 +179,23 @@ def show(db_path: Path, run_id: str, out: TextIO, *, as_json: bool = False) -> i
 
 
 def export(
-    root: Path, db_path: Path, run_id: str, fmt: str, target: Path | None, out: TextIO
+    root: Path,
+    db_path: Path,
+    ref: str,
+    fmt: str,
+    target: Path | None,
+    out: TextIO,
+    *,
+    wide: bool = False,
+    data: BinaryIO | None = None,
 ) -> int:
-    """Write a run's metrics (key, step, ts, value) to CSV or Parquet."""
-    check_id(run_id, "run id")
-    target = target or Path(f"{run_id}.{fmt}")
+    """Write a run's metrics to CSV or Parquet: long (key, step, ts, value) or ``wide``
+    (one row per step, one column per metric, the last value logged at that step).
+
+    ``target`` ``-`` writes the file to ``data`` (default: stdout), the report to ``out``.
+    """
+    if fmt not in FORMATS:
+        raise UsageError(f"format must be csv or parquet, got {fmt!r}")
     try:
         reader: store.Reader | None = store.open_reader(db_path)
     except StoreLockedError:
@@ -139,17 +203,52 @@ def export(
     if reader is not None and reader.from_snapshot:
         reader.close()
         reader = None
-    if reader is None:
-        count = _export_from_log(root, run_id, fmt, target)
-        source = "the log (the database is held by a running writer)"
-    else:
-        with reader:
-            if queries.get_run(reader.con, run_id) is None:
-                raise UsageError(f"no run {run_id!r} in {db_path}; `waddle ls` lists the runs")
-            count = queries.export_metrics(reader.con, run_id, target, fmt)
-        source = str(db_path)
-    out.write(f"wrote {count} metric values of run {run_id} to {target} (from {source})\n")
+    with tempfile.TemporaryDirectory(prefix="waddle-export-") as scratch:
+        to_stdout = target is not None and str(target) == STDOUT
+        file = Path(scratch) / f"out.{fmt}" if to_stdout else None
+        if reader is None:
+            run_id = check_id(ref, "run id")
+            file = file or target or Path(f"{run_id}.{fmt}")
+            count = _export_from_log(root, run_id, fmt, file, wide)
+            source = "the log (the database is held by a running writer)"
+        else:
+            with reader:
+                run_id = resolve_run(reader.con, ref)
+                file = file or target or Path(f"{run_id}.{fmt}")
+                count = _write_metrics(reader.con, run_id, fmt, file, wide)
+            source = str(db_path)
+        if to_stdout:
+            sink = data or sys.stdout.buffer
+            with open(file, "rb") as handle:
+                shutil.copyfileobj(handle, sink)
+            sink.flush()
+            file = Path("stdout")
+    shape = f"{count} steps" if wide else f"{count} metric values"
+    out.write(f"wrote {shape} of run {run_id} to {file} (from {source})\n")
     return 0
+
+
+def _write_metrics(con: Any, run_id: str, fmt: str, target: Path, wide: bool) -> int:
+    """Write the file; the rows written."""
+    if not wide:
+        return int(queries.export_metrics(con, run_id, target, fmt))
+    check_id(run_id, "run id")  # it goes into the SQL text below
+    (keys,) = con.execute(
+        "SELECT count(DISTINCT key) FROM metrics WHERE run_id = ?", [run_id]
+    ).fetchone()
+    table = (
+        f"PIVOT (SELECT step, key, value, ts FROM metrics WHERE run_id = '{run_id}') "
+        "ON key USING arg_max(value, ts) GROUP BY step ORDER BY step"
+        if keys
+        else "SELECT NULL::BIGINT AS step WHERE false"
+    )
+    literal = str(target).replace("'", "''")
+    options = "FORMAT csv, HEADER true" if fmt == "csv" else "FORMAT parquet"
+    con.execute(f"COPY ({table}) TO '{literal}' ({options})")
+    (steps,) = con.execute(
+        "SELECT count(DISTINCT step) FROM metrics WHERE run_id = ?", [run_id]
+    ).fetchone()
+    return int(steps)
 
 
 def _streams_of(reader: LogReader, run_id: str) -> list[str]:
@@ -189,7 +288,7 @@ class _RunReader(LogReader):
         return [s for s in super().streams() if s in self.only]
 
 
-def _export_from_log(root: Path, run_id: str, fmt: str, target: Path) -> int:
+def _export_from_log(root: Path, run_id: str, fmt: str, target: Path, wide: bool) -> int:
     """Fold the run's streams into a scratch store with the writer's code, then export."""
     from waddle.consumers.base import run_consumer
     from waddle.consumers.duckdb.writer import DuckDBWriter
@@ -202,7 +301,7 @@ def _export_from_log(root: Path, run_id: str, fmt: str, target: Path) -> int:
         writer = DuckDBWriter(root, path, durable=False, snapshot_interval=0)
         run_consumer(writer, root, threading.Event(), once=True, reader=_RunReader(root, streams))
         with store.connect(path, read_only=True) as con:
-            return queries.export_metrics(con, run_id, target, fmt)
+            return _write_metrics(con, run_id, fmt, target, wide)
 
 
 def gc(root: Path, out: TextIO, *, dry_run: bool = False) -> int:

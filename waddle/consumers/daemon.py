@@ -3,7 +3,8 @@
 Each consumer runs the base loop (``run_consumer``) in a thread of its own, so a slow
 one never holds up another; the main thread only waits for signals. SIGINT and SIGTERM
 ask every loop to stop after its current round: each commits what it handled, closes
-and the process exits 0; a second signal kills the process the default way. With
+and the process exits 0; a second signal kills the process the default way
+(``waddle.signals``). With
 ``once``, each consumer stops when it has caught up with the log. A transient failure (a
 full disk, a store that cannot write) is logged when it happens and retried with backoff
 (``waddle.consumers.retry``): the consumer resumes from its committed offsets and catches
@@ -16,9 +17,8 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from waddle.consumers import plugins
@@ -27,6 +27,7 @@ from waddle.consumers.progress import CatchUpProgress
 from waddle.consumers.retry import Retry
 from waddle.errors import WaddleError
 from waddle.eventlog.reader import DEFAULT_POLL_INTERVAL
+from waddle.signals import on_stop_signals
 
 logger = logging.getLogger("waddle.consumers")
 
@@ -71,7 +72,11 @@ def consume(
         )
         for consumer in consumers
     ]
-    restore = _on_signals(stop)
+    def on_signal(signum: int) -> None:
+        logger.info("waddle-consume: %s, committing and stopping", signal.Signals(signum).name)
+        stop.set()
+
+    restore = on_stop_signals(on_signal)
     try:
         logger.info(
             "waddle-consume: %s on %s%s",
@@ -114,25 +119,3 @@ def _run(
             consumer.name,
             len(committed),
         )
-
-
-def _on_signals(stop: threading.Event) -> Callable[[], None]:
-    """SIGINT/SIGTERM set ``stop``; a second one gets the default behaviour."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        logger.info("waddle-consume: %s, committing and stopping", signal.Signals(signum).name)
-        stop.set()
-        for sig in previous:
-            signal.signal(sig, signal.SIG_DFL)
-
-    for sig in previous:
-        signal.signal(sig, handler)
-
-    def restore() -> None:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-    return restore

@@ -27,8 +27,6 @@ CONSUME = [
     "-c",
     "import sys, waddle.cli.parser; sys.exit(waddle.cli.parser.consume_main())",
 ]
-RELAY_MODULE = [sys.executable, "-m", "waddle.consumers.relay.consumer"]
-SYNC_MODULE = [sys.executable, "-m", "waddle.consumers.relay.sync"]
 WADDLE = [sys.executable, "-c", "import sys, waddle.cli.parser; sys.exit(waddle.cli.parser.main())"]
 
 # Per run and key: count and checksums of the metrics rows (as the exactly-once test does).
@@ -38,32 +36,15 @@ FROM metrics GROUP BY run_id, key ORDER BY run_id, key
 """
 
 
-def _cli_knows(parser_name: str, option: str) -> bool:
-    import waddle.cli.parser
-
-    build = getattr(waddle.cli.parser, parser_name)
-    return option in build().format_help()
-
-
 def relay_argv(root: Path, url: str, token: str | None = None) -> list[str]:
-    """``waddle-consume --relay URL`` once the CLI has it; the relay module until then."""
-    if _cli_knows("build_consume_parser", "--relay"):
-        argv = [*CONSUME, "--dir", str(root), "--relay", url]
-    else:
-        argv = [*RELAY_MODULE, url, "--dir", str(root)]
+    """``waddle-consume --relay URL``: the DuckDB writer and a relay to ``url``."""
+    argv = [*CONSUME, "--dir", str(root), "--relay", url]
     return argv + (["--token", token] if token else []) + ["--interval", "0.02"]
 
 
 def sync_argv(root: Path, url: str, *args: str) -> list[str]:
-    """``waddle sync URL`` once the CLI has it, else ``python -m waddle.consumers.relay.sync``."""
-    base = [*WADDLE, "sync"] if "sync" in _subcommands() else list(SYNC_MODULE)
-    return [*base, url, "--dir", str(root), *args]
-
-
-def _subcommands() -> str:
-    import waddle.cli.parser
-
-    return waddle.cli.parser.build_parser().format_help()
+    """``waddle sync URL --dir root ...``."""
+    return [*WADDLE, "sync", url, "--dir", str(root), *args]
 
 
 def clean_env() -> dict[str, str]:

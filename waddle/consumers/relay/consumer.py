@@ -41,12 +41,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from waddle.consumers.base import Consumer, Offsets
+from waddle.consumers.base import Consumer, Offsets, run_consumer
 from waddle.consumers.relay.client import DEFAULT_TIMEOUT_S, Backoff, check_url
 from waddle.consumers.relay.sender import Sender
 from waddle.errors import WaddleError
-from waddle.eventlog.reader import Batch, Offset
+from waddle.eventlog.reader import DEFAULT_POLL_INTERVAL, Batch, Offset
 from waddle.eventlog.segment import list_segments, log_dir, segment_name
+from waddle.signals import on_stop_signals
 
 logger = logging.getLogger("waddle.relay")
 
@@ -274,47 +275,23 @@ class RelayConsumer(Consumer):
         )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m waddle.consumers.relay.consumer URL [--dir DIR] [--token T]``: the relay alone.
-
-    What ``waddle-consume --relay URL`` runs, in a process of its own: until SIGINT or
-    SIGTERM, then it commits what the host acknowledged and exits 0.
-    """
-    import argparse
-    import signal
-
-    from waddle.consumers.base import run_consumer
-    from waddle.eventlog.reader import DEFAULT_POLL_INTERVAL
-    from waddle.producer.api import root_dir
-
-    parser = argparse.ArgumentParser(prog="python -m waddle.consumers.relay.consumer")
-    parser.add_argument("url", help="the central host, http://HOST:PORT")
-    parser.add_argument("--dir", help="the Waddle folder (default: $WADDLE_DIR, else ./.waddle)")
-    parser.add_argument(
-        "--token", help="the host's token (default: $WADDLE_RELAY_TOKEN, else $WADDLE_TOKEN)"
-    )
-    parser.add_argument("--interval", type=float, default=DEFAULT_POLL_INTERVAL)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+def relay_until_stopped(
+    root: Path | str,
+    url: str,
+    *,
+    token: str | None = None,
+    interval: float = DEFAULT_POLL_INTERVAL,
+) -> int:
+    """The relay alone (``waddle relay URL``): forward until SIGINT or SIGTERM, then commit
+    what the host acknowledged and return 0 (1 when the relay could not run)."""
     stop = threading.Event()
-    relay = RelayConsumer(root_dir(args.dir), args.url, token=resolve_token(args.token), stop=stop)
-
-    def on_signal(signum: int, frame: object) -> None:
-        stop.set()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_DFL)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
+    relay = RelayConsumer(root, url, token=resolve_token(token), stop=stop)
+    restore = on_stop_signals(lambda signum: stop.set())
     try:
-        run_consumer(relay, relay.root, stop, interval=args.interval)
+        run_consumer(relay, relay.root, stop, interval=interval)
     except WaddleError as exc:
         logger.error("waddle relay: %s", exc)
         return 1
+    finally:
+        restore()
     return 0
-
-
-if __name__ == "__main__":
-    import sys
-
-    sys.exit(main())

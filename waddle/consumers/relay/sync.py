@@ -22,21 +22,20 @@ outputs get a line every few seconds and a summary.
 
 from __future__ import annotations
 
-import argparse
-import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TextIO
 
 from waddle.consumers.base import run_consumer
 from waddle.consumers.lag import bytes_behind, last_seq, segment_sizes
 from waddle.consumers.relay.client import DEFAULT_TIMEOUT_S
-from waddle.consumers.relay.consumer import RelayConsumer, resolve_token
+from waddle.consumers.relay.consumer import RelayConsumer
 from waddle.errors import ConsumerLockedError, PermanentError
 from waddle.eventlog.reader import Batch, LogReader, Offset
+from waddle.signals import on_stop_signals
 
 DEFAULT_SYNC_TIMEOUT_S = 30.0
 _BAR_WIDTH = 24
@@ -169,7 +168,7 @@ def sync(
     )
     progress = SyncProgress(relay, stop, out, tty)
     started = time.monotonic()
-    restore = _on_signals(stop)
+    restore = on_stop_signals(lambda signum: stop.set())
     try:
         run_consumer(relay, root, stop, once=True, progress=progress)
     except ConsumerLockedError:
@@ -220,64 +219,3 @@ def _clock(seconds: float) -> str:
     minutes, secs = divmod(int(seconds + 0.5), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-def _on_signals(stop: threading.Event) -> Callable[[], None]:
-    """SIGINT/SIGTERM end the sync (committing what the host holds); a second one kills."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    signals = (signal.SIGINT, signal.SIGTERM)
-
-    def handler(signum: int, frame: object) -> None:
-        stop.set()
-        for sig in signals:
-            signal.signal(sig, signal.SIG_DFL)
-
-    previous = {sig: signal.signal(sig, handler) for sig in signals}
-
-    def restore() -> None:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-    return restore
-
-
-def add_sync_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``sync`` to the ``waddle`` command's subparsers."""
-    parser = subparsers.add_parser(
-        "sync",
-        help="send a central host everything not relayed yet, then exit",
-        description="Relay every event on disk that URL does not hold yet, with a progress "
-        "bar, then exit 0. Works on runs that are still running; a later sync or a running "
-        "relay sends the rest, never anything twice.",
-    )
-    parser.add_argument("url", help="the central host, http://HOST:PORT")
-    parser.add_argument("--dir", help="the Waddle folder (default: $WADDLE_DIR, else ./.waddle)")
-    parser.add_argument(
-        "--token", help="the host's token (default: $WADDLE_RELAY_TOKEN, else $WADDLE_TOKEN)"
-    )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=DEFAULT_SYNC_TIMEOUT_S,
-        help="give up when the host cannot be reached for this many seconds (default %(default)s)",
-    )
-    parser.set_defaults(func=sync_command, handler=sync_command)
-
-
-def sync_command(args: argparse.Namespace) -> int:
-    from waddle.producer.api import root_dir
-
-    return sync(root_dir(args.dir), args.url, token=resolve_token(args.token), timeout=args.timeout)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m waddle.consumers.relay.sync URL [--dir DIR] [--token T] [--timeout S]``."""
-    parser = argparse.ArgumentParser(prog="waddle")
-    add_sync_parser(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    args = parser.parse_args(["sync", *(sys.argv[1:] if argv is None else argv)])
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
