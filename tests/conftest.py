@@ -2,9 +2,8 @@
 
 ``isolated_waddle`` is autouse for the whole suite so that no test, in any package,
 can write runs into the developer's ``./.waddle`` or inherit ``WADDLE_*``/``RANK`` from
-the shell. Tests that start servers or producers in child processes pass ``--dir`` or
-build the child's environment themselves (see ``tests/web/conftest.py``), so the
-variables set here only reach in-process code.
+the shell. Servers that tests start build their child's environment without ``WADDLE_*``
+(``tests/web/conftest.py``, ``tests/dashboard/conftest.py``).
 """
 
 from __future__ import annotations
@@ -18,11 +17,19 @@ import waddle.producer.api
 
 # Environment variables that change what waddle.init does; no test inherits them.
 WADDLE_ENV = ("RANK", "WADDLE_RUN_ID", "WADDLE_DIR", "WADDLE_MODE", "WADDLE_PROJECT", "WADDLE_NAME")
+# Packages whose tests name every folder themselves and start producers in child
+# processes with ``init(dir=...)``: an inherited ``$WADDLE_DIR`` would move those runs.
+NO_WADDLE_DIR = ("eventlog", "consumers")
+TESTS = Path(__file__).resolve().parent
 
 
 @pytest.fixture(autouse=True)
-def isolated_waddle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def isolated_waddle(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
     """A fresh Waddle folder in ``$WADDLE_DIR``, cwd in ``tmp_path``, no live runs.
+
+    Under ``NO_WADDLE_DIR`` the folder is returned but ``$WADDLE_DIR`` stays unset.
 
     The process-wide hooks (atexit, excepthook, SIGTERM) are marked installed so that
     in-process runs leave pytest's own handlers alone; the hooks are tested in real
@@ -31,7 +38,8 @@ def isolated_waddle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
     for name in WADDLE_ENV:
         monkeypatch.delenv(name, raising=False)
     root = tmp_path / "waddle-root"
-    monkeypatch.setenv("WADDLE_DIR", str(root))
+    if request.path.relative_to(TESTS).parts[0] not in NO_WADDLE_DIR:
+        monkeypatch.setenv("WADDLE_DIR", str(root))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(waddle.producer.api, "_live", [])
     monkeypatch.setattr(waddle.producer.api, "_hooks_installed", True)
