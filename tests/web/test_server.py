@@ -68,6 +68,21 @@ def test_serve_demo_shows_a_working_url(serve: Any) -> None:
 
     eventually(advanced, what="the live demo run to log more steps")
     assert server.get("/").status == 200
+    assert server.stop(signal.SIGTERM) == 0, server.stderr()
+    statuses = {}
+    for stream in (server.root / "log").iterdir():
+        finish = [e for e in raw_events(raw_log(server.root, stream.name)) if e["type"] == "finish"]
+        statuses[stream.name] = [e["status"] for e in finish]
+    assert statuses[live["run_id"]] == ["killed"]
+    assert sorted(s for each in statuses.values() for s in each) == ["finished", "killed"]
+
+
+def test_serve_demo_on_a_busy_folder_writes_no_demo_run(serve: Any) -> None:
+    server: Server = serve()
+    result = run_command("serve", "--demo", "--dir", str(server.root), "--port", "0")
+    assert result.returncode == 1
+    assert "already runs the DuckDB writer" in result.stderr and "Traceback" not in result.stderr
+    assert not (server.root / "log").exists() or not any((server.root / "log").iterdir())
 
 
 def test_demo_command_writes_a_run(tmp_path: Path) -> None:
