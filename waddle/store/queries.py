@@ -101,10 +101,18 @@ def list_runs(con: Any, project: str | None = None) -> list[dict[str, Any]]:
 
 
 def get_run(con: Any, run_id: str) -> dict[str, Any] | None:
-    """One run with config, summary and context as Python values; None if unknown."""
-    cursor = con.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE run_id = ?", [run_id])
+    """One run with config, summary, context and metric_defs as Python values; None if unknown.
+
+    ``metric_defs`` is ``{}`` when the run defined none, also in a store older than the
+    column (read-only, before a writer added it).
+    """
+    cursor = con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id])
     values = cursor.fetchone()
-    return None if values is None else _row(RUN_COLUMNS, values)
+    if values is None:
+        return None
+    row = _row([d[0] for d in cursor.description], values)
+    row["metric_defs"] = row.get("metric_defs") or {}
+    return {column: row[column] for column in RUN_COLUMNS}
 
 
 def metric_keys(con: Any, run_id: str) -> list[str]:
@@ -189,6 +197,24 @@ def metric_series(
 ) -> tuple[list[Any], list[Any], int]:
     source = f"SELECT {X_COLUMNS[x]} AS x, value AS y FROM metrics WHERE run_id = ? AND key = ?"
     return series(con, source, [run_id, key], max_points, x_range)
+
+
+def metric_by_metric(
+    con: Any, run_id: str, key: str, x_key: str, max_points: int, x_range: XRange = WHOLE
+) -> tuple[list[Any], list[Any], int]:
+    """``key`` against ``x_key`` of the same run, joined on step: how HF and Lightning
+    curves logged on different steps line up on a ``global_step`` metric.
+
+    A step where ``x_key`` was logged more than once takes its latest (finite) value; steps
+    without ``x_key`` are left out.
+    """
+    source = (
+        "SELECT sx.x AS x, m.value AS y FROM metrics m JOIN ("
+        "SELECT step, arg_max(value, ts) AS x FROM metrics "
+        "WHERE run_id = ? AND key = ? AND isfinite(value) GROUP BY step"
+        ") sx ON sx.step = m.step WHERE m.run_id = ? AND m.key = ?"
+    )
+    return series(con, source, [run_id, x_key, run_id, key], max_points, x_range)
 
 
 def system_series(

@@ -25,7 +25,7 @@ import duckdb
 
 from waddle.errors import StoreError, StoreLockedError, UsageError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_NAME = "waddle.duckdb"
 _LOCK_RETRY_S = 5.0
 
@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS runs (
     run_id VARCHAR PRIMARY KEY, project VARCHAR, name VARCHAR, status VARCHAR,
     started_at DOUBLE, finished_at DOUBLE, exit_code BIGINT,
     config JSON, summary JSON, context JSON, tags VARCHAR[], notes VARCHAR,
-    group_name VARCHAR, job_type VARCHAR, last_step BIGINT, updated_at DOUBLE
+    group_name VARCHAR, job_type VARCHAR, last_step BIGINT, updated_at DOUBLE,
+    metric_defs JSON
 );
 CREATE TABLE IF NOT EXISTS streams (
     stream VARCHAR PRIMARY KEY, run_id VARCHAR, rank INTEGER, status VARCHAR,
@@ -73,6 +74,7 @@ MIGRATIONS = {
         "ALTER TABLE runs ALTER exit_code TYPE BIGINT",
         "ALTER TABLE streams ALTER exit_code TYPE BIGINT",
     ),
+    2: ("ALTER TABLE runs ADD COLUMN IF NOT EXISTS metric_defs JSON",),
 }
 
 RUN_COLUMNS = (
@@ -92,8 +94,9 @@ RUN_COLUMNS = (
     "job_type",
     "last_step",
     "updated_at",
+    "metric_defs",
 )
-JSON_COLUMNS = ("config", "summary", "context")
+JSON_COLUMNS = ("config", "summary", "context", "metric_defs")
 
 
 def default_path(root: Path | str) -> Path:

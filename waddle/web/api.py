@@ -152,6 +152,18 @@ async def api_keys(request: Request) -> Response:
 
 
 async def api_metrics(request: Request) -> Response:
+    """Metric series against step, time, or (``x_metric``) another metric of the run."""
+    x_metric = params.text(request, "x_metric", params.MAX_KEY_LENGTH)
+    if x_metric:
+        return await _series_response(
+            request,
+            "metric",
+            queries.metric_keys,
+            lambda con, run_id, key, max_points, x_range: queries.metric_by_metric(
+                con, run_id, key, x_metric, max_points, x_range
+            ),
+            x_metric,
+        )
     x = params.choice(request, "x", tuple(queries.X_COLUMNS), "step")
     return await _series_response(
         request,
@@ -180,6 +192,7 @@ async def _series_response(
     x: str,
     all_keys: Callable[[Any, str], list[str]],
     fetch: Callable[[Any, str, str, int, queries.XRange], tuple[list[Any], list[Any], int]],
+    x_metric: str | None = None,
 ) -> Response:
     """The downsampled series of the requested keys (all of the run's when none given)."""
     run_id = params.run_id(request)
@@ -201,6 +214,7 @@ async def _series_response(
             "max_points": max_points,
             "x_min": x_min,
             "x_max": x_max,
+            **({"x_metric": x_metric} if x_metric else {}),
             "series": series,
         }
     )

@@ -48,6 +48,11 @@ _RUN = {
         "summary": {"type": ["object", "null"]},
         "context": {"type": ["object", "null"]},
         "tags": {"type": ["array", "null"], "items": {"type": "string"}},
+        "metric_defs": {
+            "type": "object",
+            "description": "define_metric: {metric or glob: {step_metric, summary, hidden, goal}}",
+            "additionalProperties": {"type": "object"},
+        },
     },
 }
 _SERIES = {
@@ -55,7 +60,8 @@ _SERIES = {
     "required": ["run_id", "x", "max_points", "series"],
     "properties": {
         "run_id": _ID,
-        "x": {"type": "string", "enum": ["step", "ts"]},
+        "x": {"type": "string", "enum": ["step", "ts", "metric"]},
+        "x_metric": {"type": "string", "description": "the metric on x when x is metric"},
         "max_points": {"type": "integer"},
         "x_min": {"type": ["number", "null"], "description": "the range asked for, if any"},
         "x_max": {"type": ["number", "null"]},
@@ -293,6 +299,11 @@ def spec() -> dict[str, Any]:
                     _KEYS,
                     _query("key", {"type": "string"}, "one key (repeatable; for keys with commas)"),
                     _query("x", {"type": "string", "enum": ["step", "ts"]}, "x axis"),
+                    _query(
+                        "x_metric",
+                        {"type": "string", "maxLength": 512},
+                        "another metric of the run as x axis (joined on step; overrides x)",
+                    ),
                     _MAX_POINTS,
                     *_X_RANGE,
                 ],

@@ -10,6 +10,8 @@ Rules (docs/schema.md states them for users):
   (project, name, tags, notes, group, job type, context), config, summary and status
   are the lead's. A ``run`` event makes it ``running`` again (a resumed stream); a
   ``finish`` event sets status, exit code and ``finished_at``.
+* ``define_metric`` events of the lead set ``metric_defs`` ({metric: {step_metric, summary,
+  hidden, goal}}); a later definition of the same metric (name or glob) replaces it.
 * ``started_at`` is the earliest start of a non-resumed ``run`` event; ``last_step`` the
   highest step logged by any rank; ``updated_at`` the latest event time.
 
@@ -61,6 +63,7 @@ class RunRow:
     job_type: str | None = None
     last_step: int | None = None
     updated_at: float | None = None
+    metric_defs: dict[str, Any] = field(default_factory=dict)
     lead_rank: int | None = None
 
 
@@ -121,7 +124,17 @@ def apply(run: RunRow, stream: StreamRow, event: dict[str, Any]) -> None:
         stream.summary.update(event["summary"])
         if _leads(run, stream):
             run.summary.update(event["summary"])
+    elif kind == "define_metric" and _leads(run, stream):
+        run.metric_defs = {**run.metric_defs, event["metric"]: metric_def(event)}
     seen(run, event["ts"])
+
+
+DEFINE_FIELDS = ("step_metric", "summary", "hidden", "goal")
+
+
+def metric_def(event: dict[str, Any]) -> dict[str, Any]:
+    """What a ``define_metric`` event says of its metric, absent fields as null."""
+    return {name: event.get(name) for name in DEFINE_FIELDS}
 
 
 def seen(run: RunRow, ts: float, step: int | None = None) -> None:
