@@ -53,6 +53,13 @@ VALID: dict[str, dict[str, Any]] = {
         "size": 10,
         "sha256": "a" * 64,
     },
+    "define_metric": {
+        "metric": "eval/*",
+        "step_metric": "train/global_step",
+        "summary": "min",
+        "hidden": False,
+        "goal": "minimize",
+    },
     "finish": {"exit_code": 0, "status": "finished", "dropped": {}},
 }
 

@@ -18,6 +18,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from waddle.eventlog.record import INT64_MAX, INT64_MIN, INT_RANGES, MAX_DEPTH, SEQ_RANGE
+from waddle.ids import ID_REGEX
 
 # A logged value: a number, one of the names of the non-finite floats, or any JSON value.
 LoggedValues = dict[str, Any]
@@ -45,7 +46,7 @@ class RunEvent(Envelope):
     """The first event of a stream (again, with resumed=true, when a run is resumed)."""
 
     type: Literal["run"]
-    run_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+    run_id: str = Field(pattern=ID_REGEX)
     project: str
     name: str
     config: dict[str, Any]
@@ -111,6 +112,21 @@ class ArtifactEvent(Envelope):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
+class DefineMetricEvent(Envelope):
+    """``define_metric``: how a metric (or a glob of metrics, such as ``eval/*``) is shown.
+
+    ``step_metric`` is the metric to draw it against, ``summary`` what the run's summary
+    keeps for it; a later definition of the same ``metric`` replaces an earlier one.
+    """
+
+    type: Literal["define_metric"]
+    metric: str
+    step_metric: str | None
+    summary: Literal["min", "max", "mean", "last", "none"] | None
+    hidden: bool
+    goal: Literal["minimize", "maximize"] | None
+
+
 class FinishEvent(Envelope):
     """The end of a process's part of a run."""
 
@@ -130,6 +146,7 @@ MODELS: dict[str, type[Envelope]] = {
     "system": SystemEvent,
     "console": ConsoleEvent,
     "artifact": ArtifactEvent,
+    "define_metric": DefineMetricEvent,
     "finish": FinishEvent,
 }
 Event = Annotated[
@@ -140,6 +157,7 @@ Event = Annotated[
     | SystemEvent
     | ConsoleEvent
     | ArtifactEvent
+    | DefineMetricEvent
     | FinishEvent,
     Field(discriminator="type"),
 ]

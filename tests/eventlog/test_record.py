@@ -278,7 +278,7 @@ def test_unencodable_values_raise_encode_error_naming_the_key(data: dict, path: 
     assert "nothing was written" in str(caught.value)
 
 
-SAMPLES = {str: "x", int: 1, dict: {}, list: [], type(None): None}
+SAMPLES = {str: "x", int: 1, bool: False, dict: {}, list: [], type(None): None}
 
 
 def valid_event(kind: str) -> dict[str, Any]:
@@ -287,6 +287,8 @@ def valid_event(kind: str) -> dict[str, Any]:
         fields["status"] = STATUSES[0]
     if kind == "console":
         fields["stream"] = CONSOLE_STREAMS[0]
+    if kind == "define_metric":
+        fields.update(summary="min", goal="minimize")
     return event(kind, **fields)
 
 

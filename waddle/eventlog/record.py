@@ -39,6 +39,8 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 STATUSES = ("finished", "failed", "killed")
 CONSOLE_STREAMS = ("stdout", "stderr")
+METRIC_SUMMARIES = ("min", "max", "mean", "last", "none")
+METRIC_GOALS = ("minimize", "maximize")
 
 # The fields every reader may rely on, per event type (design.md section 3). The pydantic
 # models in waddle.events describe the full schema; a test keeps the two in agreement.
@@ -60,6 +62,13 @@ REQUIRED_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
     "system": {"data": (dict,)},
     "console": {"stream": (str,), "text": (str,)},
     "artifact": {"name": (str,), "kind": (str,), "path": (str,), "size": (int,), "sha256": (str,)},
+    "define_metric": {
+        "metric": (str,),
+        "step_metric": (str, type(None)),
+        "summary": (str, type(None)),
+        "hidden": (bool,),
+        "goal": (str, type(None)),
+    },
     "finish": {"exit_code": (int, type(None)), "status": (str,)},
 }
 # Integer fields and the range of the column that stores each (docs/schema.md); ``seq``
@@ -82,6 +91,7 @@ _MIN_OPENERS = {
     "system": 2,
     "console": 1,
     "artifact": 1,
+    "define_metric": 1,
     "finish": 1,
 }
 _MOST_MIN_OPENERS = max(_MIN_OPENERS.values())
@@ -284,6 +294,11 @@ def check_event(event: Any) -> str | None:
             return f"{kind} {name} must be an integer {_spell(low, high)}"
     if kind == "console" and event["stream"] not in CONSOLE_STREAMS:
         return f"console stream must be one of {', '.join(CONSOLE_STREAMS)}"
+    if kind == "define_metric":
+        if event["summary"] not in (None, *METRIC_SUMMARIES):
+            return f"define_metric summary must be null or one of {', '.join(METRIC_SUMMARIES)}"
+        if event["goal"] not in (None, *METRIC_GOALS):
+            return f"define_metric goal must be null or one of {', '.join(METRIC_GOALS)}"
     if kind == "finish" and event["status"] not in STATUSES:
         return f"finish status must be one of {', '.join(STATUSES)}"
     return None
