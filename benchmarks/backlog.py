@@ -25,7 +25,7 @@ def write_backlog(
         run = waddle.init(
             project="bench",
             id=f"{prefix}{index}",
-            dir=root,
+            root=root,
             system_metrics=False,
             segment_bytes=segment_bytes,
         )

@@ -55,14 +55,14 @@ root, runs, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 rng = random.Random(0)
 for i in range(runs):
     lr = rng.choice([1e-4, 3e-4, 1e-3, 3e-3])
-    run = waddle.init(project="scale", name=f"sweep-{i:04d}", dir=root, system_metrics=False,
+    run = waddle.init(project="scale", name=f"sweep-{i:04d}", root=root, system_metrics=False,
                       config={"lr": lr, "batch_size": rng.choice([32, 64, 128]), "seed": i},
                       tags=["sweep", rng.choice(["a", "b"])])
     for step in range(20):
         run.log({"train/loss": math.exp(-step * lr * 100) + rng.random() * 0.1})
     run.summary["best"] = rng.random()
     run.finish()
-big = waddle.init(project="scale", name="million", dir=root, system_metrics=False,
+big = waddle.init(project="scale", name="million", root=root, system_metrics=False,
                   config={"lr": 1e-3, "batch_size": 64, "seed": -1}, tags=["long"])
 log = big.log
 for step in range(steps):

@@ -32,7 +32,7 @@ WARMUP_S = 0.5
 PRODUCER = r"""
 import sys, time, waddle
 root, run_id, rate, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
-run = waddle.init(project="bench-live", id=run_id, dir=root, system_metrics=False)
+run = waddle.init(project="bench-live", id=run_id, root=root, system_metrics=False)
 print("ready", flush=True)
 sys.stdin.readline()
 start = time.perf_counter()

@@ -54,7 +54,7 @@ def floor_round(folder: Path, calls: int) -> list[float]:
 def waddle_round(folder: Path, calls: int) -> list[float]:
     import waddle
 
-    run = waddle.init(project="bench", dir=folder, system_metrics=False)
+    run = waddle.init(project="bench", root=folder, system_metrics=False)
     try:
         return time_calls(lambda _i: run.log(DATA), calls)
     finally:

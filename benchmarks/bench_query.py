@@ -39,7 +39,7 @@ RUN_ID = "benchquery"
 def write_run(root: Path, steps: int) -> None:
     import waddle
 
-    run = waddle.init(project="bench-query", id=RUN_ID, dir=root, system_metrics=False)
+    run = waddle.init(project="bench-query", id=RUN_ID, root=root, system_metrics=False)
     for step in range(steps):
         loss = 1.0 / (1 + step / 1000) + (5.0 if step % 99_991 == 0 else 0.0)
         run.log({"loss": math.nan if step == steps // 2 else loss})

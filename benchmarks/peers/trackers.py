@@ -79,7 +79,7 @@ class Waddle(Tracker):
     def start(self, workdir: Path) -> LogFn:
         import waddle
 
-        self.run = waddle.init(project="bench", dir=str(workdir), system_metrics=False)
+        self.run = waddle.init(project="bench", root=str(workdir), system_metrics=False)
         return self.run.log
 
     def finish(self) -> None:

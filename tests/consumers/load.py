@@ -32,7 +32,7 @@ def main(argv: list[str]) -> None:
         waddle.init(
             project="load",
             id=f"load{index}",
-            dir=root,
+            root=root,
             system_metrics=False,
             segment_bytes=int(segment_bytes),
         )

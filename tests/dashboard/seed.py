@@ -26,7 +26,7 @@ STEPS = 400
 def train(root: str, name: str, config: dict, tags: list[str], seed: int, **finish: object) -> str:
     rng = random.Random(seed)
     run = waddle.init(
-        project=PROJECT, name=name, dir=root, config=config, tags=tags, system_metrics=False
+        project=PROJECT, name=name, root=root, config=config, tags=tags, system_metrics=False
     )
     speed = 3.0 * config["lr"] / 3e-3 * (1.2 if config.get("width", 256) > 256 else 1.0)
     for step in range(STEPS):
@@ -51,7 +51,7 @@ def with_system_metrics(root: str) -> str:
     run = waddle.init(
         project=PROJECT,
         name="profiled",
-        dir=root,
+        root=root,
         config={"lr": 1e-3, "batch_size": 32, "optimizer": "sgd"},
         tags=["profiling"],
         system_interval=0.1,
@@ -89,7 +89,7 @@ def main(root: str) -> None:
     xss = waddle.init(
         project=PROJECT,
         name=XSS_NAME,
-        dir=root,
+        root=root,
         config={"<b>key</b>": "<script>alert(2)</script>"},
         tags=["<i>tag</i>"],
         system_metrics=False,
@@ -100,7 +100,7 @@ def main(root: str) -> None:
     crashed = waddle.init(
         project=PROJECT,
         name="crashed",
-        dir=root,
+        root=root,
         config={"lr": 1e-2, "batch_size": 64},
         system_metrics=False,
     )

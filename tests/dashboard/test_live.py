@@ -55,7 +55,7 @@ def test_values_appear_without_reload_and_survive_a_restart(
 ) -> None:
     root = live_server.root
     run = waddle.init(
-        project="live", name="training", dir=root, config={"lr": 0.1}, system_metrics=False
+        project="live", name="training", root=root, config={"lr": 0.1}, system_metrics=False
     )
     for step in range(20):
         run.log({"train/loss": 1 / (step + 1)})

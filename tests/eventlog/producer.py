@@ -75,7 +75,7 @@ def loop(root: str, run_id: str, segment_bytes: str, count: str) -> None:
 
     run = waddle.init(
         project="fault",
-        dir=root,
+        root=root,
         id=run_id,
         resume="allow",
         system_metrics=False,
@@ -93,7 +93,7 @@ def loop(root: str, run_id: str, segment_bytes: str, count: str) -> None:
 def spin(root: str, run_id: str) -> None:
     import waddle
 
-    run = waddle.init(project="fault", dir=root, id=run_id, resume="allow", system_metrics=False)
+    run = waddle.init(project="fault", root=root, id=run_id, resume="allow", system_metrics=False)
     log = run.log
     print("ready", flush=True)
     i = 0
@@ -105,7 +105,7 @@ def spin(root: str, run_id: str) -> None:
 def disk_full(root: str, run_id: str, kept: str, headroom: str, failing: str) -> None:
     import waddle
 
-    run = waddle.init(project="disk-full", dir=root, id=run_id, system_metrics=False)
+    run = waddle.init(project="disk-full", root=root, id=run_id, system_metrics=False)
     for _ in range(int(kept)):
         run.log({"blob": BLOB})
     segment = Path(root) / "log" / run.stream / f"{0:020d}.ndjson"

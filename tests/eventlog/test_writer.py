@@ -83,7 +83,7 @@ def open_producer(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..
             )
         run = waddle.init(
             project="tests",
-            dir=tmp_path,
+            root=tmp_path,
             id=STREAM,
             system_metrics=False,
             segment_bytes=segment_bytes,
@@ -296,7 +296,9 @@ def test_a_second_writer_is_refused_with_a_clear_message(
         if second == "writer":
             StreamWriter(tmp_path / "log" / STREAM, resume=True)
         else:
-            waddle.init(project="tests", dir=tmp_path, id=STREAM, resume=True, system_metrics=False)
+            waddle.init(
+                project="tests", root=tmp_path, id=STREAM, resume=True, system_metrics=False
+            )
     message = str(caught.value)
     assert f"'{STREAM}'" in message and f"pid {pid}" in message
     assert "run id" in message
@@ -419,7 +421,7 @@ def test_a_vanished_log_folder_costs_events_never_an_exception(
     starts_again: bool,
 ) -> None:
     caplog.set_level("WARNING", logger="waddle")
-    run = waddle.init(project="tests", dir=tmp_path, id="gone", system_metrics=False)
+    run = waddle.init(project="tests", root=tmp_path, id="gone", system_metrics=False)
     for step in range(10):
         run.log({"loss": 1.0 / (step + 1)})
     shutil.rmtree(tmp_path / "log")

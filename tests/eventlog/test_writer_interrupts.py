@@ -123,7 +123,7 @@ def test_an_exception_at_any_moment_of_a_write_keeps_seqs_unique_and_gapless(
 def test_ctrl_c_inside_log_keeps_the_final_summary_and_finish(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, read_stream: Callable, landed: int | None
 ) -> None:
-    run = waddle.init(project="tests", dir=tmp_path, id="ctrl-c", system_metrics=False)
+    run = waddle.init(project="tests", root=tmp_path, id="ctrl-c", system_metrics=False)
     run.log({"loss": 1.0})
     real_write = os.write
     segment = tmp_path / "log" / "ctrl-c" / segment_name(0)

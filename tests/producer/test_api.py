@@ -64,7 +64,12 @@ def test_init_records_its_arguments_in_the_run_event() -> None:
 
 def test_init_defaults() -> None:
     run = waddle.init(id="abc", system_metrics=False)
-    assert (run.project, run.name, run.dir) == ("uncategorized", friendly_name("abc"), waddle_dir())
+    assert (run.project, run.name, run.root) == (
+        "uncategorized",
+        friendly_name("abc"),
+        waddle_dir(),
+    )
+    assert run.dir == str(waddle_dir() / "files" / "abc")
     run.finish()
     event = read_events()[0]
     assert (event["project"], event["name"], event["tags"]) == ("uncategorized", run.name, [])
@@ -83,16 +88,24 @@ def test_init_reads_its_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
-def test_dir_argument_wins_over_waddle_dir_and_default_is_dot_waddle(
+def test_waddle_dir_wins_then_dir_holds_a_dot_waddle_as_in_wandb(
     tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from_env = waddle_dir()
+    """design.md section 2: ``$WADDLE_DIR`` is the Waddle folder; ``init(dir=X)`` (or
+    ``$WANDB_DIR``) writes ``X/.waddle``, as wandb writes ``X/wandb``; else ``./.waddle``."""
     waddle.init(id="a", dir=tmp_path / "elsewhere", system_metrics=False).finish()
-    assert streams(tmp_path / "elsewhere") == ["a"]
+    assert streams(waddle_dir()) == ["a"]
     monkeypatch.delenv("WADDLE_DIR")
-    waddle.init(id="b", system_metrics=False).finish()
-    assert streams(tmp_path / ".waddle") == ["b"]
-    assert not from_env.exists()
+    waddle.init(id="b", dir=tmp_path / "elsewhere", system_metrics=False).finish()
+    assert streams(tmp_path / "elsewhere" / ".waddle") == ["b"]
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "from-wandb"))
+    waddle.init(id="c", system_metrics=False).finish()
+    assert streams(tmp_path / "from-wandb" / ".waddle") == ["c"]
+    monkeypatch.delenv("WANDB_DIR")
+    waddle.init(id="d", system_metrics=False).finish()
+    assert streams(tmp_path / ".waddle") == ["d"]
+    waddle.init(id="e", root=tmp_path / "named", dir="ignored", system_metrics=False).finish()
+    assert streams(tmp_path / "named") == ["e"]  # root= names the Waddle folder itself
 
 
 def test_random_ids_are_distinct_and_names_follow_them() -> None:
@@ -147,7 +160,8 @@ def test_mode_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_module_level_api_follows_the_current_run() -> None:
     with pytest.raises(UsageError, match="init"):
         waddle.log({"a": 1})
-    assert (waddle.run, waddle.config, waddle.summary) == (None, None, None)
+    assert (waddle.run, waddle.summary) == (None, None)
+    assert dict(waddle.config) == {}  # a pre-init config, not None (see test_config)
     waddle.finish()  # nothing to finish: no error
 
     run = waddle.init(id="mod", system_metrics=False)
@@ -172,7 +186,7 @@ def test_module_level_api_follows_the_current_run() -> None:
 
 def test_the_current_run_is_the_newest_live_one() -> None:
     older = waddle.init(id="older", system_metrics=False)
-    newer = waddle.init(id="newer", system_metrics=False)
+    newer = waddle.init(id="newer", system_metrics=False, reinit="create_new")
     assert waddle.config is newer.config
     newer.finish()
     assert waddle.config is older.config
@@ -215,7 +229,7 @@ def test_finishing_a_disabled_run_ends_it_like_any_run() -> None:
     run = waddle.init(mode="disabled")
     assert waddle.config is run.config
     waddle.finish()
-    assert waddle.config is None
+    assert waddle.run is None and waddle.config is not run.config
     with pytest.raises(UsageError):
         waddle.log({"a": 1})
 

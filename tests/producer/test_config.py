@@ -111,13 +111,14 @@ def test_attribute_and_item_access() -> None:
     assert not hasattr(config, "nope")
 
 
-def test_keys_cannot_be_deleted_or_be_non_strings() -> None:
+def test_keys_cannot_be_deleted_and_summary_keys_must_be_strings() -> None:
     config = Config({"lr": 0.1})
     with pytest.raises(UsageError):
         del config["lr"]
+    summary = Summary()
     with pytest.raises(UsageError, match="strings"):
-        config.update({1: "a"})
-    assert dict(config) == {"lr": 0.1}
+        summary.update({1: "a"})
+    assert dict(config) == {"lr": 0.1} and dict(summary) == {}
 
 
 def test_update_and_setdefaults() -> None:

@@ -17,7 +17,8 @@ def captured(events: list[dict]) -> list[tuple[str, str]]:
 def test_lines_are_recorded_per_stream_and_still_printed(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    run = waddle.init(project="c", console=True, system_metrics=False)
+    settings = waddle.Settings(silent=True)  # no finish line: stderr holds only the script's
+    run = waddle.init(project="c", console=True, system_metrics=False, settings=settings)
     print("epoch 1")
     print("two\nlines", end="")
     sys.stderr.write("a warning\n")

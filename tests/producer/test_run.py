@@ -422,7 +422,7 @@ def test_finish_inside_a_with_block_is_not_repeated() -> None:
 def test_a_second_live_writer_of_the_same_stream_is_refused() -> None:
     run = new_run()
     with pytest.raises(waddle.StreamLockedError, match="RANK"):
-        new_run(resume=True)
+        new_run(resume=True, reinit="create_new")
     run.finish()
 
 

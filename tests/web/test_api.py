@@ -33,7 +33,7 @@ def runs(server: Server) -> dict[str, str]:
     relayed run with console lines; written before the module's tests, then waited for."""
     alpha = waddle.init(
         project="alpha",
-        dir=server.root,
+        root=server.root,
         name="the-alpha-run",
         config={"lr": 0.01, "layers": [64, 64]},
         tags=["x", "y"],
@@ -50,7 +50,7 @@ def runs(server: Server) -> dict[str, str]:
     time.sleep(0.3)  # a few system samples
     alpha.finish()
     beta = waddle.init(
-        project="beta", dir=server.root, name="beta-run", tags=["y"], system_metrics=False
+        project="beta", root=server.root, name="beta-run", tags=["y"], system_metrics=False
     )
     for step in range(10):
         beta.log({"loss": float(step)})

@@ -407,7 +407,7 @@ def test_missing_stream_parameter(server: Server) -> None:
 
 
 def test_a_stream_written_locally_is_refused(server: Server) -> None:
-    run = waddle.init(project="local", dir=server.root, id="ingestlocal", system_metrics=False)
+    run = waddle.init(project="local", root=server.root, id="ingestlocal", system_metrics=False)
     try:
         reply = server.ingest("ingestlocal", [metrics_event(5)])
         assert reply.status == 409 and reply.json()["error"] == "stream_locked"

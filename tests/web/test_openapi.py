@@ -50,7 +50,7 @@ def test_the_served_document_is_the_spec(fuzz_server: Server) -> None:
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server = start_server(tmp_path_factory.mktemp("fuzz") / "root")
-    run = waddle.init(project="fuzz", dir=server.root, id="fuzzrun", system_metrics=False)
+    run = waddle.init(project="fuzz", root=server.root, id="fuzzrun", system_metrics=False)
     for step in range(50):
         run.log({"loss": 1 / (step + 1), "nan": float("nan")})
     run.finish()

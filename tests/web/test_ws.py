@@ -41,7 +41,7 @@ TIMEOUT_S = 60.0
 
 def produce(root: Path, run_id: str, steps: int, project: str = "live", noise: int = 0) -> None:
     """Log ``steps`` steps; ``noise`` adds that many random (incompressible) bytes to each."""
-    run = waddle.init(project=project, dir=root, id=run_id, system_metrics=False)
+    run = waddle.init(project=project, root=root, id=run_id, system_metrics=False)
     for step in range(steps):
         extra = {"noise": os.urandom(noise).hex()} if noise else {}
         run.log({"loss": float("nan") if step == 7 else 1.0 / (step + 1), **extra})
@@ -75,7 +75,7 @@ def test_a_subscriber_gets_every_event_in_order(serve: Any) -> None:
 
 def test_a_client_that_resumes_gets_exactly_the_missed_events(serve: Any) -> None:
     server: Server = serve()
-    run = waddle.init(project="resume", dir=server.root, id="wsresume", system_metrics=False)
+    run = waddle.init(project="resume", root=server.root, id="wsresume", system_metrics=False)
     for step in range(200):
         run.log({"loss": step})
 

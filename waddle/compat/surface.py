@@ -3,9 +3,8 @@
 Each name here is a local equivalent (``termlog`` prints to stderr, ``login`` succeeds
 because there is nothing to log in to) or a no-op that says so once on stderr. None of
 them raises: a training job must not die on a call that an offline tracker cannot
-honour. The ``wandb`` package that ``waddle run`` provides falls back to these names
-for whatever ``waddle`` itself does not define; they are meant to become part of
-``waddle``'s own public API so that ``import waddle as wandb`` has them too.
+honour. ``waddle`` exports every name in ``__all__``, so ``import waddle as wandb`` and
+the ``wandb`` package that ``waddle run`` provides answer the same.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ __all__ = [
     "AlertLevel",
     "Settings",
     "alert",
+    "log_artifact",
     "login",
     "mark_preempting",
     "require",
@@ -33,6 +33,7 @@ __all__ = [
     "termlog",
     "termwarn",
     "unwatch",
+    "use_artifact",
     "watch",
 ]
 
@@ -44,8 +45,12 @@ _TRUE = ("1", "true", "yes", "on")
 _printed: set[str] = set()
 
 
-def _silent() -> bool:
-    """``$WADDLE_SILENT``, else ``$WANDB_SILENT``: informational lines are not printed."""
+def is_silent(settings: Any = None) -> bool:
+    """Whether informational lines are muted: ``settings.silent``, else
+    ``$WADDLE_SILENT``, else ``$WANDB_SILENT``."""
+    chosen = getattr(settings, "silent", None) if settings is not None else None
+    if chosen is not None:
+        return str(chosen).strip().lower() in _TRUE
     value = os.environ.get("WADDLE_SILENT") or os.environ.get("WANDB_SILENT") or ""
     return value.strip().lower() in _TRUE
 
@@ -65,7 +70,7 @@ def termlog(
     string: str = "", newline: bool = True, repeat: bool = True, prefix: bool = True
 ) -> None:
     """Print ``waddle: <string>`` to stderr, unless ``WADDLE_SILENT``/``WANDB_SILENT`` is set."""
-    if not _silent():
+    if not is_silent():
         _print("", string, newline, repeat, prefix)
 
 
@@ -162,6 +167,19 @@ def save(glob_str: str | None = None, base_path: str | None = None, policy: str 
     """Says once that files are not saved with the run yet; False: nothing was saved."""
     _unsupported("save()", "files and artifacts come with the blob store")
     return False
+
+
+def log_artifact(artifact: Any = None, *args: Any, **kwargs: Any) -> None:
+    """Says once that artifacts are not recorded yet."""
+    _unsupported("log_artifact()", "files and artifacts come with the blob store")
+
+
+def use_artifact(artifact: Any = None, *args: Any, **kwargs: Any) -> Any:
+    """Says once that artifacts are not recorded yet; returns an ``Artifact`` stand-in."""
+    from waddle.compat.media import Artifact
+
+    _unsupported("use_artifact()", "files and artifacts come with the blob store")
+    return Artifact(str(artifact), "unknown")
 
 
 def generate_id(length: int = 8) -> str:

@@ -18,10 +18,11 @@ import os
 import signal
 import sys
 import threading
-from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
+from waddle import paths
+from waddle.compat.surface import Settings, is_silent
 from waddle.errors import UsageError
 from waddle.eventlog.segment import DEFAULT_SEGMENT_BYTES, list_segments, log_dir
 from waddle.eventlog.writer import StreamWriter
@@ -31,21 +32,42 @@ from waddle.producer.config import Config, as_plain_dict
 from waddle.producer.gpu import open_nvml
 from waddle.producer.names import friendly_name
 from waddle.producer.resume import replay_stream
-from waddle.producer.run import DisabledRun, Run
+from waddle.producer.run import DisabledRun, Run, RunAbout
 from waddle.producer.system import DEFAULT_INTERVAL_S, SystemSampler
 
 MODES = ("online", "offline", "disabled")
+# wandb's other spellings: Lightning's WandbLogger(offline=True) sets WANDB_MODE=dryrun
+MODE_ALIASES = {"dryrun": "offline", "run": "online"}
 RESUME_CHOICES = (None, False, True, "allow", "must", "never", "auto")
 
 _live: list[Run] = []
 _hooks_installed = False
 _sigterm_chained = False
 _hook_lock = threading.Lock()
+# ``waddle.config`` before ``init``: values set on it are applied by the next ``init``.
+_preinit_config = Config()
+
+# A command's ``--dir`` rule (the folder itself), for the commands that still import it
+# from here; ``init`` follows ``paths.root_dir`` (``<dir>/.waddle``).
+root_dir = paths.command_root
 
 
-def root_dir(dir: str | os.PathLike[str] | None = None) -> Path:
-    """The Waddle folder: ``dir``, else ``$WADDLE_DIR``, else ``./.waddle``."""
-    return Path(dir or os.environ.get("WADDLE_DIR") or ".waddle").absolute()
+def _env(name: str) -> str | None:
+    """``$WADDLE_<name>``, else ``$WANDB_<name>``: wandb scripts and jobs keep working."""
+    return os.environ.get(f"WADDLE_{name}") or os.environ.get(f"WANDB_{name}") or None
+
+
+def _env_tags() -> tuple[str, ...]:
+    text = _env("TAGS") or ""
+    return tuple(tag.strip() for tag in text.split(",") if tag.strip())
+
+
+def _env_resume() -> bool | str | None:
+    value = _env("RESUME")
+    if value is None:
+        return None
+    lowered = value.strip().lower()
+    return {"true": True, "1": True, "false": False, "0": False}.get(lowered, lowered)
 
 
 def init(
@@ -57,9 +79,12 @@ def init(
     group: str | None = None,
     job_type: str | None = None,
     dir: str | os.PathLike[str] | None = None,
+    root: str | os.PathLike[str] | None = None,
     id: str | None = None,
     resume: bool | str | None = None,
     mode: str | None = None,
+    settings: Settings | None = None,
+    reinit: bool | str | None = None,
     system_metrics: bool = True,
     system_interval: float = DEFAULT_INTERVAL_S,
     console: bool = False,
@@ -69,21 +94,39 @@ def init(
 ) -> Run:
     """Start a run (or continue one with ``resume=``) and return it.
 
-    Keyword arguments of wandb.init that have no meaning offline (``entity``,
-    ``reinit``, ``settings``, ...) are accepted and ignored so wandb scripts run as is.
+    Each argument left out falls back to ``$WADDLE_<NAME>``, then ``$WANDB_<NAME>``
+    (``WANDB_RUN_GROUP`` for ``group``). The run is written in the Waddle folder ``root``
+    (Waddle's own argument), else ``$WADDLE_DIR``, else ``<dir>/.waddle`` (``dir`` as
+    in wandb, or ``$WANDB_DIR``), else ``./.waddle``. As in wandb, a second ``init`` finishes the
+    run this process has live, unless ``reinit="create_new"`` (``"return_previous"``
+    returns it instead). Keyword arguments of wandb.init that have no meaning offline
+    (``entity``, ``anonymous``, ...) are accepted and ignored so wandb scripts run as is.
     """
-    mode = mode or os.environ.get("WADDLE_MODE") or "offline"
+    mode = mode or _env("MODE") or "offline"
+    mode = MODE_ALIASES.get(mode, mode)
     if mode not in MODES:
         raise UsageError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    resume = _env_resume() if resume is None else resume
     if resume not in RESUME_CHOICES:
         raise UsageError(f"resume must be True, False, 'allow', 'must' or 'never', got {resume!r}")
-    project = str(project or os.environ.get("WADDLE_PROJECT") or "uncategorized")
-    run_id = check_id(id or os.environ.get("WADDLE_RUN_ID") or new_run_id(), "run id")
-    root = root_dir(dir)
-    settings = Config(as_plain_dict(config))
-    name = str(name or os.environ.get("WADDLE_NAME") or friendly_name(run_id))
+    if _live and reinit == "return_previous":
+        return _live[-1]
+    if reinit != "create_new":
+        _finish_all()
+    project = str(project or _env("PROJECT") or "uncategorized")
+    run_id = check_id(id or _env("RUN_ID") or new_run_id(), "run id")
+    root = paths.command_root(root) if root else paths.root_dir(dir or os.environ.get("WANDB_DIR"))
+    values = Config({**_take_preinit_config(), **as_plain_dict(config)})
+    name = str(name or _env("NAME") or friendly_name(run_id))
+    tags = tuple(str(tag) for tag in tags) if tags is not None else _env_tags()
+    notes = _text_or_none(notes if notes is not None else _env("NOTES"))
+    group = _text_or_none(group if group is not None else _env("RUN_GROUP"))
+    job_type = _text_or_none(job_type if job_type is not None else _env("JOB_TYPE"))
+    settings = settings if settings is not None else Settings()
+    about = RunAbout(tags, notes, group, job_type, False, settings)
     if mode == "disabled":
-        return _register(DisabledRun(run_id, project, name, root, settings, on_finish=forget))
+        disabled = DisabledRun(run_id, project, name, root, values, forget, about)
+        return _register(disabled)
     rank = _rank()
     stream = check_id(stream_id(run_id, rank), "stream id (run id + '.' + RANK)")
     stream_dir = log_dir(root) / stream
@@ -96,7 +139,7 @@ def init(
     try:
         previous = replay_stream(root, stream) if resuming else None
         if previous is not None:
-            settings = Config({**previous.config, **settings.as_dict()})
+            values = Config({**previous.config, **values.as_dict()})
         nvml = open_nvml() if system_metrics else None
         writer.append(
             "run",
@@ -104,11 +147,11 @@ def init(
                 "run_id": run_id,
                 "project": project,
                 "name": name,
-                "config": settings.as_dict(),
-                "tags": [str(tag) for tag in tags or ()],
-                "notes": _text_or_none(notes),
-                "group": _text_or_none(group),
-                "job_type": _text_or_none(job_type),
+                "config": values.as_dict(),
+                "tags": list(tags),
+                "notes": notes,
+                "group": group,
+                "job_type": job_type,
                 "context": context.collect(nvml.describe() if nvml else None),
                 "rank": rank,
                 "resumed": resuming,
@@ -124,9 +167,10 @@ def init(
         project=project,
         name=name,
         root=root,
-        config=settings,
+        config=values,
         step=previous.next_step if previous else 0,
         on_finish=forget,
+        about=RunAbout(tags, notes, group, job_type, resuming, settings),
     )
     if previous is not None:
         run.summary.seed(previous.last_values, previous.explicit_summary)
@@ -166,9 +210,17 @@ def _register(run: Run) -> Run:
 
 
 def forget(run: Run) -> None:
-    """Called by ``Run.finish``: the run is no longer the current one."""
+    """Called by ``Run.finish``: the run is no longer the current one. Says where the run
+    is and how to see it, unless silenced (``Settings(silent=True)``, ``WADDLE_SILENT``,
+    ``WANDB_SILENT``)."""
     if run in _live:
         _live.remove(run)
+    if not run.disabled and not is_silent(run.settings):
+        print(
+            f"waddle: run {run.name} ({run.id}) is in {run.root}; "
+            f"see it with: waddle serve --dir {run.root}",
+            file=sys.stderr,
+        )
 
 
 def current() -> Run | None:
@@ -186,6 +238,31 @@ def _require() -> Run:
 def log(data: dict[str, Any], step: int | None = None, commit: bool = True) -> None:
     """``run.log`` on the current run."""
     _require().log(data, step=step, commit=commit)
+
+
+def define_metric(
+    name: str,
+    step_metric: str | None = None,
+    step_sync: bool | None = None,
+    hidden: bool | None = None,
+    summary: str | None = None,
+    goal: str | None = None,
+    overwrite: bool | None = None,
+) -> None:
+    """``run.define_metric`` on the current run."""
+    _require().define_metric(name, step_metric, step_sync, hidden, summary, goal, overwrite)
+
+
+def _take_preinit_config() -> dict[str, Any]:
+    global _preinit_config
+    values = _preinit_config.as_dict()
+    _preinit_config = Config()
+    return values
+
+
+def preinit_config() -> Config:
+    """``waddle.config`` before ``init``: kept, and applied (under ``init(config=)``) by it."""
+    return _preinit_config
 
 
 def finish(exit_code: int | None = None) -> None:

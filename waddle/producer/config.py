@@ -8,7 +8,10 @@ changes nothing.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping
+from fnmatch import fnmatchcase
+from pathlib import Path
 from typing import Any
 
 from waddle.errors import UsageError
@@ -17,9 +20,12 @@ Recorder = Callable[[dict[str, Any]], object]
 
 
 def as_plain_dict(source: Any) -> dict[str, Any]:
-    """A dict from a mapping, an ``argparse.Namespace``, a dataclass or a pydantic model."""
+    """A dict from a mapping, an ``argparse.Namespace``, a dataclass, a pydantic model, or
+    the path of a YAML or JSON file (wandb's ``init(config="config.yaml")``)."""
     if source is None:
         return {}
+    if isinstance(source, str | os.PathLike):
+        return load_config_file(Path(source))
     if isinstance(source, Mapping):
         return dict(source)
     if hasattr(source, "model_dump"):
@@ -36,6 +42,51 @@ def as_plain_dict(source: Any) -> dict[str, Any]:
     )
 
 
+def load_config_file(path: Path) -> dict[str, Any]:
+    """A config file's values. wandb's files may wrap each value as ``{"value": v,
+    "desc": ...}`` and carry a ``wandb_version`` key: the value is unwrapped, the key dropped.
+
+    PyYAML is not a dependency of Waddle: a YAML file needs it installed.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read the config file {str(path)!r}: {exc}") from None
+    if path.suffix.lower() == ".json":
+        import json
+
+        values = json.loads(text)
+    else:
+        try:
+            import yaml
+        except ImportError:
+            raise UsageError(
+                f"reading the YAML config {str(path)!r} needs PyYAML: pip install pyyaml"
+            ) from None
+        values = yaml.safe_load(text)
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise UsageError(f"the config file {str(path)!r} must hold a mapping at the top")
+    return {
+        str(key): value["value"] if isinstance(value, dict) and "value" in value else value
+        for key, value in values.items()
+        if key != "wandb_version"
+    }
+
+
+def stringify_keys(value: Any) -> Any:
+    """``value`` with every mapping key made a ``str``, at every depth, as wandb does with
+    a config: a framework's config with int keys (``id2label``) must not break training."""
+    if isinstance(value, Mapping):
+        return {str(key): stringify_keys(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [stringify_keys(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(stringify_keys(item) for item in value)
+    return value
+
+
 class RecordedDict:
     """Attribute and item access over a dict; every change goes through ``record`` first."""
 
@@ -49,14 +100,18 @@ class RecordedDict:
 
     def update(self, values: Any = None, allow_val_change: bool | None = None, **more: Any) -> None:
         """Set several keys at once: one event. ``allow_val_change`` is accepted for wandb."""
-        changes = {**as_plain_dict(values), **more}
-        for key in changes:
-            if not isinstance(key, str):
-                raise UsageError(f"keys must be strings, got {key!r}")
+        changes = self._keyed({**as_plain_dict(values), **more})
         if changes:
             if self._record is not None:
                 self._record(changes)
             self._items.update(changes)
+
+    def _keyed(self, changes: dict[Any, Any]) -> dict[str, Any]:
+        """The changes to record; a summary refuses a key that is not a string."""
+        for key in changes:
+            if not isinstance(key, str):
+                raise UsageError(f"keys must be strings, got {key!r}")
+        return changes
 
     def setdefaults(self, values: Mapping[str, Any]) -> None:
         """Set only the keys that are not set yet (wandb's ``config.setdefaults``)."""
@@ -112,24 +167,86 @@ class RecordedDict:
 
 
 class Config(RecordedDict):
-    """``run.config``: hyperparameters; each change after init is a ``config`` event."""
+    """``run.config``: hyperparameters; each change after init is a ``config`` event.
+
+    Keys are made strings at every depth (``{0: "a"}`` is kept as ``{"0": "a"}``), as
+    wandb does: frameworks hand over their model configs as they are.
+    """
+
+    def __init__(self, initial: Mapping[Any, Any] | None = None) -> None:
+        super().__init__(stringify_keys(dict(initial or {})))
+
+    def _keyed(self, changes: dict[Any, Any]) -> dict[str, Any]:
+        return stringify_keys(changes)
 
 
 class Summary(RecordedDict):
     """``run.summary``: the last logged value of each metric, unless set explicitly.
 
     Explicit sets are ``summary`` events at once and win over logged values; the merged
-    summary is written once more at finish.
+    summary is written once more at finish. ``define_metric(name, summary=...)`` makes
+    it keep the ``min``, ``max`` or ``mean`` of a metric instead, or leave it out
+    (``none``); the value stays flat (``summary["loss"]`` is the minimum), unlike
+    wandb's ``{"min": ...}``.
     """
 
     def __init__(self) -> None:
         super().__init__()
         object.__setattr__(self, "last", {})
+        # metric or glob -> what to keep; later definitions of a name replace earlier ones
+        object.__setattr__(self, "rules", {})
+        object.__setattr__(self, "_modes", {})  # metric -> its rule, resolved once
+        object.__setattr__(self, "_means", {})  # metric -> (total, count)
 
     def seed(self, last: Mapping[str, Any], explicit: Mapping[str, Any]) -> None:
         """Start from a resumed run's summary without recording it again."""
         self.last.update(last)
         self._items.update(explicit)
 
+    def define(self, metric: str, mode: str) -> None:
+        """Keep ``mode`` (min, max, mean, last, none) for ``metric`` (a name or a glob)."""
+        self.rules.pop(metric, None)
+        self.rules[metric] = mode
+        self._modes.clear()
+        if mode == "none":
+            for key in [key for key in self.last if self._mode(key) == "none"]:
+                del self.last[key]
+
+    def _mode(self, key: str) -> str:
+        mode = self._modes.get(key)
+        if mode is None:
+            mode = self.rules.get(key)
+            if mode is None:  # the latest glob that matches, else the last value
+                globs = (p for p in reversed(self.rules) if "*" in p and fnmatchcase(key, p))
+                mode = next((self.rules[p] for p in globs), "last")
+            self._modes[key] = mode
+        return mode
+
+    def observe(self, data: Mapping[str, Any]) -> None:
+        """Fold one logged step into the summary, following the ``define_metric`` rules."""
+        last = self.last
+        for key, value in data.items():
+            mode = self._mode(key)
+            if mode == "last" or not _is_number(value):
+                if mode != "none":
+                    last[key] = value
+            elif mode == "mean":
+                total, count = self._means.get(key, (0.0, 0))
+                self._means[key] = (total + value, count + 1)
+                last[key] = (total + value) / (count + 1)
+            elif mode in ("min", "max") and _better(mode, value, last.get(key)):
+                last[key] = value
+
     def as_dict(self) -> dict[str, Any]:
         return {**self.last, **self._items}
+
+
+def _better(mode: str, value: float, kept: Any) -> bool:
+    """Whether ``value`` replaces ``kept`` as the min (max); a NaN never wins over a number."""
+    if not _is_number(kept) or kept != kept:  # nothing kept yet, or a NaN
+        return True
+    return value == value and (value < kept if mode == "min" else value > kept)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -13,12 +13,16 @@ import logging
 import operator
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 from types import TracebackType
 from typing import Any, SupportsIndex
+from urllib.parse import urlencode
 
-from waddle.errors import UsageError
-from waddle.eventlog.record import INT64_MAX, INT64_MIN, encode
+from waddle.compat.media import without_stand_ins
+from waddle.errors import EncodeError, UsageError
+from waddle.eventlog.record import INT64_MAX, INT64_MIN, METRIC_GOALS, METRIC_SUMMARIES, encode
 from waddle.eventlog.writer import StreamWriter
 from waddle.producer.config import Config, Summary
 from waddle.producer.console import ConsoleCapture
@@ -27,6 +31,9 @@ from waddle.producer.system import SystemSampler
 logger = logging.getLogger("waddle")
 
 SIGNAL_EXIT_BASE = 128
+# ``waddle serve``'s default address: ``run.url`` points there (the producer does not
+# import the web package to ask).
+DASHBOARD_URL = "http://127.0.0.1:8080/"
 _now = time.time
 
 
@@ -55,6 +62,57 @@ def recordable_exit_code(exit_code: object) -> int | None:
     return code
 
 
+def encode_metrics(event: dict[str, Any]) -> bytes:
+    """``encode(event)``; when it fails over values of wandb's media types, which Waddle
+    does not record yet, once more without them (``event["data"]`` is replaced)."""
+    try:
+        return encode(event)
+    except EncodeError:
+        data = without_stand_ins(event["data"])
+        if data is event["data"]:
+            raise
+        event["data"] = data
+        return encode(event)
+
+
+def matches(pattern: str, key: str) -> bool:
+    """Whether a metric name matches a ``define_metric`` name (``*`` is any text)."""
+    return pattern == key or ("*" in pattern and fnmatchcase(key, pattern))
+
+
+def check_metric_definition(
+    name: object, step_metric: object, summary: object, goal: object, hidden: object
+) -> dict[str, Any]:
+    """The fields of a ``define_metric`` event; misuse raises here, at the call."""
+    if not isinstance(name, str) or not name:
+        raise UsageError(f"define_metric() takes a metric name or glob, got {name!r}")
+    if step_metric is not None and not isinstance(step_metric, str):
+        raise UsageError(f"step_metric must be a metric name, got {step_metric!r}")
+    if summary is not None and summary not in METRIC_SUMMARIES:
+        raise UsageError(f"summary must be one of {', '.join(METRIC_SUMMARIES)}, got {summary!r}")
+    if goal is not None and goal not in METRIC_GOALS:
+        raise UsageError(f"goal must be one of {', '.join(METRIC_GOALS)}, got {goal!r}")
+    return {
+        "metric": name,
+        "step_metric": step_metric,
+        "summary": summary,
+        "hidden": bool(hidden),
+        "goal": goal,
+    }
+
+
+@dataclass(frozen=True)
+class RunAbout:
+    """What ``init`` was told about a run beyond its id and name (wandb's run attributes)."""
+
+    tags: tuple[str, ...] = ()
+    notes: str | None = None
+    group: str | None = None
+    job_type: str | None = None
+    resumed: bool = False
+    settings: Any = None
+
+
 class Run:
     """One process's part of a run: writes its stream until ``finish``."""
 
@@ -70,14 +128,10 @@ class Run:
         config: Config,
         step: int = 0,
         on_finish: Callable[[Run], object] | None = None,
+        about: RunAbout | None = None,
     ) -> None:
-        self.id = run_id
+        self._describe(run_id, project, name, root, config, about or RunAbout())
         self.stream = stream
-        self.project = project
-        self.name = name
-        self.dir = root
-        self.config = config
-        self.summary = Summary()
         self._last = self.summary.last
         self._writer = writer
         # The writer's own lock guards the step rules too: one lock per log() call.
@@ -91,8 +145,95 @@ class Run:
         self.killed_by: int | None = None
         self._on_finish = on_finish
         self._deferred: Callable[[], object] | None = None
+        self._synced: dict[str, str] = {}  # metric or glob -> its step metric (step_sync)
         config._attach(lambda changes: self._record("config", {"config": changes}))
         self.summary._attach(lambda changes: self._record("summary", {"summary": changes}))
+
+    def _describe(
+        self, run_id: str, project: str, name: str, root: Path, config: Config, about: RunAbout
+    ) -> None:
+        """The attributes wandb's run has, for a live run and a disabled one alike."""
+        self.id = run_id
+        self.project = project
+        self.name = name
+        self.root = root
+        self.config = config
+        self.summary = Summary()
+        self.tags = about.tags
+        self.notes = about.notes
+        self.group = about.group
+        self.job_type = about.job_type
+        self.resumed = about.resumed
+        self.settings = about.settings
+        self.start_time = _now()
+
+    entity: str | None = None  # no accounts offline
+    offline = True  # nothing is sent anywhere; a relay consumer may copy the log later
+    disabled = False
+
+    @property
+    def path(self) -> str:
+        """``<project>/<id>``, what ``waddle.Api().run()`` takes."""
+        return f"{self.project}/{self.id}"
+
+    @property
+    def url(self) -> str:
+        """The run in the local dashboard (``waddle serve``'s default address)."""
+        return f"{DASHBOARD_URL}#{urlencode({'project': self.project, 'run': self.id})}"
+
+    def get_url(self) -> str:
+        return self.url
+
+    def project_name(self) -> str:
+        return self.project
+
+    @property
+    def dir(self) -> str:
+        """The run's own folder for files a script saves beside it (wandb's ``run.dir``):
+        ``<root>/files/<id>``, created on first use."""
+        folder = self.root / "files" / self.id
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # the script's own write will say what is wrong
+            logger.warning("waddle: cannot create the run folder %s: %s", folder, exc)
+        return str(folder)
+
+    def _label(self, *args: Any, **labels: Any) -> None:
+        """wandb's telemetry labels (Hugging Face calls it on every run): nothing to do."""
+
+    def define_metric(
+        self,
+        name: str,
+        step_metric: str | None = None,
+        step_sync: bool | None = None,
+        hidden: bool | None = None,
+        summary: str | None = None,
+        goal: str | None = None,
+        overwrite: bool | None = None,
+    ) -> None:
+        """Say how a metric (or a glob of metrics, ``"eval/*"``) is drawn and summarised.
+
+        Recorded as a ``define_metric`` event (the dashboard draws the metric against
+        ``step_metric``). ``summary`` is what the run's summary keeps for it: ``min``,
+        ``max``, ``mean``, ``last`` (the default) or ``none``. With ``step_sync``, a
+        ``log()`` lacking ``step_metric`` gets its last logged value.
+        """
+        definition = check_metric_definition(name, step_metric, summary, goal, hidden)
+        self._record("define_metric", definition)
+        if summary is not None:
+            self.summary.define(name, summary)
+        if step_sync and step_metric:
+            self._synced[name] = step_metric
+
+    def _with_step_metrics(self, data: dict[str, Any]) -> dict[str, Any]:
+        """``data`` plus the last value of each synced step metric it lacks."""
+        added = {}
+        for pattern, step_metric in self._synced.items():
+            if step_metric in data or step_metric in added or step_metric not in self._last:
+                continue
+            if any(key != step_metric and matches(pattern, key) for key in data):
+                added[step_metric] = self._last[step_metric]
+        return {**data, **added} if added else data
 
     @property
     def step(self) -> int:
@@ -155,7 +296,9 @@ class Run:
             self._pending = {}
             self._step = max(self._step, step + 1)
         else:
-            encode({"data": data})  # an unencodable value must fail at this call, not later
+            event = {"data": data}
+            encode_metrics(event)  # an unencodable value must fail at this call, not later
+            data = event["data"]
             self._pending = {**self._pending, **data}
             self._pending_step = step
             self._step = max(self._step, step)
@@ -166,11 +309,23 @@ class Run:
         self._step = max(self._step, self._pending_step + 1)
 
     def _write_metrics(self, step: int, data: dict[str, Any]) -> None:
+        if self._synced:
+            data = self._with_step_metrics(data)
         writer = self._writer
-        seq = writer.next_seq
-        line = encode({"seq": seq, "ts": _now(), "type": "metrics", "step": step, "data": data})
+        event = {
+            "seq": writer.next_seq,
+            "ts": _now(),
+            "type": "metrics",
+            "step": step,
+            "data": data,
+        }
+        line = encode_metrics(event)
+        data = event["data"]
         writer.write_lines_locked(line, 1)
-        self._last.update(data)
+        if self.summary.rules:
+            self.summary.observe(data)
+        else:
+            self._last.update(data)
 
     def start_system_metrics(self, sampler: SystemSampler) -> None:
         self._sampler = sampler
@@ -259,13 +414,10 @@ class DisabledRun(Run):
         root: Path,
         config: Config,
         on_finish: Callable[[Run], object] | None = None,
+        about: RunAbout | None = None,
     ) -> None:
-        self.id = self.stream = run_id
-        self.project = project
-        self.name = name
-        self.dir = root
-        self.config = config
-        self.summary = Summary()
+        self._describe(run_id, project, name, root, config, about or RunAbout())
+        self.stream = run_id
         self._step = 0
         self.killed_by = None
         self._on_finish = on_finish
@@ -274,7 +426,12 @@ class DisabledRun(Run):
     def dropped(self) -> int:
         return 0
 
+    disabled = True
+
     def log(self, data: Mapping[str, Any], step: int | None = None, commit: bool = True) -> None:
+        """Does nothing."""
+
+    def define_metric(self, name: str, *args: Any, **kwargs: Any) -> None:
         """Does nothing."""
 
     def finish(self, exit_code: int | None = None, *, status: str | None = None) -> None:

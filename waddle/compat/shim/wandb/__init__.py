@@ -7,8 +7,8 @@ the real wandb is installed. Beside it, ``wandb-<version>.dist-info`` answers
 ``importlib.metadata.version("wandb")`` with ``__version__`` below, a real wandb
 release above the floors that integrations check (Lightning: ``wandb>=0.12.10``).
 
-Every name comes from ``waddle`` when it has it, else from ``waddle.compat.surface``
-(local equivalents and harmless no-ops); ``wandb.run``, ``wandb.config`` and
+Every name comes from ``waddle``, which exports the whole surface (local equivalents
+and harmless no-ops included: ``waddle.compat``); ``wandb.run``, ``wandb.config`` and
 ``wandb.summary`` follow the current run at each access, as in wandb.
 """
 
@@ -18,7 +18,6 @@ from types import ModuleType
 from typing import Any
 
 import waddle
-from waddle.compat import surface
 
 from . import sdk, util, wandb_run
 
@@ -29,17 +28,13 @@ _MISSING = object()
 
 
 def __getattr__(name: str) -> Any:
-    """A public name of ``waddle`` (never one of its submodules), else of the surface."""
+    """A public name of ``waddle`` (never one of its submodules)."""
     if not name.startswith("_"):
         value = getattr(waddle, name, _MISSING)
         if value is not _MISSING and not isinstance(value, ModuleType):
             return value
-        if name in surface.__all__:
-            return getattr(surface, name)
     raise AttributeError(f"module 'wandb' (Waddle) has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(
-        {*__all__, "__version__", *waddle.__all__, "run", "config", "summary", *surface.__all__}
-    )
+    return sorted({*__all__, "__version__", *waddle.__all__, "run", "config", "summary"})

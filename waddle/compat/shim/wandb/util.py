@@ -1,5 +1,5 @@
 """``wandb.util``: ``generate_id`` for scripts that choose their run id up front."""
 
-from waddle.compat.surface import generate_id
+from waddle.compat.util import generate_id
 
 __all__ = ["generate_id"]

@@ -1,0 +1,118 @@
+"""Stand-ins for wandb's media and artifact types until Waddle records them.
+
+``wandb.Image(...)``, ``wandb.Table(...)``, ``wandb.Artifact(...)`` and the rest build
+and accept every call, say once on stderr that the type is not recorded yet, and are
+left out of ``log()``: the other values of the same call are logged. A training job
+must not die because it also logs a picture.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import IO, Any
+
+from waddle.compat.surface import termwarn
+
+__all__ = [
+    "Artifact",
+    "Audio",
+    "Histogram",
+    "Html",
+    "Image",
+    "Object3D",
+    "Table",
+    "Video",
+    "plot",
+]
+
+
+class MediaStandIn:
+    """A value of a wandb media type that Waddle does not record yet."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        name = type(self).__name__
+        termwarn(
+            f"wandb.{name} is not recorded by Waddle yet (media come with the blob store); "
+            "such values are left out of log(), training goes on",
+            repeat=False,
+        )
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        """Any method (``add_data``, ``add_file``, ``wait``, ...) accepts its arguments."""
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _nothing
+
+    def __repr__(self) -> str:
+        return f"<waddle stand-in for wandb.{type(self).__name__}: not recorded>"
+
+
+def _nothing(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+class Image(MediaStandIn):
+    """``wandb.Image``."""
+
+
+class Histogram(MediaStandIn):
+    """``wandb.Histogram``."""
+
+
+class Table(MediaStandIn):
+    """``wandb.Table``."""
+
+
+class Audio(MediaStandIn):
+    """``wandb.Audio``."""
+
+
+class Video(MediaStandIn):
+    """``wandb.Video``."""
+
+
+class Html(MediaStandIn):
+    """``wandb.Html``."""
+
+
+class Object3D(MediaStandIn):
+    """``wandb.Object3D``."""
+
+
+class Artifact(MediaStandIn):
+    """``wandb.Artifact``: files written to it go nowhere yet."""
+
+    def new_file(self, name: str, mode: str = "x", encoding: str | None = None) -> IO[Any]:
+        """A file to write the artifact's content into; it is discarded (``os.devnull``)."""
+        return open(os.devnull, "wb" if "b" in mode else "w", encoding=encoding)
+
+
+class Plot(MediaStandIn):
+    """What a ``wandb.plot.*`` call returns."""
+
+
+class _PlotModule:
+    """``wandb.plot``: each chart function (``line``, ``scatter``, ...) gives a stand-in."""
+
+    def __getattr__(self, name: str) -> Callable[..., Plot]:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return Plot
+
+
+plot = _PlotModule()
+
+
+def without_stand_ins(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``data`` less its stand-in values (alone or in a list); ``data`` itself if none."""
+    dropped = [key for key, value in data.items() if _is_stand_in(value)]
+    if not dropped:
+        return data
+    return {key: value for key, value in data.items() if key not in dropped}
+
+
+def _is_stand_in(value: object) -> bool:
+    if isinstance(value, list | tuple):
+        return bool(value) and all(isinstance(item, MediaStandIn) for item in value)
+    return isinstance(value, MediaStandIn)
