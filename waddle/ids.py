@@ -7,7 +7,11 @@ import secrets
 
 from waddle.errors import InvalidIdError
 
-ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# The one id rule; everything else (messages, JSON Schema, OpenAPI) is derived from it.
+ID_CHARS = "A-Za-z0-9._-"
+ID_REGEX = rf"^[A-Za-z0-9][{ID_CHARS}]{{0,127}}$"
+ID_RULE = f"ids match {ID_REGEX} and are never '.' or '..'"
+ID_PATTERN = re.compile(ID_REGEX)
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 RUN_ID_LENGTH = 12
 # The highest rank a stream may have: the store keeps ranks in 32-bit integer columns.
@@ -26,10 +30,7 @@ def is_valid_id(value: object) -> bool:
 def check_id(value: object, what: str = "id") -> str:
     """Return ``value`` if valid, else raise ``InvalidIdError`` naming the rule."""
     if not is_valid_id(value):
-        raise InvalidIdError(
-            f"invalid {what} {value!r}: ids match ^[A-Za-z0-9][A-Za-z0-9._-]{{0,127}}$ "
-            "and are never '.' or '..'"
-        )
+        raise InvalidIdError(f"invalid {what} {value!r}: {ID_RULE}")
     return value  # type: ignore[return-value]
 
 

@@ -39,7 +39,7 @@ from waddle.eventlog.record import (
     too_deep,
 )
 from waddle.events import EVENT_ADAPTER
-from waddle.ids import is_valid_id, stream_id
+from waddle.ids import ID_RULE, is_valid_id, stream_id
 from waddle.web.errors import RequestError, bad_request, json_response
 from waddle.web.ingest_log import IngestLog, Outcome
 
@@ -59,8 +59,7 @@ def check_stream(value: str | None) -> str:
     if not is_valid_id(value):
         raise bad_request(
             "invalid_stream",
-            f"invalid stream id {value[:200]!r}: ids match ^[A-Za-z0-9][A-Za-z0-9._-]{{0,127}}$ "
-            "and are never '.' or '..'",
+            f"invalid stream id {value[:200]!r}: {ID_RULE}",
             field="stream",
         )
     return value

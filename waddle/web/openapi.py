@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-_ID = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"}
+from waddle.ids import ID_REGEX
+
+_ID = {"type": "string", "pattern": ID_REGEX}
 _ERROR = {
     "type": "object",
     "required": ["error", "detail"],

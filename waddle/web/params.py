@@ -7,7 +7,7 @@ from collections.abc import Collection
 
 from starlette.requests import Request
 
-from waddle.ids import is_valid_id
+from waddle.ids import ID_RULE, is_valid_id
 from waddle.web.errors import bad_request
 
 MAX_KEYS = 200
@@ -19,7 +19,7 @@ def run_id(request: Request) -> str:
     if not is_valid_id(value):
         raise bad_request(
             "invalid_id",
-            f"invalid run id {value[:200]!r}: ids match ^[A-Za-z0-9][A-Za-z0-9._-]{{0,127}}$",
+            f"invalid run id {value[:200]!r}: {ID_RULE}",
             field="run_id",
         )
     return value

@@ -47,6 +47,7 @@ from waddle.consumers.relay.sender import Sender
 from waddle.errors import WaddleError
 from waddle.eventlog.reader import DEFAULT_POLL_INTERVAL, Batch, Offset
 from waddle.eventlog.segment import list_segments, log_dir, segment_name
+from waddle.ids import ID_CHARS
 from waddle.signals import on_stop_signals
 
 logger = logging.getLogger("waddle.relay")
@@ -59,7 +60,7 @@ DEFAULT_SENDERS = 4
 # per live stream per second, not one per poll. A backlog never waits.
 DEFAULT_LINGER_S = 1.0
 SMALL_BATCH_EVENTS = 512
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_UNSAFE = re.compile(f"[^{ID_CHARS}]+")
 # Where ``waddle-consume --relay`` and ``waddle sync`` look for the host's token.
 TOKEN_ENV = ("WADDLE_RELAY_TOKEN", "WADDLE_TOKEN")
 
