@@ -9,38 +9,19 @@ when the server is stopped, that run is recorded as ``killed`` (it did not run t
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import random
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import waddle
-from waddle.paths import ENV_DIR
 from waddle.producer.run import Run
 
 if TYPE_CHECKING:
     from waddle.web.settings import Settings
 
 DEFAULT_STEPS = 300
-
-
-@contextlib.contextmanager
-def _waddle_dir(root: Path) -> Iterator[None]:
-    """``$WADDLE_DIR`` names ``root`` while a run starts: the command's ``--dir`` is the
-    Waddle folder itself, where ``init(dir=)`` would name the folder above it."""
-    before = os.environ.get(ENV_DIR)
-    os.environ[ENV_DIR] = str(root)
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ[ENV_DIR]
-        else:
-            os.environ[ENV_DIR] = before
 
 
 def write_demo(
@@ -59,14 +40,14 @@ def write_demo(
     stop = stop or threading.Event()
     rng = random.Random(7)
     config = {"learning_rate": 3e-3, "batch_size": 64, "optimizer": "adam", "model": "mlp-2x256"}
-    with _waddle_dir(root):
-        run = waddle.init(
-            project=project,
-            config=config,
-            tags=["demo"],
-            notes="written by `waddle demo`",
-            system_metrics=False,
-        )
+    run = waddle.init(
+        project=project,
+        root=root,
+        config=config,
+        tags=["demo"],
+        notes="written by `waddle demo`",
+        system_metrics=False,
+    )
     best = 0.0
     stopped = False
     try:
