@@ -43,24 +43,24 @@ def command_root(folder: PathArg | None = None) -> Path:
     return Path(os.environ.get(ENV_DIR) or FOLDER_NAME).absolute()
 
 
-def log_dir(root: Path) -> Path:
+def log_dir(root: PathArg) -> Path:
     """Where the streams of a Waddle folder live."""
-    return root / "log"
+    return Path(root) / "log"
 
 
-def state_dir(root: Path) -> Path:
+def state_dir(root: PathArg) -> Path:
     """Where consumers keep their committed offsets."""
-    return root / "state"
+    return Path(root) / "state"
 
 
-def blobs_dir(root: Path) -> Path:
+def blobs_dir(root: PathArg) -> Path:
     """Where content-addressed files (media, saved files, artifacts) live."""
-    return root / "blobs"
+    return Path(root) / "blobs"
 
 
-def duckdb_path(root: Path) -> Path:
+def duckdb_path(root: PathArg) -> Path:
     """The DuckDB writer's database when no ``--duckdb`` names another."""
-    return root / DUCKDB_NAME
+    return Path(root) / DUCKDB_NAME
 
 
 def snapshot_path(db_path: PathArg) -> Path:

@@ -28,14 +28,9 @@ import orjson
 from waddle.errors import ConsumerLockedError, PermanentError
 from waddle.eventlog.reader import Offset
 from waddle.ids import check_id, is_valid_id
+from waddle.paths import state_dir
 
-STATE_DIR = "state"
 _SUFFIX = ".json"
-
-
-def state_dir(root: Path) -> Path:
-    """Where the registry of a Waddle folder lives."""
-    return root / STATE_DIR
 
 
 def destination_name(kind: str, destination: Path | str, default: Path | str) -> str:

@@ -14,16 +14,12 @@ from pathlib import Path
 import orjson
 
 from waddle.errors import StreamLockedError
+from waddle.paths import log_dir as log_dir  # re-exported: the log layer names it here
 
 SUFFIX = ".ndjson"
 _SEGMENT_NAME = re.compile(r"[0-9]{20}\.ndjson")  # ASCII digits only, exactly 20
 LOCK_NAME = ".lock"
 DEFAULT_SEGMENT_BYTES = 8 * 1024 * 1024
-
-
-def log_dir(root: Path) -> Path:
-    """Where the streams of a Waddle folder live."""
-    return root / "log"
 
 
 def segment_name(first_seq: int) -> str:

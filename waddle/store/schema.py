@@ -23,10 +23,10 @@ from pathlib import Path
 
 import duckdb
 
+from waddle import paths
 from waddle.errors import StoreError, StoreLockedError, UsageError
 
 SCHEMA_VERSION = 3
-DEFAULT_NAME = "waddle.duckdb"
 _LOCK_RETRY_S = 5.0
 
 SCHEMA = """
@@ -99,15 +99,9 @@ RUN_COLUMNS = (
 JSON_COLUMNS = ("config", "summary", "context", "metric_defs")
 
 
-def default_path(root: Path | str) -> Path:
-    """``<dir>/waddle.duckdb``."""
-    return Path(root) / DEFAULT_NAME
-
-
-def snapshot_path(db_path: Path | str) -> Path:
-    """Where the writer of ``db_path`` publishes its runs snapshot."""
-    path = Path(db_path)
-    return path.with_name(f"{path.stem}.runs.parquet")
+# The default places, from the one module that names every path.
+default_path = paths.duckdb_path
+snapshot_path = paths.snapshot_path
 
 
 def _is_lock_conflict(exc: duckdb.Error) -> bool:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from waddle.errors import UsageError
+from waddle.paths import duckdb_path
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -63,7 +64,7 @@ class Settings:
 
     @property
     def database(self) -> Path:
-        return self.db_path or self.root / "waddle.duckdb"
+        return self.db_path or duckdb_path(self.root)
 
 
 def is_loopback(host: str) -> bool:
