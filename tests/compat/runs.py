@@ -95,6 +95,12 @@ def final_summary(events: list[dict[str, Any]]) -> dict[str, Any]:
     return finals[-1]["summary"]
 
 
+def assert_step_metric(events: list[dict[str, Any]], step_metric: str) -> None:
+    """The framework declared its global step as every metric's x axis (define_metric)."""
+    defined = {(e["metric"], e["step_metric"]) for e in of_type(events, "define_metric")}
+    assert (step_metric, None) in defined and ("*", step_metric) in defined, defined
+
+
 def assert_finished(events: list[dict[str, Any]]) -> None:
     assert events[-1]["type"] == "finish", f"the log ends with {events[-1]}, not a finish"
     assert events[-1]["status"] == "finished", events[-1]
@@ -127,6 +133,7 @@ def assert_hf_run(events: list[dict[str, Any]], *, native: bool) -> None:
     assert summary["train/loss"] == train[-1]["data"]["train/loss"]
     assert summary["eval/loss"] == evaluation[-1]["data"]["eval/loss"]
     assert summary["train_loss"] > 0 and summary["train_runtime"] >= 0
+    assert_step_metric(events, "train/global_step")
     assert_finished(events)
 
 
@@ -153,4 +160,5 @@ def assert_lightning_run(events: list[dict[str, Any]], *, native: bool) -> None:
 
     summary = final_summary(events)
     assert summary["val/loss"] == val[-1]["data"]["val/loss"]
+    assert_step_metric(events, "trainer/global_step")
     assert_finished(events)

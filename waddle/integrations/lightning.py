@@ -52,7 +52,12 @@ class WaddleLogger(Logger):
         self._project = project or os.environ.get("WADDLE_PROJECT") or DEFAULT_PROJECT
         self._save_dir = None if save_dir is None else os.fspath(save_dir)
         self._session = IntegrationRun(
-            project=self._project, name=name, dir=self._save_dir, id=id, **init_kwargs
+            step_metric=STEP_METRIC,
+            project=self._project,
+            name=name,
+            dir=self._save_dir,
+            id=id,
+            **init_kwargs,
         )
         self._said: set[str] = set()
 

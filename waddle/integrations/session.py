@@ -17,9 +17,14 @@ import waddle
 
 
 class IntegrationRun:
-    """Starts, reuses, finishes and continues the run of one callback or logger."""
+    """Starts, reuses, finishes and continues the run of one callback or logger.
 
-    def __init__(self, *, id: str | None = None, **init_kwargs: Any) -> None:
+    ``step_metric`` (the framework's global step) is declared on the run with
+    ``define_metric`` as every metric's x axis, as wandb's own integrations do.
+    """
+
+    def __init__(self, *, step_metric: str, id: str | None = None, **init_kwargs: Any) -> None:
+        self._step_metric = step_metric
         self._init_kwargs = init_kwargs
         self._id = id
         self._run: waddle.Run | None = None
@@ -45,6 +50,8 @@ class IntegrationRun:
                 self._run = waddle.init(id=self._id, resume=resume, **self._init_kwargs)
                 self._owned = True
             self._id = self._run.id
+            self._run.define_metric(self._step_metric)
+            self._run.define_metric("*", step_metric=self._step_metric)
         return self._run
 
     def finish(self, exit_code: int | None = None) -> None:

@@ -98,7 +98,7 @@ class WaddleCallback(TrainerCallback):
         """The run, started on first use; its config is recorded once."""
         if self._session is None:
             self._session = IntegrationRun(
-                **{"name": args.run_name, **self._init_kwargs},
+                step_metric=STEP_METRIC, **{"name": args.run_name, **self._init_kwargs}
             )
         run = self._session.get()
         if not self._configured:
