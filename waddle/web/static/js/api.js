@@ -69,11 +69,19 @@ function numericSeries(series) {
   return series.map((s) => ({ ...s, y: s.y.map(toNumber) }));
 }
 
-/** Downsampled metric series: [{key, x, y, count, downsampled}], x by "step" or "ts". */
-export async function getMetrics(runId, keys, { x = "step", maxPoints = 2000 } = {}, signal) {
+/**
+ * Downsampled metric series: [{key, x, y, count, downsampled}], x by "step" or "ts", or
+ * by the values of the metric `xMetric` at the same step.
+ */
+export async function getMetrics(
+  runId,
+  keys,
+  { x = "step", xMetric = null, maxPoints = 2000 } = {},
+  signal,
+) {
   const body = await getJSON(
     runPath(runId, "/metrics"),
-    { key: keys, x, max_points: maxPoints },
+    { key: keys, x, x_metric: xMetric, max_points: maxPoints },
     signal,
   );
   return numericSeries(body.series);

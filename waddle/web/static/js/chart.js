@@ -9,6 +9,7 @@
 
 import { faint } from "./colors.js";
 import { h, replace, setText } from "./dom.js";
+import { xMetric } from "./axis.js";
 import { fmtDateTime, fmtDuration, fmtNumber } from "./format.js";
 
 const HEIGHT = 200;
@@ -36,7 +37,7 @@ function fmtX(mode, x) {
   if (x === null || x === undefined) return "";
   if (mode === "time") return fmtDateTime(x);
   if (mode === "relative") return fmtDuration(x);
-  return `step ${fmtNumber(x)}`;
+  return `${xMetric(mode) ?? "step"} ${fmtNumber(x)}`;
 }
 
 const SI = [

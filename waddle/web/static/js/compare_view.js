@@ -2,11 +2,13 @@
 // and the config and summary tables mark the keys whose values differ. Live like a run.
 
 import { getKeys, getRun } from "./api.js";
+import { chartKeys, defaultX, xChoices } from "./axis.js";
 import { colorsFor } from "./colors.js";
 import { chartControls } from "./controls.js";
-import { frameBatcher, h, replace } from "./dom.js";
+import { h, liveQueue, replace } from "./dom.js";
 import { displayStatus } from "./format.js";
-import { LiveSocket, rankOfStream } from "./live.js";
+import { RunFold } from "./fold.js";
+import { LiveSocket } from "./live.js";
 import { ChartPanel } from "./panel.js";
 import { comparisonTable, statusBadge } from "./tables.js";
 
@@ -18,15 +20,13 @@ export class CompareView {
     this.colors = colorsFor(runIds);
     this.root = h("div", { class: "view compare-view" });
     parent.append(this.root);
-    this.buffer = [];
-    this.ready = false;
     this.onlyDiffering = false;
-    const batch = frameBatcher((items) => items.forEach(([s, r, e]) => this.apply(s, r, e)));
+    this.fold = new RunFold();
+    this.liveEvents = liveQueue((items) => items.forEach(([s, r, e]) => this.apply(s, r, e)));
     this.socket = new LiveSocket(
       { runs: runIds },
       {
-        onEvents: (stream, run, events) =>
-          this.ready ? batch([stream, run, events]) : this.buffer.push([stream, run, events]),
+        onEvents: (stream, run, events) => this.liveEvents.push([stream, run, events]),
         onStatus: (status) => {
           this.liveStatus = status;
           this.toolbar?.setLive(status);
@@ -51,7 +51,7 @@ export class CompareView {
       }),
     );
     this.runs = loaded.filter(Boolean).map(({ record, keys }) => ({
-      record,
+      record: this.fold.seed(record),
       keys: keys.metrics,
       id: record.run_id,
       runId: record.run_id,
@@ -61,16 +61,22 @@ export class CompareView {
     }));
     this.missing = this.runIds.filter((id) => !this.runs.some((r) => r.id === id));
     this.render();
-    this.ready = true;
-    for (const [stream, run, events] of this.buffer.splice(0)) this.apply(stream, run, events);
+    this.liveEvents.start();
   }
 
   render() {
-    this.toolbar = chartControls(this.state, {
-      onChange: (patch) => this.app.setOptions(patch),
-      onReset: () => this.panel.resetZoom(),
-      onFilter: (text) => this.panel.setFilter(text),
-    });
+    const records = this.runs.map((run) => run.record);
+    const keys = [...new Set(this.runs.flatMap((run) => run.keys))];
+    this.x = this.state.x || defaultX(records);
+    this.toolbar = chartControls(
+      this.state,
+      {
+        onChange: (patch) => this.app.setOptions(patch),
+        onReset: () => this.panel.resetZoom(),
+        onFilter: (text) => this.panel.setFilter(text),
+      },
+      { x: this.x, choices: xChoices(keys, records) },
+    );
     this.toolbar.setLive(this.liveStatus || "connecting");
     this.legend = h("div", { class: "compare-legend" });
     this.configNode = h("div", {});
@@ -105,14 +111,15 @@ export class CompareView {
     this.panel = new ChartPanel(charts, {
       kind: "metrics",
       sources: this.runs,
-      xMode: this.state.x,
+      xMode: this.x,
       log: this.state.log,
       smooth: this.state.smooth,
-      syncKey: `compare-${this.state.x}`,
+      syncKey: `compare-${this.x}`,
+      isChart: (key) => chartKeys([key], records).length > 0,
       onZoom: (min, max) => this.panel.zoomTo(min, max),
       onResetZoom: () => this.panel.resetZoom(),
     });
-    this.panel.addKeys(new Set(this.runs.flatMap((run) => run.keys)));
+    this.panel.addKeys(keys);
     this.renderLegend();
     this.renderTables();
   }
@@ -170,24 +177,11 @@ export class CompareView {
   apply(stream, runId, events) {
     const run = this.runs.find((r) => r.id === runId);
     if (!run) return;
-    let tables = false;
-    let legend = false;
-    for (const event of events) {
-      run.record.updated_at = Math.max(run.record.updated_at || 0, event.ts);
-      if (event.type === "summary") {
-        run.record.summary = { ...run.record.summary, ...event.summary };
-        tables = true;
-      } else if (event.type === "config") {
-        run.record.config = { ...run.record.config, ...event.config };
-        tables = true;
-      } else if (event.type === "finish" && rankOfStream(stream) === 0) {
-        run.record.status = event.status;
-        legend = true;
-      }
-    }
+    const { summary, config, status } = run.record;
+    this.fold.apply(stream, runId, events);
     this.panel.addEvents(runId, stream, events);
-    if (tables) this.renderTables();
-    if (legend) this.renderLegend();
+    if (summary !== run.record.summary || config !== run.record.config) this.renderTables();
+    if (status !== run.record.status) this.renderLegend();
   }
 
   setOptions(patch) {

@@ -3,18 +3,15 @@
 
 import { h, setText } from "./dom.js";
 
-const X_MODES = [
-  ["step", "Step"],
-  ["time", "Wall time"],
-  ["relative", "Relative time"],
-];
-
-/** handlers: onChange(patch) with x/log/smooth, onReset(), onFilter(text). */
-export function chartControls(state, handlers) {
+/**
+ * handlers: onChange(patch) with x/log/smooth, onReset(), onFilter(text).
+ * axis: {x: the x axis shown, choices: [[value, label], ...]} (axis.js).
+ */
+export function chartControls(state, handlers, axis) {
   const x = h(
     "select",
     { class: "x-mode", "aria-label": "x axis", onchange: () => handlers.onChange({ x: x.value }) },
-    X_MODES.map(([value, label]) => h("option", { value, selected: value === state.x }, label)),
+    axis.choices.map(([value, label]) => h("option", { value, selected: value === axis.x }, label)),
   );
   const log = h("input", {
     type: "checkbox",

@@ -65,3 +65,23 @@ export function frameBatcher(fn, fallbackMs = 250) {
     timer = setTimeout(flush, fallbackMs);
   };
 }
+
+/**
+ * The live wiring of a view: events that arrive while it loads are held; `start()` hands
+ * them to `fn` at once, and from then on `push` batches them per frame (frameBatcher).
+ */
+export function liveQueue(fn) {
+  let held = [];
+  const batch = frameBatcher(fn);
+  return {
+    push(item) {
+      if (held) held.push(item);
+      else batch(item);
+    },
+    start() {
+      const items = held || [];
+      held = null;
+      if (items.length) fn(items);
+    },
+  };
+}

@@ -57,9 +57,10 @@ export function fmtNumber(value) {
   return String(Number(value.toPrecision(6)));
 }
 
-/** Any config or summary value as one line of text. */
+/** Any config or summary value as one line of text; null reads "null", a missing one "". */
 export function fmtValue(value) {
-  if (value === null || value === undefined) return "";
+  if (value === undefined) return "";
+  if (value === null) return "null";
   if (typeof value === "number") return fmtNumber(value);
   if (typeof value === "string") return value;
   if (typeof value === "boolean") return String(value);

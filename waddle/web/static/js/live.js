@@ -9,12 +9,6 @@
 const MIN_DELAY_MS = 250;
 const MAX_DELAY_MS = 5000;
 
-/** The process (rank) of a stream: "<run_id>.<rank>", or 0 for the run id itself. */
-export function rankOfStream(stream) {
-  const match = /\.(\d+)$/.exec(stream);
-  return match ? Number(match[1]) : 0;
-}
-
 export class LiveSocket {
   /**
    * subscription: {project: NAME} or {runs: [ID, ...]}.

@@ -7,10 +7,11 @@
 // that arrive while a chart is loading wait and are appended after what the server sent.
 
 import { getMetrics, getSystem } from "./api.js";
+import { xMetric } from "./axis.js";
 import { Chart } from "./chart.js";
 import { h, setText } from "./dom.js";
 import { toNumber } from "./format.js";
-import { rankOfStream } from "./live.js";
+import { rankOfStream } from "./fold.js";
 
 const KEYS_PER_REQUEST = 4;
 const MAX_IN_FLIGHT = 4;
@@ -19,6 +20,8 @@ const MAX_IN_FLIGHT = 4;
 const REFETCH_GROWTH = 4;
 const REFETCH_MIN_POINTS = 5000;
 const MAX_WAITING = 5000;
+// Steps whose x-metric value a live panel remembers (events of one step arrive together).
+const MAX_X_STEPS = 1000;
 
 export function groupOf(key) {
   const cut = key.lastIndexOf("/");
@@ -28,7 +31,8 @@ export function groupOf(key) {
 export class ChartPanel {
   /**
    * options: kind ("metrics"|"system"), sources [{id, runId, rank, label, color, startedAt}],
-   * xMode, log, smooth, syncKey, emptyText.
+   * xMode ("step"|"time"|"relative"|"metric:NAME", axis.js), log, smooth, syncKey, emptyText,
+   * isChart(key) (default: every key is a chart).
    */
   constructor(parent, options) {
     this.options = options;
@@ -46,16 +50,20 @@ export class ChartPanel {
       rootMargin: "300px 0px",
     });
     this.controller = new AbortController();
+    // With a metric on x, live points need its value at their step: source id -> step -> x.
+    this.xAtStep = new Map();
   }
 
   get xMode() {
     const mode = this.options.xMode;
-    return this.options.kind === "system" && mode === "step" ? "relative" : mode;
+    const stepped = mode === "step" || xMetric(mode) !== null;
+    return this.options.kind === "system" && stepped ? "relative" : mode;
   }
 
   addKeys(keys) {
+    const isChart = this.options.isChart || (() => true);
     for (const key of [...keys].sort()) {
-      if (this.slots.has(key)) continue;
+      if (this.slots.has(key) || !isChart(key)) continue;
       const group = this.group(groupOf(key));
       const slot = h("div", { class: "chart-slot", dataset: { key } });
       slot.__key = key;
@@ -170,7 +178,11 @@ export class ChartPanel {
         : await getMetrics(
             source.runId,
             keys,
-            { x: this.xMode === "step" ? "step" : "ts", maxPoints },
+            {
+              x: this.xMode === "step" ? "step" : "ts",
+              xMetric: xMetric(this.xMode),
+              maxPoints,
+            },
             signal,
           );
     for (const s of series) {
@@ -207,6 +219,7 @@ export class ChartPanel {
     for (const event of events) {
       if (event.type !== type || !event.data) continue;
       const x = this.pointX(event, source);
+      if (x === undefined) continue;
       for (const [key, raw] of Object.entries(event.data)) {
         const y = toNumber(raw);
         if (y === null) continue;
@@ -218,6 +231,7 @@ export class ChartPanel {
     if (fresh.length) this.addKeys(fresh);
     for (const [key, list] of points) {
       const state = this.slots.get(key);
+      if (!state) continue;
       // Until a chart has what the server sent, its live points wait, to be appended after
       // it. Only the newest are kept: older ones are in the tables by the time it loads.
       if (state.chart && state.loaded.has(source.id)) {
@@ -238,7 +252,19 @@ export class ChartPanel {
     this.schedule(() => this.load(source, [key]));
   }
 
+  /** The x of a live event's points; undefined while its step has no x-metric value. */
   pointX(event, source) {
+    const metric = xMetric(this.xMode);
+    if (metric !== null) {
+      if (!this.xAtStep.has(source.id)) this.xAtStep.set(source.id, new Map());
+      const known = this.xAtStep.get(source.id);
+      const value = toNumber(event.data[metric]);
+      if (value !== null && Number.isFinite(value)) {
+        known.set(event.step, value);
+        if (known.size > MAX_X_STEPS) known.delete(known.keys().next().value);
+      }
+      return known.get(event.step);
+    }
     if (this.xMode === "step") return event.step;
     if (this.xMode === "relative") return event.ts - (source.startedAt || 0);
     return event.ts;

@@ -2,11 +2,13 @@
 // summary, config, the run context and captured console output, all kept live.
 
 import { getConsole, getKeys, getRun } from "./api.js";
-import { colorOf } from "./colors.js";
+import { chartKeys, defaultX, xChoices } from "./axis.js";
 import { chartControls } from "./controls.js";
-import { frameBatcher, h, replace } from "./dom.js";
+import { PALETTE, colorOf } from "./colors.js";
+import { h, liveQueue, replace } from "./dom.js";
 import { displayStatus, fmtDateTime, fmtDuration, fmtNumber } from "./format.js";
-import { LiveSocket, rankOfStream } from "./live.js";
+import { RunFold, rankOfStream } from "./fold.js";
+import { LiveSocket } from "./live.js";
 import { ChartPanel } from "./panel.js";
 import { contextView, keyValueTable, statusBadge, tagChips } from "./tables.js";
 
@@ -20,15 +22,13 @@ export class RunView {
     this.state = app.state;
     this.root = h("div", { class: "view run-view" });
     parent.append(this.root);
-    this.buffer = [];
-    this.ready = false;
     this.consoleAfter = new Map();
-    const batch = frameBatcher((items) => items.forEach(([s, r, e]) => this.apply(s, r, e)));
+    this.fold = new RunFold();
+    this.liveEvents = liveQueue((items) => items.forEach(([s, r, e]) => this.apply(s, r, e)));
     this.socket = new LiveSocket(
       { runs: [runId] },
       {
-        onEvents: (stream, run, events) =>
-          this.ready ? batch([stream, run, events]) : this.buffer.push([stream, run, events]),
+        onEvents: (stream, run, events) => this.liveEvents.push([stream, run, events]),
         onStatus: (status) => {
           this.liveStatus = status;
           this.toolbar?.setLive(status);
@@ -42,10 +42,9 @@ export class RunView {
 
   async load() {
     const [record, keys] = await Promise.all([getRun(this.runId), getKeys(this.runId)]);
-    this.record = record;
+    this.record = this.fold.seed(record);
     this.render(keys);
-    this.ready = true;
-    for (const [stream, run, events] of this.buffer.splice(0)) this.apply(stream, run, events);
+    this.liveEvents.start();
     await this.loadConsole();
   }
 
@@ -59,7 +58,7 @@ export class RunView {
 
   async refreshRecord() {
     try {
-      this.record = { ...this.record, ...(await getRun(this.runId)) };
+      this.record = this.fold.seed({ ...this.record, ...(await getRun(this.runId)) });
       this.renderMeta();
       this.renderTables();
     } catch {
@@ -73,11 +72,16 @@ export class RunView {
     this.title = h("h2", { class: "run-name" }, run.name || run.run_id);
     this.statusNode = h("span", {});
     this.meta = h("div", { class: "run-meta" });
-    this.toolbar = chartControls(this.state, {
-      onChange: (patch) => this.app.setOptions(patch),
-      onReset: () => this.resetZoom(),
-      onFilter: (text) => this.panels().forEach((p) => p.setFilter(text)),
-    });
+    this.x = this.state.x || defaultX([run]);
+    this.toolbar = chartControls(
+      this.state,
+      {
+        onChange: (patch) => this.app.setOptions(patch),
+        onReset: () => this.resetZoom(),
+        onFilter: (text) => this.panels().forEach((p) => p.setFilter(text)),
+      },
+      { x: this.x, choices: xChoices(keys.metrics, [run]) },
+    );
     this.toolbar.setLive(this.liveStatus || "connecting");
     const sources = [
       {
@@ -137,7 +141,7 @@ export class RunView {
       startedAt: run.started_at,
     }));
     systemSources.forEach((s, i) => {
-      s.color ||= ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"][i % 5];
+      s.color ||= PALETTE[i % PALETTE.length];
     });
     this.system = this.panel("system", this.systemNode, systemSources);
     this.system.addKeys(keys.system);
@@ -149,10 +153,11 @@ export class RunView {
     const panel = new ChartPanel(parent, {
       kind,
       sources,
-      xMode: this.state.x,
+      xMode: this.x,
       log: this.state.log,
       smooth: this.state.smooth,
-      syncKey: `${kind}-${this.state.x}`,
+      syncKey: `${kind}-${this.x}`,
+      isChart: (key) => kind === "system" || chartKeys([key], [this.record]).length > 0,
       emptyText: kind === "system" ? "No system metrics recorded." : "No metrics logged yet.",
       onZoom: (min, max) => panel.zoomTo(min, max),
       onResetZoom: () => panel.resetZoom(),
@@ -208,38 +213,19 @@ export class RunView {
     replace(this.configNode, keyValueTable(this.record.config, "No config."));
   }
 
-  /** Live events of the run's streams, batched per animation frame. */
+  /** Live events of the run's streams (fold.js), batched per animation frame. */
   apply(stream, runId, events) {
-    const run = this.record;
-    let tables = false;
-    for (const event of events) {
-      run.updated_at = Math.max(run.updated_at || 0, event.ts);
-      if (event.type === "metrics") run.last_step = Math.max(run.last_step ?? -1, event.step);
-      else if (event.type === "summary") {
-        run.summary = { ...run.summary, ...event.summary };
-        tables = true;
-      } else if (event.type === "config") {
-        run.config = { ...run.config, ...event.config };
-        tables = true;
-      } else if (event.type === "finish" && rankOfStream(stream) === 0) {
-        Object.assign(run, {
-          status: event.status,
-          exit_code: event.exit_code,
-          finished_at: event.ts,
-        });
-      } else if (event.type === "run" && rankOfStream(stream) === 0) {
-        Object.assign(run, { status: "running", finished_at: null, exit_code: null });
-      } else if (event.type === "console") {
-        this.addConsole(
-          [{ seq: event.seq, source: event.stream, text: event.text }],
-          rankOfStream(stream),
-        );
-      }
+    const { summary, config } = this.record;
+    this.fold.apply(stream, runId, events);
+    const lines = events.filter((event) => event.type === "console");
+    if (lines.length) {
+      const rows = lines.map((e) => ({ seq: e.seq, source: e.stream, text: e.text }));
+      this.addConsole(rows, rankOfStream(stream));
     }
     this.metrics.addEvents(runId, stream, events);
     this.system.addEvents(runId, stream, events);
     this.renderMeta();
-    if (tables) this.renderTables();
+    if (summary !== this.record.summary || config !== this.record.config) this.renderTables();
   }
 
   async loadConsole() {

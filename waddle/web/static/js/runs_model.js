@@ -1,7 +1,7 @@
-// What the runs table shows, without the DOM: its columns, the filters, the sort, and
-// how live events change a run's row.
+// What the runs table shows, without the DOM: its columns, the filters and the sort
+// (fold.js keeps the rows live).
 
-import { rankOfStream } from "./live.js";
+import { stepMetrics } from "./axis.js";
 import {
   compareValues,
   displayStatus,
@@ -14,8 +14,9 @@ import {
 } from "./format.js";
 
 export const STATUSES = ["running", "finished", "failed", "killed", "stale"];
-const DEFAULT_CONFIG_COLUMNS = 4;
-const DEFAULT_SUMMARY_COLUMNS = 4;
+// A Hugging Face run has some 150 config keys: a few columns of them, the rest on demand.
+export const CONFIG_COLUMNS = 6;
+const DEFAULT_SUMMARY_COLUMNS = 6;
 
 function duration(run) {
   const status = displayStatus(run);
@@ -49,7 +50,7 @@ const BASE_COLUMNS = [
   { id: "tags", label: "Tags", value: (r) => (r.tags || []).join(" ") },
 ];
 
-/** The fixed columns, then one per chosen config key and summary key. */
+/** The fixed columns, then one per chosen summary key (the metrics), then config keys. */
 export function columnsFor(chosen) {
   const extra = (field, keys) =>
     keys.map((key) => ({
@@ -60,7 +61,7 @@ export function columnsFor(chosen) {
       text: (r) => fmtValue(flat(r[field])[key]),
       num: true,
     }));
-  return [...BASE_COLUMNS, ...extra("config", chosen.config), ...extra("summary", chosen.summary)];
+  return [...BASE_COLUMNS, ...extra("summary", chosen.summary), ...extra("config", chosen.config)];
 }
 
 /** The keys of a field (config, summary) across runs, the most common first. */
@@ -72,17 +73,34 @@ export function keysOf(runs, field) {
   return [...counts.keys()].sort((a, b) => counts.get(b) - counts.get(a) || a.localeCompare(b));
 }
 
-/** Config columns whose values vary across runs, and the common summary metrics. */
+function differs(runs, key) {
+  return new Set(runs.map((r) => JSON.stringify(flat(r.config)[key]))).size > 1;
+}
+
+/** Config keys, those whose values differ between the runs first. */
+export function configKeys(runs) {
+  const keys = keysOf(runs, "config");
+  const differing = keys.filter((key) => differs(runs, key));
+  return [...differing, ...keys.filter((key) => !differing.includes(key))];
+}
+
+/**
+ * The metrics' last values (summary keys, step counters and "_" keys left out), then at
+ * most CONFIG_COLUMNS config columns, only ones whose values differ between the runs.
+ */
 export function defaultColumns(runs) {
-  const configKeys = keysOf(runs, "config");
-  const varying = configKeys.filter(
-    (key) => new Set(runs.map((r) => JSON.stringify(flat(r.config)[key]))).size > 1,
-  );
-  const config = (varying.length ? varying : configKeys).slice(0, DEFAULT_CONFIG_COLUMNS);
+  const steps = stepMetrics(runs);
   const summary = keysOf(runs, "summary")
-    .filter((key) => !key.startsWith("_"))
+    .filter((key) => !key.startsWith("_") && !steps.has(key))
     .slice(0, DEFAULT_SUMMARY_COLUMNS);
-  return { config, summary };
+  const differing = keysOf(runs, "config").filter((key) => differs(runs, key));
+  return { config: differing.slice(0, CONFIG_COLUMNS), summary };
+}
+
+/** The chosen columns with up to CONFIG_COLUMNS more config keys (differing ones first). */
+export function withMoreConfig(runs, chosen) {
+  const more = configKeys(runs).filter((key) => !chosen.config.includes(key));
+  return { ...chosen, config: [...chosen.config, ...more.slice(0, CONFIG_COLUMNS)] };
 }
 
 /** A config filter "value": text matches as a substring; "=x", ">x", "<x" compare. */
@@ -126,49 +144,4 @@ export function visibleRuns(runs, filters, sort, columns) {
     return sign * order || a[1].run_id.localeCompare(b[1].run_id);
   });
   return keyed.map(([, run]) => run);
-}
-
-/**
- * Fold a stream's live events into `runs` (Map run id -> row, as /api/runs gives them).
- * Returns whether the run is new. Rows are replaced field by field, never edited in
- * place, so cached flattenings stay right.
- */
-export function foldEvents(runs, stream, runId, events) {
-  let run = runs.get(runId);
-  const isNew = !run;
-  const lead = rankOfStream(stream) === 0;
-  for (const event of events) {
-    if (event.type === "run" && (!run || lead)) {
-      run = {
-        ...run,
-        run_id: runId,
-        project: event.project,
-        name: event.name,
-        config: event.config,
-        tags: event.tags,
-        notes: event.notes,
-        group_name: event.group,
-        job_type: event.job_type,
-        status: "running",
-        finished_at: null,
-        exit_code: null,
-        started_at: run?.started_at ?? event.context?.started_at ?? event.ts,
-        summary: run?.summary || {},
-      };
-      runs.set(runId, run);
-    }
-    if (!run) continue;
-    run.updated_at = Math.max(run.updated_at || 0, event.ts);
-    if (event.type === "metrics") run.last_step = Math.max(run.last_step ?? -1, event.step);
-    else if (event.type === "summary") run.summary = { ...run.summary, ...event.summary };
-    else if (event.type === "config") run.config = { ...run.config, ...event.config };
-    else if (event.type === "finish" && lead) {
-      Object.assign(run, {
-        status: event.status,
-        exit_code: event.exit_code,
-        finished_at: event.ts,
-      });
-    }
-  }
-  return isNew && runs.has(runId);
 }

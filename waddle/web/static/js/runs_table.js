@@ -4,7 +4,8 @@
 
 import { listRuns } from "./api.js";
 import { colorsFor } from "./colors.js";
-import { frameBatcher, h, replace, setText } from "./dom.js";
+import { h, liveQueue, replace, setText } from "./dom.js";
+import { RunFold } from "./fold.js";
 import { displayStatus, fmtValue } from "./format.js";
 import { LiveSocket } from "./live.js";
 import { statusBadge, tagChips } from "./tables.js";
@@ -12,7 +13,7 @@ import {
   STATUSES,
   columnsFor,
   defaultColumns,
-  foldEvents,
+  withMoreConfig,
   keysOf,
   visibleRuns,
 } from "./runs_model.js";
@@ -24,23 +25,23 @@ export class RunsTable {
   constructor(parent, project, app) {
     this.project = project;
     this.app = app;
-    this.runs = new Map();
+    this.fold = new RunFold();
+    this.runs = this.fold.runs;
     this.rows = new Map();
     this.selected = new Set();
     this.sort = { column: "started", descending: true };
     this.filters = { text: "", status: "", tag: "", configKey: "", configValue: "" };
     this.root = h("div", { class: "view runs-view" });
     parent.append(this.root);
-    this.buffer = [];
     this.ready = false;
-    const changed = frameBatcher((ids) => this.refreshRows(new Set(ids.flat())));
+    this.liveEvents = liveQueue((items) => {
+      const ids = items.flatMap(([stream, runId, events]) => this.apply(stream, runId, events));
+      this.refreshRows(new Set(ids));
+    });
     this.socket = new LiveSocket(
       { project },
       {
-        onEvents: (stream, runId, events) => {
-          if (!this.ready) return this.buffer.push([stream, runId, events]);
-          changed(this.apply(stream, runId, events));
-        },
+        onEvents: (stream, runId, events) => this.liveEvents.push([stream, runId, events]),
         onStatus: (status) => this.setLive(status),
         onReconnect: () => this.reload(),
       },
@@ -58,7 +59,7 @@ export class RunsTable {
   async reload() {
     try {
       const runs = await listRuns(this.project);
-      for (const run of runs) this.runs.set(run.run_id, { ...this.runs.get(run.run_id), ...run });
+      for (const run of runs) this.fold.seed({ ...this.runs.get(run.run_id), ...run });
     } catch (error) {
       replace(this.root, h("p", { class: "error" }, `Could not load runs: ${error.message}`));
       return;
@@ -67,8 +68,7 @@ export class RunsTable {
       this.ready = true;
       this.columns = this.chosenColumns();
       this.renderFrame();
-      for (const [stream, runId, events] of this.buffer.splice(0))
-        this.apply(stream, runId, events);
+      this.liveEvents.start();
     }
     this.renderOptions();
     this.renderBody();
@@ -117,6 +117,11 @@ export class RunsTable {
     this.tagSelect = select("tag-filter", "tag", "tag");
     this.configKeySelect = select("config-key-filter", "configKey", "config key");
     this.columnsPicker = h("details", { class: "columns-picker" });
+    this.moreConfig = h("button", {
+      type: "button",
+      class: "more-config",
+      onclick: () => this.setColumns(withMoreConfig([...this.runs.values()], this.columns)),
+    });
     this.count = h("span", { class: "muted run-count" });
     this.selection = h("span", { class: "selection" });
     this.compareButton = h(
@@ -139,6 +144,7 @@ export class RunsTable {
         this.configKeySelect,
         input("config-value-filter", "value, =x, >x, <x", "configValue"),
         this.columnsPicker,
+        this.moreConfig,
         this.live,
       ),
       h("div", { class: "toolbar" }, this.count, this.selection, this.compareButton),
@@ -194,15 +200,24 @@ export class RunsTable {
     replace(
       this.columnsPicker,
       h("summary", {}, "Columns"),
-      h("div", { class: "picker-body" }, group("config", "config"), group("summary", "summary")),
+      h("div", { class: "picker-body" }, group("summary", "metrics"), group("config", "config")),
     );
+    const hidden = this.keysOf("config").length - this.columns.config.length;
+    this.moreConfig.hidden = hidden <= 0;
+    setText(this.moreConfig, `More config (${hidden} hidden)`);
   }
 
   toggleColumn(field, key, on) {
     const keys = this.columns[field].filter((k) => k !== key);
     if (on) keys.push(key);
-    this.columns = { ...this.columns, [field]: keys };
+    this.setColumns({ ...this.columns, [field]: keys });
+  }
+
+  /** Show these columns, and remember them for the project in this browser. */
+  setColumns(columns) {
+    this.columns = columns;
     localStorage.setItem(`waddle.columns.${this.project}`, JSON.stringify(this.columns));
+    this.renderPicker();
     this.renderBody();
   }
 
@@ -391,10 +406,11 @@ export class RunsTable {
     else if (ids.length > 1) this.app.navigate({ compare: ids, run: "" });
   }
 
-  /** Fold live events into the runs; returns the ids of runs whose row changed. */
+  /** Fold live events into the runs (fold.js); returns the ids of runs whose row changed. */
   apply(stream, runId, events) {
-    if (foldEvents(this.runs, stream, runId, events)) this.added = true;
-    return this.runs.has(runId) ? [runId] : [];
+    if (!this.runs.has(runId)) this.added = true;
+    this.fold.apply(stream, runId, events);
+    return [runId];
   }
 
   refreshRows(ids) {

@@ -2,10 +2,17 @@
 //   #project=NAME                    the runs table of a project
 //   #project=NAME&run=ID             one run
 //   #project=NAME&compare=ID1,ID2    runs compared
-// plus the chart settings: x=step|time|relative, log=1, smooth=0.6.
+// plus the chart settings: x=step|time|relative|metric:NAME (unset: the run's step
+// metric, see axis.js), log=1, smooth=0.6.
 // The fragment never reaches the server, so a ?token= in the query is left alone.
 
-const DEFAULTS = { project: "", run: "", compare: [], x: "step", log: false, smooth: 0 };
+const DEFAULTS = { project: "", run: "", compare: [], x: "", log: false, smooth: 0 };
+const X_MODES = ["step", "time", "relative"];
+
+function validX(x) {
+  if (X_MODES.includes(x)) return true;
+  return typeof x === "string" && /^metric:./.test(x) && x.length <= 520;
+}
 
 export function readState() {
   const params = new URLSearchParams(location.hash.replace(/^#/, ""));
@@ -15,7 +22,7 @@ export function readState() {
     project: params.get("project") || "",
     run: params.get("run") || "",
     compare: (params.get("compare") || "").split(",").filter(Boolean),
-    x: ["step", "time", "relative"].includes(x) ? x : DEFAULTS.x,
+    x: validX(x) ? x : DEFAULTS.x,
     log: params.get("log") === "1",
     smooth: Number.isFinite(smooth) ? Math.min(Math.max(smooth, 0), 0.99) : 0,
   };
