@@ -110,3 +110,9 @@ def test_export_wide_has_one_row_per_step_and_one_column_per_metric(tmp_path: Pa
     with duckdb.connect() as con:
         got = con.execute(f"SELECT step, loss FROM '{literal}' ORDER BY step").fetchall()
     assert got == [(0, 1.0), (1, 0.5), (2, 1 / 3), (3, 0.25)]
+
+
+def test_a_folder_without_runs_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(capsys, "ls", "--dir", str(tmp_path / "nothing"))
+    assert code == 1 and f"no runs in {tmp_path / 'nothing'} yet" in err
+    assert not (tmp_path / "nothing").exists()

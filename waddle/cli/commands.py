@@ -92,6 +92,18 @@ def refresh(root: Path, db_path: Path) -> bool:
     return True
 
 
+def fresh(root: Path, db_path: Path) -> Path:
+    """``db_path``, brought up to date (``refresh``); a clear error when ``root`` holds
+    neither a log nor that database (no run yet, or the wrong folder)."""
+    refresh(root, db_path)
+    if not db_path.exists() and not log_dir(root).is_dir():
+        raise UsageError(
+            f"no runs in {root} yet: log one with waddle.init(), or point --dir (or "
+            "$WADDLE_DIR) at your Waddle folder"
+        )
+    return db_path
+
+
 def resolve_run(con: Any, ref: str) -> str:
     """The run id ``ref`` names: an id, an id prefix or a name (unique, else an error
     listing the candidates)."""

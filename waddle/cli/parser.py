@@ -64,11 +64,9 @@ def _db(args: argparse.Namespace) -> Path:
 
 
 def _fresh_db(args: argparse.Namespace) -> Path:
-    """The database, brought up to date with the log when no writer holds it."""
     from waddle.cli import commands
 
-    commands.refresh(_root(args), _db(args))
-    return _db(args)
+    return commands.fresh(_root(args), _db(args))
 
 
 def _ls(args: argparse.Namespace) -> int:
