@@ -27,6 +27,11 @@ __all__ = [
 ]
 
 
+# Attributes that the log's encoder and config readers test for (numpy, tensors, pydantic,
+# namedtuples): a stand-in must not seem to have them.
+_PROBED = frozenset(("ndim", "tolist", "item", "shape", "dtype", "model_dump", "_asdict", "keys"))
+
+
 class MediaStandIn:
     """A value of a wandb media type that Waddle does not record yet."""
 
@@ -39,8 +44,10 @@ class MediaStandIn:
         )
 
     def __getattr__(self, name: str) -> Callable[..., None]:
-        """Any method (``add_data``, ``add_file``, ``wait``, ...) accepts its arguments."""
-        if name.startswith("__"):
+        """Any method (``add_data``, ``add_file``, ``wait``, ...) accepts its arguments;
+        what encoders probe for (``tolist``, ``ndim``, ...) is absent, so that ``log``
+        sees a value it cannot encode and leaves it out instead of writing null."""
+        if name.startswith("__") or name in _PROBED:
             raise AttributeError(name)
         return _nothing
 
