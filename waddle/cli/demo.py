@@ -39,7 +39,13 @@ def write_demo(
     """
     stop = stop or threading.Event()
     rng = random.Random(7)
-    config = {"learning_rate": 3e-3, "batch_size": 64, "optimizer": "adam", "model": "mlp-2x256"}
+    learning_rate = 3e-3
+    config = {
+        "learning_rate": learning_rate,
+        "batch_size": 64,
+        "optimizer": "adam",
+        "model": "mlp-2x256",
+    }
     run = waddle.init(
         project=project,
         root=root,
@@ -56,7 +62,7 @@ def write_demo(
             loss = 2.3 * math.exp(-4 * progress) + 0.05 + rng.gauss(0, 0.03)
             metrics = {
                 "train/loss": float("nan") if step == steps // 3 else loss,
-                "train/lr": config["learning_rate"] * 0.5 * (1 + math.cos(math.pi * progress)),
+                "train/lr": learning_rate * 0.5 * (1 + math.cos(math.pi * progress)),
             }
             if step % 10 == 9:
                 accuracy = min(
