@@ -26,6 +26,28 @@ def waddle_cmd(*argv: str, **options: object) -> subprocess.CompletedProcess[str
     )
 
 
+def test_ls_and_show_right_after_the_quickstart(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WADDLE_")}
+    script = (
+        "import waddle\n"
+        "run = waddle.init(project='quick', name='first-try', config={'lr': 0.1})\n"
+        "for step in range(3):\n"
+        "    run.log({'loss': 1.0 / (step + 1)})\n"
+        "run.finish()\n"
+    )
+    trained = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, timeout=TIMEOUT_S, check=False
+    )
+    assert trained.returncode == 0
+    listed = waddle_cmd("ls", cwd=tmp_path, env=env)
+    assert listed.returncode == 0, listed.stderr
+    (row,) = listed.stdout.splitlines()[1:]
+    assert row.split()[1:4] == ["quick", "first-try", "finished"]
+    shown = waddle_cmd("show", "first-try", cwd=tmp_path, env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert f"run:       {row.split()[0]}\n" in shown.stdout and '"lr": 0.1' in shown.stdout
+
+
 def test_version() -> None:
     result = waddle_cmd("--version")
     assert result.returncode == 0 and result.stdout.strip() == f"waddle {waddle.__version__}"

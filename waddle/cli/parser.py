@@ -450,7 +450,3 @@ def consume_main(argv: list[str] | None = None) -> int:
     args = build_consume_parser().parse_args(argv)
     _logging()
     return _call("waddle-consume", _consume, args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
