@@ -1,11 +1,17 @@
-"""One suite for every consumer (litestream's habit): the in-memory reference consumer
-and the DuckDB writer must both resume from their committed offsets, ignore a replayed
-batch, and close cleanly after an error, ending with exactly what an uninterrupted run
-stores; a bad line is quarantined exactly once. Hostile input: test_hostile.py."""
+"""One suite for every consumer (litestream's habit).
+
+The durable ones (the in-memory reference consumer, the DuckDB writer, and the relay
+against a real ``waddle serve`` central host) must resume from their committed offsets,
+ignore a replayed batch, and close cleanly after an error, ending with exactly what an
+uninterrupted run stores; a bad line is quarantined exactly once by those that keep a
+quarantine. The live broadcaster (not durable: it starts at the end of the log) must
+take exactly what follows its start, once, however batches are replayed, and close
+cleanly after an error. Hostile input: test_hostile.py."""
 
 from __future__ import annotations
 
 import threading
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +19,23 @@ import duckdb
 import pytest
 
 from tests.consumers.logs import mixed, read_all, read_tables, segments, write_run
-from waddle.consumers.base import Consumer, run_consumer
+from tests.consumers.relay.support import log_events
+from tests.web.conftest import start_server
+from waddle.consumers.base import Consumer, Offsets, run_consumer
+from waddle.consumers.broadcast import Broadcaster, Chunk, Hub, Subscriber
 from waddle.consumers.duckdb.writer import DuckDBWriter
 from waddle.consumers.memory import MemoryConsumer, MemoryStore
+from waddle.consumers.registry import StateStore
+from waddle.consumers.relay.client import Backoff
+from waddle.consumers.relay.consumer import RelayConsumer
 from waddle.eventlog.reader import Batch, LogReader, Offset
 from waddle.eventlog.record import encode
 
 
 class MemoryKind:
-    def __init__(self, root: Path, label: str) -> None:
+    keeps_quarantine = True
+
+    def __init__(self, root: Path, label: str, cleanup: ExitStack) -> None:
         self.root = root
         self.store = MemoryStore()
 
@@ -32,12 +46,18 @@ class MemoryKind:
         events = {s: [encode(e) for e in evs] for s, evs in self.store.events.items()}
         return events, dict(self.store.offsets)
 
+    def committed(self) -> Any:
+        """What work that was handled but not committed must leave unchanged."""
+        return self.observe()
+
     def quarantined(self) -> list[tuple[str, int | None]]:
         return sorted((r.stream, r.seq) for r in self.store.quarantine)
 
 
 class DuckDBKind:
-    def __init__(self, root: Path, label: str) -> None:
+    keeps_quarantine = True
+
+    def __init__(self, root: Path, label: str, cleanup: ExitStack) -> None:
         self.root = root
         self.path = root.parent / f"{label}.duckdb"
 
@@ -47,12 +67,54 @@ class DuckDBKind:
     def observe(self) -> Any:
         return read_tables(self.path)
 
+    def committed(self) -> Any:
+        return self.observe()
+
     def quarantined(self) -> list[tuple[str, int | None]]:
         with duckdb.connect(str(self.path), read_only=True) as con:
             return con.execute("SELECT stream, seq FROM quarantine ORDER BY ALL").fetchall()
 
 
-KINDS = {"memory": MemoryKind, "duckdb": DuckDBKind}
+class PublishingRelay(RelayConsumer):
+    """The relay as the run loop drives it: its offsets live in the registry, not in a
+    store of its own, so ``start`` resumes from the published ones and ``commit``
+    publishes (as ``run_consumer`` does after every commit)."""
+
+    def start(self, offsets: Any) -> Offsets:
+        return super().start(StateStore(self.root).load(self.name))
+
+    def commit(self) -> Offsets:
+        offsets = super().commit()
+        StateStore(self.root).publish(self.name, offsets)
+        return offsets
+
+
+class RelayKind:
+    """A relay to a central host of its own (a real ``waddle serve`` on loopback)."""
+
+    keeps_quarantine = False  # it forwards; the host's own consumers quarantine
+
+    def __init__(self, root: Path, label: str, cleanup: ExitStack) -> None:
+        self.root = root
+        self.host = start_server(root.parent / f"host-{label}")
+        cleanup.callback(self.host.stop)
+
+    def make(self) -> Consumer:
+        fast = Backoff(base=0.02, cap=0.2)
+        return PublishingRelay(self.root, self.host.url, linger=0, backoff=fast)
+
+    def observe(self) -> Any:
+        """The host's log, event by event, and the offsets the relay published."""
+        events = {s: [encode(e) for e in evs] for s, evs in log_events(self.host.root).items()}
+        return events, self.committed()
+
+    def committed(self) -> Any:
+        """Only the published offsets: the host holds what was posted before a close (and
+        skips it when it comes again, which the replay tests check)."""
+        return StateStore(self.root).load(RelayConsumer(self.root, self.host.url).name)
+
+
+KINDS = {"memory": MemoryKind, "duckdb": DuckDBKind, "relay": RelayKind}
 
 
 @pytest.fixture
@@ -67,7 +129,9 @@ def root(tmp_path: Path) -> Path:
 
 @pytest.fixture(params=sorted(KINDS))
 def kind(request: pytest.FixtureRequest, root: Path) -> Any:
-    return lambda label: KINDS[request.param](root, label)
+    """``kind(label)``: a fresh destination of the consumer under test, named ``label``."""
+    with ExitStack() as cleanup:
+        yield lambda label: KINDS[request.param](root, label, cleanup)
 
 
 def complete(kind: Any, root: Path, label: str) -> Any:
@@ -195,13 +259,13 @@ def test_uncommitted_work_is_dropped_by_close(kind: Any, root: Path) -> None:
     consumer.handle(rounds[0])
     committed = consumer.commit()
     consumer.close()
-    before = store.observe()
+    before = store.committed()
     consumer = store.make()
     assert consumer.start({}) == committed
     consumer.handle(rounds[1])
     consumer.handle(rounds[2])
     consumer.close()
-    assert store.observe() == before
+    assert store.committed() == before
     again = store.make()
     assert again.start({}) == committed
     again.close()
@@ -221,11 +285,13 @@ def test_a_second_start_after_close_resumes(kind: Any, root: Path) -> None:
 
 
 def test_a_bad_line_is_quarantined_once_whatever_is_replayed(kind: Any, root: Path) -> None:
+    store = kind("bad")
+    if not store.keeps_quarantine:
+        pytest.skip(f"{type(store).__name__} keeps no quarantine")
     first = segments(root, "beta")[0]
     lines = first.read_bytes().split(b"\n")
     lines[10] = b'{"seq": 10, "ts": 1.0, "type": "metrics", "step": -1, "data": {}}'
     first.write_bytes(b"\n".join(lines))
-    store = kind("bad")
     for commit in (False, True):  # what is not committed is not quarantined either
         consumer = store.make()
         consumer.start({})
@@ -243,3 +309,81 @@ def test_a_bad_line_is_quarantined_once_whatever_is_replayed(kind: Any, root: Pa
     again.commit()
     again.close()
     assert store.quarantined() == [("beta", 10)]
+
+
+class RecordingHub(Hub):
+    """A hub with one subscriber that records what the broadcaster publishes, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.subscribers.add(Subscriber())
+        self.sent: list[tuple[str, int]] = []
+
+    def publish(self, items: list[Chunk]) -> None:
+        self.sent += [(chunk.stream, event["seq"]) for chunk in items for event in chunk.events]
+
+
+def append_more(root: Path) -> list[tuple[str, int]]:
+    """Log more to two streams after a live consumer started; (stream, seq) of what was
+    added, in each stream's order."""
+    before = {s: len(evs) for s, evs in log_events(root).items()}
+    write_run(root, "alpha", 30, payload=mixed, resume=True, first_step=500, segment_bytes=4096)
+    write_run(root, "beta", 10, resume=True, first_step=500, segment_bytes=2048)
+    after = log_events(root)
+    return [(s, e["seq"]) for s in sorted(after) for e in after[s][before.get(s, 0) :]]
+
+
+def by_stream(sent: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Order across streams is not promised, order within one is: sort stably by stream."""
+    return sorted(sent, key=lambda item: item[0])
+
+
+def follow(broadcaster: Broadcaster, root: Path, *, replay: bool = False) -> list[tuple[str, int]]:
+    """Start ``broadcaster``, log more, and hand it the rounds after its start; with
+    ``replay`` each twice, then all again, then the grown streams from their start.
+    Returns (stream, seq) of what was added."""
+    offsets = dict(broadcaster.start({}))
+    added = append_more(root)
+    reader = LogReader(root, batch_bytes=1024)
+    seen = []
+    while batches := reader.poll(offsets):
+        seen.append(batches)
+        for _ in range(2 if replay else 1):
+            broadcaster.handle(batches)
+        offsets.update(broadcaster.commit())
+    if replay:  # the streams it took from, again from their start
+        for batches in [*seen, read_all(root, "alpha"), read_all(root, "beta")]:
+            broadcaster.handle(batches)
+    broadcaster.close()
+    assert len(added) == 30 + 10 + 2 * 3  # a run event, a summary and a finish each
+    return added
+
+
+def test_a_live_consumer_takes_exactly_what_follows_its_start(root: Path) -> None:
+    hub = RecordingHub()
+    added = follow(Broadcaster(root, hub), root)
+    assert by_stream(hub.sent) == added
+
+
+def test_a_live_consumer_ignores_a_replayed_batch(root: Path) -> None:
+    hub = RecordingHub()
+    added = follow(Broadcaster(root, hub), root, replay=True)
+    assert by_stream(hub.sent) == added
+
+
+def test_a_live_consumer_closes_cleanly_after_an_error(root: Path) -> None:
+    hub = RecordingHub()
+    closed = []
+    broadcaster = Broadcaster(root, hub)
+    original_close = broadcaster.close
+
+    def close() -> None:
+        closed.append(True)
+        original_close()
+
+    broadcaster.close = close  # type: ignore[method-assign]
+    with pytest.raises(OSError, match="disk went away"):
+        run_consumer(broadcaster, root, threading.Event(), reader=FailingReader(root, 2))
+    assert closed == [True] and hub.sent == []
+    added = follow(Broadcaster(root, hub), root)
+    assert by_stream(hub.sent) == added
