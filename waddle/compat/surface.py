@@ -69,8 +69,12 @@ def _print(label: str, string: str, newline: bool, repeat: bool, prefix: bool) -
 def termlog(
     string: str = "", newline: bool = True, repeat: bool = True, prefix: bool = True
 ) -> None:
-    """Print ``waddle: <string>`` to stderr, unless ``WADDLE_SILENT``/``WANDB_SILENT`` is set."""
-    if not is_silent():
+    """Print ``waddle: <string>`` to stderr, unless silenced: the current run's
+    ``Settings(silent=True)``, ``WADDLE_SILENT`` or ``WANDB_SILENT``."""
+    from waddle.producer.api import current  # here: the producer imports this module
+
+    run = current()
+    if not is_silent(run.settings if run is not None else None):
         _print("", string, newline, repeat, prefix)
 
 
