@@ -14,7 +14,10 @@ import pytest
 
 import waddle
 from tests.consumers.logs import write_run
+from tests.helpers import eventually
 from waddle.compat.launch import SHIM_DIR
+from waddle.consumers.registry import StateStore
+from waddle.consumers.relay.consumer import relay_name
 
 WADDLE = shutil.which("waddle") or pytest.fail("the waddle command is not installed")
 TIMEOUT_S = 60
@@ -46,6 +49,28 @@ def test_ls_and_show_right_after_the_quickstart(tmp_path: Path) -> None:
     shown = waddle_cmd("show", "first-try", cwd=tmp_path, env=env)
     assert shown.returncode == 0, shown.stderr
     assert f"run:       {row.split()[0]}\n" in shown.stdout and '"lr": 0.1' in shown.stdout
+
+
+def test_relay_alone_runs_until_sigterm_then_exits_0(tmp_path: Path) -> None:
+    root = tmp_path / "w"
+    write_run(root, "waiting", 3)
+    url = "http://127.0.0.1:9"  # nothing listens: the relay keeps the events and retries
+    proc = subprocess.Popen(
+        [WADDLE, "relay", url, "--dir", str(root), "--interval", "0.05"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        registry = StateStore(root)
+        eventually(lambda: registry.is_running(relay_name(url)), what="the relay to start")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=TIMEOUT_S)
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 def test_version() -> None:

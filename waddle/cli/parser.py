@@ -48,11 +48,10 @@ def _parents() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     return folder, database
 
 
-def _relay_token(parser: argparse.ArgumentParser, *flags: str) -> None:
-    """The central host's token, under ``flags`` plus the hidden ``--relay-token``."""
-    parser.add_argument(*flags, dest="relay_token", help=TOKEN_HELP)
-    if "--relay-token" not in flags:
-        parser.add_argument("--relay-token", dest="relay_token", help=argparse.SUPPRESS)
+def _relay_token(parser: argparse.ArgumentParser) -> None:
+    """The central host's token: ``--token``, and the old ``--relay-token`` (hidden)."""
+    parser.add_argument("--token", dest="relay_token", help=TOKEN_HELP)
+    parser.add_argument("--relay-token", dest="relay_token", help=argparse.SUPPRESS)
 
 
 def _root(args: argparse.Namespace) -> Path:
@@ -153,12 +152,11 @@ def _sync(args: argparse.Namespace) -> int:
 
 
 def _relay(args: argparse.Namespace) -> int:
-    from waddle.consumers.relay.consumer import relay_until_stopped
+    from waddle.consumers.relay.consumer import relay_until_stopped, resolve_token
 
     _logging()
-    return relay_until_stopped(
-        _root(args), args.url, token=args.relay_token, interval=args.interval
-    )
+    token = resolve_token(args.relay_token)
+    return relay_until_stopped(_root(args), args.url, token=token, interval=args.interval)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -320,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
         "sends the rest, never anything twice.",
     )
     sync.add_argument("url", help="the central host, http://HOST:PORT")
-    _relay_token(sync, "--token")
+    _relay_token(sync)
     sync.add_argument(
         "--timeout",
         type=float,
@@ -336,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
         [folder],
     )
     relay.add_argument("url", help="the central host, http://HOST:PORT")
-    _relay_token(relay, "--token")
+    _relay_token(relay)
     relay.add_argument(
         "--interval", type=float, default=DEFAULT_POLL_INTERVAL, help="seconds between polls"
     )
@@ -417,7 +415,7 @@ def build_consume_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="also forward the log to the central host at URL (repeatable)",
     )
-    _relay_token(parser, "--token")
+    _relay_token(parser)
     parser.add_argument(
         "--once", action="store_true", help="catch up with everything on disk, then exit 0"
     )

@@ -286,7 +286,7 @@ def relay_until_stopped(
     """The relay alone (``waddle relay URL``): forward until SIGINT or SIGTERM, then commit
     what the host acknowledged and return 0 (1 when the relay could not run)."""
     stop = threading.Event()
-    relay = RelayConsumer(root, url, token=resolve_token(token), stop=stop)
+    relay = RelayConsumer(root, url, token=token, stop=stop)
     restore = on_stop_signals(lambda signum: stop.set())
     try:
         run_consumer(relay, relay.root, stop, interval=interval)
