@@ -1,0 +1,181 @@
+"""Parked streams (waddle/eventlog/reader.py, ``follow``): a finished stream is not read
+again until it changes, and every change still reaches the tail: a resume, a stream
+created again, a new stream, with change notification, with a notification lost and
+with polling only (a filesystem without inotify)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import eventually
+from waddle.eventlog import watch
+from waddle.eventlog.reader import Batch, LogReader, Offset
+from waddle.eventlog.writer import StreamWriter
+
+START = Offset()
+# How each parked stream is woken: by a notification (a parked stream is otherwise
+# checked only every 60 s, far beyond the waits below), or by the polling check alone.
+MODES = {
+    "notified": {"notify": True, "park_check": 60.0},
+    "polling": {"notify": False, "park_check": 0.2},
+}
+
+
+class CountingReader(LogReader):
+    """Counts the reads of each stream: a parked stream is not read."""
+
+    def __init__(self, root: Path, **options: Any) -> None:
+        super().__init__(root, **options)
+        self.reads: Counter[str] = Counter()
+
+    def read(self, stream: str, offset: Offset = START) -> Batch:
+        self.reads[stream] += 1
+        return super().read(stream, offset)
+
+
+class Tail:
+    """``follow`` in a thread, keeping every event and batch it yields."""
+
+    def __init__(self, reader: LogReader) -> None:
+        self.reader = reader
+        self.stop = threading.Event()
+        self.events: dict[str, list[dict[str, Any]]] = {}
+        self.restarted: list[str] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        for batches in self.reader.follow({}, self.stop, 0.01):
+            for batch in batches:
+                if batch.restarted:
+                    self.restarted.append(batch.stream)
+                    self.events[batch.stream] = []
+                self.events.setdefault(batch.stream, []).extend(batch.events)
+
+    def seqs(self, stream: str) -> list[int]:
+        return [event["seq"] for event in self.events.get(stream, [])]
+
+    def types(self, stream: str) -> list[str]:
+        return [event["type"] for event in self.events.get(stream, [])]
+
+
+@pytest.fixture
+def tail_of(tmp_path: Path) -> Iterator[Any]:
+    tails: list[Tail] = []
+
+    def start(reader: LogReader) -> Tail:
+        tail = Tail(reader)
+        tails.append(tail)
+        tail.thread.start()
+        return tail
+
+    yield start
+    for tail in tails:
+        tail.stop.set()
+        tail.thread.join(10)
+        assert not tail.thread.is_alive()
+
+
+def write(root: Path, stream: str, count: int, *, finish: bool = True) -> Path:
+    """``count`` metrics events (and a finish) to ``stream``, resuming it if it exists;
+    the folder is dated an hour back, as a run finished earlier would be."""
+    writer = StreamWriter(root / "log" / stream, resume=(root / "log" / stream).exists())
+    for step in range(count):
+        writer.append("metrics", {"step": step, "data": {"loss": 1.0 / (step + 1)}})
+    if finish:
+        writer.append("finish", {"exit_code": 0, "status": "finished", "dropped": {}})
+    writer.close()
+    stream_dir = root / "log" / stream
+    past = time.time() - 3600
+    os.utime(stream_dir, (past, past))
+    return stream_dir
+
+
+def parked(reader: CountingReader, stream: str, awake: str) -> bool:
+    """Whether ``stream`` went unread for 20 rounds in which ``awake`` was read."""
+    before, rounds = reader.reads[stream], reader.reads[awake]
+    eventually(lambda: reader.reads[awake] >= rounds + 20, timeout=10, what="20 rounds")
+    return reader.reads[stream] == before
+
+
+def started(tmp_path: Path, tail_of: Any, mode: str) -> tuple[CountingReader, Tail]:
+    """A tail over a finished stream ``done`` and a live one ``live``, once ``done``
+    is parked (``live``, which has no finish event, is read on)."""
+    write(tmp_path, "done", 5)
+    write(tmp_path, "live", 3, finish=False)
+    reader = CountingReader(tmp_path, **MODES[mode])
+    tail = tail_of(reader)
+    eventually(lambda: tail.seqs("done") == list(range(6)), timeout=10, what="done read")
+    eventually(lambda: parked(reader, "done", "live"), timeout=20, what="done parked")
+    return reader, tail
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_finished_stream_is_parked_and_wakes_when_resumed(
+    tmp_path: Path, tail_of: Any, mode: str
+) -> None:
+    _, tail = started(tmp_path, tail_of, mode)
+    write(tmp_path, "done", 4)
+    eventually(lambda: tail.seqs("done") == list(range(11)), timeout=10, what="the resume")
+    assert tail.types("done")[-1] == "finish"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_parked_stream_created_again_is_read_from_its_start(
+    tmp_path: Path, tail_of: Any, mode: str
+) -> None:
+    _, tail = started(tmp_path, tail_of, mode)
+    shutil.rmtree(tmp_path / "log" / "done")
+    write(tmp_path, "done", 2)
+    eventually(lambda: tail.restarted == ["done"], timeout=10, what="the new epoch")
+    eventually(lambda: tail.seqs("done") == [0, 1, 2], timeout=10, what="its events")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_new_stream_appears_while_others_are_parked(
+    tmp_path: Path, tail_of: Any, mode: str
+) -> None:
+    _, tail = started(tmp_path, tail_of, mode)
+    write(tmp_path, "fresh", 2)
+    eventually(lambda: tail.seqs("fresh") == [0, 1, 2], timeout=10, what="the new stream")
+
+
+def test_a_lost_notification_is_made_up_for_by_polling(
+    tmp_path: Path, tail_of: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    notes: list[str] = []
+    monkeypatch.setattr(watch.Watcher, "_note", lambda self, paths: notes.extend(paths))
+    write(tmp_path, "done", 5)
+    write(tmp_path, "live", 3, finish=False)
+    reader = CountingReader(tmp_path, notify=True, park_check=0.2)
+    tail = tail_of(reader)
+    eventually(lambda: parked(reader, "done", "live"), timeout=20, what="done parked")
+    probe = tmp_path / "log" / ".probe"
+
+    def watching() -> bool:  # the watcher is up once it notices a file written
+        probe.write_bytes(b"x")
+        return any(note.endswith(".probe") for note in notes)
+
+    eventually(watching, timeout=10, what="the watcher")
+    write(tmp_path, "done", 1)
+    eventually(lambda: tail.seqs("done") == list(range(8)), timeout=10, what="the resume")
+    eventually(  # the notification came, and was lost
+        lambda: any("done" in note for note in notes), timeout=10, what="its notification"
+    )
+
+
+def test_a_poll_of_its_own_reads_every_stream(tmp_path: Path) -> None:
+    write(tmp_path, "done", 2)
+    reader = CountingReader(tmp_path)
+    offsets = {batch.stream: batch.offset for batch in reader.poll({})}
+    for _ in range(3):
+        assert reader.poll(offsets) == []
+    assert reader.reads["done"] == 4
