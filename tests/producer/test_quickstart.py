@@ -44,6 +44,8 @@ def test_the_quickstart_runs_verbatim_and_its_log_matches_the_schemas(tmp_path: 
     script.write_text(QUICKSTART, encoding="utf-8")
     done = run_script(script, cwd=tmp_path, env=child_env(drop=("WADDLE_DIR",)))
     assert (done.returncode, done.stdout) == (0, ""), done.stderr
+    # the newcomer is told where the run is and how to see it (stderr: stdout stays the script's)
+    assert f"see it with: waddle serve --dir {tmp_path / '.waddle'}\n" in done.stderr
 
     root = tmp_path / ".waddle"  # the default folder, in the script's working directory
     events = read_events(root)
