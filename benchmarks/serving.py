@@ -16,7 +16,7 @@ def start_server(
     command = [
         sys.executable,
         "-m",
-        "waddle.cli.parser",
+        "waddle",
         "serve",
         "--dir",
         str(root),

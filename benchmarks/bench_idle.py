@@ -1,0 +1,135 @@
+"""Idle cost: CPU of a caught-up ``waddle-consume`` and ``waddle serve`` over finished runs.
+
+A folder holds N finished runs of 10 events each (run, 8 metrics, finish), written by the
+real ``StreamWriter``. A whole ``waddle-consume`` process and a whole ``waddle serve``
+process (each on its own copy of the folder: both run the DuckDB writer) catch up with
+it; once both have published every stream's last offset (``state/<name>.json``) and a
+few seconds passed, each round measures their CPU time (user + system, all threads,
+psutil) over ``--seconds`` and reports it as % of one core. Medians of the rounds.
+
+    python benchmarks/bench_idle.py                         # 0, 2,000, 10,000 runs; 20 s x 3
+    python benchmarks/bench_idle.py --runs 0,2000 --seconds 10 --rounds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+from serving import start_server
+
+from waddle.consumers.duckdb.writer import DuckDBWriter
+from waddle.consumers.registry import StateStore
+from waddle.eventlog.writer import StreamWriter
+
+EVENTS_PER_RUN = 10
+SETTLE_S = 5.0
+CATCH_UP_TIMEOUT_S = 900.0
+CONSUME = [
+    sys.executable,
+    "-c",
+    "import sys, waddle.cli.parser; sys.exit(waddle.cli.parser.consume_main())",
+]
+
+
+def write_runs(root: Path, count: int) -> None:
+    """``count`` finished runs of ``EVENTS_PER_RUN`` events each."""
+    (root / "log").mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        run_id = f"idle{index:05d}"
+        writer = StreamWriter(root / "log" / run_id)
+        writer.append(
+            "run",
+            {
+                "run_id": run_id,
+                "project": "idle",
+                "name": run_id,
+                "config": {"lr": 0.1},
+                "tags": [],
+                "notes": None,
+                "group": None,
+                "job_type": None,
+                "context": {"started_at": time.time()},
+                "rank": 0,
+                "resumed": False,
+            },
+        )
+        for step in range(EVENTS_PER_RUN - 2):
+            writer.append("metrics", {"step": step, "data": {"loss": 1.0 / (step + 1)}})
+        writer.append("finish", {"exit_code": 0, "status": "finished", "dropped": {}})
+        writer.close()
+
+
+def caught_up(root: Path, count: int) -> bool:
+    """Whether the DuckDB writer on ``root`` published the last offset of every stream."""
+    name = DuckDBWriter(root).name
+    offsets = StateStore(root).load(name)
+    done = sum(1 for offset in offsets.values() if offset.seq == EVENTS_PER_RUN - 1)
+    return done == count and (count > 0 or StateStore(root).path(name).exists())
+
+
+def cpu_percent(procs: list[psutil.Process], seconds: float) -> list[float]:
+    """Each process's CPU time over ``seconds`` of wall time, in % of one core."""
+    before = [sum(p.cpu_times()[:2]) for p in procs]
+    start = time.monotonic()
+    time.sleep(seconds)
+    wall = time.monotonic() - start
+    return [100 * (sum(p.cpu_times()[:2]) - b) / wall for p, b in zip(procs, before, strict=True)]
+
+
+def measure(count: int, seconds: float, rounds: int) -> tuple[list[float], list[float]]:
+    """CPU % of waddle-consume and of waddle serve per round, over ``count`` runs."""
+    with tempfile.TemporaryDirectory(prefix="waddle-idle-") as tmp:
+        consume_dir, serve_dir = Path(tmp) / "consume", Path(tmp) / "serve"
+        write_runs(consume_dir, count)
+        shutil.copytree(consume_dir, serve_dir)
+        consume = subprocess.Popen(
+            [*CONSUME, "--dir", str(consume_dir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        serve, _ = start_server(serve_dir)
+        try:
+            deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
+            while not (caught_up(consume_dir, count) and caught_up(serve_dir, count)):
+                if time.monotonic() > deadline or consume.poll() is not None:
+                    raise SystemExit(f"not caught up with {count} runs")
+                time.sleep(0.5)
+            time.sleep(SETTLE_S)
+            procs = [psutil.Process(consume.pid), psutil.Process(serve.pid)]
+            samples = [cpu_percent(procs, seconds) for _ in range(rounds)]
+        finally:
+            for proc in (consume, serve):
+                proc.terminate()
+                proc.wait(30)
+    return [s[0] for s in samples], [s[1] for s in samples]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", default="0,2000,10000", help="folder sizes, comma-separated")
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of one round")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {time.strftime('%F %T')}")
+    print(f"{'finished runs':>14} {'waddle-consume %':>17} {'waddle serve %':>15}  (rounds)")
+    for count in (int(n) for n in args.runs.split(",")):
+        consume, serve = measure(count, args.seconds, args.rounds)
+        rounds = " ".join(f"{c:.1f}/{s:.1f}" for c, s in zip(consume, serve, strict=True))
+        print(
+            f"{count:>14,} {statistics.median(consume):>17.2f} "
+            f"{statistics.median(serve):>15.2f}  ({rounds})",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
