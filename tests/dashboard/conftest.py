@@ -59,7 +59,7 @@ class Server:
 
     def start(self) -> Server:
         """Start (or restart, on the same port) and wait for the URL it prints."""
-        command = [sys.executable, "-m", "waddle.cli.parser", "serve"]
+        command = [sys.executable, "-m", "waddle", "serve"]
         command += ["--dir", str(self.root), "--port", str(self.port)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("WADDLE_")}
         env["PYTHONUNBUFFERED"] = "1"
