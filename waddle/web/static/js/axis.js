@@ -25,14 +25,18 @@ function definitions(runs) {
 
 /** The metrics named as a step metric by the runs' definitions, and the usual ones. */
 export function stepMetrics(runs) {
-  const named = definitions(runs).map(([, d]) => d.step_metric).filter(Boolean);
+  const named = definitions(runs)
+    .map(([, d]) => d.step_metric)
+    .filter(Boolean);
   return new Set([...STEP_METRICS, ...named]);
 }
 
 /** The keys drawn as charts: neither a step metric nor defined hidden. */
 export function chartKeys(keys, runs) {
   const steps = stepMetrics(runs);
-  const hidden = definitions(runs).filter(([, d]) => d.hidden).map(([pattern]) => pattern);
+  const hidden = definitions(runs)
+    .filter(([, d]) => d.hidden)
+    .map(([pattern]) => pattern);
   return keys.filter((key) => !steps.has(key) && !hidden.some((p) => matches(p, key)));
 }
 
@@ -54,7 +58,9 @@ export function xMetric(mode) {
 /** The x axis choices: step, time, relative, then every numeric metric of the runs. */
 export function xChoices(keys, runs) {
   const steps = stepMetrics(runs);
-  const metrics = [...new Set(keys)].sort((a, b) => steps.has(b) - steps.has(a) || a.localeCompare(b));
+  const metrics = [...new Set(keys)].sort(
+    (a, b) => steps.has(b) - steps.has(a) || a.localeCompare(b),
+  );
   return [
     ["step", "Step"],
     ["time", "Wall time"],

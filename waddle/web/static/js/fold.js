@@ -76,7 +76,10 @@ function seen(run, ts, step) {
   if (run.updated_at === null || run.updated_at === undefined || ts > run.updated_at) {
     run.updated_at = ts;
   }
-  if (step !== undefined && (run.last_step === null || run.last_step === undefined || step > run.last_step)) {
+  if (
+    step !== undefined &&
+    (run.last_step === null || run.last_step === undefined || step > run.last_step)
+  ) {
     run.last_step = step;
   }
 }
@@ -86,7 +89,11 @@ function applyRun(run, stream, event) {
   Object.assign(stream, { status: "running", finished_at: null, exit_code: null });
   stream.config = { ...event.config };
   if (stream.started_at === null) stream.started_at = started;
-  if (run.started_at === null || run.started_at === undefined || (!event.resumed && started < run.started_at)) {
+  if (
+    run.started_at === null ||
+    run.started_at === undefined ||
+    (!event.resumed && started < run.started_at)
+  ) {
     run.started_at = started;
   }
   if (leads(run, stream)) {
@@ -114,9 +121,17 @@ export function applyEvent(run, stream, event) {
   if (kind === "metrics") return seen(run, event.ts, event.step);
   if (kind === "run") applyRun(run, stream, event);
   else if (kind === "finish") {
-    Object.assign(stream, { status: event.status, exit_code: event.exit_code, finished_at: event.ts });
+    Object.assign(stream, {
+      status: event.status,
+      exit_code: event.exit_code,
+      finished_at: event.ts,
+    });
     if (leads(run, stream)) {
-      Object.assign(run, { status: event.status, exit_code: event.exit_code, finished_at: event.ts });
+      Object.assign(run, {
+        status: event.status,
+        exit_code: event.exit_code,
+        finished_at: event.ts,
+      });
     }
   } else if (kind === "config") {
     stream.config = { ...stream.config, ...event.config };
@@ -162,9 +177,10 @@ export class RunFold {
     let stream = this.streams.get(streamName);
     for (const event of events) {
       if (!stream) {
-        const rank = event.type === "run" && Number.isInteger(event.rank) && event.rank >= 0
-          ? event.rank
-          : rankOfStream(streamName);
+        const rank =
+          event.type === "run" && Number.isInteger(event.rank) && event.rank >= 0
+            ? event.rank
+            : rankOfStream(streamName);
         stream = newStream(streamName, runId, rank);
         this.streams.set(streamName, stream);
       }
