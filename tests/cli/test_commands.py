@@ -12,9 +12,9 @@ import duckdb
 import pytest
 
 from tests.consumers.logs import write_run
-from waddle.cli import commands
 from waddle.cli import parser as cli
 from waddle.consumers.base import run_consumer
+from waddle.consumers.duckdb.refresh import refresh
 from waddle.consumers.duckdb.writer import DuckDBWriter
 
 
@@ -56,11 +56,11 @@ def test_refresh_leaves_a_store_held_by_a_running_writer_alone(root: Path) -> No
     writer.start()
     try:
         assert ready.wait(30)
-        assert commands.refresh(root, db) is False
+        assert refresh(root, db) is False
     finally:
         stop.set()
         writer.join(30)
-    assert commands.refresh(root, db) is True
+    assert refresh(root, db) is True
 
 
 @pytest.mark.parametrize("ref", ["abc123", "abc", "first"])

@@ -5,12 +5,13 @@ its report to ``out`` and returns the exit code; errors are ``WaddleError``s tha
 CLI turns into one line on stderr.
 
 Freshness: when no writer holds the store, ``ls``, ``show`` and ``export`` first bring it
-up to date with the log themselves (``refresh``: the DuckDB writer, run once in this
-process), so they work right after a training script. Next to a running writer
-(``waddle serve``, ``waddle-consume``) ``ls`` and ``show`` read the database, or the runs
-snapshot the writer publishes when it holds the file (see ``waddle.store.schema``);
-``export`` then rebuilds the run's metrics from the log in memory, with the writer's own
-code, as long as retention has not removed the start of the run's streams.
+up to date with the log themselves (``waddle.consumers.duckdb.refresh``: the DuckDB
+writer, run once in this process), so they work right after a training script. Next to
+a running writer (``waddle serve``, ``waddle-consume``) ``ls`` and ``show`` read the
+database, or the runs snapshot the writer publishes when it holds the file (see
+``waddle.store.schema``); ``export`` then rebuilds the run's metrics from the log in
+memory, with the writer's own code, as long as retention has not removed the start of
+the run's streams.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from typing import Any, BinaryIO, TextIO
 
 import orjson
 
-from waddle.errors import ConsumerLockedError, StoreLockedError, UsageError
+from waddle.consumers.duckdb.refresh import refresh
+from waddle.errors import StoreLockedError, UsageError
 from waddle.eventlog.reader import LogReader
 from waddle.eventlog.record import encode
 from waddle.eventlog.segment import list_segments, segment_name
@@ -67,29 +69,6 @@ def _snapshot_note(reader: store.Reader, out: TextIO) -> None:
             f"(the database is held by a running writer; read its runs snapshot, "
             f"updated {age:.0f}s ago)\n"
         )
-
-
-def refresh(root: Path, db_path: Path) -> bool:
-    """Bring ``db_path`` up to date with the log when no writer holds it; whether it did.
-
-    Runs the DuckDB writer once in this process, quietly (what ``waddle-consume --once``
-    does). When a writer runs (or starts meanwhile), it does nothing: readers then see
-    that writer's database or snapshot.
-    """
-    from waddle.consumers.base import run_consumer
-    from waddle.consumers.duckdb.writer import DuckDBWriter
-    from waddle.consumers.registry import StateStore
-
-    if not log_dir(root).is_dir():
-        return False
-    writer = DuckDBWriter(root, db_path)
-    if StateStore(root).is_running(writer.name):
-        return False
-    try:
-        run_consumer(writer, root, threading.Event(), once=True)
-    except (ConsumerLockedError, StoreLockedError):
-        return False
-    return True
 
 
 def fresh(root: Path, db_path: Path) -> Path:
