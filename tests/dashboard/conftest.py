@@ -46,6 +46,10 @@ CHROMIUM_ARGS = [
 STARTUP_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 VIEWPORT = {"width": 1360, "height": 900}
+# Read at import: the suite's autouse fixture clears WADDLE_* and changes the working
+# directory before each test, so a relative docs/screenshots is resolved now.
+SCREENSHOTS = os.environ.get("WADDLE_SCREENSHOTS")
+SCREENSHOTS_DIR = Path(SCREENSHOTS).resolve() if SCREENSHOTS else None
 
 
 @dataclass
@@ -227,7 +231,7 @@ def open_page(browser: Any) -> Iterator[Callable[..., tuple[Any, Watch]]]:
 @pytest.fixture
 def screenshot(tmp_path: Path) -> Callable[[Any, str], Path]:
     """``screenshot(page, name)`` saves ``name.png`` (see the module docstring for where)."""
-    folder = Path(os.environ.get("WADDLE_SCREENSHOTS") or tmp_path)
+    folder = SCREENSHOTS_DIR or tmp_path
     folder.mkdir(parents=True, exist_ok=True)
 
     def take(page: Any, name: str) -> Path:
