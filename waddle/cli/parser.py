@@ -167,7 +167,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _add(
-    sub: argparse._SubParsersAction,
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
     name: str,
     help: str,
     func: Handler,
@@ -180,7 +180,9 @@ def _add(
 
 
 def _add_serve(
-    sub: argparse._SubParsersAction, folder: argparse.ArgumentParser, db: argparse.ArgumentParser
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    folder: argparse.ArgumentParser,
+    db: argparse.ArgumentParser,
 ) -> None:
     from waddle.web import settings as web
 

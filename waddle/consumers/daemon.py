@@ -72,6 +72,7 @@ def consume(
         )
         for consumer in consumers
     ]
+
     def on_signal(signum: int) -> None:
         logger.info("waddle-consume: %s, committing and stopping", signal.Signals(signum).name)
         stop.set()
