@@ -55,9 +55,19 @@ def hf(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Strea
     other = write_run(root, "hfother", 1e-3, 16)
     other.append("finish", {"exit_code": 0, "status": "finished", "dropped": {}})
     other.close()
+    lightning = open_stream(root, "ltrun")
+    lightning.append("run", run_fields("ltrun", project="lightning", config={"lr": 0.1}))
+    spec = {"step_metric": "trainer/global_step", "summary": None, "hidden": False, "goal": None}
+    lightning.append("define_metric", {"metric": "*", **spec})
+    for step, global_step in enumerate((0, 30, 60, 90)):
+        data = {"eval/loss": 0.9 - global_step / 200, "trainer/global_step": global_step}
+        lightning.append("metrics", {"step": step, "data": data})
+    lightning.append("finish", {"exit_code": 0, "status": "finished", "dropped": {}})
+    lightning.close()
     live = write_run(root, "hflive", 5e-4, 8)
     server = Server(root).start()
     wait_for_runs(server, PROJECT, 2)
+    wait_for_runs(server, "lightning", 1)
     yield server, live
     live.close()
     server.stop()
@@ -140,3 +150,49 @@ def test_the_runs_table_leads_with_metrics_and_few_config_columns(
     page.locator("details.columns-picker label", has_text="pad_token_id").locator("input").check()
     cell = page.locator('tr[data-run="hfother"] td[data-column="config:pad_token_id"]')
     assert cell.inner_text() == "null"
+
+
+def test_compared_hf_and_lightning_runs_line_up_each_on_its_step_metric(
+    hf: tuple[Server, StreamWriter], open_page: Any
+) -> None:
+    server, _ = hf
+    page, _ = open_page(server, f"project={PROJECT}&compare=hfother,ltrun")
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('.chart')].some((n) =>
+            n.__chart.options.title === 'eval/loss' && n.__chart.uplot
+            && n.__chart.uplot.data.slice(1).every((ys) => ys.some((y) => y != null)))""",
+        timeout=TIMEOUT_MS,
+    )
+    chart = chart_data(page)["eval/loss"]
+    assert chart["xs"] == [0, 30, 60, 90] and chart["points"] == [4, 4]
+    assert "trainer/global_step" not in chart_data(page)
+
+
+AXIS_MODEL = """async () => {
+  const axis = await import('./static/js/axis.js');
+  const run = {metric_defs: {
+    'eval/*': {step_metric: 'trainer/global_step', summary: null, hidden: false, goal: null},
+    'debug/*': {step_metric: null, summary: null, hidden: true, goal: null},
+    'x.y': {step_metric: 'my_step', summary: null, hidden: false, goal: null},
+  }};
+  const keys = ['eval/loss', 'debug/grad', 'trainer/global_step', 'my_step', 'epoch',
+                'x.y', 'xzy', 'evalx/loss'];
+  return {
+    charts: axis.chartKeys(keys, [run]),
+    x: axis.defaultX([run]),
+    none: axis.defaultX([{}]),
+    metric: axis.xMetric('metric:a/b'),
+  };
+}"""
+
+
+def test_the_axis_rules(hf: tuple[Server, StreamWriter], open_page: Any) -> None:
+    """Globs match whole names ("." is no wildcard), hidden and step metrics are no charts."""
+    server, _ = hf
+    page, _ = open_page(server, f"project={PROJECT}")
+    assert page.evaluate(AXIS_MODEL) == {
+        "charts": ["eval/loss", "x.y", "xzy", "evalx/loss"],
+        "x": "metric:my_step",
+        "none": "step",
+        "metric": "a/b",
+    }

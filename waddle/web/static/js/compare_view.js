@@ -68,6 +68,9 @@ export class CompareView {
     const records = this.runs.map((run) => run.record);
     const keys = [...new Set(this.runs.flatMap((run) => run.keys))];
     this.x = this.state.x || defaultX(records);
+    // Unchosen, each run is drawn on its own step metric: an HF run on train/global_step
+    // and a Lightning run on trainer/global_step line up.
+    for (const run of this.runs) run.xMode = this.state.x ? undefined : defaultX([run.record]);
     this.toolbar = chartControls(
       this.state,
       {

@@ -30,7 +30,8 @@ export function groupOf(key) {
 
 export class ChartPanel {
   /**
-   * options: kind ("metrics"|"system"), sources [{id, runId, rank, label, color, startedAt}],
+   * options: kind ("metrics"|"system"), sources [{id, runId, rank, label, color, startedAt,
+   * xMode (optional: this source's own x axis of metrics, e.g. its own step metric)}],
    * xMode ("step"|"time"|"relative"|"metric:NAME", axis.js), log, smooth, syncKey, emptyText,
    * isChart(key) (default: every key is a chart).
    */
@@ -58,6 +59,11 @@ export class ChartPanel {
     const mode = this.options.xMode;
     const stepped = mode === "step" || xMetric(mode) !== null;
     return this.options.kind === "system" && stepped ? "relative" : mode;
+  }
+
+  /** The x axis of one source: its own when it has one (metrics only), else the panel's. */
+  xOf(source) {
+    return this.options.kind === "metrics" && source.xMode ? source.xMode : this.xMode;
   }
 
   addKeys(keys) {
@@ -179,8 +185,8 @@ export class ChartPanel {
             source.runId,
             keys,
             {
-              x: this.xMode === "step" ? "step" : "ts",
-              xMetric: xMetric(this.xMode),
+              x: this.xOf(source) === "step" ? "step" : "ts",
+              xMetric: xMetric(this.xOf(source)),
               maxPoints,
             },
             signal,
@@ -188,7 +194,8 @@ export class ChartPanel {
     for (const s of series) {
       const state = this.slots.get(s.key);
       if (!state || !state.chart) continue;
-      const x = this.xMode === "relative" ? s.x.map((v) => v - (source.startedAt || 0)) : s.x;
+      const relative = this.xOf(source) === "relative";
+      const x = relative ? s.x.map((v) => v - (source.startedAt || 0)) : s.x;
       state.chart.setSeries({
         id: source.id,
         label: source.label,
@@ -254,7 +261,8 @@ export class ChartPanel {
 
   /** The x of a live event's points; undefined while its step has no x-metric value. */
   pointX(event, source) {
-    const metric = xMetric(this.xMode);
+    const mode = this.xOf(source);
+    const metric = xMetric(mode);
     if (metric !== null) {
       if (!this.xAtStep.has(source.id)) this.xAtStep.set(source.id, new Map());
       const known = this.xAtStep.get(source.id);
@@ -265,8 +273,8 @@ export class ChartPanel {
       }
       return known.get(event.step);
     }
-    if (this.xMode === "step") return event.step;
-    if (this.xMode === "relative") return event.ts - (source.startedAt || 0);
+    if (mode === "step") return event.step;
+    if (mode === "relative") return event.ts - (source.startedAt || 0);
     return event.ts;
   }
 
