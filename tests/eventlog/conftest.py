@@ -5,7 +5,6 @@ real producer processes (``producer.py``)."""
 from __future__ import annotations
 
 import json
-import os
 import runpy
 import subprocess
 import sys
@@ -56,16 +55,6 @@ def drain(
             return result
         result.offset = batch.offset
     raise AssertionError("the reader never stopped")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def no_run_settings_from_the_environment() -> Iterator[None]:
-    """RANK or WADDLE_* in the caller's environment would rename streams and folders."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name in list(os.environ):
-            if name == "RANK" or name.startswith("WADDLE_"):
-                patch.delenv(name)
-        yield
 
 
 @pytest.fixture(scope="session")
