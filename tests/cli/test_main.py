@@ -152,6 +152,9 @@ def test_read_commands_next_to_a_running_writer(root: Path, tmp_path: Path, writ
         assert exported.returncode == 0, exported.stderr
         assert "from the log" in exported.stdout
         assert len(target.read_text().splitlines()) == 1 + 360
+        wide = waddle("export", "alp", "--dir", str(root), "--wide", "-o", "-")
+        assert wide.returncode == 0 and "from the log" in wide.stderr, wide.stderr
+        assert len(wide.stdout.splitlines()) == 1 + 120
         assert process.poll() is None
     finally:
         process.send_signal(signal.SIGTERM)

@@ -191,14 +191,16 @@ def export(
         reader: store.Reader | None = store.open_reader(db_path)
     except StoreLockedError:
         reader = None
+    run_id: str | None = None
     if reader is not None and reader.from_snapshot:
-        reader.close()
+        with reader:  # the snapshot names the runs; the metrics come from the log
+            run_id = resolve_run(reader.con, ref)
         reader = None
     with tempfile.TemporaryDirectory(prefix="waddle-export-") as scratch:
         to_stdout = target is not None and str(target) == STDOUT
         file = Path(scratch) / f"out.{fmt}" if to_stdout else None
         if reader is None:
-            run_id = check_id(ref, "run id")
+            run_id = run_id or check_id(ref, "run id")
             file = file or target or Path(f"{run_id}.{fmt}")
             count = _export_from_log(root, run_id, fmt, file, wide)
             source = "the log (the database is held by a running writer)"
