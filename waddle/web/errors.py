@@ -14,6 +14,7 @@ so without internals, and the traceback goes to the ``waddle.web`` log.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -59,6 +60,7 @@ class RequestError(UsageError):
         status: int,
         error: str,
         detail: str,
+        *,
         headers: dict[str, str] | None = None,
         **extra: Any,
     ) -> None:
@@ -83,7 +85,9 @@ def not_found(what: str, value: str) -> RequestError:
     return RequestError(404, "not_found", f"no {what} {value!r} on this host", **{what: value})
 
 
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+def json_response(
+    body: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
     """JSON as the log writes it: NaN and infinities become "NaN", "Infinity", "-Infinity"."""
     return Response(
         encode(body)[:-1], status_code=status, headers=headers, media_type="application/json"

@@ -164,7 +164,8 @@ def _check_event(stream: str, line: int, value: Any) -> dict[str, Any]:
                 line=line,
                 field="run_id",
             )
-    return value
+    event: dict[str, Any] = value  # checked: an event object
+    return event
 
 
 def _field(loc: tuple[int | str, ...], kind: str) -> str | None:

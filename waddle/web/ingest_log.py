@@ -187,14 +187,17 @@ def _first_event(stream_dir: Path) -> dict[str, Any] | None:
     """The stream's seq-0 event as held, or None (retention removed it, or unreadable)."""
     try:
         with open(stream_dir / segment_name(0), "rb") as handle:
-            return orjson.loads(handle.readline())
+            event = orjson.loads(handle.readline())
     except (OSError, orjson.JSONDecodeError):
         return None
+    return event if type(event) is dict else None
 
 
 def _origin(event: dict[str, Any]) -> tuple[Any, ...]:
     """What identifies the process that started a stream: its run event's id and context."""
-    context = event.get("context") if isinstance(event.get("context"), dict) else {}
+    context = event.get("context")
+    if not isinstance(context, dict):
+        context = {}
     return (
         event.get("type"),
         event.get("run_id"),

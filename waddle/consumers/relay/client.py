@@ -5,21 +5,23 @@
 context). It is not thread-safe: each sending thread has its own. The relay consumer
 (``waddle.consumers.relay.consumer``) and ``waddle sync`` both post through it.
 
-Every answer and every failure is translated here, and only here. The errors are
-``waddle.errors`` classes carrying ``status`` (0: no answer), ``code`` (the body's
-``error``), ``scope`` and ``retry_after``:
+Every answer and every failure is translated here, and only here, into a ``Held`` or
+one of the ``waddle.errors`` relay errors. ``HostBusy`` and ``HostDenied`` are both
+``HostRefused``: they carry the answer's ``status`` and ``code`` (the body's ``error``);
+``HostDenied`` also a ``scope``, what the refusal stops:
 
 =================================  ======================================================
 200                                ``Held(seq)``: the host now holds the stream up to
                                    ``seq`` (all-or-nothing; duplicates acknowledged)
 409 ``seq_gap``                    ``Held(expected - 1, gap=True)``: the host lacks
                                    earlier events; send from ``expected``
-no connection, reset, timeout;     ``TransientError``: back off and retry
-5xx, 408, 425, 429                 (``retry_after``: the host's Retry-After, seconds)
-401, 403                           ``PermanentError``, scope ``host``: the token is wrong
-404, 405, 415, non-4xx oddities    ``PermanentError``, scope ``host``: not a Waddle host
-413                                ``PermanentError``, scope ``stream``: send less at once
-other 4xx                          ``PermanentError``, scope ``stream``, naming the host's
+no connection, reset, timeout      ``HostUnreachable`` (transient): back off and retry
+5xx, 408, 425, 429                 ``HostBusy`` (transient): back off and retry
+                                   (``retry_after``: the host's Retry-After, seconds)
+401, 403                           ``HostDenied``, scope ``host``: the token is wrong
+404, 405, 415, non-4xx oddities    ``HostDenied``, scope ``host``: not a Waddle host
+413                                ``HostDenied``, scope ``stream``: send less at once
+other 4xx                          ``HostDenied``, scope ``stream``, naming the host's
                                    ``error`` and ``detail`` (an event it refuses, a
                                    stream a local process on the host writes)
 =================================  ======================================================
@@ -41,11 +43,12 @@ import random
 import socket
 import ssl
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import orjson
 
-from waddle.errors import PermanentError, TransientError, UsageError, WaddleError
+from waddle.errors import HostBusy, HostDenied, HostUnreachable, UsageError
 
 DEFAULT_TIMEOUT_S = 30.0
 GZIP_LEVEL = 1
@@ -64,24 +67,6 @@ class Held:
 
     seq: int
     gap: bool = False
-
-
-def _error(
-    cls: type[WaddleError], message: str, status: int = 0, code: str = "", scope: str = "host"
-) -> WaddleError:
-    """A ``TransientError`` or ``PermanentError`` that says what the host answered.
-
-    ``status`` (0: no answer) and ``code`` (the body's ``error``) are the host's;
-    ``scope`` says what a permanent refusal stops: the whole ``host`` (a wrong token, not
-    a Waddle host) or one ``stream`` (an event or stream the host refuses).
-    ``retry_after`` is the host's Retry-After in seconds, or None.
-    """
-    exc = cls(message)
-    exc.status = status  # type: ignore[attr-defined]
-    exc.code = code  # type: ignore[attr-defined]
-    exc.scope = scope  # type: ignore[attr-defined]
-    exc.retry_after = None  # type: ignore[attr-defined]
-    return exc
 
 
 def check_url(url: str) -> str:
@@ -125,7 +110,7 @@ class IngestClient:
     def post(self, stream: str, body: bytes) -> Held:
         """Send ``body`` (NDJSON lines of ``stream``, in seq order); what the host holds.
 
-        Raises ``TransientError`` or ``PermanentError`` as the table above says.
+        Raises ``HostUnreachable``, ``HostBusy`` or ``HostDenied`` as the table above says.
         """
         compressed = self.compress
         status, payload = self._request(stream, body, compressed)
@@ -159,9 +144,7 @@ class IngestClient:
                 return self._exchange(target, body, headers)
         except (OSError, http.client.HTTPException) as exc:
             self.close()
-            raise _error(
-                TransientError, f"cannot reach {self.url}: {_describe(exc)}", code="unreachable"
-            ) from exc
+            raise HostUnreachable(f"cannot reach {self.url}: {_describe(exc)}") from exc
 
     def _exchange(self, target: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
         connection = self._connect()
@@ -196,33 +179,33 @@ def _answer(url: str, stream: str, status: int, payload: bytes, retry_after: flo
     if status == 409 and code == "seq_gap" and type(body.get("expected")) is int:
         return Held(body["expected"] - 1, gap=True)
     if status in (401, 403):
-        raise _error(
-            PermanentError,
+        raise HostDenied(
             f"{url} refused this relay ({status} {code or 'unauthorized'}): the token is "
             "wrong or missing for that host; pass the host's token with --token",
-            status,
-            code,
+            status=status,
+            code=code,
             scope="host",
         )
     if status in (404, 405, 415) or status < 400:
-        raise _error(
-            PermanentError,
+        raise HostDenied(
             f"{url} is not a Waddle host that takes /ingest (it answered {status} "
             f"{code}{': ' + detail if detail else ''}); check the URL",
-            status,
-            code,
+            status=status,
+            code=code,
             scope="host",
         )
     if status >= 500 or status in (408, 425, 429):
         message = f"{url} answered {status} {code} for stream {stream!r}"
-        exc = _error(TransientError, f"{message}: {detail}" if detail else message, status, code)
-        exc.retry_after = retry_after  # type: ignore[attr-defined]
-        raise exc
-    raise _error(
-        PermanentError,
+        raise HostBusy(
+            f"{message}: {detail}" if detail else message,
+            status=status,
+            code=code,
+            retry_after=retry_after,
+        )
+    raise HostDenied(
         f"{url} refused stream {stream!r} ({status} {code}): {detail}",
-        status,
-        code,
+        status=status,
+        code=code,
         scope="stream",
     )
 
@@ -231,7 +214,7 @@ def _refuses_gzip(status: int, payload: bytes) -> bool:
     return status == 415 or (status == 400 and _json(payload).get("error") == "invalid_encoding")
 
 
-def _json(payload: bytes) -> dict:
+def _json(payload: bytes) -> dict[str, Any]:
     try:
         value = orjson.loads(payload)
     except orjson.JSONDecodeError:
@@ -261,13 +244,15 @@ class Backoff:
     that failed together spread out but none retries at once in a tight loop.
     """
 
-    def __init__(self, base: float = 0.2, cap: float = 15.0, rng: random.Random | None = None):
+    def __init__(
+        self, base: float = 0.2, cap: float = 15.0, rng: random.Random | None = None
+    ) -> None:
         self.base = base
         self.cap = cap
         self.rng = rng or random.Random()
 
     def delay(self, attempt: int, hint: float | None = None) -> float:
         """Seconds to wait before retry ``attempt`` (0-based); ``hint`` is a Retry-After."""
-        window = min(self.cap, self.base * (2 ** min(attempt, 30)))
+        window = min(self.cap, self.base * 2.0 ** min(attempt, 30))
         chosen = window / 2 + self.rng.uniform(0, window / 2)
         return min(self.cap, max(chosen, hint or 0.0))

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from waddle.consumers.relay.client import Backoff, Held, IngestClient
-from waddle.errors import PermanentError, TransientError, WaddleError
+from waddle.errors import HostDenied, HostRefused, TransientError, WaddleError
 from waddle.eventlog.reader import LogReader, Offset
 from waddle.eventlog.record import encode
 from waddle.eventlog.segment import list_segments
@@ -196,10 +196,10 @@ class Sender:
                     return None
                 attempt += 1
                 continue
-            except PermanentError as exc:
-                if getattr(exc, "status", 0) == 413:
+            except HostDenied as exc:
+                if exc.status == 413:
                     raise _TooLarge from exc
-                if getattr(exc, "scope", "host") == "host":
+                if exc.scope == "host":
                     self.owner.fail(exc)
                 else:
                     self.owner.park(stream, str(exc))
@@ -229,7 +229,8 @@ class Sender:
                         self.backoff.cap,
                     )
             since = self._outage_since
-        delay = self.backoff.delay(attempt, getattr(exc, "retry_after", None))
+        hint = exc.retry_after if isinstance(exc, HostRefused) else None
+        delay = self.backoff.delay(attempt, hint)
         if self.give_up_after is not None:
             left = since + self.give_up_after - now
             if left <= 0:
