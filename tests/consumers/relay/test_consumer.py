@@ -33,7 +33,7 @@ from waddle.consumers.base import run_consumer
 from waddle.consumers.registry import StateStore
 from waddle.consumers.relay.client import Backoff, Held, IngestClient, check_url
 from waddle.consumers.relay.consumer import RelayConsumer, relay_name
-from waddle.errors import PermanentError, TransientError, UsageError
+from waddle.errors import HostBusy, HostDenied, HostUnreachable, PermanentError, UsageError
 from waddle.eventlog.reader import Offset
 from waddle.eventlog.record import encode
 from waddle.eventlog.segment import list_segments, log_dir, segment_name
@@ -141,15 +141,15 @@ def test_bad_urls_are_refused(url: str) -> None:
 ANSWERS: list[tuple[int, dict[str, Any], dict[str, str], Any]] = [
     (200, {"stream": "s", "seq": 5, "written": 6, "duplicates": 0}, {}, Held(5)),
     (409, {"error": "seq_gap", "expected": 3, "seq": 2}, {}, Held(2, gap=True)),
-    (401, {"error": "unauthorized"}, {}, (PermanentError, "host", "token")),
-    (403, {"error": "forbidden"}, {}, (PermanentError, "host", "token")),
-    (404, {"error": "not_found"}, {}, (PermanentError, "host", "not a Waddle host")),
-    (400, {"error": "invalid_event", "detail": "step: bad"}, {}, (PermanentError, "stream", "bad")),
-    (409, {"error": "stream_locked", "detail": "one writer"}, {}, (PermanentError, "stream", "")),
-    (413, {"error": "too_large"}, {}, (PermanentError, "stream", "413")),
-    (500, {"error": "internal"}, {}, (TransientError, None, "500")),
-    (503, {"error": "write_failed"}, {"Retry-After": "7"}, (TransientError, 7.0, "503")),
-    (429, {}, {}, (TransientError, None, "429")),
+    (401, {"error": "unauthorized"}, {}, (HostDenied, "host", "token")),
+    (403, {"error": "forbidden"}, {}, (HostDenied, "host", "token")),
+    (404, {"error": "not_found"}, {}, (HostDenied, "host", "not a Waddle host")),
+    (400, {"error": "invalid_event", "detail": "step: bad"}, {}, (HostDenied, "stream", "bad")),
+    (409, {"error": "stream_locked", "detail": "one writer"}, {}, (HostDenied, "stream", "")),
+    (413, {"error": "too_large"}, {}, (HostDenied, "stream", "413")),
+    (500, {"error": "internal"}, {}, (HostBusy, None, "500")),
+    (503, {"error": "write_failed"}, {"Retry-After": "7"}, (HostBusy, 7.0, "503")),
+    (429, {}, {}, (HostBusy, None, "429")),
 ]
 
 
@@ -172,7 +172,7 @@ def test_every_answer_becomes_held_or_one_kind_of_error(
             client.post("s", b'{"seq":0}\n')
         assert words in str(caught.value)
         assert caught.value.status == status
-        if kind is PermanentError:
+        if kind is HostDenied:
             assert caught.value.scope == extra
         else:
             assert caught.value.retry_after == extra
@@ -182,7 +182,7 @@ def test_every_answer_becomes_held_or_one_kind_of_error(
 
 def test_an_unreachable_host_is_transient() -> None:
     client = IngestClient(f"http://127.0.0.1:{free_port()}", timeout=2)
-    with pytest.raises(TransientError, match="connection refused"):
+    with pytest.raises(HostUnreachable, match="connection refused"):
         client.post("s", b'{"seq":0}\n')
 
 
