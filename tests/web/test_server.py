@@ -23,12 +23,9 @@ from .conftest import Server, eventually, start_server, wait_for_run
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_stops_it_cleanly_with_offsets_committed(
-    serve: Any, sig: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_signal_stops_it_cleanly_with_offsets_committed(serve: Any, sig: int) -> None:
     server: Server = serve()
-    monkeypatch.setenv("WADDLE_DIR", str(server.root))
-    run = waddle.init(project="stop", id="stoprun", system_metrics=False)
+    run = waddle.init(project="stop", root=server.root, id="stoprun", system_metrics=False)
     for step in range(300):
         run.log({"loss": float(step)})
     run.finish()
@@ -47,7 +44,7 @@ def test_a_signal_stops_it_cleanly_with_offsets_committed(
     assert (seq, status) == (last, "finished")
     assert "Traceback" not in server.stderr()
     # The ingest writer let go of its stream: a local producer can continue it.
-    waddle.init(project="stop", id="relayedrun", resume=True).finish()
+    waddle.init(project="stop", root=server.root, id="relayedrun", resume=True).finish()
 
 
 def test_serve_demo_shows_a_working_url(serve: Any) -> None:
