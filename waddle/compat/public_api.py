@@ -13,6 +13,7 @@ DuckDB (and pandas, for ``history``) are imported when a method is called, never
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from waddle import paths
 from waddle.errors import UsageError
 
 # wandb's filter operators that have a plain Python meaning here.
-_OPERATORS = {
+_OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "$eq": lambda value, wanted: value == wanted,
     "$ne": lambda value, wanted: value != wanted,
     "$gt": lambda value, wanted: value is not None and value > wanted,
@@ -88,7 +89,7 @@ class Api:
         folder has no store and no log."""
         import contextlib
 
-        from waddle.cli.commands import refresh
+        from waddle.consumers.duckdb.refresh import refresh
         from waddle.store import schema
 
         refresh(self.root, self.db_path)
@@ -143,7 +144,7 @@ class PublicRun:
             rows = [rows[i * (len(rows) - 1) // (samples - 1)] for i in range(samples)]
         if pandas:
             try:
-                import pandas as pd
+                import pandas as pd  # type: ignore[import-untyped,unused-ignore]
             except ImportError:
                 return rows
             return pd.DataFrame(rows, columns=columns)

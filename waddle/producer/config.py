@@ -177,7 +177,8 @@ class Config(RecordedDict):
         super().__init__(stringify_keys(dict(initial or {})))
 
     def _keyed(self, changes: dict[Any, Any]) -> dict[str, Any]:
-        return stringify_keys(changes)
+        keyed: dict[str, Any] = stringify_keys(changes)
+        return keyed
 
 
 class Summary(RecordedDict):
@@ -194,6 +195,9 @@ class Summary(RecordedDict):
         super().__init__()
         object.__setattr__(self, "last", {})
         # metric or glob -> what to keep; later definitions of a name replace earlier ones
+        self.rules: dict[str, str]
+        self._modes: dict[str, str]
+        self._means: dict[str, tuple[float, int]]
         object.__setattr__(self, "rules", {})
         object.__setattr__(self, "_modes", {})  # metric -> its rule, resolved once
         object.__setattr__(self, "_means", {})  # metric -> (total, count)
@@ -213,7 +217,7 @@ class Summary(RecordedDict):
                 del self.last[key]
 
     def _mode(self, key: str) -> str:
-        mode = self._modes.get(key)
+        mode: str | None = self._modes.get(key)
         if mode is None:
             mode = self.rules.get(key)
             if mode is None:  # the latest glob that matches, else the last value

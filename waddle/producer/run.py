@@ -296,7 +296,7 @@ class Run:
             self._pending = {}
             self._step = max(self._step, step + 1)
         else:
-            event = {"data": data}
+            event: dict[str, Any] = {"data": data}
             encode_metrics(event)  # an unencodable value must fail at this call, not later
             data = event["data"]
             self._pending = {**self._pending, **data}
@@ -312,7 +312,7 @@ class Run:
         if self._synced:
             data = self._with_step_metrics(data)
         writer = self._writer
-        event = {
+        event: dict[str, Any] = {
             "seq": writer.next_seq,
             "ts": _now(),
             "type": "metrics",
