@@ -160,6 +160,7 @@ def test_compared_hf_and_lightning_runs_line_up_each_on_its_step_metric(
     page.wait_for_function(
         """() => [...document.querySelectorAll('.chart')].some((n) =>
             n.__chart.options.title === 'eval/loss' && n.__chart.uplot
+            && n.__chart.uplot.data.length === 3
             && n.__chart.uplot.data.slice(1).every((ys) => ys.some((y) => y != null)))""",
         timeout=TIMEOUT_MS,
     )
