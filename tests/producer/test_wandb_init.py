@@ -4,6 +4,7 @@ config, media values, and the line ``finish`` prints."""
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from pathlib import Path
@@ -257,3 +258,18 @@ def test_finish_is_silent_when_asked(
         monkeypatch.setenv(how, "true")
     waddle.init(system_metrics=False, settings=settings).finish()
     assert capsys.readouterr().err == ""
+
+
+def test_a_closed_stderr_never_makes_finish_raise(monkeypatch: pytest.MonkeyPatch) -> None:
+    closed = io.StringIO()
+    closed.close()
+    monkeypatch.setattr(sys, "stderr", closed)  # as at interpreter exit, or under pythonw
+    run = waddle.init(id="closed", system_metrics=False)
+    run.finish()
+    monkeypatch.setattr(sys, "stderr", None)
+    waddle.init(id="none", system_metrics=False).finish()
+    assert ending_status("closed") == ending_status("none") == "finished"
+
+
+def ending_status(stream: str) -> str:
+    return str(read_events(stream=stream)[-1]["status"])

@@ -14,6 +14,7 @@ the SIGTERM handler on the first ``init`` in the main thread (only it may set on
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
 import sys
@@ -216,11 +217,12 @@ def forget(run: Run) -> None:
     if run in _live:
         _live.remove(run)
     if not run.disabled and not is_silent(run.settings):
-        print(
-            f"waddle: run {run.name} ({run.id}) is in {run.root}; "
-            f"see it with: waddle serve --dir {run.root}",
-            file=sys.stderr,
-        )
+        line = f"waddle: run {run.name} ({run.id}) is in {run.root}; "
+        line += f"see it with: waddle serve --dir {run.root}\n"
+        # finish runs at exit and in signal handlers: a closed or broken stderr (None
+        # under pythonw), or a write the handler interrupted, must not raise from here
+        with contextlib.suppress(OSError, RuntimeError, ValueError, AttributeError):
+            sys.stderr.write(line)
 
 
 def current() -> Run | None:
