@@ -48,10 +48,6 @@ _hook_lock = threading.Lock()
 # ``waddle.config`` before ``init``: values set on it are applied by the next ``init``.
 _preinit_config = Config()
 
-# A command's ``--dir`` rule (the folder itself), for the commands that still import it
-# from here; ``init`` follows ``paths.root_dir`` (``<dir>/.waddle``).
-root_dir = paths.command_root
-
 
 def _env(name: str) -> str | None:
     """``$WADDLE_<name>``, else ``$WANDB_<name>``: wandb scripts and jobs keep working."""
