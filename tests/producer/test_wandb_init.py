@@ -175,6 +175,15 @@ def test_a_yaml_config_without_pyyaml_names_the_package(
         waddle.init(config=tmp_path / "missing.yaml", system_metrics=False)
 
 
+def test_config_include_and_exclude_keys_filter_inits_config() -> None:
+    config = {"lr": 0.1, "layers": 3, "secret": "x"}
+    run = waddle.init(config=config, config_exclude_keys=["secret"], system_metrics=False)
+    assert dict(run.config) == {"lr": 0.1, "layers": 3}
+    run = waddle.init(config=config, config_include_keys=["lr", "nope"], system_metrics=False)
+    assert dict(run.config) == {"lr": 0.1}
+    run.finish()
+
+
 def test_config_set_before_init_is_applied_by_it() -> None:
     assert waddle.config is not None
     waddle.config.update({"lr": 0.1, "layers": 2})

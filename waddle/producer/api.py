@@ -82,6 +82,8 @@ def init(
     mode: str | None = None,
     settings: Settings | None = None,
     reinit: bool | str | None = None,
+    config_exclude_keys: list[str] | None = None,
+    config_include_keys: list[str] | None = None,
     system_metrics: bool = True,
     system_interval: float = DEFAULT_INTERVAL_S,
     console: bool = False,
@@ -113,7 +115,12 @@ def init(
     project = str(project or _env("PROJECT") or "uncategorized")
     run_id = check_id(id or _env("RUN_ID") or new_run_id(), "run id")
     root = paths.command_root(root) if root else paths.root_dir(dir or os.environ.get("WANDB_DIR"))
-    values = Config({**_take_preinit_config(), **as_plain_dict(config)})
+    given = as_plain_dict(config)
+    if config_include_keys is not None:  # wandb's: keep only these keys of ``config``
+        given = {key: value for key, value in given.items() if key in config_include_keys}
+    for key in config_exclude_keys or ():
+        given.pop(key, None)
+    values = Config({**_take_preinit_config(), **given})
     name = str(name or _env("NAME") or friendly_name(run_id))
     tags = tuple(str(tag) for tag in tags) if tags is not None else _env_tags()
     notes = _text_or_none(notes if notes is not None else _env("NOTES"))
