@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import os
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,11 +71,13 @@ class Chunk:
 
     @property
     def first(self) -> int:
-        return self.events[0]["seq"]
+        seq: int = self.events[0]["seq"]
+        return seq
 
     @property
     def last(self) -> int:
-        return self.events[-1]["seq"]
+        seq: int = self.events[-1]["seq"]
+        return seq
 
 
 def message(stream: str, info: StreamInfo, events: list[dict[str, Any]]) -> str:
@@ -285,7 +287,7 @@ class Broadcaster(Consumer):
         self.tail_reader = IdleSkippingReader(root, self.hub)
         self.directory = StreamDirectory(self.reader)
 
-    def start(self, offsets: Offsets) -> Offsets:
+    def start(self, offsets: Mapping[str, Offset]) -> Offsets:
         """Start at the current end of every stream: only new events are broadcast."""
         ends = {
             stream: end_offset(self.reader.log_dir / stream) for stream in self.reader.streams()

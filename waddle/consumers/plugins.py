@@ -38,7 +38,8 @@ def find(name: str) -> Callable[..., Any]:
         return _import(BUILTIN[name], name)
     for entry in entry_points(group=GROUP):
         if entry.name == name:
-            return entry.load()
+            factory: Callable[..., Any] = entry.load()
+            return factory
     if ":" in name:
         return _import(name, name)
     raise UsageError(
@@ -54,7 +55,8 @@ def _import(target: str, name: str) -> Callable[..., Any]:
     except ImportError as exc:
         raise UsageError(f"consumer {name!r}: cannot import {module_name!r} ({exc})") from exc
     try:
-        return getattr(module, attribute)
+        factory: Callable[..., Any] = getattr(module, attribute)
+        return factory
     except AttributeError:
         raise UsageError(f"consumer {name!r}: {module_name} has no {attribute!r}") from None
 
@@ -62,7 +64,7 @@ def _import(target: str, name: str) -> Callable[..., Any]:
 def create(name: str, root: Path, *, duckdb_path: Path | None = None) -> Consumer:
     """Build the consumer ``name`` for the Waddle folder ``root``, checked for the protocol."""
     factory = find(name)
-    consumer = factory(root, duckdb_path) if name == "duckdb" else factory(root)
+    consumer: Consumer = factory(root, duckdb_path) if name == "duckdb" else factory(root)
     methods = ("start", "handle", "commit", "close")
     missing = [m for m in methods if not callable(getattr(consumer, m, None))]
     if missing or not hasattr(consumer, "durable"):

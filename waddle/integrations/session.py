@@ -65,4 +65,5 @@ def json_safe(values: Mapping[str, Any]) -> dict[str, Any]:
     """``values`` as JSON has it: keys become strings, what JSON cannot hold becomes its
     ``str``. Frameworks hand over configs with int keys (``id2label``) and objects
     (modules, callables); a config must never stop a training job."""
-    return json.loads(json.dumps(dict(values), default=str))
+    cleaned: dict[str, Any] = json.loads(json.dumps(dict(values), default=str))
+    return cleaned

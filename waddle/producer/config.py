@@ -29,7 +29,8 @@ def as_plain_dict(source: Any) -> dict[str, Any]:
     if isinstance(source, Mapping):
         return dict(source)
     if hasattr(source, "model_dump"):
-        return source.model_dump(mode="json")
+        dumped: dict[str, Any] = source.model_dump(mode="json")
+        return dumped
     if hasattr(source, "__dataclass_fields__"):
         import dataclasses
 

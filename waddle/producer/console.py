@@ -58,7 +58,7 @@ class ConsoleCapture:
     def __init__(self, record: Record) -> None:
         self._originals = (sys.stdout, sys.stderr)
         self._tees = (Tee(sys.stdout, "stdout", record), Tee(sys.stderr, "stderr", record))
-        sys.stdout, sys.stderr = self._tees  # type: ignore[assignment]
+        sys.stdout, sys.stderr = self._tees
 
     def close(self) -> None:
         """Record what is left of a partial line and put the original streams back."""

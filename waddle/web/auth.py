@@ -96,7 +96,8 @@ def cookie_name(scope: Scope) -> str:
 
 
 def _query_token(scope: Scope) -> str | None:
-    for key, value in parse_qsl(scope.get("query_string", b"").decode("latin-1")):
+    query: bytes = scope.get("query_string", b"")
+    for key, value in parse_qsl(query.decode("latin-1")):
         if key == "token":
             return value
     return None
@@ -139,7 +140,9 @@ def _setting_cookie(send: Send, name: str, token: str) -> Send:
     return wrapped
 
 
-async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, error: str, detail: str):
+async def _refuse(
+    scope: Scope, receive: Receive, send: Send, status: int, error: str, detail: str
+) -> None:
     body = orjson.dumps({"error": error, "detail": detail})
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if status == 401:

@@ -82,7 +82,8 @@ def bad_request(error: str, detail: str, **extra: Any) -> RequestError:
 
 def not_found(what: str, value: str) -> RequestError:
     """A 404 naming the missing ``what`` (a run, a stream) in the body's ``what`` field."""
-    return RequestError(404, "not_found", f"no {what} {value!r} on this host", **{what: value})
+    extra: dict[str, Any] = {what: value}
+    return RequestError(404, "not_found", f"no {what} {value!r} on this host", **extra)
 
 
 def json_response(
@@ -103,7 +104,11 @@ def domain_answer(exc: IngestError | StreamLockedError) -> RequestError:
     """The answer to a domain error raised below the web layer (``waddle.errors``)."""
     detail = str(exc)
     if isinstance(exc, SeqGap):
-        extra = {"stream": exc.stream, "expected": exc.expected, "seq": exc.expected - 1}
+        extra: dict[str, Any] = {
+            "stream": exc.stream,
+            "expected": exc.expected,
+            "seq": exc.expected - 1,
+        }
         return RequestError(409, "seq_gap", detail, **extra)
     if isinstance(exc, StreamConflict):
         return RequestError(409, "stream_conflict", detail, stream=exc.stream)

@@ -15,7 +15,7 @@ MAX_KEY_LENGTH = 512
 
 
 def run_id(request: Request) -> str:
-    value = request.path_params["run_id"]
+    value: str = request.path_params["run_id"]
     if not is_valid_id(value):
         raise bad_request(
             "invalid_id",

@@ -32,7 +32,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -89,7 +89,7 @@ class Client:
         self.control.append(message)
         self.subscriber.wake.set()
 
-    async def receive(self, message: dict[str, Any]) -> None:
+    async def receive(self, message: Mapping[str, Any]) -> None:
         """Handle one client message; a bad one gets an error message, nothing more."""
         try:
             request = _parse(message)
@@ -217,7 +217,7 @@ class Client:
             raise SlowClient("a send stalled past the timeout") from None
 
 
-def _parse(message: dict[str, Any]) -> dict[str, Any]:
+def _parse(message: Mapping[str, Any]) -> dict[str, Any]:
     text = message.get("text")
     if text is None:
         raise ProtocolError("send JSON text messages, not binary ones")
@@ -317,7 +317,7 @@ class AbortableWebSocketProtocol(AutoWebSocketsProtocol):  # type: ignore[misc,v
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self.app = _with_abort(self.app, transport.abort)  # type: ignore[attr-defined]
+        self.app = _with_abort(self.app, transport.abort)  # type: ignore[attr-defined,has-type]
 
 
 def _with_abort(app: ASGIApp, abort: Callable[[], None]) -> ASGIApp:

@@ -29,7 +29,7 @@ _TS = itemgetter("ts")
 
 def to_json(value: Any) -> str:
     """JSON text with NaN and infinities spelled as the log spells them."""
-    return encode(value)[:-1].decode()  # type: ignore[arg-type]
+    return encode(value)[:-1].decode()
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
@@ -113,6 +113,7 @@ class LongColumns:
                 array = np.array(values, dtype=np.float64)
             except OverflowError:
                 array = None
+        lengths: int | np.ndarray[Any, Any]  # values per event: one for all, or each's
         if array is None:
             keys, array, lengths = self._split(run_id, events, axis, others)
             codes = self.names.encode(keys)

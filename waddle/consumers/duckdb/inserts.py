@@ -50,7 +50,7 @@ class PendingRows:
             ("system", self.system, f"{RUN}, b.axis, {KEY}, b.ts, {VALUE}"),
         ):
             if long.rows:
-                columns = long.arrays()
+                columns: dict[str, Any] = long.arrays()
                 columns["names"] = list(self.names.codes)
                 found.append((table, columns, f"SELECT {order} FROM batch AS b"))
         for table, rows in (

@@ -261,7 +261,7 @@ class DuckDBWriter(Consumer):
                         setattr(run, key, value)
                     run.config, run.summary = run.config or {}, run.summary or {}
                     run.context, run.tags = run.context or {}, list(run.tags or [])
-                    (run.lead_rank,) = cursor.execute(
+                    (run.lead_rank,) = cursor.execute(  # type: ignore[misc]  # min(): one row
                         "SELECT min(rank) FROM streams WHERE run_id = ?", [run_id]
                     ).fetchone()
             self._runs[run_id] = run
@@ -322,7 +322,7 @@ class DuckDBWriter(Consumer):
             self._rows = PendingRows(self._names)
         return dict(self._committed)
 
-    def _upserts(self) -> dict[str, list[list[Any]]]:
+    def _upserts(self) -> dict[str, Any]:
         """The rows of runs, streams and offsets this commit replaces."""
         streams = sorted(self._touched_streams)
         return {
