@@ -35,6 +35,7 @@ def main(argv: list[str]) -> None:
             root=root,
             system_metrics=False,
             segment_bytes=int(segment_bytes),
+            reinit="create_new",  # all live at once: a second init must not finish the first
         )
         for index in range(int(runs))
     ]
