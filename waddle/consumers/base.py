@@ -35,10 +35,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from waddle.consumers.registry import StateStore
 from waddle.consumers.retry import Retry, is_transient
+from waddle.event_types import Event
 from waddle.eventlog.reader import DEFAULT_POLL_INTERVAL, Batch, LogReader, Offset
 
 logger = logging.getLogger("waddle.consumers")
@@ -83,7 +84,7 @@ class Consumer:
     def close(self) -> None:
         """Release resources; what was handled but not committed is forgotten."""
 
-    def fresh(self, batch: Batch) -> list[dict[str, Any]]:
+    def fresh(self, batch: Batch) -> list[Event]:
         """The events of ``batch`` above the last seq taken from its stream; advances it.
 
         A replayed or overlapping batch yields only what is new, so handling the same
@@ -145,13 +146,16 @@ class _Publisher:
         self.last: Offsets | None = None
         self.when = 0.0
 
-    def __call__(self, offsets: Offsets, *, force: bool = False) -> None:
+    def __call__(self, offsets: Offsets, *, force: bool = False) -> bool:
+        """Publish ``offsets`` if due; whether they are published now (False: later)."""
         if not self.consumer.durable or offsets == self.last:
-            return
+            return True
         now = time.monotonic()
         if force or now - self.when >= PUBLISH_INTERVAL_S:
             self.registry.publish(self.consumer.name, offsets)
             self.last, self.when = dict(offsets), now
+            return True
+        return False
 
 
 def run_consumer(
@@ -223,15 +227,18 @@ class _Loop:
                 ready.set()
             if progress is not None:
                 progress.begin(consumer.name, self.committed)
-            pending = False
+            pending = unpublished = False
             last_commit = time.monotonic()
 
             def commit(*, publish_now: bool = True) -> None:
-                nonlocal pending, last_commit
+                # Called at every idle moment: with nothing new it must cost nothing,
+                # not a comparison of every stream's offsets (thousands of finished runs).
+                nonlocal pending, unpublished, last_commit
                 if pending:
                     self.committed = consumer.commit()
-                    pending, last_commit = False, time.monotonic()
-                publish(self.committed, force=publish_now)
+                    pending, unpublished, last_commit = False, True, time.monotonic()
+                if unpublished:
+                    unpublished = not publish(self.committed, force=publish_now)
                 if self.retry is not None:
                     self.retry.succeeded(consumer.name)
 

@@ -39,12 +39,15 @@ from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from waddle.eventlog.record import BadLine, decode
 from waddle.eventlog.segment import list_segments, log_dir, segment_name
 from waddle.eventlog.watch import Watcher
 from waddle.ids import is_valid_id
+
+if TYPE_CHECKING:  # the producer reads the log too: no import it does not need
+    from waddle.event_types import Event
 
 _SEQ = operator.itemgetter("seq")
 
@@ -54,9 +57,9 @@ DEFAULT_BATCH_BYTES = 1 << 20
 MAX_LINE_BYTES = 64 << 20
 DEFAULT_POLL_INTERVAL = 0.05
 _BACK_BLOCK = 64 << 10
-PARK_CHECK_S = 5.0
-PARK_CHECK_NOTIFIED_S = 30.0
-_RELIST_S = 5.0
+PARK_CHECK_S = 10.0
+PARK_CHECK_NOTIFIED_S = 60.0
+_RELIST_S = 30.0
 _RACY_S = 2.0
 
 
@@ -99,7 +102,7 @@ class Batch:
     """
 
     stream: str
-    events: list[dict[str, Any]]
+    events: list[Event]
     offset: Offset
     corrupt: list[Corruption] = field(default_factory=list)
     restarted: bool = False
@@ -117,8 +120,8 @@ class LogReader:
         park_check: float | None = None,
     ) -> None:
         """``notify``: use change notification while following (else polling only);
-        ``park_check``: seconds between checks of a parked stream (default: 30 s with
-        notification, 5 s without)."""
+        ``park_check``: seconds between checks of a parked stream (default: 60 s with
+        notification, 10 s without)."""
         self.root = Path(root)
         self.log_dir = log_dir(self.root)
         self.batch_bytes = batch_bytes
@@ -178,7 +181,8 @@ class LogReader:
             offset = scan.enter(segments[segments.index(offset.segment) + 1], offset)
         for item in scan.corrupt:
             logger.warning("waddle: log fault in %s", item)
-        return Batch(stream, fresh, offset, scan.corrupt, scan.restarted)
+        # The lines passed ``decode``'s check of the envelope: they are events from here on.
+        return Batch(stream, cast("list[Event]", fresh), offset, scan.corrupt, scan.restarted)
 
     def _read_chunk(self, path: Path, position: int) -> tuple[bytes, bool, bool]:
         """Bytes from ``position``: a batch's worth, more until it holds two lines (a long
@@ -358,18 +362,22 @@ def _seq_before(path: Path, position: int) -> int | None:
 _Stamp = tuple[int, int, int, int, int]
 
 
-def _stamp(stream_dir: Path, segment: int) -> _Stamp:
+def _stamp(paths: tuple[str, str]) -> _Stamp:
     """What changes when a stream changes: its folder (a segment added, the stream
-    created again) and its newest segment (appended to); two stats, nothing read."""
+    created again) and its newest segment (appended to); two stats, nothing read.
+    ``paths``: the folder's and the segment's, as strings (no ``Path`` per check)."""
     try:
-        folder = os.stat(stream_dir)
+        folder = os.stat(paths[0])
     except FileNotFoundError:
         return (-1, -1, -1, -1, -1)
     try:
-        newest = os.stat(stream_dir / segment_name(segment))
+        newest = os.stat(paths[1])
     except FileNotFoundError:
         return (folder.st_ino, folder.st_mtime_ns, -1, -1, -1)
     return (folder.st_ino, folder.st_mtime_ns, newest.st_ino, newest.st_size, newest.st_mtime_ns)
+
+
+_Parked = tuple[tuple[str, str], _Stamp]
 
 
 class _Parking:
@@ -389,7 +397,7 @@ class _Parking:
         self.reader = reader
         self.log_dir = reader.log_dir
         self.watcher: Watcher | None = None
-        self.parked: dict[str, tuple[int, _Stamp]] = {}
+        self.parked: dict[str, _Parked] = {}
         self.last: dict[str, tuple[Offset, str | None]] = {}
         self.rotation: deque[str] = deque()
         self.queued: set[str] = set()
@@ -416,15 +424,15 @@ class _Parking:
         changed = self.watcher.take() if self.watcher is not None else set()
         self._relist(reader, force=bool(changed - self.present))
         for stream in self._to_check(changed):
-            segment, stamp = self.parked[stream]
-            if _stamp(self.log_dir / stream, segment) != stamp:
+            paths, stamp = self.parked[stream]
+            if _stamp(paths) != stamp:
                 del self.parked[stream]
                 self.awake = None
         if self.awake is None:
             self.awake = [s for s in self.listed if s not in self.parked]
         return self.awake
 
-    def before(self, stream: str, offset: Offset) -> tuple[int, _Stamp] | None:
+    def before(self, stream: str, offset: Offset) -> _Parked | None:
         """The stamp to park ``stream`` with if the read at ``offset`` finds nothing:
         only for a stream whose last event is (or may be) ``finish``."""
         last = self.last.get(stream)
@@ -432,9 +440,11 @@ class _Parking:
             return None
         # A read that finds nothing ends in the newest segment: the offset's, unless a
         # later one appears after the stamp, which changes the folder's mtime.
-        return offset.segment, _stamp(self.log_dir / stream, offset.segment)
+        folder = os.path.join(self.log_dir, stream)
+        paths = (folder, os.path.join(folder, segment_name(offset.segment)))
+        return paths, _stamp(paths)
 
-    def after(self, batch: Batch, offset: Offset, stamp: tuple[int, _Stamp] | None) -> None:
+    def after(self, batch: Batch, offset: Offset, stamp: _Parked | None) -> None:
         """Note the type of the last event taken; park the stream if it is finished."""
         stream = batch.stream
         if batch.events:
