@@ -32,9 +32,9 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from waddle.consumers.base import Consumer, Offsets
+from waddle.event_types import Event
 from waddle.eventlog.reader import Batch, LogReader, Offset
 from waddle.eventlog.record import encode
 from waddle.eventlog.segment import list_segments, segment_name
@@ -66,7 +66,7 @@ class Chunk:
 
     stream: str
     info: StreamInfo
-    events: list[dict[str, Any]]
+    events: list[Event]
     text: str
 
     @property
@@ -80,13 +80,13 @@ class Chunk:
         return seq
 
 
-def message(stream: str, info: StreamInfo, events: list[dict[str, Any]]) -> str:
+def message(stream: str, info: StreamInfo, events: list[Event]) -> str:
     """The ``events`` message of the WebSocket protocol (NaN spelled as in the log)."""
     body = {"type": "events", "stream": stream, "run_id": info.run_id, "events": events}
     return encode(body)[:-1].decode()
 
 
-def chunks(stream: str, info: StreamInfo, events: list[dict[str, Any]]) -> list[Chunk]:
+def chunks(stream: str, info: StreamInfo, events: list[Event]) -> list[Chunk]:
     """``events`` cut into messages of at most ``MAX_CHUNK_EVENTS`` and about 512 KiB."""
     out: list[Chunk] = []
     pending = [events[i : i + MAX_CHUNK_EVENTS] for i in range(0, len(events), MAX_CHUNK_EVENTS)]
@@ -218,12 +218,12 @@ class StreamDirectory:
     def __len__(self) -> int:
         return len(self._known)
 
-    def learn(self, stream: str, events: Iterable[dict[str, Any]]) -> None:
+    def learn(self, stream: str, events: Iterable[Event]) -> None:
         for event in events:
             if event["type"] == "run":
                 self._known[stream] = StreamInfo(event["run_id"], event["project"])
 
-    def learn_run(self, stream: str, events: list[dict[str, Any]]) -> None:
+    def learn_run(self, stream: str, events: list[Event]) -> None:
         """``learn`` for a batch that is not broadcast: only a known stream can go stale.
 
         An unknown stream is read from the log when first asked about; a known one is

@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from waddle.consumers.base import Consumer, Offsets
 from waddle.consumers.quarantine import Quarantined, bad_line, new_corruption
+from waddle.event_types import Event
 from waddle.eventlog.reader import Batch, Offset
 
 
@@ -25,7 +25,7 @@ class MemoryStore:
     """What a memory consumer has committed: events per stream, the offsets and the
     quarantined lines."""
 
-    events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    events: dict[str, list[Event]] = field(default_factory=dict)
     offsets: Offsets = field(default_factory=dict)
     quarantine: list[Quarantined] = field(default_factory=list)
     commits: int = 0
@@ -49,7 +49,7 @@ class MemoryConsumer(Consumer):
         self.name = name
         self.durable = durable
         self.root = root
-        self._pending: dict[str, list[dict[str, Any]]] = {}
+        self._pending: dict[str, list[Event]] = {}
         self._set_aside: list[Quarantined] = []
 
     def start(self, offsets: Mapping[str, Offset]) -> Offsets:

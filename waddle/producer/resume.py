@@ -30,11 +30,10 @@ def replay_stream(root: Path, stream: str) -> Replayed:
             return state
         offset = batch.offset
         for event in batch.events:
-            kind = event["type"]
-            if kind == "metrics":
+            if event["type"] == "metrics":
                 state.next_step = max(state.next_step, event["step"] + 1)
                 state.last_values.update(event["data"])
-            elif kind in ("run", "config"):
+            elif event["type"] == "run" or event["type"] == "config":
                 state.config.update(event["config"])
-            elif kind == "summary" and not event.get("final"):
+            elif event["type"] == "summary" and not event.get("final"):
                 state.explicit_summary.update(event["summary"])

@@ -20,6 +20,7 @@ from starlette.responses import Response
 
 from waddle.consumers.broadcast import locate, read_after
 from waddle.errors import StoreError
+from waddle.event_types import Event
 from waddle.eventlog.reader import LogReader
 from waddle.store import queries
 from waddle.web import params
@@ -102,9 +103,9 @@ def _is_rank_stream(run_id: str, stream: str) -> bool:
 
 def _events_page(
     reader: LogReader, stream: str, after: int, limit: int
-) -> tuple[list[dict[str, Any]], bool]:
+) -> tuple[list[Event], bool]:
     """Up to ``limit`` events after seq ``after``, and whether more follow now."""
-    events: list[dict[str, Any]] = []
+    events: list[Event] = []
     offset = locate(reader, stream, after)
     while len(events) <= limit:
         batch = read_after(reader, stream, offset)

@@ -37,7 +37,7 @@ import os
 from collections.abc import Mapping
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import duckdb
 import orjson
@@ -57,6 +57,7 @@ from waddle.consumers.duckdb.snapshots import Snapshots
 from waddle.consumers.duckdb.worker import DatabaseWorker
 from waddle.consumers.registry import destination_name
 from waddle.errors import StoreError, UsageError
+from waddle.event_types import Event
 from waddle.eventlog.reader import Batch, Corruption, LogReader, Offset
 from waddle.eventlog.record import restore_non_finite
 from waddle.ids import run_id_of_stream
@@ -174,7 +175,7 @@ class DuckDBWriter(Consumer):
         """
         for batch in batches:
             before = self.taken.get(batch.stream, Offset())
-            events = self.fresh(batch)
+            events = _open(self.fresh(batch))
             try:
                 self._take(batch.stream, events, quarantine.new_corruption(batch, before))
             except UNFOLDABLE as exc:
@@ -384,7 +385,7 @@ class DuckDBWriter(Consumer):
     def _settle(self, batch: Batch, start: Offset) -> None:
         """Commit one batch read from ``start``, quarantining the events that keep it
         from being stored (found by trial inserts, each rolled back)."""
-        kept = batch.events
+        kept = _open(batch.events)
         misfits: list[quarantine.Quarantined] = []
         failure = self._trial(batch.stream, kept)
         if failure is not None and (blameless := self._trial(batch.stream, [])) is not None:
@@ -464,6 +465,12 @@ class DuckDBWriter(Consumer):
         if self._con is not None:
             self._con.close()
             self._con = None
+
+
+def _open(events: list[Event]) -> list[dict[str, Any]]:
+    """The events as the fold reads them: open JSON objects, whose fields it stores even
+    when no event type names them (``extra="allow"`` in ``waddle.events``)."""
+    return cast("list[dict[str, Any]]", events)
 
 
 def _console(event: dict[str, Any]) -> tuple[Any, ...]:

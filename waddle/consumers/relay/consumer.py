@@ -38,13 +38,13 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from waddle.consumers.base import Consumer, Offsets, run_consumer
 from waddle.consumers.relay.client import DEFAULT_TIMEOUT_S, Backoff, check_url
 from waddle.consumers.relay.sender import Sender
 from waddle.errors import WaddleError
+from waddle.event_types import Event
 from waddle.eventlog.reader import DEFAULT_POLL_INTERVAL, Batch, Offset
 from waddle.eventlog.segment import list_segments, log_dir, segment_name
 from waddle.ids import ID_CHARS
@@ -211,7 +211,7 @@ class RelayConsumer(Consumer):
             or (self.stop is not None and self.stop.is_set())
         )
 
-    def _deliver(self, stream: str, events: list[dict[str, Any]], end: Offset) -> None:
+    def _deliver(self, stream: str, events: list[Event], end: Offset) -> None:
         """Send one stream's batch; acknowledge its end offset once the host holds it.
 
         Once stopping, nothing more is acknowledged: an earlier batch of the stream may

@@ -24,11 +24,13 @@ import bisect
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from waddle.consumers.relay.client import Backoff, Held, IngestClient
 from waddle.errors import HostDenied, HostRefused, TransientError, WaddleError
+from waddle.event_types import Event
 from waddle.eventlog.reader import LogReader, Offset
 from waddle.eventlog.record import encode
 from waddle.eventlog.segment import list_segments
@@ -110,7 +112,7 @@ class Sender:
                 self._clients.append(client)
         return client
 
-    def send(self, stream: str, events: list[dict[str, Any]], depth: int = 0) -> bool:
+    def send(self, stream: str, events: Sequence[Event], depth: int = 0) -> bool:
         """Post ``events`` (seq order) until the host holds the last; False if it cannot."""
         lines = [encode(event) for event in events]
         seqs = [event["seq"] for event in events]
