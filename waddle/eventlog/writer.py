@@ -27,6 +27,7 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -152,7 +153,9 @@ class StreamWriter:
                 raise UsageError(f"event seq {event.get('seq')} is not the next {self.next_seq}")
             return self.write_lines_locked(encode(event), 1)
 
-    def append_events(self, events: list[dict[str, Any]], texts: list[bytes] | None = None) -> int:
+    def append_events(
+        self, events: Sequence[Mapping[str, Any]], texts: list[bytes] | None = None
+    ) -> int:
         """Write events that carry consecutive seqs from ``next_seq``, all or none.
 
         Every line is encoded first (an ``EncodeError`` writes nothing), then all go out

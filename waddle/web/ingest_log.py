@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +34,7 @@ from waddle.errors import (
     StreamLockedError,
     WriteFailed,
 )
+from waddle.event_types import Event
 from waddle.eventlog.segment import list_segments, log_dir, segment_name
 from waddle.eventlog.writer import StreamWriter
 
@@ -70,7 +71,7 @@ class IngestLog:
         self._closed = False
 
     def append(
-        self, stream: str, events: list[dict[str, Any]], texts: list[bytes] | None = None
+        self, stream: str, events: Sequence[Event], texts: list[bytes] | None = None
     ) -> Outcome:
         """Write the events of ``events`` that the host does not hold yet (see above).
 
@@ -85,7 +86,7 @@ class IngestLog:
                 self._check_same_origin(stream, events[0])
             return _append(writer, stream, events, texts)
 
-    def _check_same_origin(self, stream: str, first: dict[str, Any]) -> None:
+    def _check_same_origin(self, stream: str, first: Event) -> None:
         """Refuse a resend of seq 0 that comes from another process than the one held.
 
         Two machines that give a run the same id (``id="baseline"``) send the same stream
@@ -168,7 +169,7 @@ class IngestLog:
 def _append(
     writer: StreamWriter,
     stream: str,
-    events: list[dict[str, Any]],
+    events: Sequence[Event],
     texts: list[bytes] | None,
 ) -> Outcome:
     expected = writer.next_seq
@@ -193,7 +194,7 @@ def _first_event(stream_dir: Path) -> dict[str, Any] | None:
     return event if type(event) is dict else None
 
 
-def _origin(event: dict[str, Any]) -> tuple[Any, ...]:
+def _origin(event: Mapping[str, Any]) -> tuple[Any, ...]:
     """What identifies the process that started a stream: its run event's id and context."""
     context = event.get("context")
     if not isinstance(context, dict):
@@ -207,7 +208,7 @@ def _origin(event: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
-def _describe(event: dict[str, Any]) -> str:
+def _describe(event: Mapping[str, Any]) -> str:
     _, run_id, host, pid, _ = _origin(event)
     return f"run {run_id!r} from host {host!r}, pid {pid!r}"
 
