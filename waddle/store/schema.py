@@ -26,7 +26,7 @@ import duckdb
 from waddle import paths
 from waddle.errors import StoreError, StoreLockedError, UsageError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _LOCK_RETRY_S = 5.0
 
 SCHEMA = """
@@ -64,6 +64,22 @@ CREATE TABLE IF NOT EXISTS artifacts (
     run_id VARCHAR, rank INTEGER, ts DOUBLE, name VARCHAR, kind VARCHAR, path VARCHAR,
     size BIGINT, sha256 VARCHAR
 );
+CREATE TABLE IF NOT EXISTS media (
+    run_id VARCHAR, rank INTEGER, key VARCHAR, step BIGINT, idx INTEGER, kind VARCHAR,
+    sha256 VARCHAR, size BIGINT, format VARCHAR, width BIGINT, height BIGINT,
+    caption VARCHAR, meta JSON, ts DOUBLE
+);
+CREATE TABLE IF NOT EXISTS histograms (
+    run_id VARCHAR, rank INTEGER, key VARCHAR, step BIGINT, bins DOUBLE[], counts BIGINT[],
+    ts DOUBLE
+);
+CREATE TABLE IF NOT EXISTS artifact_versions (
+    name VARCHAR, type VARCHAR, version BIGINT, digest VARCHAR, manifest VARCHAR,
+    size BIGINT, files BIGINT, aliases VARCHAR[], metadata JSON, run_id VARCHAR, ts DOUBLE
+);
+CREATE TABLE IF NOT EXISTS artifact_uses (
+    name VARCHAR, version BIGINT, digest VARCHAR, alias VARCHAR, run_id VARCHAR, ts DOUBLE
+);
 CREATE TABLE IF NOT EXISTS quarantine (
     stream VARCHAR, seq BIGINT, reason VARCHAR, event VARCHAR, quarantined_at DOUBLE
 );
@@ -75,6 +91,9 @@ MIGRATIONS = {
         "ALTER TABLE streams ALTER exit_code TYPE BIGINT",
     ),
     2: ("ALTER TABLE runs ADD COLUMN IF NOT EXISTS metric_defs JSON",),
+    # Version 4 only added tables (media, histograms, artifact_versions, artifact_uses),
+    # which SCHEMA creates on every open.
+    3: (),
 }
 
 RUN_COLUMNS = (

@@ -7,7 +7,11 @@ Logged values (``metrics.data``, ``system.data``): a nested dict is flattened wi
 ``.`` (``{"a": {"b": 1}}`` is key ``a.b``, as wandb shows it); an int or float is a
 number (NaN and infinities included); anything else (a string, a bool, None, a list,
 an empty dict, an int too large for a double) is a logged value of its own, kept as
-JSON in ``logged_values`` for metrics and left out for system samples.
+JSON in ``logged_values`` for metrics and left out for system samples. A typed value (a
+dict whose ``_type`` is one of ``TYPED``: an image, a histogram, a table, audio, video;
+or a non-empty list of them) is neither: it is not flattened, and goes to the media
+tables (``waddle.consumers.duckdb.media``). Only the slow path looks for them, so
+batches of plain numbers cost what they did.
 """
 
 from __future__ import annotations
@@ -25,6 +29,15 @@ _NUMBERS = {float, int}
 _LONG = ("run", "key", "axis", "ts", "value")
 _DATA = itemgetter("data")
 _TS = itemgetter("ts")
+# The ``_type`` of the typed values of docs/media.md.
+TYPED = frozenset(("image", "histogram", "table", "audio", "video"))
+
+
+def is_typed(value: Any) -> bool:
+    """Whether ``value`` is a typed value, or a non-empty list of typed values."""
+    if type(value) is dict:
+        return value.get("_type") in TYPED
+    return type(value) is list and bool(value) and all(map(is_typed, value))
 
 
 def to_json(value: Any) -> str:
@@ -35,7 +48,7 @@ def to_json(value: Any) -> str:
 def flatten(data: dict[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
     """``(key, value)`` pairs with nested dicts joined by ``.``; empty dicts stay values."""
     for key, value in data.items():
-        if type(value) is dict and value:
+        if type(value) is dict and value and not is_typed(value):
             yield from flatten(value, f"{prefix}{key}.")
         else:
             yield prefix + key, value
@@ -98,12 +111,15 @@ class LongColumns:
         events: list[dict[str, Any]],
         axis: str | int,
         others: list[tuple[Any, ...]] | None = None,
+        typed: list[tuple[Any, ...]] | None = None,
     ) -> None:
         """Add the ``data`` of ``events``; ``axis`` is a field name or a constant.
 
         Values that are not numbers go to ``others`` as ``(run_id, key, axis, ts, json)``
-        (or are left out when ``others`` is None). ``axis`` must fit a BIGINT: the log's
-        bounds on ``step`` see to it (an int beyond raises OverflowError here).
+        (or are left out when ``others`` is None), except typed values, which go to
+        ``typed`` as ``(key, axis, ts, value)`` (or are left out when it is None).
+        ``axis`` must fit a BIGINT: the log's bounds on ``step`` see to it (an int beyond
+        raises OverflowError here).
         """
         datas = list(map(_DATA, events))
         values = list(chain.from_iterable(map(dict.values, datas)))
@@ -115,7 +131,7 @@ class LongColumns:
                 array = None
         lengths: int | np.ndarray[Any, Any]  # values per event: one for all, or each's
         if array is None:
-            keys, array, lengths = self._split(run_id, events, axis, others)
+            keys, array, lengths = self._split(run_id, events, axis, others, typed)
             codes = self.names.encode(keys)
         else:
             shapes = set(map(tuple, datas))
@@ -146,8 +162,10 @@ class LongColumns:
         events: list[dict[str, Any]],
         axis: str | int,
         others: list[tuple[Any, ...]] | None,
+        typed: list[tuple[Any, ...]] | None,
     ) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """The slow path: flatten each event, numbers here, the rest to ``others``."""
+        """The slow path: flatten each event, numbers here, typed values to ``typed``,
+        the rest to ``others``."""
         keys: list[str] = []
         numbers: list[float] = []
         lengths: list[int] = []
@@ -159,8 +177,12 @@ class LongColumns:
                     keys.append(key)
                     numbers.append(number)
                     count += 1
+                    continue
+                position = event[axis] if isinstance(axis, str) else axis
+                if is_typed(value):
+                    if typed is not None:
+                        typed.append((key, position, event["ts"], value))
                 elif others is not None:
-                    position = event[axis] if isinstance(axis, str) else axis
                     others.append((run_id, key, position, event["ts"], to_json(value)))
             lengths.append(count)
         return keys, np.array(numbers, dtype=np.float64), np.array(lengths, dtype=np.int64)

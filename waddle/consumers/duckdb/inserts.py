@@ -14,7 +14,7 @@ from typing import Any
 import duckdb
 
 from waddle.consumers import quarantine
-from waddle.consumers.duckdb import fold
+from waddle.consumers.duckdb import fold, media
 from waddle.consumers.duckdb.columns import Codes, LongColumns, RowColumns, to_json
 from waddle.store import schema as store
 
@@ -37,10 +37,27 @@ class PendingRows:
         self.console = RowColumns(CONSOLE)
         self.artifacts = RowColumns(ARTIFACTS)
         self.quarantine = RowColumns(quarantine.COLUMNS)
+        self.media = RowColumns(media.MEDIA)
+        self.histograms = RowColumns(media.HISTOGRAMS)
+        self.artifact_versions = RowColumns(media.ARTIFACT_VERSIONS)
+        self.artifact_uses = RowColumns(media.ARTIFACT_USES)
+
+    def _small(self) -> tuple[tuple[str, RowColumns, str], ...]:
+        """``(table, rows, select)`` of the tables gathered row by row."""
+        return (
+            ("logged_values", self.values, "SELECT * FROM batch"),
+            ("console", self.console, "SELECT * FROM batch"),
+            ("artifacts", self.artifacts, "SELECT * FROM batch"),
+            ("quarantine", self.quarantine, "SELECT * FROM batch"),
+            ("media", self.media, media.MEDIA_SELECT),
+            ("histograms", self.histograms, media.HISTOGRAMS_SELECT),
+            ("artifact_versions", self.artifact_versions, media.ARTIFACT_VERSIONS_SELECT),
+            ("artifact_uses", self.artifact_uses, media.ARTIFACT_USES_SELECT),
+        )
 
     def count(self) -> int:
-        small = (self.values, self.console, self.artifacts, self.quarantine)
-        return self.metrics.rows + self.system.rows + sum(len(rows.rows) for rows in small)
+        small = sum(len(rows.rows) for _, rows, _ in self._small())
+        return self.metrics.rows + self.system.rows + small
 
     def inserts(self) -> list[tuple[str, dict[str, Any], str]]:
         """``(table, columns, select)`` for each table with rows; ``select`` reads ``batch``."""
@@ -53,14 +70,9 @@ class PendingRows:
                 columns: dict[str, Any] = long.arrays()
                 columns["names"] = list(self.names.codes)
                 found.append((table, columns, f"SELECT {order} FROM batch AS b"))
-        for table, rows in (
-            ("logged_values", self.values),
-            ("console", self.console),
-            ("artifacts", self.artifacts),
-            ("quarantine", self.quarantine),
-        ):
+        for table, rows, select in self._small():
             if rows.rows:
-                found.append((table, rows.arrays(), "SELECT * FROM batch"))
+                found.append((table, rows.arrays(), select))
         return found
 
 

@@ -44,7 +44,7 @@ import orjson
 
 from waddle.consumers import quarantine
 from waddle.consumers.base import Consumer, Offsets
-from waddle.consumers.duckdb import fold
+from waddle.consumers.duckdb import fold, media
 from waddle.consumers.duckdb.columns import Codes
 from waddle.consumers.duckdb.inserts import (
     PendingRows,
@@ -219,13 +219,22 @@ class DuckDBWriter(Consumer):
                     )
                 elif kind == "artifact":
                     rows.artifacts.append((run.run_id, row.rank, event["ts"], *_artifact(event)))
+                elif kind == "artifact_version":
+                    rows.artifact_versions.append(media.artifact_version_row(run.run_id, event))
+                elif kind == "artifact_use":
+                    rows.artifact_uses.append(media.artifact_use_row(run.run_id, event))
                 self._touched_runs.add(run.run_id)
         if metrics or system:
             row = self._stream_row(stream, (metrics or system)[0])
             run = self._run_row(row.run_id)
             self._touched_runs.add(run.run_id)
             if metrics:
-                rows.metrics.add(run.run_id, metrics, "step", rows.values.rows)
+                typed: list[tuple[Any, ...]] = []
+                rows.metrics.add(run.run_id, metrics, "step", rows.values.rows, typed)
+                for key, step, ts, value in typed:
+                    found, histograms = media.media_rows(run.run_id, row.rank, key, step, ts, value)
+                    rows.media.rows.extend(found)
+                    rows.histograms.rows.extend(histograms)
                 fold.seen(run, metrics[-1]["ts"], max(map(_STEP, metrics)))
             if system:
                 rows.system.add(run.run_id, system, row.rank)
