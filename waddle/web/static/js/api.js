@@ -24,7 +24,7 @@ export function url(path, params = {}) {
   return target;
 }
 
-async function getJSON(path, params, signal) {
+export async function getJSON(path, params, signal) {
   const response = await fetch(url(path, params), {
     signal,
     headers: { Accept: "application/json" },
@@ -100,4 +100,52 @@ export async function getSystem(runId, keys, { rank = 0, maxPoints = 2000 } = {}
 /** Console lines of one process after seq `after`: {lines, next_after}. */
 export function getConsole(runId, { rank = 0, after = -1, limit = 1000 } = {}, signal) {
   return getJSON(runPath(runId, "/console"), { rank, after, limit }, signal);
+}
+
+// Media (docs/api.md, "Media"): keys, values by step, histograms, paged tables, files and
+// artifacts. Blob bytes are never fetched here: views point <img> or a download link at
+// blobUrl(), and the server serves them with nosniff and a sandboxing CSP.
+
+/** The media keys of a run: [{key, kind, steps, last_step}]. */
+export function listMedia(runId, signal) {
+  return getJSON(runPath(runId, "/media"), {}, signal);
+}
+
+/** Media values of one key, every step or one: [{step, idx, kind, sha256, format, ...}]. */
+export function getMedia(runId, key, { step } = {}, signal) {
+  return getJSON(runPath(runId, `/media/${encodeKey(key)}`), { step }, signal);
+}
+
+/** Histograms of one key over steps: [{step, bins, counts}]. */
+export function getHistograms(runId, key, signal) {
+  return getJSON(runPath(runId, `/histograms/${encodeKey(key)}`), {}, signal);
+}
+
+/** One page of a logged table, sorted and filtered by the server: {columns, rows, total, step}. */
+export function getTable(runId, key, { step, offset = 0, limit = 50, sort, desc, q } = {}, signal) {
+  return getJSON(
+    runPath(runId, `/tables/${encodeKey(key)}`),
+    { step, offset, limit, sort, desc: desc ? "true" : undefined, q },
+    signal,
+  );
+}
+
+/** A run's saved files and the artifact versions it logged and used. */
+export function getRunArtifacts(runId, signal) {
+  return getJSON(runPath(runId, "/artifacts"), {}, signal);
+}
+
+/** Every version of an artifact, with the run that logged it and the runs that used it. */
+export function getArtifact(name, signal) {
+  return getJSON(`api/artifacts/${encodeKey(name)}`, {}, signal);
+}
+
+/** Where the bytes of a blob are served (relative: works under a proxy prefix). */
+export function blobUrl(sha256) {
+  return url(`blobs/${encodeURIComponent(sha256)}`).href;
+}
+
+// A key may hold "/" (e.g. "samples/val"): each segment is encoded, the slashes kept.
+function encodeKey(key) {
+  return String(key).split("/").map(encodeURIComponent).join("/");
 }

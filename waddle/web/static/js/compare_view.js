@@ -9,6 +9,7 @@ import { h, liveQueue, replace } from "./dom.js";
 import { displayStatus } from "./format.js";
 import { RunFold } from "./fold.js";
 import { LiveSocket } from "./live.js";
+import { CompareMedia } from "./media_section.js";
 import { ChartPanel } from "./panel.js";
 import { comparisonTable, statusBadge } from "./tables.js";
 
@@ -62,6 +63,7 @@ export class CompareView {
     this.missing = this.runIds.filter((id) => !this.runs.some((r) => r.id === id));
     this.render();
     this.liveEvents.start();
+    this.media.load().catch(() => null);
   }
 
   render() {
@@ -93,6 +95,8 @@ export class CompareView {
       },
     });
     const charts = h("section", { class: "section", id: "metrics" }, h("h3", {}, "Metrics"));
+    const mediaHost = h("div", {});
+    this.media = new CompareMedia(mediaHost, this.runs);
     replace(
       this.root,
       h("h2", {}, `Comparing ${this.runs.length} runs`),
@@ -102,6 +106,7 @@ export class CompareView {
       this.legend,
       this.toolbar,
       charts,
+      mediaHost,
       h(
         "section",
         { class: "section", id: "config" },
@@ -183,6 +188,7 @@ export class CompareView {
     const { summary, config, status } = run.record;
     this.fold.apply(stream, runId, events);
     this.panel.addEvents(runId, stream, events);
+    this.media.addEvents(runId, events);
     if (summary !== run.record.summary || config !== run.record.config) this.renderTables();
     if (status !== run.record.status) this.renderLegend();
   }
@@ -196,6 +202,7 @@ export class CompareView {
   destroy() {
     this.socket.close();
     this.panel?.destroy();
+    this.media?.destroy();
     this.root.remove();
   }
 }

@@ -194,3 +194,40 @@ export class RunFold {
     return this.runs.get(runId) || null;
   }
 }
+
+// Typed values (docs/log-format.md): a metrics value that is a dict with a string `_type`,
+// or a list of them under one key, is media, not a number. Charts take numbers only
+// (toNumber gives null for these); the media panels take them from here.
+export const MEDIA_TYPES = new Set(["image", "histogram", "table", "audio", "video"]);
+
+function isTyped(value) {
+  return (
+    value !== null &&
+    typeof value === "object" &&
+    !Array.isArray(value) &&
+    MEDIA_TYPES.has(value._type)
+  );
+}
+
+/**
+ * The typed values of a metrics event, one entry per key: {key, step, kind, values}, the
+ * values in the rows the media endpoints answer ({step, idx, kind, ...fields}).
+ */
+export function mediaValues(event) {
+  if (event.type !== "metrics" || !event.data) return [];
+  const found = [];
+  for (const [key, raw] of Object.entries(event.data)) {
+    const list = Array.isArray(raw) ? raw : [raw];
+    if (!list.length || !list.every(isTyped)) continue;
+    const kind = list[0]._type;
+    if (!list.every((value) => value._type === kind)) continue;
+    const values = list.map(({ _type, ...fields }, idx) => ({
+      ...fields,
+      step: event.step,
+      idx,
+      kind,
+    }));
+    found.push({ key, step: event.step, kind, values });
+  }
+  return found;
+}

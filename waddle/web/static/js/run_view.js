@@ -9,6 +9,8 @@ import { h, liveQueue, replace } from "./dom.js";
 import { displayStatus, fmtDateTime, fmtDuration, fmtNumber } from "./format.js";
 import { RunFold, rankOfStream } from "./fold.js";
 import { LiveSocket } from "./live.js";
+import { ArtifactsSection } from "./artifacts_view.js";
+import { MediaSection } from "./media_section.js";
 import { ChartPanel } from "./panel.js";
 import { contextView, keyValueTable, statusBadge, tagChips } from "./tables.js";
 
@@ -45,6 +47,9 @@ export class RunView {
     this.record = this.fold.seed(record);
     this.render(keys);
     this.liveEvents.start();
+    // Media and artifacts load alongside; a server without them leaves the sections hidden.
+    this.media.load().catch(() => null);
+    this.artifacts.load().catch(() => null);
     await this.loadConsole();
   }
 
@@ -97,6 +102,9 @@ export class RunView {
     this.summaryNode = h("div", {});
     this.configNode = h("div", {});
     this.consoleNode = h("pre", { class: "console" });
+    const mediaHost = h("div", {});
+    this.media = new MediaSection(mediaHost, run.run_id);
+    this.artifacts = new ArtifactsSection(mediaHost, run.run_id, run.project);
     this.consoleSection = h(
       "section",
       { class: "section", id: "console", hidden: true },
@@ -120,6 +128,7 @@ export class RunView {
       this.toolbar,
       this.metricsNode,
       this.systemNode,
+      mediaHost,
       h(
         "div",
         { class: "columns" },
@@ -224,6 +233,8 @@ export class RunView {
     }
     this.metrics.addEvents(runId, stream, events);
     this.system.addEvents(runId, stream, events);
+    this.media.addEvents(events);
+    this.artifacts.addEvents(events);
     this.renderMeta();
     if (summary !== this.record.summary || config !== this.record.config) this.renderTables();
   }
@@ -265,6 +276,8 @@ export class RunView {
     clearInterval(this.ticker);
     this.socket.close();
     for (const panel of this.panels()) panel.destroy();
+    this.media?.destroy();
+    this.artifacts?.destroy();
     this.root.remove();
   }
 }
