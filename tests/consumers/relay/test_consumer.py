@@ -33,6 +33,7 @@ from waddle.consumers.base import run_consumer
 from waddle.consumers.registry import StateStore
 from waddle.consumers.relay.client import Backoff, Held, IngestClient, check_url
 from waddle.consumers.relay.consumer import RelayConsumer, relay_name
+from waddle.consumers.relay.sender import Sender
 from waddle.errors import HostBusy, HostDenied, HostUnreachable, PermanentError, UsageError
 from waddle.eventlog.reader import Offset
 from waddle.eventlog.record import encode
@@ -184,6 +185,65 @@ def test_an_unreachable_host_is_transient() -> None:
     client = IngestClient(f"http://127.0.0.1:{free_port()}", timeout=2)
     with pytest.raises(HostUnreachable, match="connection refused"):
         client.post("s", b'{"seq":0}\n')
+
+
+class HintedBackoff(Backoff):
+    """Records the Retry-After hints it is given; waits next to nothing."""
+
+    def __init__(self) -> None:
+        super().__init__(base=0.001, cap=0.001)
+        self.hints: list[float | None] = []
+
+    def delay(self, attempt: int, hint: float | None = None) -> float:
+        self.hints.append(hint)
+        return 0.001
+
+
+class QuietOwner:
+    """A ``Sender``'s owner that only records what it is told."""
+
+    def __init__(self) -> None:
+        self.parked: dict[str, str] = {}
+        self.failures: list[Exception] = []
+
+    def stopping(self) -> bool:
+        return bool(self.failures)
+
+    def fail(self, exc: Exception) -> None:
+        self.failures.append(exc)
+
+    def park(self, stream: str, reason: str) -> None:
+        self.parked[stream] = reason
+
+
+def test_the_sender_waits_as_long_as_a_busy_host_asks(
+    fake_host: Callable[..., FakeHost], tmp_path: Path
+) -> None:
+    answers = iter([(503, {"error": "write_failed"}, {"Retry-After": "0"}), None])
+
+    def busy_once(request: dict[str, Any]) -> Reply:
+        return next(answers) or held_all(request)
+
+    host = fake_host(busy_once)
+    backoff, owner = HintedBackoff(), QuietOwner()
+    sender = Sender(
+        owner,
+        tmp_path,
+        host.url,
+        None,
+        timeout=5,
+        compress=False,
+        backoff=backoff,
+        post_bytes=1 << 20,
+        give_up_after=None,
+        quiet=True,
+        wake=threading.Event(),
+    )
+    try:
+        assert sender.send("s", [{"seq": 0, "ts": 1.0, "type": "config", "config": {}}])
+    finally:
+        sender.close()
+    assert backoff.hints == [0.0] and owner.failures == [] and owner.parked == {}
 
 
 def test_a_connection_the_host_closed_while_idle_is_not_an_outage(
