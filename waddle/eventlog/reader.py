@@ -216,7 +216,7 @@ class LogReader:
         """
         parking = self._parking
         batches = []
-        for stream in self.streams() if parking is None else parking.due(self):
+        for stream in self.streams() if parking is None else parking.due():
             offset = offsets.get(stream, Offset())
             stamp = None if parking is None else parking.before(stream, offset)
             batch = self.read(stream, offset)
@@ -419,10 +419,10 @@ class _Parking:
         if self.watcher is not None:
             self.watcher.stop()
 
-    def due(self, reader: LogReader) -> list[str]:
+    def due(self) -> list[str]:
         """The streams to read this round: the awake ones and the parked ones that woke."""
         changed = self.watcher.take() if self.watcher is not None else set()
-        self._relist(reader, force=bool(changed - self.present))
+        self._relist(force=bool(changed - self.present))
         for stream in self._to_check(changed):
             paths, stamp = self.parked[stream]
             if _stamp(paths) != stamp:
@@ -491,7 +491,7 @@ class _Parking:
                 self.queued.discard(stream)
         return due
 
-    def _relist(self, reader: LogReader, *, force: bool) -> None:
+    def _relist(self, *, force: bool) -> None:
         """List the log folder again if it may have changed since the last listing."""
         try:
             folder = os.stat(self.log_dir)
@@ -503,7 +503,7 @@ class _Parking:
         recent = time.time() - folder.st_mtime < _RACY_S
         if not (force or recent or key != self.listed_key or now - self.listed_at > _RELIST_S):
             return
-        self.listed, self.listed_key, self.listed_at = reader.streams(), key, now
+        self.listed, self.listed_key, self.listed_at = self.reader.streams(), key, now
         self.present = present = set(self.listed)
         for stream in [s for s in self.parked if s not in present]:
             del self.parked[stream]
