@@ -11,6 +11,7 @@ from tests.compat.runs import assert_hf_run, assert_lightning_run, framework_env
 from tests.helpers import read_events, waddle_dir
 
 
+@pytest.mark.slow
 def test_hf_trainer_reporting_to_wandb_logs_a_complete_run(tmp_path: Path) -> None:
     pytest.importorskip("transformers")
     pytest.importorskip("accelerate")
@@ -21,6 +22,7 @@ def test_hf_trainer_reporting_to_wandb_logs_a_complete_run(tmp_path: Path) -> No
     assert_hf_run(read_events(waddle_dir()), native=False)
 
 
+@pytest.mark.slow
 def test_lightning_wandb_logger_logs_a_complete_run_under_the_waddle_folder(
     tmp_path: Path,
 ) -> None:

@@ -121,6 +121,7 @@ def test_resuming_a_finished_run_replays_only_the_missed_events(serve: Any) -> N
     assert received.events["wsdone"] == log[11:]
 
 
+@pytest.mark.slow
 def test_a_client_that_never_reads_does_not_stall_another(serve: Any) -> None:
     server: Server = serve("--ws-send-timeout", "1", "--ws-queue-events", "2000")
 
