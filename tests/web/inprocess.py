@@ -4,7 +4,6 @@ tests that must look at the server's own objects: the broadcaster, its subscribe
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ import pytest
 from starlette.applications import Starlette
 
 import waddle.web.app
+from tests.helpers import eventually
 from waddle.consumers.broadcast import Broadcaster
 from waddle.web.server import serve
 from waddle.web.settings import Settings
@@ -81,9 +81,12 @@ def in_process_server(
     )
     thread.start()
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not ready.wait(0.05):
-            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+
+        def started() -> bool:
+            assert thread.is_alive(), "the server thread ended before it started serving"
+            return ready.is_set()
+
+        eventually(started, STARTUP_TIMEOUT_S, "the in-process server to start")
         yield InProcessServer(built[0], announced[0])
     finally:
         stop.set()
