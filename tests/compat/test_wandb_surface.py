@@ -65,13 +65,13 @@ def test_a_script_written_for_wandb_runs_and_logs(capsys: pytest.CaptureFixture[
     wandb.alert(title="t", text="x", level=wandb.AlertLevel.WARN)
     wandb.mark_preempting()
     wandb.unwatch()
-    wandb.log({"val/acc": 0.5, "step": 1, "image": wandb.Image(None), "t": wandb.Table()})
+    wandb.log({"val/acc": 0.5, "step": 1, "page": wandb.Html("<p>")})
     wandb.log({"val/acc": 0.3, "step": 2, "chart": wandb.plot.line(None, "x", "y")})
     wandb.log_artifact(wandb.Artifact("model", type="model"))
     with wandb.Artifact("m", "model").new_file("weights.bin", mode="wb") as file:
         file.write(b"discarded")
     assert wandb.use_artifact("model:latest") is not None
-    for kind in (wandb.Audio, wandb.Video, wandb.Html, wandb.Object3D, wandb.Histogram):
+    for kind in (wandb.Html, wandb.Object3D, wandb.Histogram):
         kind([1, 2])
     wandb.termlog("info")
     wandb.summary["best"] = 1

@@ -219,26 +219,22 @@ def test_a_second_init_finishes_the_first_as_wandb_does() -> None:
 # --- media values ------------------------------------------------------------------------------
 
 
-def test_media_values_are_left_out_of_the_log_with_one_warning(
+def test_media_waddle_does_not_record_are_left_out_with_one_warning(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     run = waddle.init(id="media", system_metrics=False)
     for step in range(3):
-        waddle.log(
-            {"loss": float(step), "sample": waddle.Image([[0]]), "hist": waddle.Histogram([1])}
-        )
-    run.log({"table": waddle.Table(columns=["a"]), "pics": [waddle.Image(None)]}, commit=False)
+        waddle.log({"loss": float(step), "page": waddle.Html("<p>"), "hist": waddle.Histogram([1])})
+    run.log(
+        {"chart": waddle.plot.line(None, "x", "y"), "objs": [waddle.Object3D(None)]}, commit=False
+    )
     run.log({"acc": 1.0})
     run.finish()
-    assert [e["data"] for e in of_type(read_events(), "metrics")] == [
-        {"loss": 0.0},
-        {"loss": 1.0},
-        {"loss": 2.0},
-        {"acc": 1.0},
-    ]
+    metrics = [e["data"] for e in of_type(read_events(), "metrics")]
+    assert [sorted(data) for data in metrics] == [["hist", "loss"]] * 3 + [["acc"]]
     err = capsys.readouterr().err
-    assert err.count("wandb.Image is not recorded") == 1
-    assert err.count("wandb.Histogram is not recorded") == 1
+    assert err.count("wandb.Html is not recorded") == 1
+    assert err.count("wandb.Plot is not recorded") == 1
     with pytest.raises(waddle.EncodeError):  # an object that is no media type stays misuse
         waddle.init(id="other", system_metrics=False).log({"x": object()})
 

@@ -1,9 +1,10 @@
-"""Stand-ins for wandb's media and artifact types until Waddle records them.
+"""Stand-ins for the wandb media types Waddle does not record: ``Html``, ``Object3D``
+and the charts of ``wandb.plot``.
 
-``wandb.Image(...)``, ``wandb.Table(...)``, ``wandb.Artifact(...)`` and the rest build
-and accept every call, say once on stderr that the type is not recorded yet, and are
-left out of ``log()``: the other values of the same call are logged. A training job
-must not die because it also logs a picture.
+They build and accept every call, say once on stderr that the type is not recorded,
+and are left out of ``log()``: the other values of the same call are logged. A training
+job must not die because it also logs a chart. The media Waddle records (``Image``,
+``Histogram``, ``Table``, ``Audio``, ``Video``) live in ``waddle.producer.media``.
 """
 
 from __future__ import annotations
@@ -14,17 +15,7 @@ from typing import IO, Any
 
 from waddle.compat.surface import termwarn
 
-__all__ = [
-    "Artifact",
-    "Audio",
-    "Histogram",
-    "Html",
-    "Image",
-    "Object3D",
-    "Table",
-    "Video",
-    "plot",
-]
+__all__ = ["Artifact", "Html", "Object3D", "plot"]
 
 
 # Attributes that the log's encoder and config readers test for (numpy, tensors, pydantic,
@@ -38,7 +29,7 @@ class MediaStandIn:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         name = type(self).__name__
         termwarn(
-            f"wandb.{name} is not recorded by Waddle yet (media come with the blob store); "
+            f"wandb.{name} is not recorded by Waddle; "
             "such values are left out of log(), training goes on",
             repeat=False,
         )
@@ -57,26 +48,6 @@ class MediaStandIn:
 
 def _nothing(*args: Any, **kwargs: Any) -> None:
     return None
-
-
-class Image(MediaStandIn):
-    """``wandb.Image``."""
-
-
-class Histogram(MediaStandIn):
-    """``wandb.Histogram``."""
-
-
-class Table(MediaStandIn):
-    """``wandb.Table``."""
-
-
-class Audio(MediaStandIn):
-    """``wandb.Audio``."""
-
-
-class Video(MediaStandIn):
-    """``wandb.Video``."""
 
 
 class Html(MediaStandIn):

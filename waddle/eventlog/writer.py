@@ -314,6 +314,11 @@ class StreamWriter:
         self._fd = os.open(self.stream_dir / segment_name(self.next_seq), _OPEN_FLAGS, 0o644)
         self._size = 0
 
+    def count_dropped(self, cause: str, n: int = 1) -> None:
+        """Count ``n`` things lost to I/O trouble outside the log (a blob the disk refused):
+        warned about once per cause, reported at finish with the log's own drops."""
+        self._count(cause, n)
+
     def _count(self, cause: str, n: int) -> None:
         if n <= 0:
             return

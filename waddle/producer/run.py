@@ -9,6 +9,7 @@ order) and ``step`` (the user's x axis) are independent.
 
 from __future__ import annotations
 
+import errno
 import logging
 import operator
 import time
@@ -20,12 +21,14 @@ from types import TracebackType
 from typing import Any, SupportsIndex
 from urllib.parse import urlencode
 
+from waddle.blobs.store import BlobStore
 from waddle.compat.media import without_stand_ins
 from waddle.errors import EncodeError, UsageError
 from waddle.eventlog.record import INT64_MAX, INT64_MIN, METRIC_GOALS, METRIC_SUMMARIES, encode
 from waddle.eventlog.writer import StreamWriter
 from waddle.producer.config import Config, Summary
 from waddle.producer.console import ConsoleCapture
+from waddle.producer.media import typed_values
 from waddle.producer.system import SystemSampler
 
 logger = logging.getLogger("waddle")
@@ -60,19 +63,6 @@ def recordable_exit_code(exit_code: object) -> int | None:
         )
         return None
     return code
-
-
-def encode_metrics(event: dict[str, Any]) -> bytes:
-    """``encode(event)``; when it fails over values of wandb's media types, which Waddle
-    does not record yet, once more without them (``event["data"]`` is replaced)."""
-    try:
-        return encode(event)
-    except EncodeError:
-        data = without_stand_ins(event["data"])
-        if data is event["data"]:
-            raise
-        event["data"] = data
-        return encode(event)
 
 
 def matches(pattern: str, key: str) -> bool:
@@ -145,6 +135,7 @@ class Run:
         self.killed_by: int | None = None
         self._on_finish = on_finish
         self._deferred: Callable[[], object] | None = None
+        self._blobs: BlobStore | None = None
         self._synced: dict[str, str] = {}  # metric or glob -> its step metric (step_sync)
         config._attach(lambda changes: self._record("config", {"config": changes}))
         self.summary._attach(lambda changes: self._record("summary", {"summary": changes}))
@@ -297,7 +288,8 @@ class Run:
             self._step = max(self._step, step + 1)
         else:
             event: dict[str, Any] = {"data": data}
-            encode_metrics(event)  # an unencodable value must fail at this call, not later
+            # an unencodable value must fail at this call, not later
+            self._encode_metrics(event)
             data = event["data"]
             self._pending = {**self._pending, **data}
             self._pending_step = step
@@ -319,13 +311,43 @@ class Run:
             "step": step,
             "data": data,
         }
-        line = encode_metrics(event)
+        line = self._encode_metrics(event)
         data = event["data"]
         writer.write_lines_locked(line, 1)
         if self.summary.rules:
             self.summary.observe(data)
         else:
             self._last.update(data)
+
+    @property
+    def blobs(self) -> BlobStore:
+        """The blob store of the run's Waddle folder (media, saved files, artifacts)."""
+        if self._blobs is None:
+            self._blobs = BlobStore(self.root)
+        return self._blobs
+
+    def _encode_metrics(self, event: dict[str, Any]) -> bytes:
+        """``encode(event)``; when it fails over values that are not plain JSON, once more
+        with media as typed values (blobs written first) and stand-ins left out, which
+        replaces ``event["data"]``. The scalar hot path pays nothing for media: only a
+        failed encode looks for them."""
+        try:
+            return encode(event)
+        except EncodeError:
+            data = self._typed(event["data"])
+            if data is event["data"]:
+                raise
+            event["data"] = data
+            return encode(event)
+
+    def _typed(self, data: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``data`` with media as typed values (blobs written first) and stand-ins left out."""
+        return without_stand_ins(typed_values(data, self.blobs, self._blob_trouble))
+
+    def _blob_trouble(self, what: str, exc: OSError) -> None:
+        """I/O trouble writing a blob: the value is not recorded, counted as dropped."""
+        logger.warning("waddle: %s was not recorded: %s", what, exc)
+        self._writer.count_dropped(f"blob {errno.errorcode.get(exc.errno or 0, 'error')}", 1)
 
     def start_system_metrics(self, sampler: SystemSampler) -> None:
         self._sampler = sampler

@@ -1,0 +1,1 @@
+"""Content-addressed files beside the event log (``<root>/blobs/``): see ``store``."""

@@ -1,0 +1,191 @@
+"""The blob store: files kept once, by content, under ``<root>/blobs/<2 hex>/<sha256>``.
+
+Guarantees: a blob at its final name is complete and holds exactly the bytes its name
+hashes to. Every write streams into ``blobs/tmp/`` while hashing (the source is read
+once), fsyncs, then renames to the final name; a name that already exists is the same
+content, so the temp file is dropped. Writers of the same content race harmlessly. The
+directory entry is not fsynced: after a power loss a blob may be missing, never torn (a
+reader checks with ``verify``). Used by the producer (media, files, artifacts), the
+server (``PUT /blobs``) and retention; it imports nothing above ``waddle.paths``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO
+
+from waddle.paths import PathArg, blobs_dir
+
+CHUNK = 1 << 20
+TMP_NAME = "tmp"
+_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    """A stored blob: its SHA-256 (hex) and its size in bytes."""
+
+    sha256: str
+    size: int
+
+
+class SourceChanged(OSError):
+    """A file disappeared or changed while it was copied into the store; nothing was kept.
+
+    An ``OSError``: for the producer it is I/O trouble (warned about and counted).
+    """
+
+
+class HashMismatch(ValueError):
+    """The bytes written do not hash to the name they were sent under; nothing was kept."""
+
+    def __init__(self, expected: str, got: str) -> None:
+        self.expected = expected
+        self.got = got
+        super().__init__(f"blob sent as {expected} hashes to {got}; it was not stored")
+
+
+def check_sha256(sha256: str) -> str:
+    """``sha256`` if it is 64 lowercase hex digits (a safe path component), else ValueError."""
+    if not isinstance(sha256, str) or not _HEX.match(sha256):
+        raise ValueError(f"not a SHA-256 in lowercase hex: {sha256!r}")
+    return sha256
+
+
+class BlobStore:
+    """The blobs of one Waddle folder."""
+
+    def __init__(self, root: PathArg) -> None:
+        self.dir = blobs_dir(root)
+
+    def path(self, sha256: str) -> Path:
+        """Where the blob named ``sha256`` lives (whether or not it exists)."""
+        check_sha256(sha256)
+        return self.dir / sha256[:2] / sha256
+
+    def exists(self, sha256: str) -> bool:
+        return self.path(sha256).is_file()
+
+    def open(self, sha256: str) -> BinaryIO:
+        """The blob for reading; FileNotFoundError when it is not stored."""
+        return open(self.path(sha256), "rb")
+
+    def verify(self, sha256: str) -> bool:
+        """Whether the blob exists and its bytes hash to its name."""
+        try:
+            with self.open(sha256) as file:
+                digest = hashlib.sha256()
+                while chunk := file.read(CHUNK):
+                    digest.update(chunk)
+                return digest.hexdigest() == sha256
+        except FileNotFoundError:
+            return False
+
+    def writer(self) -> BlobWriter:
+        """A blob written in pieces (``write``, then ``commit``); see ``BlobWriter``."""
+        return BlobWriter(self)
+
+    def put_bytes(self, data: bytes) -> BlobRef:
+        """Store ``data``; a blob already stored is not written again."""
+        ref = BlobRef(hashlib.sha256(data).hexdigest(), len(data))
+        if self.exists(ref.sha256):
+            return ref
+        with self.writer() as blob:
+            blob.write(data)
+            return blob.commit(ref.sha256)
+
+    def put_chunks(self, chunks: Iterable[bytes], expected: str | None = None) -> BlobRef:
+        """Store a stream of chunks; ``HashMismatch`` when ``expected`` is not their hash."""
+        with self.writer() as blob:
+            for chunk in chunks:
+                blob.write(chunk)
+            return blob.commit(expected)
+
+    def put_file(self, path: PathArg) -> BlobRef:
+        """Copy a file in, hashing while copying (read once).
+
+        ``SourceChanged`` when the file disappears, is replaced or changes size or
+        modification time while it is read: what was stored would not be that file.
+        """
+        with open(path, "rb") as source, self.writer() as blob:
+            before = os.fstat(source.fileno())
+            while chunk := source.read(CHUNK):
+                blob.write(chunk)
+            after = os.fstat(source.fileno())
+            try:
+                now = os.stat(path)
+            except FileNotFoundError:
+                raise SourceChanged(f"{path} disappeared while it was copied") from None
+            seen = {(s.st_ino, s.st_size, s.st_mtime_ns) for s in (before, after, now)}
+            if len(seen) > 1 or blob.size != after.st_size:
+                raise SourceChanged(f"{path} changed while it was copied")
+            return blob.commit()
+
+
+class BlobWriter:
+    """One blob on its way in: a temp file in ``blobs/tmp/`` hashed as it is written.
+
+    ``commit`` makes it a blob; leaving the ``with`` block without a commit (an error)
+    removes the temp file.
+    """
+
+    def __init__(self, store: BlobStore) -> None:
+        self._store = store
+        tmp = store.dir / TMP_NAME
+        tmp.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=tmp, prefix="in-")
+        os.fchmod(fd, 0o644)
+        self._tmp = Path(name)
+        self._file = os.fdopen(fd, "wb")
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, chunk: bytes) -> None:
+        self._file.write(chunk)
+        self._hash.update(chunk)
+        self.size += len(chunk)
+
+    def commit(self, expected: str | None = None) -> BlobRef:
+        """fsync and rename into place; ``HashMismatch`` (nothing kept) when the content
+        does not hash to ``expected``."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        digest = self._hash.hexdigest()
+        if expected is not None and expected != digest:
+            self._tmp.unlink(missing_ok=True)
+            raise HashMismatch(expected, digest)
+        final = self._store.path(digest)
+        if final.exists():
+            self._tmp.unlink(missing_ok=True)
+        else:
+            final.parent.mkdir(exist_ok=True)
+            os.rename(self._tmp, final)
+        return BlobRef(digest, self.size)
+
+    def abort(self) -> None:
+        """Drop the temp file. Closing flushes what is buffered, which fails again on a
+        full disk: that second failure is the one being cleaned up after."""
+        with contextlib.suppress(OSError):
+            self._file.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self._file.closed:
+            self.abort()
