@@ -7,6 +7,10 @@ import { h, replace } from "./dom.js";
 import { fmtBytes, fmtValue } from "./format.js";
 import { blobLink } from "./media_panels.js";
 
+const ARTIFACT_EVENTS = new Set(["artifact", "artifact_version", "artifact_use"]);
+const RELOADS = 10;
+const RELOAD_DELAY_MS = 500;
+
 function runLink(project, runId, current) {
   if (!runId) return "";
   if (runId === current) return h("span", { class: "this-run" }, "this run");
@@ -32,7 +36,7 @@ function filesTable(files) {
       "tbody",
       {},
       files.map((file) => {
-        const name = file.path || file.name;
+        const name = file.name || file.path;
         const base = String(name).split("/").pop();
         return h(
           "tr",
@@ -118,8 +122,13 @@ export class ArtifactsSection {
   }
 
   async load() {
+    const own = await getRunArtifacts(this.runId, this.controller.signal);
+    this.shown = JSON.stringify(own);
+    await this.render(own);
+  }
+
+  async render(own) {
     const signal = this.controller.signal;
-    const own = await getRunArtifacts(this.runId, signal);
     const logged = own.logged || [];
     const used = own.used || [];
     const names = [...new Set([...logged, ...used].map((a) => a.name))].sort();
@@ -151,10 +160,22 @@ export class ArtifactsSection {
     );
   }
 
-  /** Live: an artifact event of this run reloads the section. */
+  /**
+   * Live: an artifact event of this run reloads the section, again until the server's
+   * tables hold it (they may read the log a moment after the page got the event).
+   */
   addEvents(events) {
-    const kinds = new Set(["artifact", "artifact_version", "artifact_use"]);
-    if (events.some((event) => kinds.has(event.type))) this.load().catch(() => null);
+    if (!events.some((event) => ARTIFACT_EVENTS.has(event.type))) return;
+    const before = this.shown;
+    const attempt = async (left) => {
+      const own = await getRunArtifacts(this.runId, this.controller.signal);
+      if (JSON.stringify(own) !== before) {
+        this.shown = JSON.stringify(own);
+        return this.render(own);
+      }
+      if (left > 0) setTimeout(() => attempt(left - 1).catch(() => null), RELOAD_DELAY_MS);
+    };
+    attempt(RELOADS).catch(() => null);
   }
 
   destroy() {
