@@ -38,6 +38,23 @@ function label(value) {
 }
 
 /**
+ * The bin under a point of the canvas (CSS pixels from its top left), as drawHeatmap laid
+ * it out: {step, low, high, count}, or null outside every bin.
+ */
+export function binAt(canvas, rows, x, y) {
+  const range = valueRange(rows);
+  if (!rows.length || !range) return null;
+  const plotW = (canvas.clientWidth || 400) - PAD.left - PAD.right;
+  const plotH = (canvas.clientHeight || 200) - PAD.top - PAD.bottom;
+  const row = rows[Math.floor(((x - PAD.left) / plotW) * rows.length)];
+  if (!row || y < PAD.top || y > PAD.top + plotH) return null;
+  const value = range[0] + ((PAD.top + plotH - y) / plotH) * (range[1] - range[0]);
+  const i = row.bins.findIndex((edge, j) => j + 1 < row.bins.length && value < row.bins[j + 1]);
+  if (i < 0 || value < row.bins[0]) return null;
+  return { step: row.step, low: row.bins[i], high: row.bins[i + 1], count: row.counts[i] };
+}
+
+/**
  * Draw `rows` ([{step, bins: n+1 edges, counts: n}], ordered by step) on `canvas`, sized to
  * its CSS box at the device's pixel ratio.
  */

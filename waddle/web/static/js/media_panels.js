@@ -9,7 +9,7 @@
 import { blobUrl, getHistograms, getMedia, getTable } from "./api.js";
 import { h, replace, setText } from "./dom.js";
 import { fmtBytes, fmtNumber, fmtValue } from "./format.js";
-import { drawHeatmap } from "./heatmap.js";
+import { binAt, drawHeatmap } from "./heatmap.js";
 
 const IMAGE_FORMATS = new Set(["png", "jpeg", "jpg", "gif", "webp"]);
 const AUDIO_FORMATS = new Set(["wav", "mp3", "ogg"]);
@@ -153,8 +153,12 @@ export class HistogramPanel {
     const { node, note } = head(key, "histogram");
     this.node = node;
     this.note = note;
-    this.canvas = h("canvas", { class: "heatmap" });
-    node.append(this.canvas);
+    this.canvas = h("canvas", {
+      class: "heatmap",
+      onmousemove: (event) => this.hover(event),
+    });
+    this.readout = h("div", { class: "chart-legend heatmap-readout" });
+    node.append(this.canvas, this.readout);
     parent.append(node);
   }
 
@@ -167,8 +171,29 @@ export class HistogramPanel {
     this.draw();
   }
 
+  sorted() {
+    return [...this.rows.values()].sort((a, b) => a.step - b.step);
+  }
+
+  /** The step, bin and count under the pointer, below the heat-map. */
+  hover(event) {
+    const box = this.canvas.getBoundingClientRect();
+    const bin = binAt(
+      this.canvas,
+      this.sorted(),
+      event.clientX - box.left,
+      event.clientY - box.top,
+    );
+    setText(
+      this.readout,
+      bin
+        ? `step ${fmtNumber(bin.step)} · [${fmtNumber(bin.low)}, ${fmtNumber(bin.high)}) · ${fmtNumber(bin.count)}`
+        : "",
+    );
+  }
+
   draw() {
-    const rows = [...this.rows.values()].sort((a, b) => a.step - b.step);
+    const rows = this.sorted();
     setText(this.note, `${rows.length} step${rows.length === 1 ? "" : "s"}`);
     this.node.dataset.steps = String(rows.length);
     drawHeatmap(this.canvas, rows);
