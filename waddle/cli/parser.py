@@ -114,6 +114,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         port=args.port,
         token=token_from_env(args.token),
         max_body_bytes=args.max_body_bytes,
+        max_blob_bytes=args.max_blob_bytes,
         db_path=Path(args.duckdb) if args.duckdb else None,
         poll_interval=args.poll_interval,
         ws_queue_events=args.ws_queue_events,
@@ -207,6 +208,12 @@ def _add_serve(
         type=int,
         default=web.DEFAULT_MAX_BODY_BYTES,
         help="largest /ingest body accepted (default 16 MiB)",
+    )
+    serve.add_argument(
+        "--max-blob-bytes",
+        type=int,
+        default=web.DEFAULT_MAX_BLOB_BYTES,
+        help="largest file a PUT /blobs/{sha256} accepts (default 512 MiB)",
     )
     serve.add_argument(
         "--relay",

@@ -9,6 +9,7 @@ NaN survive.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -265,3 +266,205 @@ def export_metrics(con: Any, run_id: str, target: Path | str, fmt: str) -> int:
     )
     (count,) = con.execute("SELECT count(*) FROM metrics WHERE run_id = ?", [run_id]).fetchone()
     return count
+
+
+def blob_format(con: Any, sha256: str) -> str | None:
+    """The format a logged value recorded for blob ``sha256`` (``png``, ``wav``, ...).
+
+    A scan of ``media`` (no index on ``sha256``): the server asks only for blobs whose
+    bytes do not start with an image signature.
+    """
+    found = con.execute("SELECT format FROM media WHERE sha256 = ? LIMIT 1", [sha256]).fetchone()
+    return None if found is None else str(found[0])
+
+
+MEDIA_FIELDS = ("step", "idx", "kind", "sha256", "size", "format", "width", "height", "caption")
+
+
+def media_keys(con: Any, run_id: str) -> list[dict[str, Any]]:
+    """The media keys of a run, histograms included: ``{key, kind, steps, last_step}``."""
+    return _rows(
+        con.execute(
+            "SELECT key, min(kind) AS kind, count(DISTINCT step) AS steps, max(step) AS last_step "
+            "FROM (SELECT key, kind, step FROM media WHERE run_id = $run "
+            "UNION ALL SELECT key, 'histogram', step FROM histograms WHERE run_id = $run) "
+            "GROUP BY key ORDER BY key",
+            {"run": run_id},
+        )
+    )
+
+
+def media_values(con: Any, run_id: str, key: str, step: int | None) -> list[dict[str, Any]]:
+    """The media values of one key, of one step or all, ordered by step and list position."""
+    where, params = "run_id = ? AND key = ?", [run_id, key]
+    if step is not None:
+        where, params = where + " AND step = ?", [*params, step]
+    return _rows(
+        con.execute(
+            f"SELECT {', '.join(MEDIA_FIELDS)} FROM media WHERE {where} ORDER BY step, idx, ts",
+            params,
+        )
+    )
+
+
+def histogram_series(con: Any, run_id: str, key: str) -> list[dict[str, Any]]:
+    """The histograms of one key, ordered by step."""
+    return _rows(
+        con.execute(
+            "SELECT step, bins, counts FROM histograms WHERE run_id = ? AND key = ? "
+            "ORDER BY step, ts",
+            [run_id, key],
+        )
+    )
+
+
+def table_value(con: Any, run_id: str, key: str, step: int | None) -> dict[str, Any] | None:
+    """The table logged under ``key`` at ``step`` (the latest step when None)."""
+    where, params = "run_id = ? AND key = ? AND kind = 'table'", [run_id, key]
+    if step is not None:
+        where, params = where + " AND step = ?", [*params, step]
+    found = con.execute(
+        f"SELECT step, sha256, size FROM media WHERE {where} ORDER BY step DESC, ts DESC LIMIT 1",
+        params,
+    ).fetchone()
+    return None if found is None else _row(("step", "sha256", "size"), found)
+
+
+@dataclass(frozen=True)
+class TablePage:
+    """Which rows of a logged table to answer: a filter, a sort column, a window."""
+
+    offset: int = 0
+    limit: int = 50
+    sort: str | None = None
+    desc: bool = False
+    q: str | None = None
+
+
+_TABLE_ROWS = """
+WITH doc AS (
+    SELECT columns, data FROM read_json(
+        $path, columns = {'columns': 'VARCHAR[]', 'data': 'JSON[]'},
+        format = 'auto', maximum_object_size = $size
+    )
+),
+cells AS (
+    SELECT generate_subscripts(data, 1) AS i, from_json(unnest(data), '["JSON"]') AS row
+    FROM doc
+),
+kept AS (
+    SELECT i, row FROM cells
+    WHERE $q IS NULL OR list_bool_or(
+        list_transform(row, lambda c: contains(lower(json_extract_string(c, '$')), $q))
+    )
+)
+"""
+
+
+def table_rows(con: Any, path: Path | str, size: int, page: TablePage) -> dict[str, Any]:
+    """A page of the table blob at ``path`` (JSON ``{"columns", "data"}``), read by DuckDB.
+
+    Filter (``q``: a cell contains it, case-insensitive), sort (numbers as numbers, then
+    text) and window all run in DuckDB, so only the page reaches Python. DuckDB parses
+    the blob as one JSON document: its peak memory grows with the blob's size, which is
+    why the server refuses tables over ``waddle.web.media_api.MAX_TABLE_BYTES``.
+    """
+    bound = {"path": str(path), "size": max(size + 1, 1 << 20)}
+    ((columns,),) = con.execute(
+        "SELECT columns FROM read_json($path, columns = {'columns': 'VARCHAR[]'}, "
+        "format = 'auto', maximum_object_size = $size)",
+        bound,
+    ).fetchall()
+    columns = list(columns or [])
+    order = "i"
+    if page.sort is not None:
+        if page.sort not in columns:
+            raise UsageError(f"no column {page.sort!r} in this table; it has {columns}")
+        cell = f"json_extract_string(row[{columns.index(page.sort) + 1}], '$')"
+        way = "DESC" if page.desc else "ASC"
+        order = f"try_cast({cell} AS DOUBLE) {way} NULLS LAST, {cell} {way} NULLS LAST, i"
+    params = {**bound, "q": page.q.lower() if page.q else None}
+    total = con.execute(_TABLE_ROWS + "SELECT count(*) FROM kept", params).fetchone()[0]
+    rows = con.execute(
+        _TABLE_ROWS
+        + f"SELECT to_json(row)::VARCHAR FROM kept ORDER BY {order} LIMIT $limit OFFSET $offset",
+        {**params, "limit": page.limit, "offset": page.offset},
+    ).fetchall()
+    return {
+        "columns": columns,
+        # json, not orjson: a table written by Python's json module may hold NaN.
+        "rows": [json.loads(text) for (text,) in rows],
+        "total": total,
+    }
+
+
+def run_artifacts(con: Any, run_id: str) -> dict[str, Any]:
+    """A run's saved files, the artifact versions it logged and those it used."""
+    files = _rows(
+        con.execute(
+            "SELECT kind, name, path, size, sha256, ts FROM artifacts WHERE run_id = ? "
+            "ORDER BY ts, name",
+            [run_id],
+        )
+    )
+    logged = _rows(
+        con.execute(
+            "SELECT name, type, version, digest, aliases, size, files FROM artifact_versions "
+            "WHERE run_id = ? ORDER BY name, version, ts",
+            [run_id],
+        )
+    )
+    used = _rows(
+        con.execute(
+            "SELECT name, version, alias FROM artifact_uses WHERE run_id = ? "
+            "ORDER BY name, version, ts",
+            [run_id],
+        )
+    )
+    return {"files": files, "logged": logged, "used": used}
+
+
+def artifact_lineage(con: Any, name: str) -> dict[str, Any] | None:
+    """Every version of an artifact: the run that first logged it, the runs that used it.
+
+    An alias belongs to the version whose latest ``artifact_version`` event names it
+    (``latest`` moves to each new version, as in the artifact index).
+    """
+    events = con.execute(
+        "SELECT version, digest, aliases, size, files, run_id, metadata, type "
+        "FROM artifact_versions WHERE name = ? ORDER BY ts, version",
+        [name],
+    ).fetchall()
+    if not events:
+        return None
+    used = dict(
+        con.execute(
+            "SELECT digest, list(DISTINCT run_id ORDER BY run_id) FROM artifact_uses "
+            "WHERE name = ? GROUP BY digest",
+            [name],
+        ).fetchall()
+    )
+    versions: dict[int, dict[str, Any]] = {}
+    owner: dict[str, int] = {}
+    for version, digest, aliases, size, files, run_id, metadata, _ in events:
+        versions.setdefault(
+            version,
+            {
+                "version": version,
+                "digest": digest,
+                "aliases": [],
+                "size": size,
+                "files": files,
+                "run_id": run_id,
+                "used_by": list(used.get(digest, [])),
+                "metadata": orjson.loads(metadata) if metadata else {},
+            },
+        )
+        owner.update(dict.fromkeys(aliases or [], version))
+    for alias, version in owner.items():
+        versions[version]["aliases"].append(alias)
+    return {
+        "name": name,
+        "type": events[-1][7],
+        "versions": [versions[version] for version in sorted(versions)],
+    }

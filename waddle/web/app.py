@@ -31,7 +31,7 @@ from waddle.consumers.duckdb.writer import DuckDBWriter
 from waddle.consumers.relay.consumer import RelayConsumer
 from waddle.errors import StoreError, UsageError
 from waddle.eventlog.reader import LogReader
-from waddle.web import api
+from waddle.web import api, blobs, media_api
 from waddle.web.auth import TokenAuth
 from waddle.web.dashboard_api import dashboard_routes
 from waddle.web.errors import EXCEPTION_HANDLERS, json_response
@@ -67,6 +67,14 @@ ROUTES = [
     Route("/api/runs/{run_id}/metrics", api.api_metrics),
     Route("/api/runs/{run_id}/system", api.api_system),
     Route("/api/runs/{run_id}/console", api.api_console),
+    Route("/api/runs/{run_id}/media", media_api.run_media),
+    Route("/api/runs/{run_id}/media/{key:path}", media_api.media_values),
+    Route("/api/runs/{run_id}/histograms/{key:path}", media_api.histograms),
+    Route("/api/runs/{run_id}/tables/{key:path}", media_api.table),
+    Route("/api/runs/{run_id}/artifacts", media_api.run_artifacts),
+    Route("/api/artifacts/{name:path}", media_api.artifact),
+    Route("/blobs/{sha256}", blobs.get_blob, methods=["GET", "HEAD"]),
+    Route("/blobs/{sha256}", blobs.put_blob, methods=["PUT"]),
     WebSocketRoute("/ws", websocket_endpoint),
     *dashboard_routes(),
 ]

@@ -141,6 +141,190 @@ def _get(
     }
 
 
+_KEY = {
+    "name": "key",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 512},
+    "description": "the logged key (may hold slashes)",
+}
+_STEP = _query("step", {"type": "integer", "minimum": 0}, "one step (default: every step)")
+_SHA256 = {
+    "name": "sha256",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+    "description": "the blob's SHA-256, 64 lowercase hex digits",
+}
+_BINARY = {"type": "string", "format": "binary"}
+# What GET /blobs answers with: the inert formats, else a download (waddle.web.blobs).
+_BLOB_TYPES = (
+    "application/octet-stream",
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/webp",
+    "audio/wav",
+    "audio/mpeg",
+    "audio/ogg",
+    "video/mp4",
+    "video/webm",
+    "application/json",
+)
+_MEDIA_VALUE = {
+    "type": "object",
+    "required": ["step", "idx", "kind", "sha256", "size", "format"],
+    "properties": {
+        "step": {"type": "integer"},
+        "idx": {"type": "integer", "description": "position in a list of images"},
+        "kind": {"type": "string", "enum": ["image", "audio", "video", "table"]},
+        "sha256": {"type": "string"},
+        "size": {"type": "integer"},
+        "format": {"type": "string"},
+        "width": {"type": ["integer", "null"]},
+        "height": {"type": ["integer", "null"]},
+        "caption": {"type": ["string", "null"]},
+    },
+}
+_BLOB_PATHS = {
+    "get": {
+        "summary": "The bytes of a blob (nosniff, a sandboxing CSP; active formats download)",
+        "parameters": [_SHA256],
+        "responses": {
+            "200": {
+                "description": "the bytes; ETag is the sha256, cacheable forever",
+                "content": {media: {"schema": _BINARY} for media in _BLOB_TYPES},
+            },
+            "304": {"description": "not modified (If-None-Match)"},
+            **_errors(400, 401, 403, 404),
+        },
+    },
+    "head": {
+        "summary": "Whether this host has a blob (the relay asks before it uploads)",
+        "parameters": [_SHA256],
+        "responses": {
+            "200": {"description": "the host has it"},
+            "304": {"description": "not modified (If-None-Match)"},
+            "400": {"description": "not a sha256"},
+            "401": {"description": "the token is missing or wrong"},
+            "403": {"description": "a Host this server does not answer"},
+            "404": {"description": "no such blob"},
+        },
+    },
+    "put": {
+        "summary": "Store a blob; its bytes must hash to its name (idempotent)",
+        "parameters": [_SHA256],
+        "requestBody": {
+            "required": True,
+            "content": {"application/octet-stream": {"schema": _BINARY}},
+        },
+        "responses": {
+            "200": _json({"type": "object", "required": ["sha256"]}, "the host had it already"),
+            "201": _json({"type": "object", "required": ["sha256", "size"]}, "stored"),
+            **_errors(400, 401, 403, 404, 413, 503),
+        },
+    },
+}
+
+
+def _media_paths() -> dict[str, Any]:
+    """The /api endpoints of a run's media and artifacts (waddle.web.media_api)."""
+    return {
+        "/api/runs/{run_id}/media": _get(
+            "The media keys of a run (histograms as kind histogram)",
+            _json(
+                {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["key", "kind", "steps", "last_step"],
+                        "properties": {
+                            "key": {"type": "string"},
+                            "kind": {"type": "string"},
+                            "steps": {"type": "integer"},
+                            "last_step": {"type": "integer"},
+                        },
+                    },
+                }
+            ),
+            [_RUN_ID],
+            404,
+        ),
+        "/api/runs/{run_id}/media/{key}": _get(
+            "The media values of one key, ordered by step and list position",
+            _json({"type": "array", "items": _MEDIA_VALUE}),
+            [_RUN_ID, _KEY, _STEP],
+            404,
+        ),
+        "/api/runs/{run_id}/histograms/{key}": _get(
+            "The histograms of one key, ordered by step",
+            _json(
+                {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["step", "bins", "counts"],
+                        "properties": {
+                            "step": {"type": "integer"},
+                            "bins": {"type": "array", "items": {"type": "number"}},
+                            "counts": {"type": "array", "items": {"type": "integer"}},
+                        },
+                    },
+                }
+            ),
+            [_RUN_ID, _KEY],
+            404,
+        ),
+        "/api/runs/{run_id}/tables/{key}": _get(
+            "One page of a logged table, filtered and sorted by the server",
+            _json(
+                {
+                    "type": "object",
+                    "required": ["columns", "rows", "total", "step"],
+                    "properties": {
+                        "columns": {"type": "array", "items": {"type": "string"}},
+                        "rows": {"type": "array", "items": {"type": "array"}},
+                        "total": {"type": "integer", "description": "rows that match q"},
+                        "step": {"type": "integer"},
+                    },
+                }
+            ),
+            [
+                _RUN_ID,
+                _KEY,
+                _query("step", {"type": "integer", "minimum": 0}, "the step (default: latest)"),
+                _query("offset", {"type": "integer", "minimum": 0}, "rows to skip"),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 10000}, "page size"),
+                _query("sort", {"type": "string"}, "a column to sort by"),
+                _query("desc", {"type": "string", "enum": ["true", "false"]}, "descending"),
+                _query("q", {"type": "string"}, "only rows with a cell containing this"),
+            ],
+            404,
+            413,
+        ),
+        "/api/runs/{run_id}/artifacts": _get(
+            "A run's saved files, the artifact versions it logged and those it used",
+            _json({"type": "object", "required": ["files", "logged", "used"]}),
+            [_RUN_ID],
+            404,
+        ),
+        "/api/artifacts/{name}": _get(
+            "Every version of an artifact: the run that logged it, the runs that used it",
+            _json({"type": "object", "required": ["name", "type", "versions"]}),
+            [
+                {
+                    "name": "name",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 512},
+                }
+            ],
+            404,
+        ),
+        "/blobs/{sha256}": _BLOB_PATHS,
+    }
+
+
 def spec() -> dict[str, Any]:
     """The whole document."""
     return {
@@ -336,5 +520,6 @@ def spec() -> dict[str, Any]:
                 ],
                 404,
             ),
+            **_media_paths(),
         },
     }

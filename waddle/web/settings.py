@@ -13,6 +13,7 @@ from waddle.paths import duckdb_path
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_BLOB_BYTES = 512 * 1024 * 1024
 DEFAULT_POLL_INTERVAL = 0.05
 DEFAULT_WS_QUEUE_EVENTS = 50_000
 DEFAULT_WS_SEND_TIMEOUT = 10.0
@@ -27,7 +28,8 @@ class Settings:
     ``poll_interval`` is the tail loop's sleep when the log has nothing new (the live
     latency floor). ``ws_queue_events`` bounds what a WebSocket client may have waiting
     before its backlog is dropped and replayed from the log; ``ws_send_timeout`` is how
-    long one send may stall before the client is disconnected.
+    long one send may stall before the client is disconnected. ``max_blob_bytes`` bounds
+    one ``PUT /blobs/{sha256}`` body (``max_body_bytes`` bounds ``/ingest``).
     """
 
     root: Path
@@ -35,6 +37,7 @@ class Settings:
     port: int = DEFAULT_PORT
     token: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES
     db_path: Path | None = None
     poll_interval: float = DEFAULT_POLL_INTERVAL
     ws_queue_events: int = DEFAULT_WS_QUEUE_EVENTS
@@ -50,8 +53,8 @@ class Settings:
             check_url(url)
         if self.token is not None and not self.token:
             raise UsageError("the token is empty: pass a non-empty --token or unset WADDLE_TOKEN")
-        if self.max_body_bytes <= 0:
-            raise UsageError("the request body limit must be a positive number of bytes")
+        if self.max_body_bytes <= 0 or self.max_blob_bytes <= 0:
+            raise UsageError("the request body limits must be positive numbers of bytes")
         if not 0 < self.poll_interval <= 60:
             raise UsageError("the poll interval must be between 0 and 60 seconds")
         if self.ws_queue_events < 1 or self.ws_send_timeout <= 0 or self.ws_heartbeat <= 0:
