@@ -24,8 +24,11 @@ segments on disk are the queue and retention keeps them: nothing is lost however
 the outage lasts. Give the relay the run loop's ``stop`` event (or call ``interrupt``)
 so that a stop ends the wait. A refusal of the token (401/403) stops forwarding to that
 host with one error message and no further requests; nothing is committed past what the
-host acknowledged. Live tails are paced: rounds that only carry a few new events per
-stream are at least ``linger`` seconds apart, each carrying everything new since.
+host acknowledged. Blobs go first: before a batch is posted, ``blobs.BlobRelay`` makes
+sure the host holds every blob its events name (HEAD, then PUT), and the offset commits
+only after both; a blob missing locally parks the stream. Live tails are paced: rounds
+that only carry a few new events per stream are at least ``linger`` seconds apart, each
+carrying everything new since.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from waddle.consumers.base import Consumer, Offsets, run_consumer
+from waddle.consumers.relay.blobs import BlobRelay
 from waddle.consumers.relay.client import DEFAULT_TIMEOUT_S, Backoff, check_url
 from waddle.consumers.relay.sender import Sender
 from waddle.errors import WaddleError
@@ -138,6 +142,15 @@ class RelayConsumer(Consumer):
             quiet=stop_on_failure,
             wake=self._interrupted,
         )
+        self.blobs = BlobRelay(
+            self,
+            self.root,
+            self.url,
+            token,
+            timeout=timeout,
+            backoff=backoff or Backoff(),
+            give_up_after=give_up_after,
+        )
 
     def start(self, offsets: Mapping[str, Offset]) -> Offsets:
         """Resume from the published offsets: they are exactly what the host acknowledged."""
@@ -192,6 +205,7 @@ class RelayConsumer(Consumer):
                 self._pool.shutdown(wait=True)
                 self._pool = None
             self.sender.close()
+            self.blobs.close()
 
     def _settle(self) -> None:
         """Wait for every batch in flight; re-raise what went wrong in a sender (a bug)."""
@@ -219,7 +233,7 @@ class RelayConsumer(Consumer):
         """
         if self.stopping():
             return
-        if not events or self.sender.send(stream, events):
+        if not events or (self.blobs.ensure(stream, events) and self.sender.send(stream, events)):
             with self._lock:
                 before = self._acked.get(stream, Offset())
                 self._acked[stream] = Offset(end.segment, end.position, max(end.seq, before.seq))
