@@ -296,7 +296,8 @@ def media_keys(con: Any, run_id: str) -> list[dict[str, Any]]:
 
 def media_values(con: Any, run_id: str, key: str, step: int | None) -> list[dict[str, Any]]:
     """The media values of one key, of one step or all, ordered by step and list position."""
-    where, params = "run_id = ? AND key = ?", [run_id, key]
+    where = "run_id = ? AND key = ?"
+    params: list[Any] = [run_id, key]
     if step is not None:
         where, params = where + " AND step = ?", [*params, step]
     return _rows(
@@ -320,7 +321,8 @@ def histogram_series(con: Any, run_id: str, key: str) -> list[dict[str, Any]]:
 
 def table_value(con: Any, run_id: str, key: str, step: int | None) -> dict[str, Any] | None:
     """The table logged under ``key`` at ``step`` (the latest step when None)."""
-    where, params = "run_id = ? AND key = ? AND kind = 'table'", [run_id, key]
+    where = "run_id = ? AND key = ? AND kind = 'table'"
+    params: list[Any] = [run_id, key]
     if step is not None:
         where, params = where + " AND step = ?", [*params, step]
     found = con.execute(
