@@ -5,11 +5,14 @@ feeds."""
 from __future__ import annotations
 
 import io
+import json
+import os
 import re
 import signal
 import subprocess
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,9 @@ from tests.consumers.logs import (
     write_run,
 )
 from tests.helpers import eventually
+from waddle.blobs.store import BlobStore
 from waddle.cli import commands
+from waddle.consumers import retention
 from waddle.consumers.base import Consumer, Offsets, run_consumer
 from waddle.consumers.duckdb.writer import DuckDBWriter
 from waddle.consumers.lag import segment_sizes
@@ -35,6 +40,7 @@ from waddle.consumers.registry import StateStore
 from waddle.consumers.retention import collect, passed
 from waddle.eventlog.reader import Batch, Offset
 from waddle.eventlog.segment import list_segments, log_dir
+from waddle.paths import blobs_dir
 
 
 class Collector(Consumer):
@@ -231,3 +237,100 @@ def test_gc_deletes_exactly_the_segments_everyone_passed(
                 last = reads[stream][-1].offset.seq
                 assert remaining == list(range(mine.seq + 1, last + 1))
             assert kept, "a stream keeps its active segment"
+
+
+# -- blobs: kept while a retained event names them -----------------------------------------
+
+
+def old(*paths: Path) -> None:
+    """Age files past the blob grace period."""
+    when = time.time() - retention.BLOB_GRACE_S - 60
+    for path in paths:
+        os.utime(path, (when, when))
+
+
+def blob_log(root: Path) -> dict[str, str]:
+    """Stream ``m``: an image early (in a segment that seals), filler, then a table whose
+    cell is an image, and an artifact index naming a manifest that names a file."""
+    store = BlobStore(root)
+    names = {
+        label: store.put_bytes(f"{label} bytes".encode()).sha256
+        for label in ("early", "late", "cell", "orphan", "file")
+    }
+    cell = {"_type": "image", "sha256": names["cell"], "size": 10, "format": "png"}
+    table = json.dumps({"columns": ["pic"], "data": [[cell]]}).encode()
+    names["table"] = store.put_bytes(table).sha256
+    manifest = json.dumps({"name": "ds", "files": [{"path": "x", "sha256": names["file"]}]})
+    names["manifest"] = store.put_bytes(manifest.encode()).sha256
+    index = root / "artifacts" / "ds.json"
+    index.parent.mkdir(parents=True)
+    index.write_text(json.dumps({"versions": [{"version": 0, "manifest": names["manifest"]}]}))
+    writer = open_stream(root, "m", segment_bytes=1024)
+    writer.append("run", run_fields("m"))
+    image = {"_type": "image", "sha256": names["early"], "size": 11, "format": "png"}
+    writer.append("metrics", {"step": 0, "data": {"img": image}})
+    for step in range(1, 60):
+        writer.append("metrics", {"step": step, "data": numbers(step)})
+    late = {"img": {**image, "sha256": names["late"]}}
+    late["preds"] = {"_type": "table", "sha256": names["table"], "size": 1, "format": "json"}
+    writer.append("metrics", {"step": 60, "data": late})
+    writer.close()
+    old(*(store.path(name) for name in names.values()))
+    return names
+
+
+def test_a_blob_goes_only_when_no_retained_event_names_it(tmp_path: Path) -> None:
+    root = tmp_path / "w"
+    names = blob_log(root)
+    store = BlobStore(root)
+    StateStore(root).publish("all", {"m": read_all(root, "m")[-1].offset})
+    would = collect(root, dry_run=True)
+    assert {item.path.name for item in would.blobs} == {names["early"], names["orphan"]}
+    assert all(store.exists(name) for name in names.values())  # a dry run deletes nothing
+    result = collect(root)
+    assert result.freed and {item.path for item in result.blobs} == {
+        store.path(names["early"]),
+        store.path(names["orphan"]),
+    }
+    assert {label for label, name in names.items() if store.exists(name)} == {
+        "late",
+        "table",
+        "cell",
+        "manifest",
+        "file",
+    }
+    out = io.StringIO()
+    commands.gc(root, out)
+    assert "0 blobs" in out.getvalue()
+
+
+def test_a_consumer_that_still_needs_an_event_keeps_its_blob(tmp_path: Path) -> None:
+    root = tmp_path / "w"
+    names = blob_log(root)
+    store = BlobStore(root)
+    registry = StateStore(root)
+    registry.publish("all", {"m": read_all(root, "m")[-1].offset})
+    registry.publish("behind", {"m": Offset(0, 0, 0)})  # has not read the early image yet
+    result = collect(root)
+    assert result.freed == []
+    assert {item.path.name for item in result.blobs} == {names["orphan"]}
+    assert store.exists(names["early"])
+    registry.remove("behind")
+    assert store.path(names["early"]) in {item.path for item in collect(root).blobs}
+
+
+def test_new_blobs_and_fresh_temp_files_are_kept(tmp_path: Path) -> None:
+    root = tmp_path / "w"
+    blob_log(root)
+    store = BlobStore(root)
+    StateStore(root).publish("all", {"m": read_all(root, "m")[-1].offset})
+    fresh = store.put_bytes(b"written a moment ago; its event may be on its way").sha256
+    tmp = blobs_dir(root) / "tmp"
+    stale, live = tmp / "in-stale", tmp / "in-live"
+    stale.write_bytes(b"a writer was killed")
+    live.write_bytes(b"a writer is writing")
+    when = time.time() - retention.TMP_AGE_S - 60
+    os.utime(stale, (when, when))
+    gone = {item.path for item in collect(root).blobs}
+    assert stale in gone and live not in gone and store.path(fresh) not in gone
+    assert store.exists(fresh) and live.exists() and not stale.exists()

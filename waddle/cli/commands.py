@@ -303,13 +303,14 @@ def gc(root: Path, out: TextIO, *, dry_run: bool = False) -> int:
 
     result = collect(root, dry_run=dry_run)
     verb = "would free" if dry_run else "freed"
-    for item in result.freed:
+    for item in [*result.freed, *result.blobs]:
         out.write(f"{verb} {item.path} ({item.size} bytes)\n")
     if result.note:
         out.write(result.note + "\n")
     else:
         out.write(
-            f"{verb} {len(result.freed)} segments, {result.bytes / 2**20:.1f} MiB "
+            f"{verb} {len(result.freed)} segments, {result.bytes / 2**20:.1f} MiB, and "
+            f"{len(result.blobs)} blobs, {result.blob_bytes / 2**20:.1f} MiB "
             f"(consumers: {', '.join(result.consumers)})\n"
         )
     return 0
