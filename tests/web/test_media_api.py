@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import numpy as np
 import pytest
 
+import waddle
 from tests.consumers.logs import open_stream, run_fields
 from waddle.paths import blobs_dir
 
 from .conftest import Server, start_server, wait_for_run
+from .wsclient import Received, collect, open_client, subscribe
 
 
 def sha(data: bytes) -> str:
@@ -140,3 +145,37 @@ def test_the_files_of_a_run(server: Server) -> None:
     ]
     assert body["logged"] == [] and body["used"] == []
     assert server.get("/api/artifacts/never-logged").status == 404
+
+
+def test_a_live_image_reaches_a_websocket_client_and_its_blob_is_served(serve: Any) -> None:
+    live: Server = serve()
+    pixels = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+
+    def produce() -> None:
+        run = waddle.init(project="livemedia", root=live.root, id="wsmedia", system_metrics=False)
+        run.log({"loss": 0.5, "img": waddle.Image(pixels, caption="live")})
+        run.finish()
+
+    async def scenario() -> Received:
+        async with open_client(live.ws_url) as ws:
+            await subscribe(ws, project="livemedia")
+            producer = threading.Thread(target=produce)
+            producer.start()
+            try:
+                return await collect(
+                    ws,
+                    lambda got: any(e["type"] == "finish" for e in got.events.get("wsmedia", [])),
+                    timeout=60.0,
+                )
+            finally:
+                producer.join(60.0)
+
+    received = asyncio.run(scenario())
+    (logged,) = [e for e in received.events["wsmedia"] if e["type"] == "metrics"]
+    value = logged["data"]["img"]
+    assert value["_type"] == "image" and value["caption"] == "live"
+    assert (value["width"], value["height"], value["format"]) == (5, 4, "png")
+    assert logged["data"]["loss"] == 0.5
+    blob = live.get(f"/blobs/{value['sha256']}")
+    assert blob.status == 200 and sha(blob.body) == value["sha256"]
+    assert blob.headers["content-type"] == "image/png"
