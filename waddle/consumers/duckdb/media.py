@@ -147,7 +147,7 @@ def artifact_version_row(run_id: str, event: dict[str, Any]) -> tuple[Any, ...]:
         raise _fail("artifact_version metadata", metadata)
     return (
         _text(event.get("name"), "artifact_version name"),
-        _text(event.get("type"), "artifact_version type"),
+        _text(event.get("artifact_type"), "artifact_version artifact_type"),
         _count(event.get("version"), "artifact_version version"),
         sha256_of(event.get("digest"), "artifact_version digest"),
         sha256_of(event.get("manifest"), "artifact_version manifest"),
