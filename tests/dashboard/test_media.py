@@ -178,6 +178,15 @@ def test_images_with_step_slider_and_captions(media: Any, open_page: Any, screen
     )
     charts = chart_data(page)
     assert "samples" not in charts and "weights" not in charts
+    # In the summary, a typed value reads as what it is, not as its JSON.
+    summary = dict(
+        page.eval_on_selector_all(
+            "#summary table.kv tr",
+            "(rows) => rows.map((r) => [r.cells[0].textContent, r.cells[1].textContent])",
+        )
+    )
+    assert summary["samples"] == "2 images"
+    assert summary["weights"] == "histogram (10 bins)"
     page.locator("#media").scroll_into_view_if_needed()
     screenshot(page, "media")
 

@@ -200,7 +200,8 @@ export class RunFold {
 // (toNumber gives null for these); the media panels take them from here.
 export const MEDIA_TYPES = new Set(["image", "histogram", "table", "audio", "video"]);
 
-function isTyped(value) {
+/** Whether a logged value is one typed value (an image, a histogram, ...). */
+export function isTyped(value) {
   return (
     value !== null &&
     typeof value === "object" &&

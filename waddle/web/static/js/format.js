@@ -1,5 +1,7 @@
 // Formatting of times, durations and values for display, and the run-status rules.
 
+import { isTyped } from "./fold.js";
+
 /**
  * Seconds without an event after which a run still marked running is shown as stale
  * (its process stopped sending without a finish). System metrics arrive every 10 s by
@@ -64,14 +66,31 @@ export function fmtValue(value) {
   if (typeof value === "number") return fmtNumber(value);
   if (typeof value === "string") return value;
   if (typeof value === "boolean") return String(value);
-  return JSON.stringify(value);
+  return mediaLabel(value) ?? JSON.stringify(value);
+}
+
+/**
+ * A typed value (or a list of them) in a table cell: "image 64×64", "3 images",
+ * "histogram (32 bins)", "table (100 rows)"; null for any other value.
+ */
+export function mediaLabel(value) {
+  if (Array.isArray(value)) {
+    if (!value.length || !value.every(isTyped)) return null;
+    return value.length === 1 ? mediaLabel(value[0]) : `${value.length} ${value[0]._type}s`;
+  }
+  if (!isTyped(value)) return null;
+  if (value.width && value.height) return `${value._type} ${value.width}×${value.height}`;
+  if (value._type === "histogram") return `histogram (${(value.counts || []).length} bins)`;
+  if (value._type === "table") return `table (${value.nrows} rows)`;
+  return value._type;
 }
 
 /** Nested objects as dotted keys: {opt: {lr: 1}} -> {"opt.lr": 1}. Arrays stay whole. */
 export function flatten(object, prefix = "", out = {}) {
   for (const [key, value] of Object.entries(object || {})) {
     const name = prefix ? `${prefix}.${key}` : key;
-    if (value && typeof value === "object" && !Array.isArray(value) && Object.keys(value).length) {
+    const nested = value && typeof value === "object" && !Array.isArray(value);
+    if (nested && !isTyped(value) && Object.keys(value).length) {
       flatten(value, name, out);
     } else {
       out[name] = value;
