@@ -14,6 +14,7 @@ is forwarded whole.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import subprocess
 import sys
@@ -30,6 +31,7 @@ import pytest
 from tests.consumers.logs import CONSUME, run_fields
 from tests.consumers.relay.support import central, clean_env, free_port, stream_events
 from tests.helpers import SUBPROCESS_TIMEOUT_S, eventually
+from waddle.blobs.store import BlobStore
 from waddle.cli import commands
 from waddle.consumers.base import ConsumerThread, run_consumer
 from waddle.consumers.broadcast import Broadcaster, Hub, Subscriber
@@ -66,8 +68,15 @@ def finish_line(seq: int, exit_code: int) -> bytes:
     return line(seq, "finish", exit_code=exit_code, status="failed" if exit_code else "finished")
 
 
+# The file an artifact event names; a relay sends it before the event (the blob is real).
+ARTIFACT_BYTES = b"m.pt bytes"
+ARTIFACT_SHA256 = hashlib.sha256(ARTIFACT_BYTES).hexdigest()
+
+
 def artifact_line(seq: int, size: int) -> bytes:
-    return line(seq, "artifact", name="m", kind="model", path="m.pt", size=size, sha256="0" * 64)
+    return line(
+        seq, "artifact", name="m", kind="model", path="m.pt", size=size, sha256=ARTIFACT_SHA256
+    )
 
 
 # stream -> its lines, in seq order; POISON: stream -> the seqs no reader may take.
@@ -121,6 +130,7 @@ def write_hostile(root: Path) -> None:
         folder = log_dir(root) / stream
         folder.mkdir(parents=True)
         (folder / segment_name(0)).write_bytes(b"".join(lines))
+    BlobStore(root).put_bytes(ARTIFACT_BYTES)
 
 
 @pytest.fixture
