@@ -53,6 +53,18 @@ VALID: dict[str, dict[str, Any]] = {
         "size": 10,
         "sha256": "a" * 64,
     },
+    "artifact_version": {
+        "name": "mnist",
+        "artifact_type": "dataset",
+        "version": 1,
+        "digest": "b" * 64,
+        "manifest": "c" * 64,
+        "size": 1024,
+        "files": 2,
+        "aliases": ["latest"],
+        "metadata": {"rows": 60000},
+    },
+    "artifact_use": {"name": "mnist", "version": 1, "digest": "b" * 64, "alias": "latest"},
     "define_metric": {
         "metric": "eval/*",
         "step_metric": "train/global_step",

@@ -104,6 +104,35 @@ class ArtifactEvent(TypedDict):
     sha256: str
 
 
+class ArtifactVersionEvent(TypedDict):
+    """A version of a named artifact, by its manifest blob (``log_artifact``)."""
+
+    seq: int
+    ts: float
+    type: Literal["artifact_version"]
+    name: str
+    artifact_type: str
+    version: int
+    digest: str
+    manifest: str
+    size: int
+    files: int
+    aliases: NotRequired[list[str]]
+    metadata: NotRequired[dict[str, Any]]
+
+
+class ArtifactUseEvent(TypedDict):
+    """A run read a version of an artifact (``use_artifact``: lineage)."""
+
+    seq: int
+    ts: float
+    type: Literal["artifact_use"]
+    name: str
+    version: int
+    digest: str
+    alias: str | None
+
+
 class DefineMetricEvent(TypedDict):
     """How a metric (or a glob of metrics) is shown; a later one replaces an earlier one."""
 
@@ -136,6 +165,8 @@ Event = (
     | SystemEvent
     | ConsoleEvent
     | ArtifactEvent
+    | ArtifactVersionEvent
+    | ArtifactUseEvent
     | DefineMetricEvent
     | FinishEvent
 )

@@ -31,6 +31,9 @@ Rank = Annotated[
 ]
 
 
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
 class Envelope(BaseModel):
     """Fields every event has."""
 
@@ -109,7 +112,36 @@ class ArtifactEvent(Envelope):
     kind: str
     path: str
     size: NonNegativeInt
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    sha256: Sha256
+
+
+class ArtifactVersionEvent(Envelope):
+    """``log_artifact``: a version of a named artifact, by its manifest (a blob).
+
+    ``digest`` hashes the content (files, references, type), so the same content is the
+    same ``version``; ``manifest`` is the blob listing the files (docs/media.md).
+    """
+
+    type: Literal["artifact_version"]
+    name: str
+    artifact_type: str = Field(description="The artifact's type (``model``, ``dataset``...).")
+    version: NonNegativeInt
+    digest: Sha256
+    manifest: Sha256
+    size: NonNegativeInt = Field(description="Total bytes of the version's files.")
+    files: NonNegativeInt = Field(description="How many files the version holds.")
+    aliases: list[str] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class ArtifactUseEvent(Envelope):
+    """``use_artifact``: the run read a version of an artifact (lineage)."""
+
+    type: Literal["artifact_use"]
+    name: str
+    version: NonNegativeInt
+    digest: Sha256
+    alias: str | None
 
 
 class DefineMetricEvent(Envelope):
@@ -146,6 +178,8 @@ MODELS: dict[str, type[Envelope]] = {
     "system": SystemEvent,
     "console": ConsoleEvent,
     "artifact": ArtifactEvent,
+    "artifact_version": ArtifactVersionEvent,
+    "artifact_use": ArtifactUseEvent,
     "define_metric": DefineMetricEvent,
     "finish": FinishEvent,
 }
@@ -157,6 +191,8 @@ Event = Annotated[
     | SystemEvent
     | ConsoleEvent
     | ArtifactEvent
+    | ArtifactVersionEvent
+    | ArtifactUseEvent
     | DefineMetricEvent
     | FinishEvent,
     Field(discriminator="type"),

@@ -5,6 +5,7 @@ The layout (design.md section 2)::
     <root>/log/<stream>/       the event log
     <root>/state/              consumers' committed offsets
     <root>/blobs/              content-addressed files
+    <root>/artifacts/          each artifact name's versions and aliases (<name>.json)
     <root>/waddle.duckdb       the DuckDB writer's database
     <root>/waddle.runs.parquet the runs snapshot the writer publishes next to it
 
@@ -56,6 +57,11 @@ def state_dir(root: PathArg) -> Path:
 def blobs_dir(root: PathArg) -> Path:
     """Where content-addressed files (media, saved files, artifacts) live."""
     return Path(root) / "blobs"
+
+
+def artifacts_dir(root: PathArg) -> Path:
+    """Where the version index of each artifact name lives (``<name>.json``)."""
+    return Path(root) / "artifacts"
 
 
 def duckdb_path(root: PathArg) -> Path:

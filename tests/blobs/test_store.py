@@ -114,3 +114,26 @@ def test_writers_of_the_same_content_race_harmlessly(tmp_path: Path) -> None:
         thread.join(timeout=30)
     assert len(refs) == 8 and len(set(refs)) == 1
     assert store.verify(sha(data)) and not leftovers(store)
+
+
+def test_blobs_without_their_own_fsync_are_synced_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fsyncs: list[int] = []
+    syncs: list[None] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: fsyncs.append(fd) or real_fsync(fd))
+    monkeypatch.setattr(os, "sync", lambda: syncs.append(None))
+    store = BlobStore(tmp_path, sync_each=False)
+    store.put_bytes(b"a")
+    store.put_bytes(b"b")
+    store.put_bytes(b"a")  # already there: nothing to sync
+    assert (fsyncs, store.unsynced) == ([], 2)
+    source = tmp_path / "file"
+    source.write_bytes(b"c")
+    store.put_file(source)  # files always fsync
+    assert len(fsyncs) == 1 and store.unsynced == 2
+    store.sync()
+    store.sync()
+    assert len(syncs) == 1 and store.unsynced == 0
+    assert all(store.verify(sha(data)) for data in (b"a", b"b", b"c"))

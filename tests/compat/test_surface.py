@@ -7,6 +7,7 @@ import copy
 import pytest
 
 from waddle.compat import surface
+from waddle.errors import UsageError
 
 
 @pytest.fixture(autouse=True)
@@ -54,12 +55,15 @@ def test_calls_without_meaning_offline_succeed_quietly(capsys: pytest.CaptureFix
     assert capsys.readouterr().err == ""
 
 
-def test_what_is_not_recorded_yet_says_so_once(capsys: pytest.CaptureFixture[str]) -> None:
+def test_what_needs_a_run_says_so_once_without_one(capsys: pytest.CaptureFixture[str]) -> None:
     for _ in range(2):
         surface.watch(object(), log="all", log_freq=10)
-        assert surface.save("*.pt") is False
+        assert surface.save("*.pt") == []
+        assert surface.log_artifact("model.pt") == "model.pt"
     lines = capsys.readouterr().err.splitlines()
-    assert [line.split()[2] for line in lines] == ["watch()", "save()"]
+    assert [line.split()[2] for line in lines] == ["watch()", "save()", "log_artifact()"]
+    with pytest.raises(UsageError, match="init"):
+        surface.use_artifact("model:latest")
 
 
 def test_alert_prints_its_level_title_and_text(capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,6 +12,8 @@ import waddle as wandb
 from tests.helpers import of_type, read_events
 from waddle.compat import surface
 
+torch = pytest.importorskip("torch")
+
 MODULE_SURFACE = [
     "init", "log", "finish", "run", "config", "summary", "define_metric", "Settings",
     "login", "setup", "require", "termlog", "termwarn", "termerror", "util", "Api", "watch",
@@ -60,17 +62,19 @@ def test_a_script_written_for_wandb_runs_and_logs(capsys: pytest.CaptureFixture[
     assert wandb.run is run and dict(wandb.config) == {"epochs": 2, "lr": 0.1}
     wandb.define_metric("step")
     wandb.define_metric("val/*", step_metric="step", summary="max", goal="maximize")
-    wandb.watch(object(), log="all")
-    assert wandb.save("*.pt") is False
+    wandb.watch(torch.nn.Linear(2, 1), log="all")
+    Path("model.pt").write_bytes(b"weights")
+    assert wandb.save("*.pt") == ["model.pt"]
     wandb.alert(title="t", text="x", level=wandb.AlertLevel.WARN)
     wandb.mark_preempting()
     wandb.unwatch()
-    wandb.log({"val/acc": 0.5, "step": 1, "page": wandb.Html("<p>")})
+    wandb.log({"val/acc": 0.5, "step": 1, "page": wandb.Html("<p>"), "t": wandb.Table()})
     wandb.log({"val/acc": 0.3, "step": 2, "chart": wandb.plot.line(None, "x", "y")})
-    wandb.log_artifact(wandb.Artifact("model", type="model"))
-    with wandb.Artifact("m", "model").new_file("weights.bin", mode="wb") as file:
-        file.write(b"discarded")
-    assert wandb.use_artifact("model:latest") is not None
+    model = wandb.Artifact("model", type="model")
+    with model.new_file("weights.bin", mode="wb") as file:
+        file.write(b"kept")
+    wandb.log_artifact(model)
+    assert wandb.use_artifact("model:latest").files()[0]["path"] == "weights.bin"
     for kind in (wandb.Html, wandb.Object3D, wandb.Histogram):
         kind([1, 2])
     wandb.termlog("info")
@@ -78,15 +82,21 @@ def test_a_script_written_for_wandb_runs_and_logs(capsys: pytest.CaptureFixture[
     run.finish()
     assert wandb.run is None
     events = read_events()
-    assert [e["data"] for e in of_type(events, "metrics")] == [
-        {"val/acc": 0.5, "step": 1},
-        {"val/acc": 0.3, "step": 2},
+    assert [sorted(e["data"]) for e in of_type(events, "metrics")] == [
+        ["step", "t", "val/acc"],
+        ["step", "val/acc"],
     ]
-    assert of_type(events, "summary")[-1]["summary"] == {"val/acc": 0.5, "step": 2, "best": 1}
+    summary = of_type(events, "summary")[-1]["summary"]
+    assert {k: summary[k] for k in ("val/acc", "step", "best")} == {
+        "val/acc": 0.5,  # val/* keeps its max
+        "step": 2,
+        "best": 1,
+    }
+    assert [e["name"] for e in of_type(events, "artifact")] == ["model.pt"]
+    assert [e["type"] for e in of_type(events, "artifact_version")] == ["artifact_version"]
     assert [e["metric"] for e in of_type(events, "define_metric")] == ["step", "val/*"]
     err = capsys.readouterr().err
     assert "alert [WARN] t: x" in err
-    assert "watch() records nothing" in err and "save() records nothing" in err
     assert "waddle: info" not in err and "see it with" not in err  # Settings(silent=True)
 
 

@@ -108,7 +108,7 @@ def test_an_image_round_trips_through_its_png(array: np.ndarray, caption: str | 
         "format": "png",
         "width": width,
         "height": height,
-        "caption": caption,
+        **({} if caption is None else {"caption": caption}),
     }
     decoded = decode_png(blob(value))
     assert decoded.shape == (height, width, 1 if array.ndim == 2 else array.shape[2])
@@ -290,6 +290,19 @@ def test_the_blob_is_there_before_the_event_and_scalars_stay_numbers() -> None:
     assert [e["data"].get("loss") for e in of_type(read_events(), "metrics")] == [1.0, 0.5]
     with pytest.raises(waddle.EncodeError):  # an object that is no media type stays misuse
         waddle.init(project="media", id="other").log({"x": object()})
+
+
+def test_the_run_syncs_its_media_blobs_once_at_finish(monkeypatch: pytest.MonkeyPatch) -> None:
+    syncs: list[None] = []
+    monkeypatch.setattr("os.sync", lambda: syncs.append(None))
+    with waddle.init(project="media") as run:
+        for i in range(3):
+            run.log({"img": waddle.Image(np.full((2, 2), i))})
+        assert syncs == []
+    assert len(syncs) == 1
+    with waddle.init(project="media", id="scalars"):
+        pass
+    assert len(syncs) == 1  # a run without media has nothing to sync
 
 
 def test_media_gathered_with_commit_false_is_written_at_the_step() -> None:

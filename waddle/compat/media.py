@@ -9,13 +9,12 @@ job must not die because it also logs a chart. The media Waddle records (``Image
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
-from typing import IO, Any
+from typing import Any
 
 from waddle.compat.surface import termwarn
 
-__all__ = ["Artifact", "Html", "Object3D", "plot"]
+__all__ = ["Html", "Object3D", "plot"]
 
 
 # Attributes that the log's encoder and config readers test for (numpy, tensors, pydantic,
@@ -56,14 +55,6 @@ class Html(MediaStandIn):
 
 class Object3D(MediaStandIn):
     """``wandb.Object3D``."""
-
-
-class Artifact(MediaStandIn):
-    """``wandb.Artifact``: files written to it go nowhere yet."""
-
-    def new_file(self, name: str, mode: str = "x", encoding: str | None = None) -> IO[Any]:
-        """A file to write the artifact's content into; it is discarded (``os.devnull``)."""
-        return open(os.devnull, "wb" if "b" in mode else "w", encoding=encoding)
 
 
 class Plot(MediaStandIn):

@@ -88,10 +88,6 @@ def termerror(string: str, newline: bool = True, repeat: bool = True, prefix: bo
     _print("ERROR ", string, newline, repeat, prefix)
 
 
-def _unsupported(call: str, why: str) -> None:
-    termwarn(f"{call} records nothing in Waddle yet ({why}); training goes on", repeat=False)
-
-
 class Settings:
     """``wandb.Settings(...)``: keeps the values it is given; one never given reads None.
 
@@ -159,31 +155,56 @@ def watch(
     idx: int | None = None,
     log_graph: bool = False,
 ) -> None:
-    """Says once that gradient and parameter histograms are not recorded yet."""
-    _unsupported("watch()", "gradient and parameter histograms come with media support")
+    """``run.watch`` on the current run: histograms of a torch model's gradients and/or
+    parameters every ``log_freq`` steps. Without a run, says so once and does nothing."""
+    run = _current_or_say("watch()")
+    if run is not None:
+        run.watch(models, criterion, log=log, log_freq=log_freq, idx=idx, log_graph=log_graph)
 
 
 def unwatch(models: Any = None) -> None:
-    """Nothing to undo: ``watch`` records nothing yet."""
+    """``run.unwatch`` on the current run: the hooks of ``watch`` are removed."""
+    from waddle.producer.api import current
+
+    run = current()
+    if run is not None:
+        run.unwatch(models)
 
 
-def save(glob_str: str | None = None, base_path: str | None = None, policy: str = "live") -> bool:
-    """Says once that files are not saved with the run yet; False: nothing was saved."""
-    _unsupported("save()", "files and artifacts come with the blob store")
-    return False
+def save(
+    glob_str: str | None = None, base_path: str | None = None, policy: str = "live"
+) -> list[str]:
+    """``run.save`` on the current run: the names of the files saved (none without a run,
+    which is said once)."""
+    run = _current_or_say("save()")
+    return [] if run is None else run.save(glob_str, base_path, policy)
 
 
-def log_artifact(artifact: Any = None, *args: Any, **kwargs: Any) -> None:
-    """Says once that artifacts are not recorded yet."""
-    _unsupported("log_artifact()", "files and artifacts come with the blob store")
+def log_artifact(artifact: Any = None, *args: Any, **kwargs: Any) -> Any:
+    """``run.log_artifact`` on the current run (without one, says so once)."""
+    run = _current_or_say("log_artifact()")
+    return artifact if run is None else run.log_artifact(artifact, *args, **kwargs)
 
 
 def use_artifact(artifact: Any = None, *args: Any, **kwargs: Any) -> Any:
-    """Says once that artifacts are not recorded yet; returns an ``Artifact`` stand-in."""
-    from waddle.compat.media import Artifact
+    """``run.use_artifact`` on the current run; UsageError without one (the script needs
+    the files it asks for)."""
+    from waddle.producer.api import current
 
-    _unsupported("use_artifact()", "files and artifacts come with the blob store")
-    return Artifact(str(artifact), "unknown")
+    run = current()
+    if run is None:
+        raise UsageError("use_artifact() needs a run: call waddle.init() first")
+    return run.use_artifact(artifact, *args, **kwargs)
+
+
+def _current_or_say(call: str) -> Any:
+    """The current run; None, said once on stderr, when there is none."""
+    from waddle.producer.api import current  # here: the producer imports this module
+
+    run = current()
+    if run is None:
+        termwarn(f"{call} records nothing without a run (call waddle.init() first)", repeat=False)
+    return run
 
 
 def generate_id(length: int = 8) -> str:

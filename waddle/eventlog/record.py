@@ -62,6 +62,21 @@ REQUIRED_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
     "system": {"data": (dict,)},
     "console": {"stream": (str,), "text": (str,)},
     "artifact": {"name": (str,), "kind": (str,), "path": (str,), "size": (int,), "sha256": (str,)},
+    "artifact_version": {
+        "name": (str,),
+        "artifact_type": (str,),
+        "version": (int,),
+        "digest": (str,),
+        "manifest": (str,),
+        "size": (int,),
+        "files": (int,),
+    },
+    "artifact_use": {
+        "name": (str,),
+        "version": (int,),
+        "digest": (str,),
+        "alias": (str, type(None)),
+    },
     "define_metric": {
         "metric": (str,),
         "step_metric": (str, type(None)),
@@ -78,6 +93,12 @@ INT_RANGES: dict[str, dict[str, tuple[int, int]]] = {
     "run": {"rank": (0, MAX_RANK)},
     "metrics": {"step": (0, INT64_MAX)},
     "artifact": {"size": (0, INT64_MAX)},
+    "artifact_version": {
+        "version": (0, INT64_MAX),
+        "size": (0, INT64_MAX),
+        "files": (0, INT64_MAX),
+    },
+    "artifact_use": {"version": (0, INT64_MAX)},
     "finish": {"exit_code": (INT64_MIN, INT64_MAX)},
 }
 _SPELLED = {INT64_MIN: "-2**63", INT64_MAX: "2**63-1", MAX_RANK: "2**31-1"}
@@ -91,6 +112,8 @@ _MIN_OPENERS = {
     "system": 2,
     "console": 1,
     "artifact": 1,
+    "artifact_version": 1,
+    "artifact_use": 1,
     "define_metric": 1,
     "finish": 1,
 }
@@ -167,8 +190,9 @@ def _find_unencodable(
     return EncodeError(path or "<event>", value)
 
 
-def encode(event: Mapping[str, Any]) -> bytes:
-    """One event as one line, ``\\n`` included. Raises ``EncodeError`` naming the bad key.
+def encode(event: Mapping[str, Any], explain: bool = True) -> bytes:
+    """One event as one line, ``\\n`` included. Raises ``EncodeError`` naming the bad key
+    (``explain=False``: without looking for it, for a caller that will retry anyway).
 
     orjson writes NaN and infinities as ``null``; only when ``null`` appears in the line do
     we pay for a second pass that spells them out, so the common case is one dumps call.
@@ -177,6 +201,8 @@ def encode(event: Mapping[str, Any]) -> bytes:
     try:
         line = orjson.dumps(event, default=_to_plain, option=_OPTIONS)
     except TypeError as exc:
+        if not explain:
+            raise EncodeError("", event, "a value is not JSON") from exc
         raise (_find_unencodable(event, "") or _too_deep_error(event)) from exc
     # The producer's hot path: two memchr scans settle a flat line, whose only closing
     # brackets are the final "}}" (each dict and list closes with one, strings aside).

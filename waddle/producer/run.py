@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import logging
 import operator
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,10 +27,23 @@ from waddle.compat.media import without_stand_ins
 from waddle.errors import EncodeError, UsageError
 from waddle.eventlog.record import INT64_MAX, INT64_MIN, METRIC_GOALS, METRIC_SUMMARIES, encode
 from waddle.eventlog.writer import StreamWriter
+from waddle.producer.artifacts import (
+    SAVE_POLICIES,
+    Artifact,
+    as_artifact,
+    check_name,
+    code_files,
+    find_version,
+    plain_json,
+    save_base,
+    saved_files,
+    store_version,
+)
 from waddle.producer.config import Config, Summary
 from waddle.producer.console import ConsoleCapture
 from waddle.producer.media import typed_values
 from waddle.producer.system import SystemSampler
+from waddle.producer.watch import Watcher, watch_models
 
 logger = logging.getLogger("waddle")
 
@@ -136,6 +150,9 @@ class Run:
         self._on_finish = on_finish
         self._deferred: Callable[[], object] | None = None
         self._blobs: BlobStore | None = None
+        self._watchers: list[Watcher] = []
+        self._saves: list[tuple[str, Path]] = []  # save() patterns to look at again at finish
+        self._saved: dict[tuple[str, str], str] = {}  # (kind, name) -> sha256 last recorded
         self._synced: dict[str, str] = {}  # metric or glob -> its step metric (step_sync)
         config._attach(lambda changes: self._record("config", {"config": changes}))
         self.summary._attach(lambda changes: self._record("summary", {"summary": changes}))
@@ -323,7 +340,7 @@ class Run:
     def blobs(self) -> BlobStore:
         """The blob store of the run's Waddle folder (media, saved files, artifacts)."""
         if self._blobs is None:
-            self._blobs = BlobStore(self.root)
+            self._blobs = BlobStore(self.root, sync_each=False)  # synced at finish
         return self._blobs
 
     def _encode_metrics(self, event: dict[str, Any]) -> bytes:
@@ -332,13 +349,12 @@ class Run:
         replaces ``event["data"]``. The scalar hot path pays nothing for media: only a
         failed encode looks for them."""
         try:
-            return encode(event)
+            return encode(event, explain=False)
         except EncodeError:
             data = self._typed(event["data"])
-            if data is event["data"]:
-                raise
-            event["data"] = data
-            return encode(event)
+            if data is not event["data"]:
+                event["data"] = data
+            return encode(event)  # the error, if any, now names the key
 
     def _typed(self, data: Mapping[str, Any]) -> Mapping[str, Any]:
         """``data`` with media as typed values (blobs written first) and stand-ins left out."""
@@ -347,7 +363,116 @@ class Run:
     def _blob_trouble(self, what: str, exc: OSError) -> None:
         """I/O trouble writing a blob: the value is not recorded, counted as dropped."""
         logger.warning("waddle: %s was not recorded: %s", what, exc)
-        self._writer.count_dropped(f"blob {errno.errorcode.get(exc.errno or 0, 'error')}", 1)
+        cause = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+        self._writer.count_dropped(f"blob {cause}", 1)
+
+    def save(
+        self, glob_str: str | None = None, base_path: str | None = None, policy: str = "live"
+    ) -> list[str]:
+        """Record the files ``glob_str`` matches with the run (``artifact`` events of kind
+        ``file``, after their blobs); their names, relative to ``base_path`` (by default
+        the pattern's folder before its first wildcard). ``live`` saves now and again at
+        finish (what changed), ``now`` only now, ``end`` only at finish."""
+        if not isinstance(glob_str, str | os.PathLike) or not str(glob_str):
+            raise UsageError(f"save() takes a path or a glob, got {glob_str!r}")
+        if policy not in SAVE_POLICIES:
+            raise UsageError(f"save() policy must be one of {', '.join(SAVE_POLICIES)}")
+        pattern, base = save_base(str(glob_str), base_path)
+        if policy != "now":
+            self._saves.append((pattern, base))
+        found = saved_files(pattern, base)
+        if policy == "end":
+            return [name for name, _ in found]
+        return self._save_files(found, "file")
+
+    def log_code(
+        self,
+        root: str | None = ".",
+        name: str | None = None,
+        include_fn: Callable[[str, str], bool] | None = None,
+        exclude_fn: Callable[[str, str], bool] | None = None,
+    ) -> list[str]:
+        """Record the source files under ``root`` (``.py`` files unless ``include_fn``
+        says otherwise) as ``artifact`` events of kind ``code``; their names."""
+        return self._save_files(code_files(root or ".", include_fn, exclude_fn), "code")
+
+    def _save_files(self, found: list[tuple[str, Path]], kind: str) -> list[str]:
+        """Copy each file into the blob store and record it, unless it is unchanged since
+        this run last recorded it; I/O trouble leaves the file out, counted."""
+        saved = []
+        for name, path in found:
+            try:
+                ref = self.blobs.put_file(path)
+            except OSError as exc:
+                self._blob_trouble(f"file {path}", exc)
+                continue
+            saved.append(name)
+            if self._saved.get((kind, name)) == ref.sha256:
+                continue
+            self._saved[(kind, name)] = ref.sha256
+            fields = {"name": name, "kind": kind, "path": str(path)}
+            self._record("artifact", {**fields, "size": ref.size, "sha256": ref.sha256})
+        return saved
+
+    def log_artifact(
+        self,
+        artifact_or_path: Artifact | str | os.PathLike[str],
+        name: str | None = None,
+        type: str | None = None,
+        aliases: list[str] | None = None,
+        **unused: Any,
+    ) -> Artifact:
+        """Log a version of an artifact: the same content is the same version (v0, v1,
+        ...); ``latest`` and ``aliases`` move to it. A path makes an artifact of it."""
+        artifact = as_artifact(artifact_or_path, name, type)
+        wanted = [check_name(alias, "alias") for alias in aliases or ()]
+        plain_json(artifact.metadata)  # changed since construction: still misuse, raised here
+        try:
+            fields = store_version(artifact, self.blobs, self.root, self.id, wanted)
+        except OSError as exc:
+            self._blob_trouble(f"artifact {artifact.name}", exc)
+            return artifact
+        self._record("artifact_version", fields)
+        return artifact
+
+    def use_artifact(self, artifact_or_name: Artifact | str, **unused: Any) -> Artifact:
+        """The version ``"name"``, ``"name:alias"`` or ``"name:vN"`` names (an artifact
+        not logged yet is logged first), recorded as an ``artifact_use`` event (lineage);
+        ``download()`` on it writes its files. UsageError when no such version exists."""
+        if isinstance(artifact_or_name, Artifact):
+            if artifact_or_name.version is None:
+                self.log_artifact(artifact_or_name)
+            artifact_or_name = artifact_or_name.qualified_name
+        artifact, alias = find_version(self.root, self.blobs, artifact_or_name)
+        fields = {"name": artifact.name, "version": artifact.version, "digest": artifact.digest}
+        self._record("artifact_use", {**fields, "alias": alias})
+        return artifact
+
+    def watch(
+        self,
+        models: Any,
+        criterion: Any = None,
+        log: str | None = "gradients",
+        log_freq: int = 1000,
+        idx: int | None = None,
+        log_graph: bool = False,
+    ) -> None:
+        """Log histograms of a torch model's ``gradients``, ``parameters`` or ``all``
+        every ``log_freq`` backward (forward) passes (see ``waddle.producer.watch``)."""
+        self._watchers += watch_models(self._log_watched, models, log, log_freq)
+
+    def unwatch(self, models: Any = None) -> None:
+        """Remove the hooks ``watch`` set on ``models`` (all models when None)."""
+        listed = models if isinstance(models, list | tuple) else [models]
+        for watcher in list(self._watchers):
+            if models is None or any(watcher.model is model for model in listed):
+                watcher.remove()
+                self._watchers.remove(watcher)
+
+    def _log_watched(self, histograms: dict[str, Any]) -> None:
+        """A hook's histograms join the current step; after finish there is no step."""
+        if histograms and not self._finished:
+            self.log(histograms, commit=False)
 
     def start_system_metrics(self, sampler: SystemSampler) -> None:
         self._sampler = sampler
@@ -372,10 +497,18 @@ class Run:
             self._finished = True
             if self._pending:
                 self._flush_pending()
+        self.unwatch()
         if self._sampler is not None:
             self._sampler.stop()
         if self._console is not None:
             self._console.close()
+        for pattern, base in self._saves:
+            self._save_files(saved_files(pattern, base), "file")
+        if self._blobs is not None:
+            try:
+                self._blobs.sync()
+            except OSError as exc:  # durability only: every blob is already whole
+                logger.warning("waddle: syncing the run's blobs failed: %s", exc)
         summary = self.summary.as_dict()
         if summary:
             self._writer.append("summary", {"summary": summary, "final": True})
@@ -455,6 +588,30 @@ class DisabledRun(Run):
 
     def define_metric(self, name: str, *args: Any, **kwargs: Any) -> None:
         """Does nothing."""
+
+    def save(self, glob_str: str | None = None, *args: Any, **kwargs: Any) -> list[str]:
+        """Saves nothing."""
+        return []
+
+    def log_code(self, *args: Any, **kwargs: Any) -> list[str]:
+        """Records nothing."""
+        return []
+
+    def watch(self, models: Any, *args: Any, **kwargs: Any) -> None:
+        """Sets no hooks."""
+
+    def unwatch(self, models: Any = None) -> None:
+        """Nothing to remove."""
+
+    def log_artifact(self, artifact_or_path: Any, *args: Any, **kwargs: Any) -> Artifact:
+        """Records nothing; the artifact as given (a path becomes an artifact)."""
+        return as_artifact(artifact_or_path, kwargs.get("name"), kwargs.get("type"))
+
+    def use_artifact(self, artifact_or_name: Artifact | str, **kwargs: Any) -> Artifact:
+        """Records nothing; the version named, as an enabled run would find it."""
+        if isinstance(artifact_or_name, Artifact):
+            return artifact_or_name
+        return find_version(self.root, BlobStore(self.root), artifact_or_name)[0]
 
     def finish(self, exit_code: int | None = None, *, status: str | None = None) -> None:
         """Ends the run as the current one; writes nothing."""

@@ -10,7 +10,7 @@ from typing import Any
 
 from waddle.blobs.store import BlobStore
 from waddle.errors import UsageError
-from waddle.producer.media.base import Media, missing_extra
+from waddle.producer.media.base import Media, caption_field, missing_extra
 
 
 class Audio(Media):
@@ -48,5 +48,5 @@ class Audio(Media):
             "format": self.format,
             "sample_rate": self.sample_rate,
             "duration": self.duration,
-            "caption": self.caption,
+            **caption_field(self.caption),
         }

@@ -24,3 +24,9 @@ def missing_extra(name: str, extra: str, module: str) -> ImportError:
     return ImportError(
         f"waddle.{name} needs {module}: pip install 'waddleml[{extra}]' (the '{extra}' extra)"
     )
+
+
+def caption_field(text: str | None) -> dict[str, str]:
+    """The ``caption`` field of a typed value: left out when there is none (a ``null`` in
+    a line costs the encoder a second pass, which looks for NaN spelled as null)."""
+    return {} if text is None else {"caption": text}

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from waddle.blobs.store import BlobStore
 from waddle.errors import UsageError
-from waddle.producer.media.base import Media
+from waddle.producer.media.base import Media, caption_field
 from waddle.producer.media.png import encode_png, image_file_info
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ class Image(Media):
             "format": self.format,
             "width": self.width,
             "height": self.height,
-            "caption": self.caption,
+            **caption_field(self.caption),
         }
 
     def __repr__(self) -> str:

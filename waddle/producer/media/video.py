@@ -9,7 +9,7 @@ from typing import Any
 
 from waddle.blobs.store import BlobStore
 from waddle.errors import UsageError
-from waddle.producer.media.base import Media, missing_extra
+from waddle.producer.media.base import Media, caption_field, missing_extra
 from waddle.producer.media.image import to_uint8
 
 
@@ -58,5 +58,5 @@ class Video(Media):
             "width": self.width,
             "height": self.height,
             "fps": self.fps,
-            "caption": self.caption,
+            **caption_field(self.caption),
         }
