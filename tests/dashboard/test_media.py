@@ -1,6 +1,7 @@
 """Media in a real browser: images (pixels, the step slider, captions, several runs side
 by side), the histogram heat-map (pixels), the table viewer paged, sorted and filtered by
-the server with images in cells, and live updates.
+the server with images in cells, files and artifact lineage, live updates, and logged
+SVG and HTML files that stay inert.
 
 Runs are written by the real producer in a child process, read by a real ``waddle serve``.
 """
@@ -29,6 +30,14 @@ PICTURES = [[(255, 0, 0), (0, 0, 255)], [(0, 255, 0), (255, 255, 0)], [(0, 0, 25
 OTHER = [[(0, 255, 255), (0, 0, 0)], [(128, 0, 0), (0, 128, 0)], [(0, 0, 128), (128, 128, 0)]]
 TABLE_ROWS = 30
 PICTURE_CELL = (255, 200, 0)
+SVG = (
+    "<svg xmlns=\"http://www.w3.org/2000/svg\" onload=\"localStorage.setItem('pwned', 'svg')\">"
+    "<script>localStorage.setItem('pwned', 'svg'); window.top.pwned = 1;</script></svg>"
+)
+HTML = (
+    "<html><body><script>localStorage.setItem('pwned', 'html'); "
+    "if (window.opener) window.opener.pwned = 1; window.top.pwned = 1;</script></body></html>"
+)
 CELL_SVG = "<svg onload=\"localStorage.setItem('pwned', 'cell')\"></svg>"
 
 MEDIA_SEED = """
@@ -78,6 +87,31 @@ run.finish()
 second = log_samples("other", other)
 second.finish()
 print(json.dumps({"pictures": run.id, "other": second.id}), flush=True)
+"""
+
+
+ARTIFACT_SEED = """
+import json, sys
+from pathlib import Path
+import waddle
+
+root, folder, svg, html = sys.argv[1:]
+folder = Path(folder)
+(folder / "evil.svg").write_text(svg)
+(folder / "evil.html").write_text(html)
+producer = waddle.init(project="media", name="producer", root=root, system_metrics=False)
+producer.save(str(folder / "evil.svg"), base_path=str(folder))
+producer.save(str(folder / "evil.html"), base_path=str(folder))
+for content in ("first", "second"):
+    (folder / "data.txt").write_text(content)
+    artifact = waddle.Artifact("dataset", type="dataset")
+    artifact.add_file(str(folder / "data.txt"))
+    producer.log_artifact(artifact, aliases=[content])
+producer.finish()
+consumer = waddle.init(project="media", name="consumer", root=root, system_metrics=False)
+consumer.use_artifact("dataset:second")
+consumer.finish()
+print(json.dumps({"producer": producer.id, "consumer": consumer.id}), flush=True)
 """
 
 
@@ -344,6 +378,75 @@ def test_typed_values_are_read_from_metrics_events(server: Server, open_page: An
     }
     assert found["hist"]["kind"] == "histogram"
     assert found["hist"]["values"][0]["counts"] == [4]
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, str]]]:
+    """A server over a run that saved an SVG and an HTML file and logged two versions of
+    an artifact, and a run that used the second."""
+    base = tmp_path_factory.mktemp("artifacts")
+    (base / "files").mkdir()
+    ids = run_script(ARTIFACT_SEED, str(base / "root"), str(base / "files"), SVG, HTML)
+    server = Server(base / "root").start()
+    wait_for_runs(server, PROJECT, 2)
+    yield server, ids
+    server.stop()
+
+
+def test_files_and_artifact_lineage(artifacts: Any, open_page: Any, screenshot: Any) -> None:
+    server, ids = artifacts
+    page, _ = open_page(server, f"project={PROJECT}&run={ids['producer']}")
+    lineage = 'table.lineage[data-artifact="dataset"]'
+    page.wait_for_selector(f'{lineage} tr[data-version="1"]', timeout=TIMEOUT_MS)
+    paths = page.eval_on_selector_all(
+        "table.run-files tbody tr", "(rows) => rows.map((r) => r.dataset.path)"
+    )
+    assert sorted(paths) == ["evil.html", "evil.svg"]
+    versions = page.eval_on_selector_all(
+        f"{lineage} tbody tr", "(rows) => rows.map((r) => r.dataset.version)"
+    )
+    assert versions == ["0", "1"]
+    produced = page.locator(f"{lineage} td.produced-by").all_inner_texts()
+    assert produced == ["this run", "this run"]
+    used = page.locator(f'{lineage} tr[data-version="1"] td.used-by a.run-link')
+    assert used.get_attribute("data-run") == ids["consumer"]
+    assert not page.locator(f'{lineage} tr[data-version="0"] td.used-by a').count()
+    page.locator("#artifacts").scroll_into_view_if_needed()
+    screenshot(page, "artifacts")
+
+    # The consumer's page links back to the run that produced what it used.
+    used.click()
+    page.wait_for_function("([id]) => location.hash.includes(`run=${id}`)", arg=[ids["consumer"]])
+    back = page.locator(f'{lineage} tr[data-version="1"] td.produced-by a.run-link')
+    back.wait_for(timeout=TIMEOUT_MS)
+    assert back.get_attribute("data-run") == ids["producer"]
+
+
+def test_logged_svg_and_html_stay_inert(artifacts: Any, open_page: Any) -> None:
+    server, ids = artifacts
+    page, watch = open_page(server, f"project={PROJECT}&run={ids['producer']}")
+    page.wait_for_selector("table.run-files a.blob-link", timeout=TIMEOUT_MS)
+    for name in ("evil.svg", "evil.html"):
+        link = page.locator(f'table.run-files tr[data-path="{name}"] a.blob-link')
+        assert link.get_attribute("download") == name
+        # Opened from the dashboard, the file is saved, not shown.
+        with page.expect_download() as download:
+            link.click()
+        assert download.value.suggested_filename == name
+        # Even opened on its own (a new tab at its address), it is a download, not a page.
+        tab = page.context.new_page()
+        tab.on("dialog", lambda dialog: (watch.dialogs.append(dialog.message), dialog.dismiss()))
+        with tab.expect_download():
+            try:
+                tab.goto(link.evaluate("(a) => a.href"))
+            except Exception as error:  # Playwright: "Download is starting"
+                assert "Download is starting" in str(error)
+        tab.close()
+    assert page.evaluate("() => document.querySelectorAll('iframe, object, embed').length") == 0
+    assert page.evaluate("() => [localStorage.getItem('pwned'), window.pwned ?? null]") == [
+        None,
+        None,
+    ]
 
 
 @pytest.fixture
