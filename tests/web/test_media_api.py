@@ -16,6 +16,7 @@ import pytest
 
 import waddle
 from tests.consumers.logs import open_stream, run_fields
+from tests.helpers import eventually
 from waddle.paths import blobs_dir
 
 from .conftest import Server, start_server, wait_for_run
@@ -54,6 +55,20 @@ def table(root: Path, step: int) -> dict[str, Any]:
     }
 
 
+def artifact_version(version: int, aliases: list[str]) -> dict[str, Any]:
+    return {
+        "name": "ds",
+        "artifact_type": "dataset",
+        "version": version,
+        "digest": sha(f"v{version}".encode()),
+        "manifest": sha(f"manifest {version}".encode()),
+        "size": 10 * (version + 1),
+        "files": version + 1,
+        "aliases": aliases,
+        "metadata": {"split": "train"},
+    }
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("media") / "root"
@@ -75,10 +90,23 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         writer.append("metrics", {"step": step, "data": data})
     saved = place(root, b"print('hello')\n")
     writer.append("artifact", {"name": "train.py", "kind": "code", "path": "train.py", **saved})
+    for version, aliases in ((0, ["latest", "best"]), (1, ["latest"])):
+        writer.append("artifact_version", artifact_version(version, aliases))
     writer.append("finish", {"exit_code": 0, "status": "finished", "dropped": {}})
     writer.close()
+    user = open_stream(root, "urun")
+    user.append("run", run_fields("urun"))
+    user.append("artifact_use", {"name": "ds", "version": 0, "digest": sha(b"v0"), "alias": "best"})
+    user.close()
     server = start_server(root)
     wait_for_run(server, "mrun")
+    eventually(
+        lambda: (
+            server.get("/api/runs/urun/artifacts").status == 200
+            and server.get_json("/api/runs/urun/artifacts")["used"] != []
+        ),
+        what="the artifact use",
+    )
     yield server
     assert server.stop() == 0, server.stderr()
 
@@ -143,8 +171,42 @@ def test_the_files_of_a_run(server: Server) -> None:
     assert [(f["kind"], f["name"], f["sha256"]) for f in body["files"]] == [
         ("code", "train.py", sha(b"print('hello')\n"))
     ]
-    assert body["logged"] == [] and body["used"] == []
+    assert [(v["name"], v["type"], v["version"], v["aliases"]) for v in body["logged"]] == [
+        ("ds", "dataset", 0, ["latest", "best"]),
+        ("ds", "dataset", 1, ["latest"]),
+    ]
+    assert body["used"] == []
+    assert server.get_json("/api/runs/urun/artifacts")["used"] == [
+        {"name": "ds", "version": 0, "alias": "best"}
+    ]
     assert server.get("/api/artifacts/never-logged").status == 404
+
+
+def test_the_lineage_of_an_artifact(server: Server) -> None:
+    found = server.get_json("/api/artifacts/ds")
+    assert found["name"] == "ds" and found["type"] == "dataset"
+    assert found["versions"] == [
+        {
+            "version": 0,
+            "digest": sha(b"v0"),
+            "aliases": ["best"],  # latest moved on to version 1
+            "size": 10,
+            "files": 1,
+            "run_id": "mrun",
+            "used_by": ["urun"],
+            "metadata": {"split": "train"},
+        },
+        {
+            "version": 1,
+            "digest": sha(b"v1"),
+            "aliases": ["latest"],
+            "size": 20,
+            "files": 2,
+            "run_id": "mrun",
+            "used_by": [],
+            "metadata": {"split": "train"},
+        },
+    ]
 
 
 def test_a_live_image_reaches_a_websocket_client_and_its_blob_is_served(serve: Any) -> None:

@@ -153,3 +153,55 @@ def test_an_old_store_gets_the_media_tables_on_open(tmp_path: Path) -> None:
     tables = {row[0] for row in query(path, "SELECT table_name FROM duckdb_tables()")}
     assert {"media", "histograms", "artifact_versions", "artifact_uses", "artifacts"} <= tables
     assert query(path, "SELECT value FROM _waddle.meta") == [(str(store.SCHEMA_VERSION),)]
+
+
+def version_event(name: str, version: int, content: str, aliases: list[str]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "artifact_type": "dataset",
+        "version": version,
+        "digest": sha(content),
+        "manifest": sha(f"manifest {content}"),
+        "size": 100 + version,
+        "files": 2,
+        "aliases": aliases,
+        "metadata": {"rows": version},
+    }
+
+
+def test_artifact_versions_and_uses_are_stored(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "maker",
+        [
+            ("artifact_version", version_event("ds", 0, "a", ["latest"])),
+            ("artifact_version", version_event("ds", 1, "b", ["latest", "best"])),
+        ],
+    )
+    use = {"name": "ds", "version": 0, "digest": sha("a"), "alias": None}
+    write(tmp_path, "user", [("artifact_use", use)])
+    path = build(tmp_path)
+    rows = query(
+        path,
+        "SELECT name, type, version, digest, manifest, size, files, aliases, metadata, run_id "
+        "FROM artifact_versions ORDER BY version",
+    )
+    assert [(*row[:8], json.loads(row[8]), row[9]) for row in rows] == [
+        ("ds", "dataset", 0, sha("a"), sha("manifest a"), 100, 2, ["latest"], {"rows": 0}, "maker"),
+        (
+            "ds",
+            "dataset",
+            1,
+            sha("b"),
+            sha("manifest b"),
+            101,
+            2,
+            ["latest", "best"],
+            {"rows": 1},
+            "maker",
+        ),
+    ]
+    assert query(path, "SELECT name, version, digest, alias, run_id FROM artifact_uses") == [
+        ("ds", 0, sha("a"), None, "user")
+    ]
+    assert query(path, "SELECT count(*) FROM quarantine") == [(0,)]
