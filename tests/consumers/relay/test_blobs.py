@@ -16,6 +16,7 @@ from typing import Any
 import duckdb
 import pytest
 
+import waddle
 from tests.consumers.logs import open_stream, run_fields
 from tests.consumers.relay.support import (
     Relay,
@@ -237,3 +238,22 @@ def test_a_blob_damaged_locally_is_not_sent(tmp_path: Path, host: Server) -> Non
     relay = relay_once(root, host.url)
     assert "is damaged in" in relay.parked["rotten"]
     assert blob_set(host.root) == {}
+
+
+def test_an_artifact_version_brings_its_manifest_and_files(tmp_path: Path, host: Server) -> None:
+    root = tmp_path / "machine"
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("first file")
+    (data / "b.bin").write_bytes(bytes(range(256)))
+    run = waddle.init(project="arts", root=root, id="artrun", system_metrics=False)
+    artifact = waddle.Artifact("ds", type="dataset")
+    artifact.add_dir(str(data))
+    run.log_artifact(artifact)
+    run.finish()
+    relay = relay_once(root, host.url)
+    assert not relay.parked and relay.failure is None
+    local = blob_set(root)
+    files = {hashlib.sha256(p.read_bytes()).hexdigest() for p in data.iterdir()}
+    assert files < set(local)  # the files, and the manifest naming them
+    assert blob_set(host.root) == local
