@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -153,3 +154,23 @@ def test_put_needs_the_token_and_keeps_to_the_limit(server: Server) -> None:
     assert not (blobs_dir(server.root) / sha(big)[:2] / sha(big)).exists()
     exact = b"e" * LIMIT
     assert server.request("PUT", f"/blobs/{sha(exact)}", exact).status == 201
+
+
+def test_a_streamed_body_is_cut_off_at_the_limit(server: Server) -> None:
+    """No Content-Length (chunked): the limit holds while the body streams in."""
+    big = b"c" * (LIMIT + 10)
+    connection = http.client.HTTPConnection(server.host, server.port, timeout=20)
+    try:
+        connection.request(
+            "PUT",
+            f"/blobs/{sha(big)}",
+            body=iter([big[:1000], big[1000:]]),
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            encode_chunked=True,
+        )
+        reply = connection.getresponse()
+        assert reply.status == 413 and b"too_large" in reply.read()
+    finally:
+        connection.close()
+    assert not (blobs_dir(server.root) / sha(big)[:2] / sha(big)).exists()
+    assert list((blobs_dir(server.root) / "tmp").iterdir()) == []
