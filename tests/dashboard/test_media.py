@@ -507,3 +507,28 @@ def test_a_live_image_refreshes_its_panel(live_server: Server, open_page: Any) -
     )
     assert "frames" not in chart_data(page)
     assert page.evaluate("() => performance.getEntriesByType('navigation').length") == 1
+
+
+def test_compare_follows_live_images_of_each_run(live_server: Server, open_page: Any) -> None:
+    runs = [
+        waddle.init(
+            project="live-compare", root=live_server.root, system_metrics=False, reinit="create_new"
+        )
+        for _ in range(2)
+    ]
+    for run, colour in zip(runs, ((255, 0, 0), (0, 255, 0)), strict=True):
+        run.log({"frames": waddle.Image(solid(colour))}, step=0)
+        wait_for_media(live_server, run.id, {"frames"})
+    wait_for_runs(live_server, "live-compare", 2)
+    page, _ = open_page(live_server, f"project=live-compare&compare={runs[0].id},{runs[1].id}")
+    page.wait_for_selector('.live-status[data-status="live"]', timeout=TIMEOUT_MS)
+    frames = panel("frames")
+    page.wait_for_selector(f'{frames}[data-step="0"]', timeout=TIMEOUT_MS)
+
+    # Only the second run logs step 1: the panel moves there, the first run has no image.
+    runs[1].log({"frames": waddle.Image(solid((0, 0, 255)))}, step=1)
+    page.wait_for_selector(f'{frames}[data-step="1"]', timeout=TIMEOUT_MS)
+    assert image_colours(page, f'{frames} [data-run="{runs[1].id}"]') == [(0, 0, 255)]
+    first = page.locator(f'{frames} [data-run="{runs[0].id}"]')
+    assert not first.locator("img").count()
+    assert first.locator(".muted").inner_text() == "no image at this step"
