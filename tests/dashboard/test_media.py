@@ -532,3 +532,25 @@ def test_compare_follows_live_images_of_each_run(live_server: Server, open_page:
     first = page.locator(f'{frames} [data-run="{runs[0].id}"]')
     assert not first.locator("img").count()
     assert first.locator(".muted").inner_text() == "no image at this step"
+
+
+def test_files_and_artifacts_appear_live(live_server: Server, open_page: Any) -> None:
+    run = waddle.init(project="live-files", root=live_server.root, system_metrics=False)
+    run.log({"loss": 1.0}, step=0)
+    wait_for_runs(live_server, "live-files", 1)
+    page, _ = open_page(live_server, f"project=live-files&run={run.id}")
+    page.wait_for_selector('.live-status[data-status="live"]', timeout=TIMEOUT_MS)
+    assert page.locator("#artifacts").is_hidden()
+
+    folder = live_server.root.parent / "files"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("saved while the page is open")
+    run.save(str(folder / "notes.txt"), base_path=str(folder))
+    artifact = waddle.Artifact("weights", type="model")
+    artifact.add_file(str(folder / "notes.txt"))
+    run.log_artifact(artifact)
+    page.wait_for_selector('table.run-files tr[data-path="notes.txt"]', timeout=TIMEOUT_MS)
+    page.wait_for_selector(
+        'table.lineage[data-artifact="weights"] tr[data-version="0"]', timeout=TIMEOUT_MS
+    )
+    assert page.evaluate("() => performance.getEntriesByType('navigation').length") == 1

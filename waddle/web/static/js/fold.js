@@ -198,7 +198,7 @@ export class RunFold {
 // Typed values (docs/log-format.md): a metrics value that is a dict with a string `_type`,
 // or a list of them under one key, is media, not a number. Charts take numbers only
 // (toNumber gives null for these); the media panels take them from here.
-export const MEDIA_TYPES = new Set(["image", "histogram", "table", "audio", "video"]);
+const MEDIA_TYPES = new Set(["image", "histogram", "table", "audio", "video"]);
 
 /** Whether a logged value is one typed value (an image, a histogram, ...). */
 export function isTyped(value) {
