@@ -130,6 +130,9 @@ def test_put_stores_a_blob_once_and_checks_its_hash(server: Server) -> None:
     assert target.read_bytes() == data
     second = server.request("PUT", f"/blobs/{digest}", data)
     assert second.status == 200 and target.read_bytes() == data
+    wrong = server.request("PUT", f"/blobs/{digest}", b"other bytes under a stored name")
+    assert wrong.status == 400 and wrong.json()["error"] == "hash_mismatch"
+    assert target.read_bytes() == data
     assert sha(server.get(f"/blobs/{digest}").body) == digest
 
 

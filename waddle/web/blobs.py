@@ -16,12 +16,14 @@ anything else is served as ``application/octet-stream`` with
 PUT streams the body into ``blobs/tmp/`` while hashing (``waddle.blobs.store``), so a
 blob is never held in memory and never read twice; a body whose hash is not its name is
 refused with 400 ``hash_mismatch`` and nothing is kept. Storing a blob the host already
-has is a no-op (200; 201 when it was new). The body is limited to
-``Settings.max_blob_bytes`` (``--max-blob-bytes``); the token guards PUT as every route.
+has is a no-op (200, once the body's hash is checked; 201 when it was new). The body is
+limited to ``Settings.max_blob_bytes`` (``--max-blob-bytes``); the token guards PUT as
+every route.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from starlette.concurrency import run_in_threadpool
@@ -133,7 +135,9 @@ async def put_blob(request: Request) -> Response:
         raise _too_large(limit)
     store = BlobStore(request.app.state.settings.root)
     if await run_in_threadpool(store.exists, sha256):
-        await _drain(request, limit)
+        got = await _digest(request, limit)
+        if got != sha256:
+            raise _mismatch(sha256, got)
         return json_response({"sha256": sha256, "stored": False}, status=200)
     writer = await run_in_threadpool(store.writer)
     with writer:
@@ -141,7 +145,7 @@ async def put_blob(request: Request) -> Response:
         try:
             ref = await run_in_threadpool(writer.commit, sha256)
         except HashMismatch as exc:
-            raise bad_request("hash_mismatch", str(exc), sha256=sha256, got=exc.got) from None
+            raise _mismatch(sha256, exc.got) from None
     return json_response({"sha256": ref.sha256, "size": ref.size, "stored": True}, status=201)
 
 
@@ -161,13 +165,25 @@ async def _receive(request: Request, writer: BlobWriter, limit: int) -> None:
         await run_in_threadpool(writer.write, b"".join(pending))
 
 
-async def _drain(request: Request, limit: int) -> None:
-    """Read and drop a body the host does not need (the blob is already here)."""
+async def _digest(request: Request, limit: int) -> str:
+    """The hash of a body the host does not need to store (it has the blob already)."""
+    digest = hashlib.sha256()
     seen = 0
     async for chunk in request.stream():
         seen += len(chunk)
         if seen > limit:
             raise _too_large(limit)
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _mismatch(sha256: str, got: str) -> RequestError:
+    return bad_request(
+        "hash_mismatch",
+        f"blob sent as {sha256} hashes to {got}; it was not stored",
+        sha256=sha256,
+        got=got,
+    )
 
 
 def _too_large(limit: int) -> RequestError:
