@@ -49,11 +49,24 @@ def per_call(call: Callable[[Any], object], items: list[Any]) -> float:
     return (time.perf_counter() - start) / len(items)
 
 
+def encode_and_write(folder: Path) -> Callable[[np.ndarray], None]:
+    """Encode, then write the PNG to a new file of its own: what a tracker that keeps
+    each image as a file (wandb, Waddle) cannot avoid either."""
+    serial = iter(range(1 << 30))
+    folder.mkdir()
+
+    def call(image: np.ndarray) -> None:
+        (folder / f"{next(serial)}.png").write_bytes(encode_png(image))
+
+    return call
+
+
 def image_rounds(size: int, count: int, rounds: int, tmp: Path) -> dict[str, float]:
-    floors, logs, syncs = [], [], []
+    floors, files, logs, syncs = [], [], [], []
     for index in range(rounds):
         images = pixels(size, count, seed=index)
         floors.append(per_call(encode_png, images))
+        files.append(per_call(encode_and_write(tmp / f"files-{size}-{index}"), images))
         images = pixels(size, count, seed=1000 + index)  # new pixels: no blob is reused
         run = waddle.init(project="bench", root=tmp / f"{size}-{index}", system_metrics=False)
         logs.append(per_call(lambda a, run=run: run.log({"img": waddle.Image(a)}), images))
@@ -62,6 +75,7 @@ def image_rounds(size: int, count: int, rounds: int, tmp: Path) -> dict[str, flo
         syncs.append(time.perf_counter() - start)
     return {
         "floor": statistics.median(floors),
+        "file": statistics.median(files),
         "log": statistics.median(logs),
         "finish": statistics.median(syncs),
     }
@@ -104,6 +118,7 @@ def main() -> None:
             found = image_rounds(size, count, args.rounds, tmp)
             for name, seconds in (
                 ("encode PNG alone (floor)", found["floor"]),
+                ("encode + write a new file", found["file"]),
                 ("run.log(Image)", found["log"]),
             ):
                 label = f"{size}x{size} {name}"

@@ -305,8 +305,10 @@ class Run:
             self._step = max(self._step, step + 1)
         else:
             event: dict[str, Any] = {"data": data}
-            # an unencodable value must fail at this call, not later
-            self._encode_metrics(event)
+            try:  # an unencodable value must fail at this call, not later
+                encode(event, False)
+            except EncodeError:
+                self._encode_typed(event)
             data = event["data"]
             self._pending = {**self._pending, **data}
             self._pending_step = step
@@ -328,7 +330,10 @@ class Run:
             "step": step,
             "data": data,
         }
-        line = self._encode_metrics(event)
+        try:  # inline: the scalar hot path is this one call
+            line = encode(event, False)
+        except EncodeError:
+            line = self._encode_typed(event)
         data = event["data"]
         writer.write_lines_locked(line, 1)
         if self.summary.rules:
@@ -343,18 +348,15 @@ class Run:
             self._blobs = BlobStore(self.root, sync_each=False)  # synced at finish
         return self._blobs
 
-    def _encode_metrics(self, event: dict[str, Any]) -> bytes:
-        """``encode(event)``; when it fails over values that are not plain JSON, once more
-        with media as typed values (blobs written first) and stand-ins left out, which
-        replaces ``event["data"]``. The scalar hot path pays nothing for media: only a
-        failed encode looks for them."""
-        try:
-            return encode(event, explain=False)
-        except EncodeError:
-            data = self._typed(event["data"])
-            if data is not event["data"]:
-                event["data"] = data
-            return encode(event)  # the error, if any, now names the key
+    def _encode_typed(self, event: dict[str, Any]) -> bytes:
+        """``encode(event)`` with media as typed values (blobs written first) and stand-ins
+        left out, which replaces ``event["data"]``: what ``log`` does when the plain
+        encode failed. The scalar hot path pays nothing for media: only a failed encode
+        (``encode(event, False)``, which skips naming the bad key) looks for them."""
+        data = self._typed(event["data"])
+        if data is not event["data"]:
+            event["data"] = data
+        return encode(event)  # the error, if any, names the key
 
     def _typed(self, data: Mapping[str, Any]) -> Mapping[str, Any]:
         """``data`` with media as typed values (blobs written first) and stand-ins left out."""
