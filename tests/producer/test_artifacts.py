@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 import waddle
 from tests.helpers import of_type, read_events, waddle_dir
+from tests.small_disk import small_disk
 from waddle.blobs.store import BlobStore, BlobWriter
 
 
@@ -297,3 +298,29 @@ def test_log_code_records_source_files_and_skips_environments(tmp_path: Path) ->
         ("train.py", "code"),
         ("README.md", "code"),  # train.py is unchanged: recorded once
     ]
+
+
+def test_a_file_larger_than_the_free_space_is_counted_and_leaves_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    big = tmp_path / "model.ckpt"
+    big.write_bytes(os.urandom(4 << 20))  # twice the small disk
+    with small_disk(tmp_path / "disk", tmp_path / "log") as disk:
+        run = waddle.init(project="files", root=disk.root)
+        with caplog.at_level(logging.WARNING, "waddle"):
+            assert run.save(str(big)) == []
+            artifact = waddle.Artifact("weights", "model")
+            artifact.add_file(big)
+            assert run.log_artifact(artifact).version is None
+        (tmp_path / "small.txt").write_bytes(b"fits")
+        assert run.save(str(tmp_path / "small.txt")) == ["small.txt"]
+        run.finish()
+        events = read_events(disk.root)
+        # the live save is tried again at finish, and still does not fit
+        assert of_type(events, "finish")[0]["dropped"] == {"blob ENOSPC": 3}
+        assert [e["name"] for e in of_type(events, "artifact")] == ["small.txt"]
+        assert not of_type(events, "artifact_version")
+        assert not list((disk.root / "blobs" / "tmp").iterdir())
+        assert any(
+            "ENOSPC" in r.getMessage() or "No space" in r.getMessage() for r in caplog.records
+        )

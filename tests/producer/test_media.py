@@ -156,6 +156,22 @@ def test_a_shape_that_is_not_an_image_fails_at_the_call(bad: Any) -> None:
         waddle.Image(bad)
 
 
+def test_a_pil_image_is_read_by_its_mode() -> None:
+    pil = pytest.importorskip("PIL.Image")
+    rgba = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    store = BlobStore(waddle_dir())
+    for image, expected in (
+        (pil.fromarray(rgba, "RGBA"), rgba),
+        (pil.fromarray(rgba[:, :, 0], "L"), rgba[:, :, :1]),
+        (pil.fromarray(rgba[:, :, :3], "RGB").convert("P"), None),
+    ):
+        value = waddle.Image(image).to_value(store)
+        decoded = decode_png(blob(value))
+        assert (value["width"], value["height"]) == (3, 2)
+        if expected is not None:
+            assert np.array_equal(decoded, expected)
+
+
 def jpeg(width: int, height: int) -> bytes:
     """The head of a baseline JPEG: what the size reader looks at, and some bytes after."""
     app0 = b"\xff\xe0" + struct.pack(">H", 16) + b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
