@@ -321,6 +321,14 @@ def test_the_run_syncs_its_media_blobs_once_at_finish(monkeypatch: pytest.Monkey
     assert len(syncs) == 1  # a run without media has nothing to sync
 
 
+def test_media_inside_nested_dicts_are_typed_values() -> None:
+    with waddle.init(project="media") as run:
+        run.log({"val": {"img": waddle.Image(np.zeros((2, 2))), "acc": 0.5}, "loss": 1.0})
+    value = logged("val")
+    assert value["acc"] == 0.5 and value["img"]["_type"] == "image"
+    blob(value["img"])
+
+
 def test_media_gathered_with_commit_false_is_written_at_the_step() -> None:
     with waddle.init(project="media") as run:
         run.log({"img": waddle.Image(np.zeros((2, 2)))}, commit=False)

@@ -31,21 +31,39 @@ def is_media(value: object) -> bool:
 def typed_values(
     data: Mapping[str, Any], store: BlobStore, on_trouble: Callable[[str, OSError], None]
 ) -> Mapping[str, Any]:
-    """``data`` with each media value replaced by its typed value; ``data`` itself when it
-    holds none. A value whose blob cannot be written (``OSError``) is left out and
-    reported to ``on_trouble(key, error)``; the other values are kept."""
-    keys = [key for key, value in data.items() if is_media(value)]
-    if not keys:
-        return data
-    out = dict(data)
-    for key in keys:
-        value = out[key]
-        try:
-            if isinstance(value, Media):
-                out[key] = value.to_value(store)
-            else:
-                out[key] = [item.to_value(store) for item in value]
-        except OSError as exc:
+    """``data`` with each media value (at any depth of nested dicts) replaced by its typed
+    value; ``data`` itself when it holds none. A value whose blob cannot be written
+    (``OSError``) is left out and reported to ``on_trouble(key, error)``; the other
+    values are kept."""
+    out: dict[str, Any] | None = None
+    for key, value in data.items():
+        if is_media(value):
+            converted: Any = _MISSING
+            try:
+                if isinstance(value, Media):
+                    converted = value.to_value(store)
+                else:
+                    converted = [item.to_value(store) for item in value]
+            except OSError as exc:
+                on_trouble(key, exc)
+        elif type(value) is dict and value:
+            converted = typed_values(value, store, _prefixed(key, on_trouble))
+            if converted is value:
+                continue
+        else:
+            continue
+        if out is None:
+            out = dict(data)
+        if converted is _MISSING:
             del out[key]
-            on_trouble(key, exc)
-    return out
+        else:
+            out[key] = converted
+    return data if out is None else out
+
+
+_MISSING = object()
+
+
+def _prefixed(key: str, report: Callable[[str, OSError], None]) -> Callable[[str, OSError], None]:
+    """``report`` for the values inside ``key``: their keys read ``key.inner``."""
+    return lambda inner, exc: report(f"{key}.{inner}", exc)
