@@ -107,7 +107,7 @@ class Artifact:
         path = self._staging / entry_path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._sources[entry_path(name)] = path
-        return open(path, mode.replace("x", "w") if path.exists() else mode, encoding=encoding)
+        return open(path, mode, encoding=encoding)
 
     def files(self) -> list[dict[str, Any]]:
         """The files of a logged or used version: ``{path, sha256, size}`` sorted by path."""
