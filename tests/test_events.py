@@ -19,9 +19,10 @@ from tests.helpers import (
     raw_events,
     raw_log,
 )
-from waddle.eventlog.record import INT_RANGES, REQUIRED_FIELDS, SEQ_RANGE, check_event
+from waddle.eventlog.record import REQUIRED_FIELDS, check_event
 from waddle.events import EVENT_ADAPTER, MODELS, schema_files
 from waddle.ids import MAX_RANK
+from waddle.limits import INT_RANGES, SEQ_RANGE
 from waddle.web import ingest
 
 REGENERATE = "run `python -m waddle.events schemas` and commit the result"

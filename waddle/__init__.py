@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from waddle.compat import util
-from waddle.compat.media import Html, Object3D, plot
 from waddle.compat.public_api import Api
 from waddle.compat.surface import (
     AlertLevel,
@@ -35,6 +34,7 @@ from waddle.producer.api import define_metric, finish, init, log
 from waddle.producer.artifacts import Artifact
 from waddle.producer.config import Config, Summary
 from waddle.producer.media import Audio, Histogram, Image, Table, Video
+from waddle.producer.media.stand_ins import Html, Object3D, plot
 from waddle.producer.run import DisabledRun as RunDisabled
 from waddle.producer.run import Run
 

@@ -17,12 +17,12 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from waddle.eventlog.record import INT64_MAX, INT64_MIN, INT_RANGES, MAX_DEPTH, SEQ_RANGE
 from waddle.ids import ID_REGEX
+from waddle.limits import INT64_MAX, INT64_MIN, INT_RANGES, MAX_DEPTH, SEQ_RANGE
 
 # A logged value: a number, one of the names of the non-finite floats, or any JSON value.
 LoggedValues = dict[str, Any]
-# Integers are bounded by the columns that store them (waddle.eventlog.record.INT_RANGES;
+# Integers are bounded by the columns that store them (waddle.limits.INT_RANGES;
 # a test holds the two together).
 NonNegativeInt = Annotated[int, Field(ge=0, le=INT64_MAX, strict=True)]
 Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX, strict=True)]

@@ -8,13 +8,14 @@ import pytest
 
 from waddle.compat import surface
 from waddle.errors import UsageError
+from waddle.producer import terminal
 
 
 @pytest.fixture(autouse=True)
 def fresh(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("WADDLE_SILENT", "WANDB_SILENT"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(surface, "_printed", set())
+    monkeypatch.setattr(terminal, "_printed", set())
 
 
 def test_term_functions_print_prefixed_lines_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 import waddle as wandb
 from tests.helpers import of_type, read_events
-from waddle.compat import surface
+from waddle.producer import terminal
 
 torch = pytest.importorskip("torch")
 
@@ -32,7 +32,7 @@ RUN_SURFACE = [
 def fresh(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("WADDLE_SILENT", "WANDB_SILENT", "WANDB_MODE", "WANDB_PROJECT"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(surface, "_printed", set())
+    monkeypatch.setattr(terminal, "_printed", set())
 
 
 def test_every_module_level_name_is_there() -> None:

@@ -22,9 +22,6 @@ from hypothesis import strategies as st
 from waddle.errors import EncodeError
 from waddle.eventlog.record import (
     CONSOLE_STREAMS,
-    INT64_MAX,
-    INT64_MIN,
-    MAX_DEPTH,
     REQUIRED_FIELDS,
     STATUSES,
     BadLine,
@@ -35,6 +32,7 @@ from waddle.eventlog.record import (
     restore_non_finite,
 )
 from waddle.ids import MAX_RANK
+from waddle.limits import INT64_MAX, INT64_MIN, MAX_DEPTH
 
 NAN, INF = math.nan, math.inf
 PARTIAL = b'{"seq":99,"ts":1.5,"type":"metrics","st'

@@ -10,7 +10,7 @@ import sys
 FRAMEWORKS = ("torch", "transformers", "lightning", "pytorch_lightning", "accelerate", "wandb")
 HEAVY = ("duckdb", "pandas", "pyarrow", "pydantic", "yaml", "starlette", "uvicorn", "websockets")
 # What ``import waddle`` may load of the compatibility layer: the wandb surface it exports.
-SURFACE = ("waddle.compat.media", "waddle.compat.public_api", "waddle.compat.surface")
+SURFACE = ("waddle.compat.public_api", "waddle.compat.surface")
 LIST_LOADED = (
     "import json, sys, waddle; "
     f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {FRAMEWORKS + HEAVY!r} "

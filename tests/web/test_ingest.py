@@ -17,7 +17,7 @@ from tests.helpers import (
     raw_log,
 )
 from waddle.eventlog.reader import LogReader, Offset
-from waddle.eventlog.record import MAX_DEPTH
+from waddle.limits import MAX_DEPTH
 
 from .conftest import Server, eventually, log_fingerprint, start_server, wait_for_run
 from .events import finish_event, metrics_event, run_event, stream_events

@@ -26,8 +26,9 @@ import orjson
 
 from waddle.errors import EncodeError
 from waddle.eventlog.reader import Batch, Corruption, Offset
-from waddle.eventlog.record import INT64_MAX, encode
+from waddle.eventlog.record import encode
 from waddle.eventlog.segment import log_dir
+from waddle.limits import INT64_MAX
 
 COLUMNS = ("stream", "seq", "reason", "event", "quarantined_at")
 MAX_EVENT_CHARS = 4096

@@ -26,16 +26,11 @@ import orjson
 
 from waddle.errors import EncodeError
 from waddle.eventlog import collector
-from waddle.ids import MAX_RANK
+from waddle.limits import INT64_MAX, INT64_MIN, INT_RANGES, MAX_DEPTH, MAX_RANK, SEQ_RANGE
 
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
-# Objects and arrays one line may nest, the event object counting as the first level.
-# orjson itself stops at 255 when encoding and 1024 when decoding; this keeps well inside
-# both and inside Python's recursion limit, for every consumer that walks a value.
-MAX_DEPTH = 64
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 STATUSES = ("finished", "failed", "killed")
 CONSOLE_STREAMS = ("stdout", "stderr")
@@ -85,21 +80,6 @@ REQUIRED_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
         "goal": (str, type(None)),
     },
     "finish": {"exit_code": (int, type(None)), "status": (str,)},
-}
-# Integer fields and the range of the column that stores each (docs/schema.md); ``seq``
-# (every type) is in SEQ_RANGE. The models in waddle.events carry the same bounds.
-SEQ_RANGE = (0, INT64_MAX)
-INT_RANGES: dict[str, dict[str, tuple[int, int]]] = {
-    "run": {"rank": (0, MAX_RANK)},
-    "metrics": {"step": (0, INT64_MAX)},
-    "artifact": {"size": (0, INT64_MAX)},
-    "artifact_version": {
-        "version": (0, INT64_MAX),
-        "size": (0, INT64_MAX),
-        "files": (0, INT64_MAX),
-    },
-    "artifact_use": {"version": (0, INT64_MAX)},
-    "finish": {"exit_code": (INT64_MIN, INT64_MAX)},
 }
 _SPELLED = {INT64_MIN: "-2**63", INT64_MAX: "2**63-1", MAX_RANK: "2**31-1"}
 # The fewest objects and arrays a sound event of each type opens (the event, and the

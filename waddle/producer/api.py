@@ -23,7 +23,6 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from waddle import paths
-from waddle.compat.surface import Settings, is_silent
 from waddle.errors import UsageError
 from waddle.eventlog.segment import DEFAULT_SEGMENT_BYTES, list_segments, log_dir
 from waddle.eventlog.writer import StreamWriter
@@ -35,6 +34,7 @@ from waddle.producer.names import friendly_name
 from waddle.producer.resume import replay_stream
 from waddle.producer.run import DisabledRun, Run, RunAbout
 from waddle.producer.system import DEFAULT_INTERVAL_S, SystemSampler
+from waddle.producer.terminal import Settings, is_silent
 
 MODES = ("online", "offline", "disabled")
 # wandb's other spellings: Lightning's WandbLogger(offline=True) sets WANDB_MODE=dryrun

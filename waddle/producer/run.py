@@ -23,10 +23,10 @@ from typing import Any, SupportsIndex
 from urllib.parse import urlencode
 
 from waddle.blobs.store import BlobStore
-from waddle.compat.media import without_stand_ins
 from waddle.errors import EncodeError, UsageError
-from waddle.eventlog.record import INT64_MAX, INT64_MIN, METRIC_GOALS, METRIC_SUMMARIES, encode
+from waddle.eventlog.record import METRIC_GOALS, METRIC_SUMMARIES, encode
 from waddle.eventlog.writer import StreamWriter
+from waddle.limits import INT64_MAX, INT64_MIN
 from waddle.producer.artifacts import (
     SAVE_POLICIES,
     Artifact,
@@ -42,6 +42,7 @@ from waddle.producer.artifacts import (
 from waddle.producer.config import Config, Summary
 from waddle.producer.console import ConsoleCapture
 from waddle.producer.media import typed_values
+from waddle.producer.media.stand_ins import without_stand_ins
 from waddle.producer.system import SystemSampler
 from waddle.producer.watch import Watcher, watch_models
 

@@ -31,7 +31,6 @@ from starlette.responses import Response
 from waddle.event_types import Event
 from waddle.eventlog import collector
 from waddle.eventlog.record import (
-    MAX_DEPTH,
     all_sound,
     check_event,
     deep_field,
@@ -41,6 +40,7 @@ from waddle.eventlog.record import (
 )
 from waddle.events import EVENT_ADAPTER
 from waddle.ids import ID_RULE, is_valid_id, stream_id
+from waddle.limits import MAX_DEPTH
 from waddle.web.errors import RequestError, bad_request, json_response
 from waddle.web.ingest_log import IngestLog, Outcome
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from waddle.compat.surface import termwarn
+from waddle.producer.terminal import termwarn
 
 __all__ = ["Html", "Object3D", "plot"]
 
