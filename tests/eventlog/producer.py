@@ -8,9 +8,13 @@ Run as ``python producer.py MODE ARGS...``:
 * ``loop ROOT RUN_ID SEGMENT_BYTES COUNT``: ``waddle.init(resume="allow")``, then log
   ``payload(step)`` COUNT times (forever when COUNT < 0), printing each step once its
   ``log()`` has returned; finish.
-* ``spin ROOT RUN_ID``: ``waddle.init(resume="allow")``, print ``ready``, then log
-  ``{"i": i}`` in a loop as tight as Python allows, forever: a SIGINT (Ctrl-C) then
-  lands inside ``log()`` most of the time, often inside the write itself.
+* ``spin ROOT RUN_ID``: ``waddle.init(resume="allow")``, log ``{"i": 0}``, print
+  ``ready``, then log ``{"i": i}`` in a loop as tight as Python allows, forever: a
+  SIGINT (Ctrl-C) then lands inside ``log()`` most of the time, often inside the write
+  itself. ``ready`` comes after a first ``log()`` has returned, so however late the
+  process gets the CPU, the run has a value (a summary to write at finish) when the
+  SIGINT comes; and SIGINT raises KeyboardInterrupt even where the test runner was
+  started with SIGINT ignored (a background job of a non-interactive shell).
 * ``disk-full ROOT RUN_ID KEPT HEADROOM FAILING``: log KEPT events, then cap the file
   size (RLIMIT_FSIZE, SIGXFSZ ignored) at the current segment size + HEADROOM bytes,
   log FAILING more events, finish, and exit 0.
@@ -93,10 +97,12 @@ def loop(root: str, run_id: str, segment_bytes: str, count: str) -> None:
 def spin(root: str, run_id: str) -> None:
     import waddle
 
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     run = waddle.init(project="fault", root=root, id=run_id, resume="allow", system_metrics=False)
     log = run.log
+    log({"i": 0})
     print("ready", flush=True)
-    i = 0
+    i = 1
     while True:
         log({"i": i})
         i += 1
