@@ -20,7 +20,6 @@ for ``/ingest``.
 
 from __future__ import annotations
 
-import http.client
 import logging
 import os
 import threading
@@ -28,13 +27,12 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import orjson
 
 from waddle.blobs.store import BlobStore, check_sha256
-from waddle.consumers.relay.client import Backoff, check_url
-from waddle.errors import HostBusy, HostDenied, HostUnreachable, TransientError, WaddleError
+from waddle.consumers.relay.client import Backoff, KeepAlive
+from waddle.errors import HostBusy, HostDenied, TransientError, WaddleError
 from waddle.event_types import Event
 
 logger = logging.getLogger("waddle.relay")
@@ -43,7 +41,6 @@ logger = logging.getLogger("waddle.relay")
 MAX_RESENDS = 3
 # Blobs the host is known to hold; forgotten when the set grows past this.
 KNOWN_MAX = 1 << 16
-_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
 
 class Owner(Protocol):
@@ -114,19 +111,12 @@ def inner_blobs(path: Path, kind: str) -> list[str]:
     return [sha256 for sha256, _ in _typed_blobs(document.get("data"))]
 
 
-class BlobClient:
+class BlobClient(KeepAlive):
     """HEAD and PUT of ``URL/blobs/{sha256}`` on one keep-alive connection."""
 
     def __init__(self, url: str, token: str | None, *, timeout: float) -> None:
-        self.url = check_url(url)
-        parts = urlsplit(self.url)
-        self.host = parts.hostname or ""
-        self.port = parts.port or (443 if parts.scheme == "https" else 80)
-        self.https = parts.scheme == "https"
-        self.path = parts.path
-        self.timeout = timeout
+        super().__init__(url, timeout)
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._connection: http.client.HTTPConnection | None = None
 
     def has(self, sha256: str) -> bool:
         """Whether the host holds the blob."""
@@ -146,29 +136,9 @@ class BlobClient:
             raise HashRefused(f"{self.url} found blob {sha256} damaged on the way")
         raise _refusal(self.url, "PUT", sha256, status, payload)
 
-    def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
-
     def _request(self, method: str, sha256: str, path: Path | None) -> tuple[int, bytes]:
         target = f"{self.path}/blobs/{check_sha256(sha256)}"
-        reused = self._connection is not None
-        try:
-            try:
-                return self._exchange(method, target, path)
-            except _STALE:
-                if not reused:
-                    raise
-                # The host closed an idle keep-alive connection: one more try, on a fresh
-                # one (HEAD and PUT are idempotent).
-                self.close()
-                return self._exchange(method, target, path)
-        except FileNotFoundError as exc:
-            raise BlobMissing(f"blob {sha256} disappeared while it was sent") from exc
-        except (OSError, http.client.HTTPException) as exc:
-            self.close()
-            raise HostUnreachable(f"cannot reach {self.url}: {exc or type(exc).__name__}") from exc
+        return self._send(lambda: self._exchange(method, target, path))
 
     def _exchange(self, method: str, target: str, path: Path | None) -> tuple[int, bytes]:
         connection = self._connect()
@@ -176,21 +146,19 @@ class BlobClient:
         if path is None:
             connection.request(method, target, headers=headers)
         else:
-            with open(path, "rb") as file:
-                headers["Content-Type"] = "application/octet-stream"
-                headers["Content-Length"] = str(os.fstat(file.fileno()).st_size)
-                connection.request(method, target, body=file, headers=headers)
+            try:
+                with open(path, "rb") as file:
+                    headers["Content-Type"] = "application/octet-stream"
+                    headers["Content-Length"] = str(os.fstat(file.fileno()).st_size)
+                    connection.request(method, target, body=file, headers=headers)
+            except FileNotFoundError as exc:
+                # A store path is named by its blob.
+                raise BlobMissing(f"blob {path.name} disappeared while it was sent") from exc
         response = connection.getresponse()
         payload = response.read()
         if response.will_close:
             self.close()
         return response.status, payload
-
-    def _connect(self) -> http.client.HTTPConnection:
-        if self._connection is None:
-            kind = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
-            self._connection = kind(self.host, self.port, timeout=self.timeout)
-        return self._connection
 
 
 def _code(payload: bytes) -> str:

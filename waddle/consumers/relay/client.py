@@ -42,8 +42,9 @@ import http.client
 import random
 import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 import orjson
@@ -55,6 +56,7 @@ GZIP_LEVEL = 1
 _NDJSON = "application/x-ndjson"
 # What a keep-alive connection that the host has closed looks like on the next request.
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +85,60 @@ def check_url(url: str) -> str:
     return url.rstrip("/")
 
 
-class IngestClient:
+class KeepAlive:
+    """One keep-alive HTTP/1.1 connection to a host, shared by the relay's clients.
+
+    A request on a kept-alive connection that the host has meanwhile closed is sent once
+    more on a fresh one (the relay's requests are idempotent); any other failure to talk
+    to the host is ``HostUnreachable``.
+    """
+
+    def __init__(self, url: str, timeout: float) -> None:
+        self.url = check_url(url)
+        parts = urlsplit(self.url)
+        self.host = parts.hostname or ""
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.https = parts.scheme == "https"
+        self.path = parts.path
+        self.timeout = timeout
+        self._connection: http.client.HTTPConnection | None = None
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def _send(self, exchange: Callable[[], _T]) -> _T:
+        """``exchange()`` (one request and its answer), again once on a stale connection."""
+        reused = self._connection is not None
+        try:
+            try:
+                return exchange()
+            except _STALE:
+                if not reused:
+                    raise
+                # The host closed an idle keep-alive connection (uvicorn does after 5 s):
+                # not an outage. One more try on a fresh connection.
+                self.close()
+                return exchange()
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            raise HostUnreachable(f"cannot reach {self.url}: {_describe(exc)}") from exc
+
+    def _connect(self) -> http.client.HTTPConnection:
+        if self._connection is None:
+            if self.https:
+                self._connection = http.client.HTTPSConnection(
+                    self.host, self.port, timeout=self.timeout, context=ssl.create_default_context()
+                )
+            else:
+                self._connection = http.client.HTTPConnection(
+                    self.host, self.port, timeout=self.timeout
+                )
+        return self._connection
+
+
+class IngestClient(KeepAlive):
     """Posts NDJSON batches to ``URL/ingest?stream=ID`` with a bearer token."""
 
     def __init__(
@@ -94,18 +149,11 @@ class IngestClient:
         timeout: float = DEFAULT_TIMEOUT_S,
         compress: bool = True,
     ) -> None:
-        self.url = check_url(url)
-        parts = urlsplit(self.url)
-        self.host = parts.hostname or ""
-        self.port = parts.port or (443 if parts.scheme == "https" else 80)
-        self.https = parts.scheme == "https"
-        self.path = parts.path
-        self.timeout = timeout
+        super().__init__(url, timeout)
         self.compress = compress
         self._headers = {"Content-Type": _NDJSON, "Accept": "application/json"}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
-        self._connection: http.client.HTTPConnection | None = None
 
     def post(self, stream: str, body: bytes) -> Held:
         """Send ``body`` (NDJSON lines of ``stream``, in seq order); what the host holds.
@@ -119,11 +167,6 @@ class IngestClient:
             status, payload = self._request(stream, body, False)
         return _answer(self.url, stream, status, payload, self._retry_after)
 
-    def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
-
     def _request(self, stream: str, body: bytes, compressed: bool) -> tuple[int, bytes]:
         headers = dict(self._headers)
         if compressed:
@@ -131,20 +174,7 @@ class IngestClient:
             headers["Content-Encoding"] = "gzip"
         target = f"{self.path}/ingest?stream={quote(stream, safe='')}"
         self._retry_after: float | None = None
-        reused = self._connection is not None
-        try:
-            try:
-                return self._exchange(target, body, headers)
-            except _STALE:
-                if not reused:
-                    raise
-                # The host closed an idle keep-alive connection (uvicorn does after 5 s):
-                # not an outage. One more try on a fresh connection; /ingest is idempotent.
-                self.close()
-                return self._exchange(target, body, headers)
-        except (OSError, http.client.HTTPException) as exc:
-            self.close()
-            raise HostUnreachable(f"cannot reach {self.url}: {_describe(exc)}") from exc
+        return self._send(lambda: self._exchange(target, body, headers))
 
     def _exchange(self, target: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
         connection = self._connect()
@@ -155,18 +185,6 @@ class IngestClient:
         if response.will_close:
             self.close()
         return response.status, payload
-
-    def _connect(self) -> http.client.HTTPConnection:
-        if self._connection is None:
-            if self.https:
-                self._connection = http.client.HTTPSConnection(
-                    self.host, self.port, timeout=self.timeout, context=ssl.create_default_context()
-                )
-            else:
-                self._connection = http.client.HTTPConnection(
-                    self.host, self.port, timeout=self.timeout
-                )
-        return self._connection
 
 
 def _answer(url: str, stream: str, status: int, payload: bytes, retry_after: float | None) -> Held:
