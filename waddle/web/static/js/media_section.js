@@ -14,20 +14,26 @@ function byKindThenKey(a, b) {
   return KIND_ORDER.indexOf(a.kind) - KIND_ORDER.indexOf(b.kind) || (a.key < b.key ? -1 : 1);
 }
 
+/** A hidden `#media` section titled `title`, appended to `parent`, and its panel grid. */
+function mediaSection(parent, title) {
+  const grid = h("div", { class: "media-grid" });
+  const node = h(
+    "section",
+    { class: "section", id: "media", hidden: true },
+    h("h3", {}, title),
+    grid,
+  );
+  parent.append(node);
+  return { node, grid };
+}
+
 /** The media section of a run view; hidden while the run has no media. */
 export class MediaSection {
   constructor(parent, runId) {
     this.runId = runId;
     this.panels = new Map();
     this.controller = new AbortController();
-    this.grid = h("div", { class: "media-grid" });
-    this.node = h(
-      "section",
-      { class: "section", id: "media", hidden: true },
-      h("h3", {}, "Media"),
-      this.grid,
-    );
-    parent.append(this.node);
+    ({ node: this.node, grid: this.grid } = mediaSection(parent, "Media"));
   }
 
   async load() {
@@ -156,14 +162,7 @@ export class CompareMedia {
     this.runs = runs;
     this.panels = new Map();
     this.controller = new AbortController();
-    this.grid = h("div", { class: "media-grid" });
-    this.node = h(
-      "section",
-      { class: "section", id: "media", hidden: true },
-      h("h3", {}, "Images"),
-      this.grid,
-    );
-    parent.append(this.node);
+    ({ node: this.node, grid: this.grid } = mediaSection(parent, "Images"));
   }
 
   async load() {
