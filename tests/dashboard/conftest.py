@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+import waddle.producer.api
 from tests.helpers import eventually
 
 sync_api = pytest.importorskip(
@@ -161,6 +162,20 @@ def server(seeded: tuple[Path, dict[str, str]]) -> Iterator[Server]:
     server = Server(root).start()
     wait_for_runs(server, "vision", len(ids))
     yield server
+    server.stop()
+
+
+@pytest.fixture
+def live_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
+    """A server of the test's own (it may restart it), over a folder that the test's
+    in-process runs write into; the runs left open are finished first."""
+    # In-process runs must leave pytest's signal handlers and atexit alone.
+    monkeypatch.setattr(waddle.producer.api, "_hooks_installed", True)
+    monkeypatch.setattr(waddle.producer.api, "_live", [])
+    server = Server(tmp_path / "root").start()
+    yield server
+    for run in list(waddle.producer.api._live):
+        run.finish()
     server.stop()
 
 

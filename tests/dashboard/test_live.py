@@ -4,11 +4,7 @@ reload, the runs table follows, and the page reconnects after the server restart
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 import waddle
 import waddle.producer.api
@@ -17,19 +13,6 @@ from .conftest import Server, chart_data, wait_for_runs
 
 TIMEOUT_MS = 15_000
 LIVE_BUDGET_S = 1.0
-
-
-@pytest.fixture
-def live_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
-    """A server of its own (it gets restarted), over a folder this test writes into."""
-    # In-process runs must leave pytest's signal handlers and atexit alone.
-    monkeypatch.setattr(waddle.producer.api, "_hooks_installed", True)
-    monkeypatch.setattr(waddle.producer.api, "_live", [])
-    server = Server(tmp_path / "root").start()
-    yield server
-    for run in list(waddle.producer.api._live):
-        run.finish()
-    server.stop()
 
 
 def has_point(page: Any, key: str, x: float) -> bool:

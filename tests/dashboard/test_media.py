@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -447,19 +446,6 @@ def test_logged_svg_and_html_stay_inert(artifacts: Any, open_page: Any) -> None:
         None,
         None,
     ]
-
-
-@pytest.fixture
-def live_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
-    """A server over a folder this test's own runs write into."""
-    # In-process runs must leave pytest's signal handlers and atexit alone.
-    monkeypatch.setattr(waddle.producer.api, "_hooks_installed", True)
-    monkeypatch.setattr(waddle.producer.api, "_live", [])
-    server = Server(tmp_path / "root").start()
-    yield server
-    for run in list(waddle.producer.api._live):
-        run.finish()
-    server.stop()
 
 
 def solid(colour: tuple[int, int, int]) -> Any:
