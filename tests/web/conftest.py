@@ -36,16 +36,10 @@ class Reply:
         return orjson.loads(self.body)
 
 
-@dataclass
-class Server:
-    """A ``waddle serve`` child process; ``url`` is what it printed."""
+class Address:
+    """Host, port and WebSocket URL of a server, from the ``url`` it printed."""
 
-    root: Path
-    proc: subprocess.Popen[bytes]
     url: str
-    token: str | None
-    stderr_path: Path
-    cookies: dict[str, str] = field(default_factory=dict)
 
     @property
     def host(self) -> str:
@@ -58,6 +52,18 @@ class Server:
     @property
     def ws_url(self) -> str:
         return f"ws://{self.host}:{self.port}/ws"
+
+
+@dataclass
+class Server(Address):
+    """A ``waddle serve`` child process; ``url`` is what it printed."""
+
+    root: Path
+    proc: subprocess.Popen[bytes]
+    url: str
+    token: str | None
+    stderr_path: Path
+    cookies: dict[str, str] = field(default_factory=dict)
 
     def request(
         self,

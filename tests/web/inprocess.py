@@ -9,13 +9,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from starlette.applications import Starlette
 
 import waddle.web.app
 from tests.helpers import eventually
+from tests.web.conftest import Address
 from waddle.consumers.broadcast import Broadcaster
 from waddle.web.server import serve
 from waddle.web.settings import Settings
@@ -25,23 +25,11 @@ STOP_TIMEOUT_S = 30.0
 
 
 @dataclass
-class InProcessServer:
+class InProcessServer(Address):
     """The app ``serve`` built and the address it printed."""
 
     app: Starlette
     url: str
-
-    @property
-    def host(self) -> str:
-        return urlsplit(self.url).hostname or "127.0.0.1"
-
-    @property
-    def port(self) -> int:
-        return urlsplit(self.url).port or 80
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://{self.host}:{self.port}/ws"
 
     @property
     def broadcaster(self) -> Broadcaster:
