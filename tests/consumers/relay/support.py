@@ -9,12 +9,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
 
+from tests.helpers import eventually
 from tests.web.conftest import Server, start_server
 from waddle.consumers.lag import last_seq
 from waddle.consumers.registry import StateStore
@@ -59,6 +61,7 @@ class Relay:
     def __init__(self, root: Path, url: str, token: str | None = None) -> None:
         self.root = root
         self.url = url
+        self.token = token
         self.log = root.parent / f"relay-{time.monotonic_ns()}.stderr"
         root.mkdir(parents=True, exist_ok=True)
         with open(self.log, "wb") as err:
@@ -140,3 +143,45 @@ def reference_db(root: Path, db: Path) -> Path:
     writer = DuckDBWriter(root, db, durable=False, snapshot_interval=0)
     run_consumer(writer, root, threading.Event(), once=True)
     return db
+
+
+def wait_delivered(root: Path, server: Server, timeout: float) -> None:
+    """Until the relay committed every event of ``root`` and the host's tables hold them."""
+    expected = last_seqs(root)
+    eventually(lambda: relayed(root, server.url) == expected, timeout, "the relay to finish")
+    eventually(lambda: caught_up(server.root, "duckdb", expected), timeout, "the host's tables")
+
+
+def kill_under_load(
+    load: subprocess.Popen[bytes],
+    relay: Relay,
+    server: Server,
+    faults: Sequence[str],
+    pause: Callable[[], float],
+    *,
+    load_timeout: float,
+    deliver_timeout: float,
+) -> None:
+    """SIGKILL and restart the central ``host`` or the ``relay``, one fault after each
+    pause, while ``load`` logs; then wait until all it logged is delivered and check
+    that the last relay and host stop cleanly. Every process is gone on return."""
+    relays = [relay]
+    try:
+        for fault in faults:
+            time.sleep(pause())
+            if fault == "host":
+                server.stop(signal.SIGKILL)
+                server = central(server.root, server.port, server.token)
+            else:
+                relay.stop(signal.SIGKILL)
+                relay = Relay(relay.root, relay.url, relay.token)
+                relays.append(relay)
+        _, err = load.communicate(timeout=load_timeout)
+        assert load.returncode == 0, err.decode()
+        wait_delivered(relay.root, server, deliver_timeout)
+        assert relay.stop() == 0, relay.stderr()
+        assert server.stop() == 0, server.stderr()
+    finally:
+        for each in relays:
+            each.stop(signal.SIGKILL)
+        server.stop(signal.SIGKILL)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import signal
 import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +18,15 @@ import waddle
 from tests.consumers.logs import open_stream, run_fields
 from tests.consumers.relay.support import (
     Relay,
-    caught_up,
     central,
     clean_env,
     free_port,
+    kill_under_load,
     last_seqs,
     log_events,
     reference_db,
     relayed,
 )
-from tests.helpers import eventually
 from tests.web.conftest import Server
 from waddle.blobs.store import BlobStore
 from waddle.consumers.base import run_consumer
@@ -106,12 +103,6 @@ def table_counts(db: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]
         return con.execute(MEDIA_COUNTS).fetchall(), con.execute(HISTOGRAM_COUNTS).fetchall()
 
 
-def wait_delivered(root: Path, server: Server, timeout: float = 120.0) -> None:
-    expected = last_seqs(root)
-    eventually(lambda: relayed(root, server.url) == expected, timeout, "the relay to finish")
-    eventually(lambda: caught_up(server.root, "duckdb", expected), timeout, "the host's tables")
-
-
 @pytest.mark.slow
 def test_a_relay_killed_twice_delivers_every_blob_and_event_once(tmp_path: Path) -> None:
     root = tmp_path / "machine"
@@ -120,26 +111,15 @@ def test_a_relay_killed_twice_delivers_every_blob_and_event_once(tmp_path: Path)
     load = producer(root, 3, 150)
     server = central(tmp_path / "central", port, TOKEN)
     relay = Relay(root, url, TOKEN)
-    relays = [relay]
-    try:
-        for fault in ("relay", "host", "relay"):
-            time.sleep(0.7)
-            if fault == "host":
-                server.stop(signal.SIGKILL)
-                server = central(tmp_path / "central", port, TOKEN)
-            else:
-                relay.stop(signal.SIGKILL)
-                relay = Relay(root, url, TOKEN)
-                relays.append(relay)
-        _, err = load.communicate(timeout=180)
-        assert load.returncode == 0, err.decode()
-        wait_delivered(root, server)
-        assert relay.stop() == 0, relay.stderr()
-        assert server.stop() == 0, server.stderr()
-    finally:
-        for each in relays:
-            each.stop(signal.SIGKILL)
-        server.stop(signal.SIGKILL)
+    kill_under_load(
+        load,
+        relay,
+        server,
+        ("relay", "host", "relay"),
+        lambda: 0.7,
+        load_timeout=180,
+        deliver_timeout=120,
+    )
     local = blob_set(root)
     assert len(local) > 3 * 150  # every step's images are distinct
     assert all(name == digest for name, digest in local.items())

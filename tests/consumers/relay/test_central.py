@@ -5,7 +5,6 @@ own events (count and checksum per run and key; event for event in the logs)."""
 from __future__ import annotations
 
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -17,18 +16,18 @@ import pytest
 
 from tests.consumers.relay.support import (
     Relay,
-    caught_up,
     central,
     checksums,
     clean_env,
     free_port,
-    last_seqs,
+    kill_under_load,
     log_events,
     reference_db,
     relayed,
+    wait_delivered,
 )
 from tests.helpers import eventually
-from tests.web.conftest import Server, start_server
+from tests.web.conftest import start_server
 from waddle.eventlog.segment import log_dir
 from waddle.eventlog.writer import StreamWriter
 
@@ -46,13 +45,6 @@ def producer(root: Path, runs: int, events: int) -> subprocess.Popen[bytes]:
     )
 
 
-def wait_delivered(root: Path, server: Server, timeout: float = 90.0) -> None:
-    """Until the relay committed every event of ``root`` and the host's tables hold them."""
-    expected = last_seqs(root)
-    eventually(lambda: relayed(root, server.url) == expected, timeout, "the relay to finish")
-    eventually(lambda: caught_up(server.root, "duckdb", expected), timeout, "the host's tables")
-
-
 @pytest.mark.slow
 def test_central_host_killed_twice_and_relay_restarted_ends_exact(tmp_path: Path) -> None:
     seed = int(time.time())
@@ -64,26 +56,15 @@ def test_central_host_killed_twice_and_relay_restarted_ends_exact(tmp_path: Path
     relay = Relay(root, url, TOKEN)  # the central host is not up yet
     time.sleep(rng.uniform(0.5, 1.5))
     server = central(tmp_path / "central", port, TOKEN)
-    relays = [relay]
-    try:
-        for fault in ("host", "relay", "host"):
-            time.sleep(rng.uniform(0.4, 1.2))
-            if fault == "host":
-                server.stop(signal.SIGKILL)
-                server = central(tmp_path / "central", port, TOKEN)
-            else:
-                relay.stop(signal.SIGKILL)
-                relay = Relay(root, url, TOKEN)
-                relays.append(relay)
-        _, err = load.communicate(timeout=120)
-        assert load.returncode == 0, err.decode()
-        wait_delivered(root, server)
-        assert relay.stop() == 0, relay.stderr()
-        assert server.stop() == 0, server.stderr()
-    finally:
-        for each in relays:
-            each.stop(signal.SIGKILL)
-        server.stop(signal.SIGKILL)
+    kill_under_load(
+        load,
+        relay,
+        server,
+        ("host", "relay", "host"),
+        lambda: rng.uniform(0.4, 1.2),
+        load_timeout=120,
+        deliver_timeout=90,
+    )
     assert len(list(root.glob("log/*/*.ndjson"))) > 2 * RUNS, "segments should roll over"
     assert log_events(server.root) == log_events(root), f"seed {seed}"
     expected = checksums(reference_db(root, tmp_path / "reference.duckdb"))
