@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from tests.consumers.live import broadcast_while
 from tests.consumers.logs import mixed, write_run
 from waddle.consumers.base import ConsumerThread
 from waddle.consumers.broadcast import (
@@ -155,30 +156,19 @@ def run_broadcaster(root: Path, steps: int) -> tuple[list[int], list[int]]:
     received: list[int] = []
     before = drain(LogReader(root), "alpha", -1)
 
-    async def scenario() -> None:
-        hub = Hub()
-        hub.attach(asyncio.get_running_loop())
-        subscriber = Subscriber()
-        subscriber.subscription.projects.add("pa")
-        hub.subscribers.add(subscriber)
-        broadcaster = Broadcaster(root, hub)
-        thread = ConsumerThread(broadcaster, root, interval=0.01, reader=broadcaster.tail_reader)
-        await asyncio.to_thread(thread.start)
-        try:
-            await asyncio.to_thread(
-                write_run, root, "alpha", steps, resume=True, first_step=300, project="pa"
-            )
-            last = drain(LogReader(root), "alpha", -1)[-1]
-            for _ in range(2000):
-                while (taken := subscriber.take()) is not None:
-                    received.extend(e["seq"] for e in taken.events)
-                if received and received[-1] == last:
-                    return
-                await asyncio.sleep(0.01)
-        finally:
-            await asyncio.to_thread(thread.stop, 10)
+    last: list[int] = []
 
-    asyncio.run(scenario())
+    def write() -> None:
+        write_run(root, "alpha", steps, resume=True, first_step=300, project="pa")
+        last.append(drain(LogReader(root), "alpha", -1)[-1])
+
+    broadcast_while(
+        root,
+        write,
+        lambda chunk: received.extend(e["seq"] for e in chunk.events),
+        lambda: bool(received) and received[-1] == last[0],
+        projects=["pa"],
+    )
     return received, before
 
 

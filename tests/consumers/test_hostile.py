@@ -13,7 +13,6 @@ is forwarded whole.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import io
 import subprocess
@@ -28,13 +27,14 @@ import duckdb
 import orjson
 import pytest
 
+from tests.consumers.live import broadcast_while
 from tests.consumers.logs import CONSUME, run_fields
 from tests.consumers.relay.support import central, clean_env, free_port, stream_events
 from tests.helpers import SUBPROCESS_TIMEOUT_S, eventually
 from waddle.blobs.store import BlobStore
 from waddle.cli import commands
-from waddle.consumers.base import ConsumerThread, run_consumer
-from waddle.consumers.broadcast import Broadcaster, Hub, Subscriber
+from waddle.consumers.base import run_consumer
+from waddle.consumers.broadcast import Chunk
 from waddle.consumers.duckdb.writer import DuckDBWriter
 from waddle.consumers.memory import MemoryConsumer
 from waddle.consumers.quarantine import published_count
@@ -174,28 +174,21 @@ def by_broadcaster(root: Path, tmp_path: Path) -> dict[str, list[int]]:
     tail = root.parent / "live"
     (tail / "log").mkdir(parents=True)
 
-    async def scenario() -> None:
-        hub = Hub()
-        hub.attach(asyncio.get_running_loop())
-        client = Subscriber()
-        client.subscription.projects.add(PROJECT)
-        client.subscription.runs.add("x.99999999999")
-        hub.subscribers.add(client)
-        broadcaster = Broadcaster(tail, hub)
-        thread = ConsumerThread(broadcaster, tail, interval=0.01, reader=broadcaster.tail_reader)
-        await asyncio.to_thread(thread.start)
-        try:
-            await asyncio.to_thread(write_hostile, tail)
-            for _ in range(3000):
-                while (chunk := client.take()) is not None:
-                    received.setdefault(chunk.stream, []).extend(e["seq"] for e in chunk.events)
-                if all(received.get(s, [None])[-1] == seqs[-1] for s, seqs in GOOD.items()):
-                    return
-                await asyncio.sleep(0.01)
-        finally:
-            await asyncio.to_thread(thread.stop, 10)
+    def take(chunk: Chunk) -> None:
+        received.setdefault(chunk.stream, []).extend(e["seq"] for e in chunk.events)
 
-    asyncio.run(scenario())
+    def done() -> bool:
+        return all(received.get(s, [None])[-1] == seqs[-1] for s, seqs in GOOD.items())
+
+    broadcast_while(
+        tail,
+        lambda: write_hostile(tail),
+        take,
+        done,
+        projects=[PROJECT],
+        runs=["x.99999999999"],
+        polls=3000,
+    )
     return received
 
 
