@@ -26,12 +26,13 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
 from waddle.blobs.store import BlobStore, check_sha256
 from waddle.consumers.relay.client import Backoff, KeepAlive
+from waddle.consumers.relay.sender import Owner  # the relay consumer, as for a Sender
 from waddle.errors import HostBusy, HostDenied, TransientError, WaddleError
 from waddle.event_types import Event
 
@@ -41,18 +42,6 @@ logger = logging.getLogger("waddle.relay")
 MAX_RESENDS = 3
 # Blobs the host is known to hold; forgotten when the set grows past this.
 KNOWN_MAX = 1 << 16
-
-
-class Owner(Protocol):
-    """What a ``BlobRelay`` reports to (the relay consumer)."""
-
-    parked: dict[str, str]
-
-    def stopping(self) -> bool: ...
-
-    def fail(self, exc: WaddleError) -> None: ...
-
-    def park(self, stream: str, reason: str) -> None: ...
 
 
 class BlobMissing(WaddleError):
