@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 
 from waddle.blobs.store import BlobStore, check_sha256
-from waddle.consumers.relay.client import Backoff, KeepAlive
+from waddle.consumers.relay.client import Backoff, KeepAlive, error_code
 from waddle.consumers.relay.sender import Owner  # the relay consumer, as for a Sender
 from waddle.errors import HostBusy, HostDenied, TransientError, WaddleError
 from waddle.event_types import Event
@@ -121,7 +121,7 @@ class BlobClient(KeepAlive):
         status, payload = self._request("PUT", sha256, path)
         if status in (200, 201):
             return
-        if status == 400 and _code(payload) == "hash_mismatch":
+        if status == 400 and error_code(payload) == "hash_mismatch":
             raise HashRefused(f"{self.url} found blob {sha256} damaged on the way")
         raise _refusal(self.url, "PUT", sha256, status, payload)
 
@@ -150,17 +150,9 @@ class BlobClient(KeepAlive):
         return response.status, payload
 
 
-def _code(payload: bytes) -> str:
-    try:
-        body = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return ""
-    return str(body.get("error", "")) if type(body) is dict else ""
-
-
 def _refusal(url: str, method: str, sha256: str, status: int, payload: bytes) -> WaddleError:
     """The error for an answer that is neither a yes nor a no."""
-    code = _code(payload)
+    code = error_code(payload)
     if status >= 500 or status in (408, 425, 429):
         return HostBusy(
             f"{url} answered {status} {code} to {method} /blobs/{sha256}", status=status, code=code

@@ -229,7 +229,12 @@ def _answer(url: str, stream: str, status: int, payload: bytes, retry_after: flo
 
 
 def _refuses_gzip(status: int, payload: bytes) -> bool:
-    return status == 415 or (status == 400 and _json(payload).get("error") == "invalid_encoding")
+    return status == 415 or (status == 400 and error_code(payload) == "invalid_encoding")
+
+
+def error_code(payload: bytes) -> str:
+    """The ``error`` of a host's JSON answer (``""`` when it has none)."""
+    return str(_json(payload).get("error", ""))
 
 
 def _json(payload: bytes) -> dict[str, Any]:
