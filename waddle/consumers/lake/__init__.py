@@ -1,0 +1,1 @@
+"""The Parquet lake consumer (``waddle-consume --consumer lake --lake DIR``)."""

@@ -1,0 +1,146 @@
+"""The lake consumer: every finished run, once, as Parquet in a hive-partitioned lake.
+
+It folds the log with the DuckDB writer itself (a scratch database of its own,
+``<root>/<name>.duckdb``), so the lake's tables have the store's columns and rules, and
+when a run's ``finish`` event is consumed it writes that run's rows of every table into
+the lake (``waddle.consumers.lake.export``; layout in ``waddle.store.lake``).
+
+Delivery: exactly-once per finished run. The scratch database commits rows and offsets
+in one transaction (the writer's guarantee); which runs still need an export follows
+from it: a run whose status is not ``running`` and whose fingerprint (status, and each
+stream's finish time) differs from the one recorded after its last export. So a kill at
+any moment is followed, at the next start, by the exports it interrupted; an export
+whose files are found complete is recorded, not redone. A run that is resumed and
+finishes again, or one whose further ranks finish later, is exported again and its files
+replaced. Offsets are published (``state/<name>.json``) after the files are in place.
+
+What it does not do: a live run is not in the lake until it finishes (``waddle serve``
+shows it from its own store); media blobs stay in ``<root>/blobs``, only their rows go.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+import duckdb
+
+from waddle.consumers.base import Consumer, Offsets
+from waddle.consumers.duckdb.writer import DuckDBWriter
+from waddle.consumers.lake import export
+from waddle.consumers.registry import destination_name
+from waddle.errors import StoreError
+from waddle.eventlog.reader import Batch, Offset
+from waddle.ids import is_valid_id
+
+logger = logging.getLogger("waddle.consumers")
+
+LEDGER = """
+CREATE SCHEMA IF NOT EXISTS _lake;
+CREATE TABLE IF NOT EXISTS _lake.meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE IF NOT EXISTS _lake.exported (run_id VARCHAR PRIMARY KEY, fingerprint VARCHAR);
+"""
+# Finished runs with what their export depends on; pending ones differ from the ledger.
+PENDING = """
+SELECT r.run_id, r.project, md5(r.status || '|' || coalesce(string_agg(
+    s.stream || '@' || coalesce(s.finished_at::VARCHAR, '-'), ',' ORDER BY s.stream), ''))
+    AS fingerprint
+FROM runs r LEFT JOIN streams s ON s.run_id = r.run_id
+WHERE r.status <> 'running'
+GROUP BY r.run_id, r.project, r.status
+"""
+
+
+def default_lake(root: Path | str) -> Path:
+    """The lake when none is named: ``<root>/lake``."""
+    return Path(root) / "lake"
+
+
+class LakeConsumer(Consumer):
+    """The durable consumer that exports finished runs to the lake at ``lake``."""
+
+    durable = True
+
+    def __init__(self, root: Path | str, lake: Path | str | None = None) -> None:
+        self.root = Path(root)
+        self.lake = Path(lake if lake is not None else default_lake(self.root)).absolute()
+        self.name = destination_name("lake", self.lake, default_lake(self.root))
+        self.writer = DuckDBWriter(
+            self.root,
+            self.root / f"{self.name}.duckdb",
+            name=self.name,
+            durable=False,
+            snapshot_interval=0,
+        )
+        self.writer_id = ""
+        self._finished = False
+        self.exported = 0
+
+    def start(self, offsets: Mapping[str, Offset]) -> Offsets:
+        """Open the scratch database, then do the exports a previous run left undone."""
+        committed = self.writer.start(offsets)
+        try:
+            with self.writer.cursor() as con:
+                con.execute(LEDGER)
+                self.writer_id = self._writer_id(con)
+            export.clear_staging(self.lake, self.writer_id)
+            self._finished = True
+            self._export_pending()
+        except BaseException:
+            self.writer.close()
+            raise
+        return super().start(committed)
+
+    def _writer_id(self, con: duckdb.DuckDBPyConnection) -> str:
+        """This scratch database's id, which names its files in the lake's partitions."""
+        found = con.execute("SELECT value FROM _lake.meta WHERE key = 'writer'").fetchall()
+        if found:
+            return str(found[0][0])
+        writer = uuid.uuid4().hex[:16]
+        con.execute("INSERT INTO _lake.meta VALUES ('writer', ?)", [writer])
+        return writer
+
+    def handle(self, batches: list[Batch]) -> None:
+        """Fold the batches into the scratch database; note whether a run may have ended."""
+        self.writer.handle(batches)
+        if not self._finished:
+            self._finished = any(e["type"] == "finish" for b in batches for e in b.events)
+
+    def commit(self) -> Offsets:
+        """Commit the scratch database, then export the runs that finished."""
+        committed = self.writer.commit()
+        self._export_pending()
+        return committed
+
+    def _export_pending(self) -> None:
+        if not self._finished:
+            return
+        with self.writer.cursor() as con:
+            try:
+                pending = con.execute(
+                    f"SELECT p.* FROM ({PENDING}) p LEFT JOIN _lake.exported e "
+                    "ON e.run_id = p.run_id WHERE e.fingerprint IS DISTINCT FROM p.fingerprint "
+                    "ORDER BY p.run_id"
+                ).fetchall()
+                for run_id, project, fingerprint in pending:
+                    self._export(con, (run_id, project), fingerprint)
+            except duckdb.Error as exc:
+                raise StoreError(f"could not export to the lake {self.lake}: {exc}") from exc
+        self._finished = False
+
+    def _export(
+        self, con: duckdb.DuckDBPyConnection, run: tuple[str, str | None], fingerprint: str
+    ) -> None:
+        run_id = run[0]
+        if not is_valid_id(run_id):
+            logger.error("waddle: %s skips run %r: not a valid id", self.name, run_id)
+            return
+        if not export.is_exported(con, self.lake, self.writer_id, run, fingerprint):
+            export.export(con, self.lake, self.writer_id, run, fingerprint)
+            self.exported += 1
+        con.execute("INSERT OR REPLACE INTO _lake.exported VALUES (?, ?)", [run_id, fingerprint])
+
+    def close(self) -> None:
+        self.writer.close()
