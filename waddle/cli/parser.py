@@ -122,6 +122,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         ws_heartbeat=args.ws_heartbeat,
         relays=tuple(dict.fromkeys(args.relay)),
         relay_token=resolve_token(args.relay_token, ("WADDLE_RELAY_TOKEN",)),
+        lake=Path(args.lake) if args.lake else None,
     )
 
 
@@ -224,6 +225,11 @@ def _add_serve(
     )
     serve.add_argument(
         "--relay-token", help="the central host's token (default: $WADDLE_RELAY_TOKEN)"
+    )
+    serve.add_argument(
+        "--lake",
+        metavar="DIR",
+        help="also show the finished runs of this Parquet lake (docs/lake.md)",
     )
     serve.add_argument(
         "--demo",
@@ -426,6 +432,12 @@ def build_consume_parser() -> argparse.ArgumentParser:
     )
     _relay_token(parser)
     parser.add_argument(
+        "--lake",
+        metavar="DIR",
+        help="the Parquet lake the lake consumer writes finished runs to (with --consumer "
+        "lake; default: DIR/lake)",
+    )
+    parser.add_argument(
         "--once", action="store_true", help="catch up with everything on disk, then exit 0"
     )
     parser.add_argument(
@@ -444,6 +456,7 @@ def _consume(args: argparse.Namespace) -> int:
         root,
         args.consumer,
         duckdb_path=Path(args.duckdb) if args.duckdb else None,
+        lake_path=Path(args.lake) if args.lake else None,
         once=args.once,
         interval=args.interval or DEFAULT_POLL_INTERVAL,
         progress=CatchUpProgress(root),
@@ -454,6 +467,9 @@ def _consume(args: argparse.Namespace) -> int:
 
 def consume_main(argv: list[str] | None = None) -> int:
     """Entry point of ``waddle-consume``."""
-    args = build_consume_parser().parse_args(argv)
+    parser = build_consume_parser()
+    args = parser.parse_args(argv)
+    if args.lake and "lake" not in args.consumer:
+        parser.error("--lake names the lake consumer's folder: add --consumer lake")
     _logging()
     return _call("waddle-consume", _consume, args)

@@ -39,6 +39,7 @@ def consume(
     names: Sequence[str] = (),
     *,
     duckdb_path: Path | None = None,
+    lake_path: Path | None = None,
     once: bool = False,
     interval: float = DEFAULT_POLL_INTERVAL,
     progress: CatchUpProgress | None = None,
@@ -49,7 +50,7 @@ def consume(
     stop = threading.Event()
     try:
         consumers = [
-            plugins.create(name, root, duckdb_path=duckdb_path)
+            plugins.create(name, root, duckdb_path=duckdb_path, lake_path=lake_path)
             for name in dict.fromkeys(names or DEFAULT_CONSUMERS)
         ]
         if relays:

@@ -24,7 +24,10 @@ from waddle.errors import UsageError
 from waddle.ids import is_valid_id
 
 GROUP = "waddle.consumers"
-BUILTIN = {"duckdb": "waddle.consumers.duckdb.writer:DuckDBWriter"}
+BUILTIN = {
+    "duckdb": "waddle.consumers.duckdb.writer:DuckDBWriter",
+    "lake": "waddle.consumers.lake.consumer:LakeConsumer",
+}
 
 
 def available() -> list[str]:
@@ -61,10 +64,16 @@ def _import(target: str, name: str) -> Callable[..., Any]:
         raise UsageError(f"consumer {name!r}: {module_name} has no {attribute!r}") from None
 
 
-def create(name: str, root: Path, *, duckdb_path: Path | None = None) -> Consumer:
-    """Build the consumer ``name`` for the Waddle folder ``root``, checked for the protocol."""
+def create(
+    name: str, root: Path, *, duckdb_path: Path | None = None, lake_path: Path | None = None
+) -> Consumer:
+    """Build the consumer ``name`` for the Waddle folder ``root``, checked for the protocol.
+
+    The built-ins get their destination (``--duckdb``, ``--lake``); plug-ins get ``root``.
+    """
     factory = find(name)
-    consumer: Consumer = factory(root, duckdb_path) if name == "duckdb" else factory(root)
+    destination = {"duckdb": duckdb_path, "lake": lake_path}
+    consumer: Consumer = factory(root, destination[name]) if name in destination else factory(root)
     methods = ("start", "handle", "commit", "close")
     missing = [m for m in methods if not callable(getattr(consumer, m, None))]
     if missing or not hasattr(consumer, "durable"):
