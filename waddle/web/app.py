@@ -120,6 +120,10 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
             await run_in_threadpool(thread.start)
             started.append(thread)
         state.cursor = functools.partial(_store_cursor, writer, writing)
+        if settings.lake is not None:
+            from waddle.store.lake import LakeViews
+
+            state.cursor = LakeViews(settings.lake).wrap(state.cursor)
         yield
     finally:
         await run_in_threadpool(_stop, state.ingest_log, started)

@@ -45,6 +45,7 @@ class Settings:
     ws_heartbeat: float = DEFAULT_WS_HEARTBEAT
     relays: tuple[str, ...] = ()
     relay_token: str | None = None
+    lake: Path | None = None
 
     def __post_init__(self) -> None:
         from waddle.consumers.relay.client import check_url
