@@ -74,6 +74,7 @@ VALID: dict[str, dict[str, Any]] = {
         "goal": "minimize",
     },
     "finish": {"exit_code": 0, "status": "finished", "dropped": {}},
+    "skipped": {"reason": "a corrupt line"},
 }
 
 

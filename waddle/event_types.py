@@ -157,6 +157,15 @@ class FinishEvent(TypedDict):
     dropped: NotRequired[dict[str, int]]
 
 
+class SkippedEvent(TypedDict):
+    """A relay's placeholder for a seq its local log lost; never written by a producer."""
+
+    seq: int
+    ts: float
+    type: Literal["skipped"]
+    reason: str
+
+
 Event = (
     RunEvent
     | ConfigEvent
@@ -169,4 +178,5 @@ Event = (
     | ArtifactUseEvent
     | DefineMetricEvent
     | FinishEvent
+    | SkippedEvent
 )

@@ -170,6 +170,17 @@ class FinishEvent(Envelope):
     )
 
 
+class SkippedEvent(Envelope):
+    """A placeholder a relay sends for a seq its local log lost (a corrupt line skipped).
+
+    The host takes a stream only without gaps; this keeps the seq taken and the loss
+    visible at the host (its DuckDB writer quarantines it). Producers never write it.
+    """
+
+    type: Literal["skipped"]
+    reason: str = Field(description="Why the relay had no event for this seq.")
+
+
 MODELS: dict[str, type[Envelope]] = {
     "run": RunEvent,
     "config": ConfigEvent,
@@ -182,6 +193,7 @@ MODELS: dict[str, type[Envelope]] = {
     "artifact_use": ArtifactUseEvent,
     "define_metric": DefineMetricEvent,
     "finish": FinishEvent,
+    "skipped": SkippedEvent,
 }
 Event = Annotated[
     RunEvent
@@ -194,7 +206,8 @@ Event = Annotated[
     | ArtifactVersionEvent
     | ArtifactUseEvent
     | DefineMetricEvent
-    | FinishEvent,
+    | FinishEvent
+    | SkippedEvent,
     Field(discriminator="type"),
 ]
 EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(Event)

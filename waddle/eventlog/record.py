@@ -80,6 +80,7 @@ REQUIRED_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
         "goal": (str, type(None)),
     },
     "finish": {"exit_code": (int, type(None)), "status": (str,)},
+    "skipped": {"reason": (str,)},
 }
 _SPELLED = {INT64_MIN: "-2**63", INT64_MAX: "2**63-1", MAX_RANK: "2**31-1"}
 # The fewest objects and arrays a sound event of each type opens (the event, and the
@@ -96,6 +97,7 @@ _MIN_OPENERS = {
     "artifact_use": 1,
     "define_metric": 1,
     "finish": 1,
+    "skipped": 1,
 }
 _MOST_MIN_OPENERS = max(_MIN_OPENERS.values())
 _NESTING = (dict, list, tuple)

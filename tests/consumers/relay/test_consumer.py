@@ -14,15 +14,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import orjson
 import pytest
 
 from tests.consumers.logs import mixed, open_stream, run_fields, write_run
 from tests.consumers.relay.support import (
     central,
+    checksums,
     free_port,
     last_seqs,
     log_events,
+    reference_db,
     relayed,
     stream_events,
 )
@@ -31,6 +34,7 @@ from tests.web.conftest import Server, log_fingerprint, start_server
 from waddle.cli import commands
 from waddle.consumers.base import run_consumer
 from waddle.consumers.registry import StateStore
+from waddle.consumers.relay import sender
 from waddle.consumers.relay.client import Backoff, Held, IngestClient, check_url
 from waddle.consumers.relay.consumer import RelayConsumer, relay_name
 from waddle.consumers.relay.sender import Sender
@@ -427,19 +431,51 @@ def test_a_host_that_lost_events_gets_them_again_from_the_seq_it_expects(
         replacement.stop()
 
 
-def test_a_gap_in_the_local_log_parks_only_that_stream(
-    host: Server, tmp_path: Path, caplog: pytest.LogCaptureFixture
+def corrupt_lines(root: Path, stream: str, *numbers: int) -> None:
+    """Overwrite lines ``numbers`` (seqs, in a one-segment stream) with broken JSON."""
+    segment = log_dir(root) / stream / segment_name(list_segments(log_dir(root) / stream)[0])
+    lines = segment.read_bytes().splitlines(keepends=True)
+    for number in numbers:
+        lines[number] = b'{"seq": %d, "this line is corrupt\n' % number
+    segment.write_bytes(b"".join(lines))
+
+
+def test_a_corrupt_line_is_relayed_as_skipped_and_the_events_after_it_arrive(
+    host: Server, tmp_path: Path
 ) -> None:
     root = tmp_path / "w"
     write_run(root, "holed", 50)
     write_run(root, "whole", 50)
-    segment = log_dir(root) / "holed" / segment_name(list_segments(log_dir(root) / "holed")[0])
-    lines = segment.read_bytes().splitlines(keepends=True)
-    lines[20] = b'{"seq": 20, "this line is corrupt\n'
-    segment.write_bytes(b"".join(lines))
+    corrupt_lines(root, "holed", 20)
+    relay = relay_once(root, host.url)
+    assert relay.parked == {} and relayed(root, host.url) == last_seqs(root)
+    held = stream_events(host.root, "holed")
+    assert [e["seq"] for e in held] == list(range(53))
+    assert held[20]["type"] == "skipped" and "corrupt line" in held[20]["reason"]
+    assert [e for e in held if e["seq"] != 20] == stream_events(root, "holed")
+    eventually(lambda: host.get_json("/info")["quarantined"] == 1, 10, "the host's quarantine")
+    assert host.stop() == 0, host.stderr()
+    expected = checksums(reference_db(root, tmp_path / "reference.duckdb"))
+    assert checksums(host.root / "waddle.duckdb") == expected
+    with duckdb.connect(str(host.root / "waddle.duckdb"), read_only=True) as con:
+        quarantined = con.execute("SELECT stream, seq, reason FROM quarantine").fetchall()
+        status = con.execute("SELECT status FROM runs WHERE run_id = 'holed'").fetchall()
+    assert [(s, q) for s, q, _ in quarantined] == [("holed", 20)]
+    assert quarantined[0][2].startswith("skipped by the relay: ")
+    assert status == [("finished",)], "the events after the gap are in the tables"
+
+
+def test_a_gap_longer_than_placeholders_stand_for_parks_only_that_stream(
+    host: Server, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sender, "MAX_SKIPPED", 2)
+    root = tmp_path / "w"
+    write_run(root, "holed", 50)
+    write_run(root, "whole", 50)
+    corrupt_lines(root, "holed", 20, 21, 22)
     relay = relay_once(root, host.url)
     assert list(relay.parked) == ["holed"]
-    assert "seq 20" in relay.parked["holed"]
+    assert "seq 20" in relay.parked["holed"] and "more than 2 seqs" in relay.parked["holed"]
     assert stream_events(host.root, "whole") == stream_events(root, "whole")
     assert [e["seq"] for e in stream_events(host.root, "holed")] == list(range(20))
     parked = [r for r in caplog.records if r.name == "waddle.relay" and "'holed'" in r.getMessage()]

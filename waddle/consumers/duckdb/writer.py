@@ -209,6 +209,10 @@ class DuckDBWriter(Consumer):
                 metrics.append(event)
             elif kind == "system":
                 system.append(event)
+            elif kind == "skipped":  # a seq the relay's log lost: kept visible, not folded
+                self._aside(
+                    quarantine.set_aside(stream, event, f"skipped by the relay: {event['reason']}")
+                )
             else:
                 row = self._stream_row(stream, event)
                 run = self._run_row(row.run_id)

@@ -8,8 +8,12 @@ outage longer than ``give_up_after``), having told its ``owner`` why:
 * requests stay under ``post_bytes`` and never span a seq gap of the local log; a 413
   halves ``post_bytes`` and the request is sent again in smaller parts;
 * a host that lacks earlier events (409) gets them again, reread from the local log
-  from the seq it expects; a seq the log no longer holds parks the stream
-  (``owner.park``), as does an event or stream the host refuses;
+  from the seq it expects; an event or stream the host refuses parks the stream
+  (``owner.park``);
+* a seq the local log lost (a corrupt line its reader skipped, a removed segment) is
+  sent as a ``skipped`` placeholder naming the loss, so the host's stream stays gapless
+  and every later event reaches it; a gap of more than ``MAX_SKIPPED`` seqs parks the
+  stream instead (that is a lost segment or a corrupt seq, for an operator to look at);
 * an unreachable host (connection errors, timeouts, 5xx) is retried with capped
   exponential backoff and jitter (``Backoff``), the outage logged once when it starts
   and once when it ends; past ``give_up_after`` seconds, or on a refusal of the token,
@@ -22,15 +26,16 @@ from __future__ import annotations
 
 import bisect
 import logging
+import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
 from waddle.consumers.relay.client import Backoff, Held, IngestClient
 from waddle.errors import HostDenied, HostRefused, TransientError, WaddleError
-from waddle.event_types import Event
+from waddle.event_types import Event, SkippedEvent
 from waddle.eventlog.reader import LogReader, Offset
 from waddle.eventlog.record import encode
 from waddle.eventlog.segment import list_segments
@@ -40,7 +45,11 @@ logger = logging.getLogger("waddle.relay")
 # Nested rereads (the host losing events again while the relay resends them) before the
 # stream is parked rather than chased forever.
 MAX_REWINDS = 8
+# The most seqs in a row that a relay fills with ``skipped`` placeholders; a longer gap
+# parks the stream.
+MAX_SKIPPED = 10_000
 _WAIT_SLICE_S = 0.1
+_HOST = socket.gethostname()
 
 
 class Owner(Protocol):
@@ -114,6 +123,7 @@ class Sender:
 
     def send(self, stream: str, events: Sequence[Event], depth: int = 0) -> bool:
         """Post ``events`` (seq order) until the host holds the last; False if it cannot."""
+        events = fill_gaps(events)
         lines = [encode(event) for event in events]
         seqs = [event["seq"] for event in events]
         index = 0
@@ -170,18 +180,20 @@ class Sender:
             offset = batch.offset
             if not batch.events:
                 continue
-            if batch.events[0]["seq"] != expected:
-                break  # the log skips the seq the host needs
-            events = [e for e in batch.events if e["seq"] <= until]
+            first = batch.events[0]["seq"]
+            if first > expected + MAX_SKIPPED:
+                break  # the log lost more than placeholders should stand for
+            events = [*placeholders(expected, batch.events[0])]
+            events += [e for e in batch.events if e["seq"] <= until]
             if not self.send(stream, events, depth):
                 break
             expected = events[-1]["seq"] + 1
         if expected <= until and not self.owner.stopping() and stream not in self.owner.parked:
             self.owner.park(
                 stream,
-                f"the host needs seq {expected}, which the local log no longer holds (a "
-                "corrupt line was skipped, or retention removed it); the host takes a "
-                "stream only without gaps",
+                f"the host needs seq {expected}, and the local log lacks more than "
+                f"{MAX_SKIPPED:,} seqs from there (a segment removed, or a corrupt seq); "
+                "the host takes a stream only without gaps",
             )
         return expected > until
 
@@ -279,6 +291,30 @@ class Sender:
             "waddle relay: %s does not take gzip-compressed bodies; sending uncompressed",
             self.url,
         )
+
+
+def fill_gaps(events: Sequence[Event]) -> list[Event]:
+    """``events`` with a ``skipped`` placeholder for each seq missing between two of them
+    (gaps of at most ``MAX_SKIPPED``; a longer one is left for the host's 409 to show)."""
+    filled: list[Event] = []
+    for event in events:
+        if filled and 1 < event["seq"] - filled[-1]["seq"] <= MAX_SKIPPED + 1:
+            filled += placeholders(filled[-1]["seq"] + 1, event)
+        filled.append(event)
+    return filled
+
+
+def placeholders(first: int, following: Event) -> Iterator[SkippedEvent]:
+    """A ``skipped`` event for each seq from ``first`` up to the seq of ``following``.
+
+    Their ``ts`` is that of ``following``, so a placeholder sent again is the same line.
+    """
+    reason = (
+        f"the relay on {_HOST} had no event for this seq in its log (a corrupt line its "
+        "reader skipped, or a removed segment); the events after it were relayed"
+    )
+    for seq in range(first, following["seq"]):
+        yield {"seq": seq, "ts": following["ts"], "type": "skipped", "reason": reason}
 
 
 def _locate(reader: LogReader, stream: str, after: int) -> Offset:

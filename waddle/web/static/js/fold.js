@@ -118,6 +118,7 @@ const DEFINE_FIELDS = ["step_metric", "summary", "hidden", "goal"];
 /** Fold one event of `stream` into `run` (both changed; see the rules above). */
 export function applyEvent(run, stream, event) {
   const kind = event.type;
+  if (kind === "skipped") return; // a relay's placeholder for a lost seq: nothing to fold
   if (kind === "metrics") return seen(run, event.ts, event.step);
   if (kind === "run") applyRun(run, stream, event);
   else if (kind === "finish") {
