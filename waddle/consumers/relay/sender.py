@@ -183,7 +183,7 @@ class Sender:
             first = batch.events[0]["seq"]
             if first > expected + MAX_SKIPPED:
                 break  # the log lost more than placeholders should stand for
-            events = [*placeholders(expected, batch.events[0])]
+            events: list[Event] = [*placeholders(expected, batch.events[0])]
             events += [e for e in batch.events if e["seq"] <= until]
             if not self.send(stream, events, depth):
                 break
