@@ -132,6 +132,10 @@ def _serve(args: argparse.Namespace) -> int:
         from waddle.cli.demo import serve_demo
 
         return serve_demo(settings)
+    if args.from_url:
+        from waddle.web.nats_ingest import serve_from
+
+        return serve_from(settings, args.from_url, name=args.ingester_name)
     from waddle.web.server import serve
 
     return serve(settings)
@@ -147,10 +151,31 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _sync(args: argparse.Namespace) -> int:
+    from waddle.consumers.nats.broker import is_nats_url
+
+    if is_nats_url(args.url):
+        from waddle.consumers.nats import publisher
+
+        return publisher.sync(_root(args), args.url, timeout=args.timeout, out=sys.stderr)
     from waddle.consumers.relay.consumer import resolve_token
     from waddle.consumers.relay.sync import sync
 
     return sync(_root(args), args.url, token=resolve_token(args.relay_token), timeout=args.timeout)
+
+
+def _nats(args: argparse.Namespace) -> int:
+    from waddle.consumers.nats.broker import DAY_S, Layout, setup
+
+    layout = Layout(
+        max_age_s=args.max_age_days * DAY_S,
+        max_bytes=args.max_bytes,
+        duplicate_window_s=args.duplicate_window,
+        replicas=args.replicas,
+        ack_wait_s=args.ack_wait,
+    )
+    for line in setup(args.url, layout):
+        print(line)
+    return 0
 
 
 def _relay(args: argparse.Namespace) -> int:
@@ -232,6 +257,17 @@ def _add_serve(
         help="also show the finished runs of this Parquet lake (docs/lake.md)",
     )
     serve.add_argument(
+        "--from",
+        dest="from_url",
+        metavar="URL",
+        help="also ingest events from NATS JetStream at nats://HOST:PORT (docs/nats.md)",
+    )
+    serve.add_argument(
+        "--name",
+        dest="ingester_name",
+        help="this ingester's name in the broker, stable across restarts (default: HOST:DIR)",
+    )
+    serve.add_argument(
         "--demo",
         action="store_true",
         help="first write a demo run into DIR, and keep a second one logging live",
@@ -261,6 +297,44 @@ def _add_serve(
         type=float,
         default=web.DEFAULT_WS_HEARTBEAT,
         help="seconds of silence before a heartbeat message (default %(default)s)",
+    )
+
+
+def _add_nats(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from waddle.consumers.nats import broker
+
+    nats = _add(
+        sub,
+        "nats",
+        "set up NATS JetStream for relays and ingesters past one host",
+        _nats,
+        [],
+        "setup: create (or update) the stream, the ingesters' durable consumer and the "
+        "owners bucket on the server at --url; idempotent (docs/nats.md).",
+    )
+    nats.add_argument("action", choices=("setup",))
+    nats.add_argument("--url", required=True, help="the NATS server, nats://HOST:PORT")
+    nats.add_argument(
+        "--max-age-days",
+        type=float,
+        default=broker.DEFAULT_MAX_AGE_S / broker.DAY_S,
+        help="keep events this long in the broker (default %(default)s)",
+    )
+    nats.add_argument(
+        "--max-bytes", type=int, default=-1, help="keep at most this much (default: no limit)"
+    )
+    nats.add_argument(
+        "--duplicate-window",
+        type=float,
+        default=broker.DEFAULT_DUPLICATE_WINDOW_S,
+        help="seconds in which a repeated publish is dropped (default %(default)s)",
+    )
+    nats.add_argument("--replicas", type=int, default=1, help="copies in a cluster (default 1)")
+    nats.add_argument(
+        "--ack-wait",
+        type=float,
+        default=broker.DEFAULT_ACK_WAIT_S,
+        help="seconds before a message a dead ingester took goes to another (default %(default)s)",
     )
 
 
@@ -332,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
         "exit 0. Works on runs that are still running; a later sync or a running relay "
         "sends the rest, never anything twice.",
     )
-    sync.add_argument("url", help="the central host, http://HOST:PORT")
+    sync.add_argument("url", help="the central host, http://HOST:PORT, or nats://HOST:PORT")
     _relay_token(sync)
     sync.add_argument(
         "--timeout",
@@ -341,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="give up when the host cannot be reached for this many seconds (default %(default)s)",
     )
 
+    _add_nats(sub)
     relay = _add(
         sub,
         "relay",

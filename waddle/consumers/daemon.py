@@ -54,11 +54,16 @@ def consume(
             for name in dict.fromkeys(names or DEFAULT_CONSUMERS)
         ]
         if relays:
+            from waddle.consumers.nats.broker import is_nats_url
+            from waddle.consumers.nats.publisher import NatsRelay
             from waddle.consumers.relay.consumer import RelayConsumer, resolve_token
 
             token = resolve_token(relay_token)
             consumers += [
-                RelayConsumer(root, url, token=token, stop=stop) for url in dict.fromkeys(relays)
+                NatsRelay(root, url, stop=stop)
+                if is_nats_url(url)
+                else RelayConsumer(root, url, token=token, stop=stop)
+                for url in dict.fromkeys(relays)
             ]
     except WaddleError as exc:
         logger.error("waddle-consume: %s", exc)

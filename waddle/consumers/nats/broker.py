@@ -1,0 +1,206 @@
+"""The JetStream layout Waddle uses, and ``waddle nats setup`` that creates it.
+
+One stream (``WADDLE``) holds every event relays publish, on the subject
+``waddle.events.<project>.<stream>`` (``subject``); one durable pull consumer
+(``waddle-ingest``) is shared by every ingester, so each message is handled by one of
+them; one key-value bucket (``waddle-owners``) records which ingester holds which stream
+(a stream's events must all land in one log, in seq order).
+
+Retention: limits (not work-queue), so what the ingesters acknowledged stays in the
+broker until ``max_age`` or ``max_bytes`` drops the oldest: a new consumer (a second set
+of ingesters, a lake) can replay it. Deduplication: a publish repeats an earlier one when
+it carries the same ``Nats-Msg-Id`` (``<stream>:<seq>``) within ``duplicate_window``
+seconds; the broker then acknowledges it without storing it again. The broker remembers
+every id of the window, so the window costs memory in proportion to the event rate.
+``setup`` is idempotent: it creates what is missing and updates what differs.
+
+nats-py is asyncio; the relay and the ingester are threads, so each runs its own event
+loop in a thread of its own (``Loop``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from waddle.errors import UsageError
+
+logger = logging.getLogger("waddle.nats")
+
+STREAM = "WADDLE"
+SUBJECT_PREFIX = "waddle.events"
+CONSUMER = "waddle-ingest"
+OWNERS = "waddle-owners"
+MSG_ID = "Nats-Msg-Id"
+DAY_S = 86400.0
+DEFAULT_MAX_AGE_S = 7 * DAY_S
+DEFAULT_DUPLICATE_WINDOW_S = 120.0
+# An ingester that took a message and died: the broker hands it to another after this.
+DEFAULT_ACK_WAIT_S = 30.0
+DEFAULT_MAX_ACK_PENDING = 50_000
+_NOT_A_TOKEN = re.compile(r"[^A-Za-z0-9_-]+")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What ``setup`` creates: limits of the stream, and the consumer's redelivery."""
+
+    max_age_s: float = DEFAULT_MAX_AGE_S
+    max_bytes: int = -1  # no limit beyond the server's own store limit
+    duplicate_window_s: float = DEFAULT_DUPLICATE_WINDOW_S
+    replicas: int = 1
+    ack_wait_s: float = DEFAULT_ACK_WAIT_S
+    max_ack_pending: int = DEFAULT_MAX_ACK_PENDING
+
+
+def check_nats_url(url: str) -> str:
+    """``url`` if it is ``nats://HOST:PORT``; a usage error naming the form otherwise."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("nats", "tls") or not parts.hostname:
+        raise UsageError(f"not a NATS server address: {url!r}; give nats://HOST:PORT")
+    return url
+
+
+def is_nats_url(url: str) -> bool:
+    """Whether ``url`` names a NATS server rather than an HTTP host."""
+    return urlsplit(url).scheme in ("nats", "tls")
+
+
+def token(value: str) -> str:
+    """``value`` as one subject token: dots and wildcards would split or widen it."""
+    return _NOT_A_TOKEN.sub("_", value)[:128] or "_"
+
+
+def subject(project: str | None, stream: str) -> str:
+    """The subject of a stream's events: ``waddle.events.<project>.<stream>``."""
+    return f"{SUBJECT_PREFIX}.{token(project or '_')}.{token(stream)}"
+
+
+def msg_id(stream: str, seq: int) -> str:
+    """The deduplication id of one event: ``<stream>:<seq>``."""
+    return f"{stream}:{seq}"
+
+
+def parse_msg_id(value: str | None) -> tuple[str, int] | None:
+    """``(stream, seq)`` of a ``Nats-Msg-Id``; None when it is not one of ours."""
+    stream, _, seq = (value or "").rpartition(":")
+    return (stream, int(seq)) if stream and seq.isdigit() else None
+
+
+async def connect(url: str, name: str, **options: Any) -> Any:
+    """A client that reconnects forever; one warning per outage, not one per attempt."""
+    import nats
+
+    async def on_error(exc: Exception) -> None:
+        logger.debug("waddle %s: NATS client error: %s", name, exc)
+
+    async def on_disconnect() -> None:
+        logger.warning("waddle %s: lost the NATS server %s; reconnecting", name, url)
+
+    async def on_reconnect() -> None:
+        logger.warning("waddle %s: reconnected to the NATS server %s", name, url)
+
+    return await nats.connect(
+        servers=[url],
+        name=name,
+        allow_reconnect=True,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=2,
+        error_cb=on_error,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
+        **options,
+    )
+
+
+async def ensure(js: Any, layout: Layout) -> list[str]:
+    """Create or update the stream, the consumer and the owners bucket; what was done."""
+    from nats.js import api
+    from nats.js.errors import NotFoundError
+
+    stream = api.StreamConfig(
+        name=STREAM,
+        subjects=[f"{SUBJECT_PREFIX}.>"],
+        retention=api.RetentionPolicy.LIMITS,
+        discard=api.DiscardPolicy.OLD,
+        storage=api.StorageType.FILE,
+        max_age=layout.max_age_s,
+        max_bytes=layout.max_bytes,
+        duplicate_window=layout.duplicate_window_s,
+        num_replicas=layout.replicas,
+    )
+    done = []
+    try:
+        await js.stream_info(STREAM)
+    except NotFoundError:
+        await js.add_stream(stream)
+        done.append(f"created stream {STREAM}")
+    else:
+        await js.update_stream(stream)
+        done.append(f"stream {STREAM} exists (limits updated)")
+    consumer = api.ConsumerConfig(
+        durable_name=CONSUMER,
+        ack_policy=api.AckPolicy.EXPLICIT,
+        deliver_policy=api.DeliverPolicy.ALL,
+        ack_wait=layout.ack_wait_s,
+        max_deliver=-1,
+        max_ack_pending=layout.max_ack_pending,
+        num_replicas=layout.replicas,
+    )
+    await js.add_consumer(STREAM, consumer)
+    done.append(f"durable consumer {CONSUMER} ready")
+    await js.create_key_value(bucket=OWNERS, history=1, replicas=layout.replicas)
+    done.append(f"owners bucket {OWNERS} ready")
+    return done
+
+
+def setup(url: str, layout: Layout | None = None, *, timeout: float = 30.0) -> list[str]:
+    """``waddle nats setup``: the JetStream layout on the server at ``url`` (idempotent)."""
+    check_nats_url(url)
+
+    async def main() -> list[str]:
+        import nats
+
+        try:
+            nc = await nats.connect(servers=[url], allow_reconnect=False, connect_timeout=5)
+        except Exception as exc:  # nats-py raises several kinds for an unreachable server
+            raise UsageError(
+                f"cannot reach the NATS server {url} ({exc or type(exc).__name__}); start it "
+                "with JetStream on (nats-server -js) and try again"
+            ) from exc
+        try:
+            return await ensure(nc.jetstream(), layout or Layout())
+        finally:
+            await nc.close()
+
+    return asyncio.run(asyncio.wait_for(main(), timeout))
+
+
+class Loop:
+    """An asyncio event loop in a daemon thread, for callers that are threads."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def close(self) -> None:
+        """Stop the loop and its thread; tasks still pending are cancelled."""
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()

@@ -1,0 +1,300 @@
+"""The relay to NATS JetStream: a durable consumer that publishes every event to the broker.
+
+``waddle-consume --relay nats://HOST:PORT`` and ``waddle sync nats://HOST:PORT`` run it.
+Each event goes out as one message on ``waddle.events.<project>.<stream>``, its line as
+the payload and ``Nats-Msg-Id: <stream>:<seq>`` as its header (``broker``).
+
+Delivery: at-least-once on the wire, exactly-once in the broker within its duplicate
+window, and exactly-once in the ingesters' logs in any case (they are idempotent by
+(stream, seq)). A stream's offset moves past an event only once JetStream acknowledged
+that event (and every earlier one of the batch), so after a crash the relay publishes
+again from its last commit and the broker drops the repeats. Offsets live in
+``state/<name>.json``, the name being ``relay-nats-<host>-<port>``.
+
+Ordering and backpressure: the streams of a round are published concurrently; within a
+stream, events go in seq order, up to ``window`` of them awaiting their acks at once.
+``handle`` returns when the broker acknowledged the whole round, so nothing is read past
+what is in flight. While the broker is unreachable (or has no stream: run
+``waddle nats setup``), the round is retried with capped exponential backoff, forever
+unless ``give_up_after`` says otherwise; the segments on disk are the queue, so nothing
+is lost however long the outage lasts.
+
+Blobs (images, artifacts) are not carried: events that name them arrive without them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+import orjson
+
+from waddle.consumers.base import Consumer, Offsets, run_consumer
+from waddle.consumers.nats.broker import MSG_ID, Loop, check_nats_url, connect, msg_id, subject
+from waddle.consumers.relay.client import Backoff
+from waddle.errors import ConsumerLockedError, TransientError, WaddleError
+from waddle.event_types import Event
+from waddle.eventlog.reader import Batch, Offset
+from waddle.eventlog.record import encode
+from waddle.eventlog.segment import log_dir, segment_name
+from waddle.signals import on_stop_signals
+
+logger = logging.getLogger("waddle.nats")
+
+DEFAULT_WINDOW = 1024
+DEFAULT_TIMEOUT_S = 5.0
+
+
+class BrokerUnreachable(TransientError):
+    """The NATS server did not acknowledge a publish in time (down, or no stream)."""
+
+
+def nats_relay_name(url: str) -> str:
+    """The consumer name of a relay to ``url``: ``relay-nats-<host>-<port>``."""
+    parts = urlsplit(check_nats_url(url))
+    return f"relay-nats-{token_of(parts.hostname or 'host')}-{parts.port or 4222}"
+
+
+def token_of(host: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in host.lower())
+
+
+class NatsRelay(Consumer):
+    """Publishes the log to JetStream. ``failure`` says why it stopped, if it did.
+
+    ``give_up_after``: seconds the broker may stay unreachable before the relay stops
+    (``waddle sync``); None retries forever. ``stop_on_failure``: set ``stop`` then.
+    """
+
+    durable = True
+
+    def __init__(
+        self,
+        root: Path | str,
+        url: str,
+        *,
+        stop: threading.Event | None = None,
+        give_up_after: float | None = None,
+        stop_on_failure: bool = False,
+        window: int = DEFAULT_WINDOW,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        backoff: Backoff | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.url = check_nats_url(url)
+        self.name = name or nats_relay_name(url)
+        self.stop = stop
+        self.give_up_after = give_up_after
+        self.stop_on_failure = stop_on_failure
+        self.window = max(1, window)
+        self.timeout = timeout
+        self.backoff = backoff or Backoff()
+        self.failure: WaddleError | None = None
+        self._acked: Offsets = {}
+        self._projects: dict[str, str | None] = {}
+        self._interrupted = threading.Event()
+        self._loop: Loop | None = None
+        self._client: Any = None
+
+    def start(self, offsets: Mapping[str, Offset]) -> Offsets:
+        """Resume from the published offsets: exactly what the broker acknowledged."""
+        self._acked = dict(offsets)
+        self.failure = None
+        self._interrupted.clear()
+        self._loop = Loop(f"waddle-{self.name}")
+        return super().start(offsets)
+
+    def handle(self, batches: list[Batch]) -> None:
+        """Publish this round; each stream's offset moves once the broker holds its batch."""
+        work = [(batch, self.fresh(batch)) for batch in batches]
+        if self.failure is not None or self._loop is None:
+            return
+        done = self._loop.run(self._round([(b.stream, events) for b, events in work]))
+        for (batch, _), landed in zip(work, done, strict=True):
+            if landed:
+                before = self._acked.get(batch.stream, Offset())
+                end = batch.offset
+                self._acked[batch.stream] = Offset(
+                    end.segment, end.position, max(end.seq, before.seq)
+                )
+
+    def commit(self) -> Offsets:
+        """The offsets the broker has acknowledged."""
+        return dict(self._acked)
+
+    def close(self) -> None:
+        """Close the connection; what the broker did not acknowledge stays uncommitted."""
+        self._interrupted.set()
+        if self._loop is None:
+            return
+        if self._client is not None:
+            client, self._client = self._client, None
+            try:
+                self._loop.run(client.close())
+            except Exception as exc:  # closing a dead connection: nothing is left to lose
+                logger.debug("waddle %s: closing the NATS connection: %s", self.name, exc)
+        self._loop.close()
+        self._loop = None
+
+    def interrupt(self) -> None:
+        """End any wait for the broker now."""
+        self._interrupted.set()
+
+    def stopping(self) -> bool:
+        return (
+            self._interrupted.is_set()
+            or self.failure is not None
+            or (self.stop is not None and self.stop.is_set())
+        )
+
+    async def _round(self, work: list[tuple[str, list[Event]]]) -> list[bool]:
+        """Publish every stream's events; per stream, whether the broker holds them all."""
+        return list(await asyncio.gather(*(self._publish(s, events) for s, events in work)))
+
+    async def _publish(self, stream: str, events: list[Event]) -> bool:
+        """Publish ``events`` in windows, each retried until every event is acknowledged."""
+        if not events:
+            return True
+        target = subject(self._project(stream), stream)
+        payloads = [encode(event)[:-1] for event in events]
+        start = 0
+        attempt = 0
+        since: float | None = None
+        while start < len(events):
+            if self.stopping():
+                return False
+            end = start + self.window
+            try:
+                await self._window(target, stream, events[start:end], payloads[start:end])
+            except BrokerUnreachable as exc:
+                since = since or time.monotonic()
+                if not await self._wait_out(exc, attempt, since):
+                    return False
+                attempt += 1
+                continue
+            if since is not None:
+                logger.warning("waddle %s: the NATS server acknowledges again", self.name)
+            start, attempt, since = end, 0, None
+        return True
+
+    async def _window(
+        self, target: str, stream: str, events: list[Event], payloads: list[bytes]
+    ) -> None:
+        """Publish one window concurrently; ``BrokerUnreachable`` unless all were acked."""
+        import nats.errors
+
+        js = await self._jetstream()
+        results = await asyncio.gather(
+            *(
+                js.publish(
+                    target,
+                    payload,
+                    timeout=self.timeout,
+                    headers={MSG_ID: msg_id(stream, event["seq"])},
+                )
+                for event, payload in zip(events, payloads, strict=True)
+            ),
+            return_exceptions=True,
+        )
+        failed = [r for r in results if isinstance(r, BaseException)]
+        for error in failed:
+            if not isinstance(error, (nats.errors.Error, asyncio.TimeoutError, OSError)):
+                raise error
+        if failed:
+            raise BrokerUnreachable(
+                f"{len(failed)} of {len(events)} publishes failed: {failed[0]!r}"
+            )
+
+    async def _jetstream(self) -> Any:
+        """The JetStream context, connecting first if needed (a failure is transient)."""
+        if self._client is None:
+            try:
+                self._client = await connect(self.url, self.name)
+            except Exception as exc:  # nats-py raises several kinds for a server that is down
+                raise BrokerUnreachable(f"cannot connect to {self.url}: {exc!r}") from exc
+        return self._client.jetstream()
+
+    async def _wait_out(self, exc: BrokerUnreachable, attempt: int, since: float) -> bool:
+        """Sleep a backoff step; False when stopping or ``give_up_after`` has passed."""
+        if attempt == 0:
+            logger.warning(
+                "waddle %s: %s; retrying with backoff, nothing past the last acknowledged "
+                "event is committed (is the server up, and was `waddle nats setup --url %s` "
+                "run?)",
+                self.name,
+                exc,
+                self.url,
+            )
+        if self.give_up_after is not None and time.monotonic() - since > self.give_up_after:
+            self.fail(exc)
+            return False
+        deadline = time.monotonic() + self.backoff.delay(attempt)
+        while time.monotonic() < deadline:
+            if self.stopping():
+                return False
+            await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        return not self.stopping()
+
+    def fail(self, exc: WaddleError) -> None:
+        """Stop publishing: the broker stayed unreachable past ``give_up_after``."""
+        if self.failure is not None:
+            return
+        self.failure = exc
+        if self.stop_on_failure and self.stop is not None:
+            self.stop.set()
+            return
+        logger.error("waddle %s: %s; publishing has stopped", self.name, exc)
+
+    def _project(self, stream: str) -> str | None:
+        """The project of ``stream``, from its first event (cached): part of the subject."""
+        if stream not in self._projects:
+            self._projects[stream] = _project_of(log_dir(self.root) / stream)
+        return self._projects[stream]
+
+
+def _project_of(stream_dir: Path) -> str | None:
+    """The ``project`` of the stream's ``run`` event (seq 0), None when it is not held."""
+    try:
+        with open(stream_dir / segment_name(0), "rb") as handle:
+            event = orjson.loads(handle.readline())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    project = event.get("project") if type(event) is dict else None
+    return project if isinstance(project, str) else None
+
+
+def sync(root: Path | str, url: str, *, timeout: float, out: TextIO) -> int:
+    """``waddle sync nats://``: publish what is on disk, then exit (0; 1 when the broker
+    stayed unreachable for ``timeout`` seconds or a relay to it is already running)."""
+    stop = threading.Event()
+    relay = NatsRelay(
+        root,
+        url,
+        stop=stop,
+        give_up_after=timeout,
+        stop_on_failure=True,
+        timeout=min(DEFAULT_TIMEOUT_S, timeout),
+    )
+    restore = on_stop_signals(lambda signum: stop.set())
+    try:
+        committed = run_consumer(relay, relay.root, stop, once=True)
+    except ConsumerLockedError:
+        out.write(f"waddle sync: a relay to {url} already runs on {relay.root}; stop it first\n")
+        return 1
+    finally:
+        restore()
+    if relay.failure is not None or stop.is_set():
+        out.write(
+            f"waddle sync: stopped ({relay.failure or 'interrupted'}); run it again to resume\n"
+        )
+        return 1
+    events = sum(offset.seq + 1 for offset in committed.values())
+    out.write(f"waddle sync: {url} holds {events} events of {len(committed)} streams\n")
+    return 0

@@ -1,0 +1,281 @@
+"""``waddle serve --from nats://HOST:PORT``: an ingester that takes events from JetStream.
+
+Several ingesters (on one machine or many) pull from the one durable consumer that
+``waddle nats setup`` creates, so each message is delivered to one of them at a time,
+and each appends what it takes into its own log through ``IngestLog`` (as ``/ingest``
+does); the server's usual consumers (the DuckDB writer, the live feed) take it from there.
+
+Ownership: a stream's events must all land in one log, in seq order, so the first
+ingester that meets a stream claims it in the broker's ``waddle-owners`` bucket (an
+atomic create: one claim wins) under its ``name``, and keeps it across restarts (the
+name is stable: host and folder by default). A message for a stream another ingester
+owns is handed back (nak, with a delay that grows with each delivery), so the broker
+redelivers it until its owner takes it. A run's streams (one per rank) may be owned by
+different ingesters; the lake joins them again.
+
+Delivery: exactly-once in the owner's log. A message is acknowledged only after its
+event is in the log and fsynced (``IngestLog.append``); a message redelivered after a
+crash (at or below what the log holds) is acknowledged without being written again.
+Ordering: messages of one stream may arrive out of order (a redelivery, a message
+handed back by another ingester); the owner keeps those past a gap unacknowledged in
+memory (telling the broker they are in progress) and appends them once the gap fills.
+Memory is bounded by the consumer's ``max_ack_pending``. While the owner of a stream is
+down, that stream waits in the broker (its messages are handed back and forth among the
+others, with growing delays); the other streams go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from waddle.consumers.nats.broker import (
+    CONSUMER,
+    MSG_ID,
+    OWNERS,
+    STREAM,
+    check_nats_url,
+    connect,
+    parse_msg_id,
+)
+from waddle.consumers.relay.client import Backoff
+from waddle.errors import IngestClosed, IngestError, StreamConflict
+from waddle.event_types import Event
+from waddle.web.errors import RequestError
+from waddle.web.ingest import check_events
+from waddle.web.ingest_log import IngestLog
+from waddle.web.settings import Settings
+
+logger = logging.getLogger("waddle.nats")
+
+DEFAULT_FETCH = 1024
+FETCH_WAIT_S = 0.5
+# Handing a message back: the first redelivery soon, then slower (its owner may be down).
+NAK_BASE_S = 0.05
+NAK_CAP_S = 5.0
+# A message kept past a gap is reported in progress this often (well under ack_wait).
+IN_PROGRESS_EVERY_S = 2.0
+
+
+def default_name(root: Path) -> str:
+    """An ingester's stable name: this host and its folder."""
+    return f"{socket.gethostname()}:{root.resolve()}"
+
+
+def owner_key(stream: str) -> str:
+    """The bucket key of a stream: its id, or its hex when the id is no valid key."""
+    if stream.endswith(".") or ".." in stream:
+        return "x" + stream.encode().hex()
+    return stream
+
+
+def nak_delay(deliveries: int) -> float:
+    """How long a handed-back message waits before it is delivered again."""
+    return min(NAK_CAP_S, NAK_BASE_S * 2.0 ** min(max(deliveries - 1, 0), 20))
+
+
+class NatsIngester:
+    """Pulls events from the shared durable consumer into ``log`` until stopped."""
+
+    def __init__(
+        self,
+        log: IngestLog,
+        url: str,
+        *,
+        name: str,
+        fetch: int = DEFAULT_FETCH,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.log = log
+        self.url = check_nats_url(url)
+        self.name = name
+        self.fetch = fetch
+        self.backoff = backoff or Backoff()
+        self.taken = 0  # events written into the log (not counting duplicates)
+        self._owners: dict[str, str] = {}
+        self._held: dict[str, int] = {}
+        self._waiting: dict[str, dict[int, Any]] = defaultdict(dict)
+        self._touched = 0.0
+
+    def run(self, stop: threading.Event) -> None:
+        """Ingest until ``stop`` is set; broker outages are waited out with backoff."""
+        asyncio.run(self._main(stop))
+
+    async def _main(self, stop: threading.Event) -> None:
+        import nats.errors
+
+        client = await self._connect(stop)
+        if client is None:
+            return
+        attempt = 0
+        try:
+            while not stop.is_set():
+                try:
+                    js = client.jetstream()
+                    owners = await js.key_value(OWNERS)
+                    sub = await js.pull_subscribe_bind(durable=CONSUMER, stream=STREAM)
+                    while not stop.is_set():
+                        await self._round(sub, owners)
+                        attempt = 0
+                except (nats.errors.Error, OSError) as exc:
+                    await self._wait_out(exc, attempt, stop)
+                    attempt += 1
+        finally:
+            await client.close()
+
+    async def _connect(self, stop: threading.Event) -> Any:
+        attempt = 0
+        while not stop.is_set():
+            try:
+                return await connect(self.url, f"ingester {self.name}")
+            except Exception as exc:  # nats-py raises several kinds for a server that is down
+                await self._wait_out(exc, attempt, stop)
+                attempt += 1
+        return None
+
+    async def _wait_out(self, exc: BaseException, attempt: int, stop: threading.Event) -> None:
+        if attempt == 0:
+            logger.warning(
+                "waddle ingester %s: %r from the NATS server %s; retrying with backoff "
+                "(is it up, and was `waddle nats setup --url %s` run?)",
+                self.name,
+                exc,
+                self.url,
+                self.url,
+            )
+        deadline = time.monotonic() + self.backoff.delay(attempt)
+        while not stop.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    async def _round(self, sub: Any, owners: Any) -> None:
+        """Fetch one batch and take it; keep messages waiting past a gap alive."""
+        import nats.errors
+
+        try:
+            msgs = await sub.fetch(self.fetch, timeout=FETCH_WAIT_S)
+        except nats.errors.TimeoutError:
+            msgs = []
+        by_stream: dict[str, list[tuple[int, Any]]] = defaultdict(list)
+        for msg in msgs:
+            found = parse_msg_id((msg.headers or {}).get(MSG_ID))
+            if found is None:
+                logger.error("waddle ingester: a message without %s on %s", MSG_ID, msg.subject)
+                await msg.term()
+                continue
+            by_stream[found[0]].append((found[1], msg))
+        for stream, items in by_stream.items():
+            if await self._owns(owners, stream):
+                await self._take(stream, items)
+            else:
+                for _, msg in items:
+                    await msg.nak(delay=nak_delay(msg.metadata.num_delivered))
+        await self._keep_waiting_alive()
+
+    async def _owns(self, owners: Any, stream: str) -> bool:
+        """Whether this ingester owns ``stream``; claims it when nobody does yet."""
+        from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+
+        owner = self._owners.get(stream)
+        key = owner_key(stream)
+        while owner is None:
+            try:
+                owner = (await owners.get(key)).value.decode()
+            except KeyNotFoundError:
+                try:
+                    await owners.create(key, self.name.encode())
+                    owner = self.name
+                except KeyWrongLastSequenceError:
+                    continue  # another ingester claimed it first: read whose it is
+            self._owners[stream] = owner
+        return owner == self.name
+
+    async def _take(self, stream: str, items: list[tuple[int, Any]]) -> None:
+        """Append what follows the log's last seq; ack it and repeats; keep the rest."""
+        waiting = self._waiting[stream]
+        for seq, msg in items:
+            waiting[seq] = msg
+        held = self._held.get(stream)
+        if held is None:
+            held = self._held[stream] = await asyncio.to_thread(self.log.held, stream)
+        for seq in [seq for seq in waiting if seq <= held]:
+            await waiting.pop(seq).ack()
+        run = []
+        while held + 1 + len(run) in waiting:
+            run.append(waiting.pop(held + 1 + len(run)))
+        if not run:
+            return
+        try:
+            events = self._events(stream, run)
+            outcome = await asyncio.to_thread(
+                self.log.append, stream, events, [m.data for m in run]
+            )
+        except IngestClosed:
+            raise
+        except IngestError as exc:
+            self._refused(stream, exc)
+            for msg in run:
+                await msg.nak(delay=NAK_CAP_S)
+            return
+        self._held[stream] = outcome.seq
+        self.taken += outcome.written
+        for msg in run:
+            await msg.ack()
+
+    def _events(self, stream: str, run: list[Any]) -> list[Event]:
+        """The messages' events, checked as ``/ingest`` checks them."""
+        try:
+            return check_events(stream, [(i + 1, orjson.loads(m.data)) for i, m in enumerate(run)])
+        except (orjson.JSONDecodeError, RequestError) as exc:
+            reason = f"the broker holds an event this host refuses: {exc}"
+            raise IngestError(reason, stream=stream) from exc
+
+    def _refused(self, stream: str, exc: IngestError) -> None:
+        level = logging.ERROR if isinstance(exc, StreamConflict) else logging.WARNING
+        logger.log(
+            level, "waddle ingester %s: stream %r: %s; retried later", self.name, stream, exc
+        )
+
+    async def _keep_waiting_alive(self) -> None:
+        """Tell the broker the messages kept past a gap are in progress (no redelivery)."""
+        now = time.monotonic()
+        if now - self._touched < IN_PROGRESS_EVERY_S:
+            return
+        self._touched = now
+        for waiting in self._waiting.values():
+            for msg in waiting.values():
+                await msg.in_progress()
+
+
+def serve_from(settings: Settings, url: str, *, name: str | None = None) -> int:
+    """``waddle serve --from URL``: the server, plus an ingester from JetStream into its log."""
+    from waddle.web.server import serve
+
+    log = IngestLog(settings.root)
+    ingester = NatsIngester(log, url, name=name or default_name(settings.root))
+    stop = threading.Event()
+    failed: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            ingester.run(stop)
+        except BaseException as exc:
+            logger.exception("waddle ingester %s stopped", ingester.name)
+            failed.append(exc)
+
+    thread = threading.Thread(target=work, name="waddle-nats-ingester", daemon=True)
+    thread.start()
+    try:
+        code = serve(settings)
+    finally:
+        stop.set()
+        thread.join()
+        log.close()
+    return code or (1 if failed else 0)
