@@ -97,18 +97,21 @@ def parse_msg_id(value: str | None) -> tuple[str, int] | None:
 
 async def connect(url: str, name: str, **options: Any) -> Any:
     """A client that reconnects forever; one warning per outage, not one per attempt."""
-    import nats
+    from nats.aio.client import Client
+
+    client = Client()
 
     async def on_error(exc: Exception) -> None:
         logger.debug("waddle %s: NATS client error: %s", name, exc)
 
     async def on_disconnect() -> None:
-        logger.warning("waddle %s: lost the NATS server %s; reconnecting", name, url)
+        if not client.is_closed:
+            logger.warning("waddle %s: lost the NATS server %s; reconnecting", name, url)
 
     async def on_reconnect() -> None:
         logger.warning("waddle %s: reconnected to the NATS server %s", name, url)
 
-    return await nats.connect(
+    await client.connect(
         servers=[url],
         name=name,
         allow_reconnect=True,
@@ -120,6 +123,7 @@ async def connect(url: str, name: str, **options: Any) -> Any:
         reconnected_cb=on_reconnect,
         **options,
     )
+    return client
 
 
 async def ensure(js: Any, layout: Layout) -> list[str]:
