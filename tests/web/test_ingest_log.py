@@ -78,6 +78,9 @@ class FailingWriter:
     def sync(self) -> None:
         pass
 
+    def close(self) -> None:
+        pass
+
 
 def test_a_failed_write_answers_503_with_the_highest_seq_held(tmp_path: Path) -> None:
     log = IngestLog(tmp_path)

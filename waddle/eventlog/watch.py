@@ -1,4 +1,5 @@
-"""Change notification for the tailing reader: which streams changed, where the OS says.
+"""Change notification for the tailing reader: which streams changed, where the OS says
+(``Watcher``) and where this process wrote them (``Hints``).
 
 The reader parks finished streams (``waddle.eventlog.reader``): it checks them only
 rarely, so a change to one (a resumed run, a stream created again) would wait for that
@@ -87,3 +88,78 @@ class Watcher:
                 names.add(parts[0])
         with self._lock:
             self._changed |= names
+
+
+class Hints:
+    """Which streams grew, told in-process by the writer that grew them.
+
+    The host's ``/ingest`` writes into its own log while its consumers tail it: instead
+    of those reading each of thousands of live streams every poll, the writer ``cover``s
+    a stream while it holds that stream's writer (nothing else can grow it then), tells
+    which streams it grew (``grew``, after the write), and ``uncover``s it on closing.
+    Each reader ``subscribe``s and ``take``s the streams grown since it last looked.
+    A hint is delivered to every subscriber at most once and may be late by a poll, so
+    a reader still checks covered streams rarely (``LogReader``'s ``hint_check``): a
+    hint that went missing delays an event, it never loses one.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._covered: set[str] = set()
+        self._frozen: tuple[int, frozenset[str]] = (0, frozenset())
+        self._version = 0
+        self._queues: list[set[str]] = []
+
+    def subscribe(self) -> HintQueue:
+        """A queue of its own for one reader."""
+        with self._lock:
+            grown: set[str] = set()
+            self._queues.append(grown)
+        return HintQueue(self, grown)
+
+    def cover(self, stream: str) -> None:
+        """``stream`` grows only through calls to ``grew`` until ``uncover``."""
+        with self._lock:
+            if stream not in self._covered:
+                self._covered.add(stream)
+                self._version += 1
+
+    def uncover(self, stream: str) -> None:
+        with self._lock:
+            if stream in self._covered:
+                self._covered.discard(stream)
+                self._version += 1
+
+    def grew(self, streams: Iterable[str]) -> None:
+        """Tell every subscriber that ``streams`` grew (call after the write)."""
+        grown = set(streams)
+        with self._lock:
+            for queue in self._queues:
+                queue |= grown
+
+    def covered(self) -> tuple[int, frozenset[str]]:
+        """The covered streams, and a version that changes whenever they do."""
+        with self._lock:
+            if self._frozen[0] != self._version:
+                self._frozen = (self._version, frozenset(self._covered))
+            return self._frozen
+
+    def _take(self, grown: set[str]) -> set[str]:
+        with self._lock:
+            taken = set(grown)
+            grown.clear()
+        return taken
+
+
+class HintQueue:
+    """One reader's view of ``Hints``: the streams grown since its last ``take``."""
+
+    def __init__(self, hints: Hints, grown: set[str]) -> None:
+        self.hints = hints
+        self._grown = grown
+
+    def take(self) -> set[str]:
+        return self.hints._take(self._grown)
+
+    def covered(self) -> tuple[int, frozenset[str]]:
+        return self.hints.covered()

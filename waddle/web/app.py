@@ -36,6 +36,7 @@ from waddle.web.auth import TokenAuth
 from waddle.web.dashboard_api import dashboard_routes
 from waddle.web.errors import EXCEPTION_HANDLERS, json_response
 from waddle.web.ingest import ingest
+from waddle.web.ingest_batch import ingest_batch
 from waddle.web.ingest_log import IngestLog
 from waddle.web.openapi import spec
 from waddle.web.settings import Settings
@@ -58,6 +59,7 @@ ROUTES = [
     Route("/", index),
     Route("/openapi.json", openapi),
     Route("/ingest", ingest, methods=["POST"]),
+    Route("/ingest/batch", ingest_batch, methods=["POST"]),
     Route("/info", api.info),
     Route("/runs", api.runs),
     Route("/run/{run_id}", api.run),

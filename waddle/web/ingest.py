@@ -66,45 +66,70 @@ def check_stream(value: str | None) -> str:
     return value
 
 
-def parse_body(body: bytes, ndjson: bool) -> tuple[list[tuple[int, Any]], list[bytes] | None]:
-    """(line, value) of every event in ``body`` and, for NDJSON, the events' lines.
+def parse_body(body: bytes) -> list[tuple[int, Any]]:
+    """(1-based position, value) of the events of a JSON body: one event or a list."""
+    _check_utf8(body, 1)
+    value = _loads(body, None)
+    if type(value) is dict:
+        return [(1, value)]
+    if type(value) is list:
+        return list(enumerate(value, 1))
+    raise bad_request("invalid_body", "the body must be a JSON object (one event) or a list")
 
-    Blank NDJSON lines are skipped.
+
+def numbered_lines(body: bytes) -> list[tuple[int, bytes]]:
+    """(line number, line) of the non-blank lines of an NDJSON body."""
+    return [(n, line) for n, line in enumerate(body.split(b"\n"), 1) if line.strip()]
+
+
+def check_lines(
+    stream: str,
+    numbered: list[tuple[int, bytes]],
+    values: list[Any] | None = None,
+    text: bytes | None = None,
+) -> tuple[list[Event], list[bytes]]:
+    """The checked events of one stream's NDJSON lines, and the lines themselves.
+
+    ``values``: the lines already parsed (``None`` where a line is not JSON), when the
+    caller has them; ``text``: bytes that hold every line (for the depth bound). Sound
+    metrics and system events with consecutive seqs (a relay's usual request) are
+    checked in whole-list passes; anything else line by line, the first problem a 400
+    naming its line.
     """
+    lines = [line for _, line in numbered]
+    if values is None:
+        values = loads_lines(lines)
+    if values is not None and None not in values and _sound(values, lines, text):
+        return values, lines
+    items = []
+    for (n, line), value in zip(numbered, values or [None] * len(lines), strict=True):
+        if value is None:
+            _check_utf8(line, n)
+            value = _loads(line, n)
+        items.append((n, value))
+    return check_events(stream, items), lines
+
+
+def _sound(values: list[Any], lines: list[bytes], text: bytes | None) -> bool:
+    if not values or not all_sound(values):
+        return False
+    if not shallow(b"\n".join(lines) if text is None else text, lines, values):
+        return False
+    first = values[0]["seq"]
+    return list(map(_SEQ, values)) == list(range(first, first + len(values)))
+
+
+def _check_utf8(data: bytes, line: int) -> None:
+    """A 400 naming the line of the first byte that is not UTF-8 (``data`` starts at
+    ``line``)."""
     try:
-        body.decode("utf-8")
+        data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise bad_request(
             "invalid_encoding",
             f"the body is not UTF-8 (byte {exc.start})",
-            line=body.count(b"\n", 0, exc.start) + 1,
+            line=line + data.count(b"\n", 0, exc.start),
         ) from None
-    if ndjson:
-        numbered = [(n, line) for n, line in enumerate(body.split(b"\n"), 1) if line.strip()]
-        return [(n, _loads(line, n)) for n, line in numbered], [line for _, line in numbered]
-    value = _loads(body, None)
-    if type(value) is dict:
-        return [(1, value)], None
-    if type(value) is list:
-        return list(enumerate(value, 1)), None
-    raise bad_request("invalid_body", "the body must be a JSON object (one event) or a list")
-
-
-def sound_lines(body: bytes) -> tuple[list[Event], list[bytes]] | None:
-    """The events and lines of an NDJSON body of sound metrics and system events with
-    consecutive seqs (a relay's usual request), checked in whole-list passes; None for
-    anything else, which ``parse_body`` and ``check_events`` then take line by line.
-    """
-    lines = body.split(b"\n")
-    if not lines[-1]:
-        lines.pop()
-    events = loads_lines(lines)
-    if not events or not all_sound(events) or not shallow(body, lines, events):
-        return None
-    first = events[0]["seq"]
-    if list(map(_SEQ, events)) != list(range(first, first + len(events))):
-        return None
-    return events, lines
 
 
 def _loads(data: bytes, line: int | None) -> Any:
@@ -237,11 +262,9 @@ def _prepare(
 ) -> tuple[list[Event], list[bytes] | None]:
     """The checked events of a request and, for NDJSON, their lines as received."""
     body = inflate(body, encoding, limit)
-    sound = sound_lines(body) if ndjson else None
-    if sound is not None:
-        return sound
-    items, lines = parse_body(body, ndjson)
-    return check_events(stream, items), lines
+    if ndjson:
+        return check_lines(stream, numbered_lines(body), text=body)
+    return check_events(stream, parse_body(body)), None
 
 
 async def ingest(request: Request) -> Response:

@@ -3,31 +3,40 @@
 Guarantees: idempotent by (stream, seq): events at or below what the host already holds
 are acknowledged and not written again; a request whose first new event is beyond the
 next expected seq is refused (``SeqGap``, nothing written). Requests for one stream are
-serialised; different streams proceed in parallel. The new events of a request are
-written in one ``write``, all or none, and fsynced before the answer, so an acknowledged
+serialised; different streams proceed in parallel. The new events of a stream's part
+are written in one ``write``, all or none, and made durable before the answer (an
+fsync, or one ``syncfs`` for the parts of a multi-stream request), so an acknowledged
 event survives a power loss. A write that fails (a full disk) writes nothing of the
-request: ``WriteFailed`` names the highest seq held, so the sender resumes from there.
+part: ``WriteFailed`` names the highest seq held, so the sender resumes from there.
 Refusals are ``waddle.errors.IngestError``s; ``waddle.web.errors`` makes them answers.
 
 Writers stay open (they hold each stream's lock, so a local producer of the same stream
-is refused, and vice versa); past ``max_open`` the least recently used idle one is
-closed, and reopened (resumed) when its stream sends again.
+is refused, and vice versa) until their stream's ``finish`` is written; past
+``max_open`` the least recently used idle one is closed, and reopened (resumed) when its
+stream sends again. ``Hints`` tell the host's own readers which streams grew: while a
+writer here is open, nothing else can grow its stream.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import os
+import resource
+import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
 from waddle.errors import (
     IngestClosed,
+    IngestError,
     LogUnavailable,
     SeqGap,
     StreamConflict,
@@ -36,9 +45,16 @@ from waddle.errors import (
 )
 from waddle.event_types import Event
 from waddle.eventlog.segment import list_segments, log_dir, segment_name
+from waddle.eventlog.watch import Hints
 from waddle.eventlog.writer import StreamWriter
 
 DEFAULT_MAX_OPEN = 256
+MAX_OPEN_CEILING = 16_384
+FD_RESERVE = 1024
+
+# One stream's part of a request: its id, its checked events, their lines as received.
+Part = tuple[str, Sequence[Event], list[bytes] | None]
+Refusal = IngestError | StreamLockedError
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +78,14 @@ class Outcome:
 class IngestLog:
     """Appends already-validated events with consecutive seqs to ``<root>/log``."""
 
-    def __init__(self, root: Path, *, max_open: int = DEFAULT_MAX_OPEN) -> None:
+    def __init__(
+        self, root: Path, *, max_open: int | None = None, hints: Hints | None = None
+    ) -> None:
+        """``max_open``: writers kept open (default: what the descriptor limit allows);
+        ``hints``: told which streams this log opened, closed and grew."""
         self.log_dir = log_dir(root)
-        self.max_open = max_open
+        self.max_open = default_max_open() if max_open is None else max_open
+        self.hints = hints
         self._writers: OrderedDict[str, StreamWriter] = OrderedDict()
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -78,13 +99,50 @@ class IngestLog:
         ``texts``: the events' lines as received, written as they are (see
         ``StreamWriter.append_events``); without them the events are encoded.
         """
-        with self._stream(stream):
-            writer = self._writer(stream, create=bool(events))
-            if writer is None:
-                return Outcome(stream, -1, 0, 0)
-            if events and events[0]["seq"] == 0 < writer.next_seq:
-                self._check_same_origin(stream, events[0])
-            return _append(writer, stream, events, texts)
+        result = self.append_parts([(stream, events, texts)])[0]
+        if not isinstance(result, Outcome):
+            raise result
+        return result
+
+    def append_parts(self, parts: Sequence[Part]) -> list[Outcome | Refusal]:
+        """``append`` each part (of a distinct stream), each all or none on its own.
+
+        A part's refusal is its result, not raised: the other parts are written. The
+        new events of every part are made durable together (``durable``) before this
+        returns, and the host's own readers are told which streams grew (``hints``).
+        """
+        results: list[Outcome | Refusal] = []
+        grown: list[tuple[str, StreamWriter, bool]] = []
+        with contextlib.ExitStack() as held:
+            for stream in sorted({stream for stream, _, _ in parts}):
+                held.enter_context(self._stream(stream))
+            for stream, events, texts in parts:
+                try:
+                    outcome, writer = self._write(stream, events, texts)
+                except (IngestError, StreamLockedError) as exc:
+                    results.append(exc)
+                    continue
+                results.append(outcome)
+                if outcome.written and writer is not None:
+                    grown.append((stream, writer, events[-1]["type"] == "finish"))
+            durable(self.log_dir, [writer for _, writer, _ in grown])
+            for stream, _, finished in grown:
+                if finished:  # its writer's descriptors are better spent on live runs
+                    self._close_writer(stream)
+        if self.hints is not None and grown:
+            self.hints.grew([stream for stream, _, _ in grown])
+        return results
+
+    def _write(
+        self, stream: str, events: Sequence[Event], texts: list[bytes] | None
+    ) -> tuple[Outcome, StreamWriter | None]:
+        """One part, under its stream's lock; not yet fsynced."""
+        writer = self._writer(stream, create=bool(events))
+        if writer is None:
+            return Outcome(stream, -1, 0, 0), None
+        if events and events[0]["seq"] == 0 < writer.next_seq:
+            self._check_same_origin(stream, events[0])
+        return _append(writer, stream, events, texts), writer
 
     def _check_same_origin(self, stream: str, first: Event) -> None:
         """Refuse a resend of seq 0 that comes from another process than the one held.
@@ -140,6 +198,8 @@ class IngestLog:
                 writer.close()
                 self._check_open(stream)
             self._writers[stream] = writer
+            if self.hints is not None:
+                self.hints.cover(stream)
             self._evict()
         return writer
 
@@ -151,9 +211,20 @@ class IngestLog:
             lock = self._locks[stream]
             if lock.acquire(blocking=False):
                 try:
-                    self._writers.pop(stream).close()
+                    self._close_writer(stream, guarded=True)
                 finally:
                     lock.release()
+
+    def _close_writer(self, stream: str, *, guarded: bool = False) -> None:
+        """Close ``stream``'s writer (its lock held by the caller; ``guarded``: and
+        ``_guard``), so that a local producer may take the stream; its readers poll it
+        again."""
+        with contextlib.nullcontext() if guarded else self._guard:
+            writer = self._writers.pop(stream, None)
+        if self.hints is not None:
+            self.hints.uncover(stream)
+        if writer is not None:
+            writer.close()
 
     def close(self) -> None:
         """Close every writer (fsync, release the stream locks); later requests get 503."""
@@ -164,6 +235,61 @@ class IngestLog:
         for stream, writer in writers:
             with self._locks[stream]:
                 writer.close()
+            if self.hints is not None:
+                self.hints.uncover(stream)
+
+
+def default_max_open() -> int:
+    """Writers to keep open: two descriptors each (segment, lock), within this process's
+    limit on open files less a reserve for sockets and the database, so that a host
+    taking thousands of live runs keeps each one's writer open instead of closing one
+    and resuming another for every request."""
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return DEFAULT_MAX_OPEN
+    if soft == resource.RLIM_INFINITY:
+        return MAX_OPEN_CEILING
+    return max(DEFAULT_MAX_OPEN, min(MAX_OPEN_CEILING, (soft - FD_RESERVE) // 2))
+
+
+def durable(directory: Path, writers: Sequence[StreamWriter]) -> None:
+    """Make what ``writers`` wrote durable: one ``syncfs`` of the filesystem holding
+    ``directory`` for several writers (Linux; a thousand fsyncs cost seconds, one syncfs
+    milliseconds), else an fsync each. Failures are logged by the writers, not raised."""
+    if len(writers) > 1 and _syncfs(directory):
+        return
+    for writer in writers:
+        writer.sync()
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int]
+    function.restype = ctypes.c_int
+    return cast("Callable[[int], int]", function)
+
+
+_SYNCFS = _load_syncfs()
+
+
+def _syncfs(directory: Path) -> bool:
+    """Whether ``syncfs`` flushed the filesystem of ``directory`` (False: do it by file)."""
+    if _SYNCFS is None:
+        return False
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return _SYNCFS(fd) == 0
+    finally:
+        os.close(fd)
 
 
 def _append(
@@ -179,8 +305,6 @@ def _append(
     fresh = events[held:]
     if fresh and not writer.append_events(fresh, None if texts is None else texts[held:]):
         raise WriteFailed(stream, writer.next_seq - 1, _causes(writer))
-    if fresh:
-        writer.sync()
     return Outcome(stream, writer.next_seq - 1, len(fresh), len(events) - len(fresh))
 
 

@@ -117,6 +117,51 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
 
 _RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": _ID}
 _COMMON = (400, 401, 403, 503)
+_GZIP = {
+    "name": "Content-Encoding",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "enum": ["gzip", "identity"]},
+    "description": "gzip: the body is gzip-compressed (as relays send)",
+}
+_PART = {
+    "type": "object",
+    "required": ["stream", "status"],
+    "properties": {
+        "stream": _ID,
+        "status": {"type": "integer", "enum": [200, 400, 409, 503]},
+        "seq": {"type": "integer", "description": "highest seq held"},
+        "written": {"type": "integer"},
+        "duplicates": {"type": "integer"},
+        "error": {"type": "string", "description": "a refused part: the error code"},
+        "message": {"type": "string", "description": "a refused part: what is wrong"},
+        "line": {"type": "integer", "description": "1-based line of the whole body"},
+        "field": {"type": ["string", "null"]},
+        "expected": {"type": "integer", "description": "the next seq the host expects"},
+    },
+}
+_INGEST_BATCH = {
+    "post": {
+        "summary": "Append events of several streams, each part answered on its own",
+        "description": 'NDJSON parts: a header line {"stream": ID, "events": N} and N '
+        "event lines of that stream (docs/api.md)",
+        "parameters": [_GZIP],
+        "requestBody": {
+            "required": True,
+            "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+        },
+        "responses": {
+            "200": _json(
+                {
+                    "type": "object",
+                    "required": ["streams"],
+                    "properties": {"streams": {"type": "array", "items": _PART}},
+                }
+            ),
+            **_errors(*_COMMON, 413, 415),
+        },
+    }
+}
 _MAX_POINTS = _query(
     "max_points",
     {"type": "integer", "minimum": 4, "maximum": 100000},
@@ -346,13 +391,7 @@ def spec() -> dict[str, Any]:
                     "summary": "Append events of one stream to this host's log",
                     "parameters": [
                         {"name": "stream", "in": "query", "required": True, "schema": _ID},
-                        {
-                            "name": "Content-Encoding",
-                            "in": "header",
-                            "required": False,
-                            "schema": {"type": "string", "enum": ["gzip", "identity"]},
-                            "description": "gzip: the body is gzip-compressed (as relays send)",
-                        },
+                        _GZIP,
                     ],
                     "requestBody": {
                         "required": True,
@@ -385,6 +424,7 @@ def spec() -> dict[str, Any]:
                     },
                 }
             },
+            "/ingest/batch": _INGEST_BATCH,
             "/info": _get(
                 "The projects this host holds, and how many events its store quarantined",
                 _json(
