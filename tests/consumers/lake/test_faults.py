@@ -1,0 +1,116 @@
+"""The lake under faults: a consumer killed with SIGKILL while it exports leaves no run
+half visible (a run is visible by its ``runs`` file, and then whole), and the next start
+completes every export once; hostile ids never name a path outside the lake."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.consumers.lake.lakes import checksums, consume, export, files
+from tests.consumers.logs import CONSUME, open_stream, run_fields, write_run
+from waddle.consumers.base import run_consumer
+from waddle.consumers.lake import export as lake_export
+from waddle.consumers.lake.consumer import LakeConsumer
+from waddle.store.lake import TABLES
+
+RUNS = 60
+KILL_TIMEOUT_S = 60.0
+
+
+def per_run(found: dict[str, dict[str, list[int]]], runs: set[str]) -> dict[str, object]:
+    """The checksums of ``runs`` only."""
+    return {
+        table: {key: value for key, value in rows.items() if key.split("/")[0] in runs}
+        for table, rows in found.items()
+    }
+
+
+def visible_runs(lake: Path) -> set[str]:
+    return {p.parent.name.removeprefix("run_id=") for p in lake.glob("runs/*/*/*.parquet")}
+
+
+def test_sigkill_mid_export_shows_no_half_run_and_the_restart_completes_it(
+    tmp_path: Path,
+) -> None:
+    root, lake = tmp_path / "w", tmp_path / "lake"
+    for index in range(RUNS):
+        write_run(root, f"run{index:03d}", 200)
+    consume(root)  # the reference tables
+    seed = int(time.time())
+    delay = random.Random(seed).uniform(0, 0.05)
+    consumer = subprocess.Popen(
+        [*CONSUME, "--dir", str(root), "--consumer", "lake", "--lake", str(lake)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + KILL_TIMEOUT_S
+        while not visible_runs(lake) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(delay)
+    finally:
+        consumer.send_signal(signal.SIGKILL)
+        consumer.wait()
+    seen = visible_runs(lake)
+    assert 0 < len(seen) < RUNS, f"seed {seed}: the kill did not land mid-export"
+    found = checksums(root / "waddle.duckdb", lake)
+    assert per_run(found["lake"], seen) == per_run(found["store"], seen), f"seed {seed}"
+
+    export(root, lake)
+    found = checksums(root / "waddle.duckdb", lake)
+    assert found["lake"] == found["store"], f"seed {seed}"
+    assert len(files(lake)) == RUNS * len(TABLES)  # one file each, nothing staged left
+
+
+def test_a_crash_between_renames_is_completed_at_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, lake = tmp_path / "w", tmp_path / "lake"
+    write_run(root, "r1", 10)
+    renames = []
+    replace = os.replace
+
+    def dies_after_three(source: Path, target: Path) -> None:
+        if lake in Path(target).parents:
+            if len(renames) == 3:
+                raise KeyboardInterrupt  # stands for the process dying here
+            renames.append(target)
+        replace(source, target)
+
+    monkeypatch.setattr(lake_export.os, "replace", dies_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        run_consumer(LakeConsumer(root, lake), root, threading.Event(), once=True)
+    assert not visible_runs(lake) and len(files(lake)) > 3  # three tables and the staging
+    monkeypatch.undo()
+
+    export(root, lake)
+    consume(root)
+    found = checksums(root / "waddle.duckdb", lake)
+    assert found["lake"] == found["store"]
+    assert len(files(lake)) == len(TABLES)
+
+
+def test_hostile_ids_stay_inside_the_lake(tmp_path: Path) -> None:
+    """A run event's run id is not checked by the reader: the lake checks it."""
+    root, lake = tmp_path / "w", tmp_path / "lake"
+    writer = open_stream(root, "evil")
+    try:
+        writer.append("run", run_fields("../../escape", project="../../../outside"))
+        writer.append("metrics", {"step": 0, "data": {"x": 1.0}})
+        writer.append("finish", {"exit_code": 0, "status": "finished", "dropped": {}})
+    finally:
+        writer.close()
+    write_run(root, "fine", 2, project="../../../outside")
+    export(root, lake)
+    outside = [p for p in tmp_path.rglob("*.parquet") if lake not in p.parents]
+    assert outside == []
+    assert all(".." not in Path(f).parts for f in files(lake))
+    assert visible_runs(lake) == {"fine"}  # the store took the run id; the lake refuses it
