@@ -112,34 +112,26 @@ class NatsIngester:
     async def _main(self, stop: threading.Event) -> None:
         import nats.errors
 
-        client = await self._connect(stop)
-        if client is None:
-            return
+        client: Any = None
         attempt = 0
         try:
             while not stop.is_set():
                 try:
+                    if client is None or client.is_closed:
+                        client = await connect(self.url, f"ingester {self.name}")
+                        self._waiting.clear()  # their acks went with the old client
                     js = client.jetstream()
                     owners = await js.key_value(OWNERS)
                     sub = await js.pull_subscribe_bind(durable=CONSUMER, stream=STREAM)
                     while not stop.is_set():
                         await self._round(sub, owners)
                         attempt = 0
-                except (nats.errors.Error, OSError) as exc:
+                except (nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
                     await self._wait_out(exc, attempt, stop)
                     attempt += 1
         finally:
-            await client.close()
-
-    async def _connect(self, stop: threading.Event) -> Any:
-        attempt = 0
-        while not stop.is_set():
-            try:
-                return await connect(self.url, f"ingester {self.name}")
-            except Exception as exc:  # nats-py raises several kinds for a server that is down
-                await self._wait_out(exc, attempt, stop)
-                attempt += 1
-        return None
+            if client is not None:
+                await client.close()
 
     async def _wait_out(self, exc: BaseException, attempt: int, stop: threading.Event) -> None:
         if attempt == 0:

@@ -44,6 +44,7 @@ DEFAULT_DUPLICATE_WINDOW_S = 120.0
 # An ingester that took a message and died: the broker hands it to another after this.
 DEFAULT_ACK_WAIT_S = 30.0
 DEFAULT_MAX_ACK_PENDING = 50_000
+CONNECT_ATTEMPTS = 3
 _NOT_A_TOKEN = re.compile(r"[^A-Za-z0-9_-]+")
 
 T = TypeVar("T")
@@ -95,8 +96,10 @@ def parse_msg_id(value: str | None) -> tuple[str, int] | None:
     return (stream, int(seq)) if stream and seq.isdigit() else None
 
 
-async def connect(url: str, name: str, **options: Any) -> Any:
-    """A client that reconnects forever; one warning per outage, not one per attempt."""
+async def connect(url: str, name: str) -> Any:
+    """A client that tries ``CONNECT_ATTEMPTS`` times to connect, or to reconnect after it
+    lost the server, then raises (or closes): callers wait out longer outages with their
+    own backoff, so that a stop is never stuck inside the client. One warning per outage."""
     from nats.aio.client import Client
 
     client = Client()
@@ -115,13 +118,12 @@ async def connect(url: str, name: str, **options: Any) -> Any:
         servers=[url],
         name=name,
         allow_reconnect=True,
-        max_reconnect_attempts=-1,
+        max_reconnect_attempts=CONNECT_ATTEMPTS,
         reconnect_time_wait=0.5,
         connect_timeout=2,
         error_cb=on_error,
         disconnected_cb=on_disconnect,
         reconnected_cb=on_reconnect,
-        **options,
     )
     return client
 
@@ -172,10 +174,8 @@ def setup(url: str, layout: Layout | None = None, *, timeout: float = 30.0) -> l
     check_nats_url(url)
 
     async def main() -> list[str]:
-        import nats
-
         try:
-            nc = await nats.connect(servers=[url], allow_reconnect=False, connect_timeout=5)
+            nc = await connect(url, "setup")
         except Exception as exc:  # nats-py raises several kinds for an unreachable server
             raise UsageError(
                 f"cannot reach the NATS server {url} ({exc or type(exc).__name__}); start it "

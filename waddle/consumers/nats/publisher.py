@@ -214,7 +214,7 @@ class NatsRelay(Consumer):
 
     async def _jetstream(self) -> Any:
         """The JetStream context, connecting first if needed (a failure is transient)."""
-        if self._client is None:
+        if self._client is None or self._client.is_closed:
             try:
                 self._client = await connect(self.url, self.name)
             except Exception as exc:  # nats-py raises several kinds for a server that is down

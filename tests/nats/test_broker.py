@@ -1,0 +1,72 @@
+"""``waddle nats setup`` against a real nats-server, and the subject and id rules."""
+
+from __future__ import annotations
+
+import io
+from contextlib import redirect_stdout
+
+import pytest
+
+from tests.nats.conftest import NatsServer, call, free_port
+from waddle.cli.parser import main
+from waddle.consumers.nats.broker import (
+    CONSUMER,
+    OWNERS,
+    STREAM,
+    msg_id,
+    parse_msg_id,
+    setup,
+    subject,
+)
+from waddle.errors import UsageError
+
+
+def run_setup(*args: str) -> str:
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["nats", "setup", *args]) == 0
+    return out.getvalue()
+
+
+def test_setup_creates_the_layout_once_and_updates_its_limits(nats_server: NatsServer) -> None:
+    url = nats_server.url
+    first = run_setup("--url", url, "--duplicate-window", "60", "--max-age-days", "2")
+    assert "stream WADDLE exists" in first  # the fixture set it up already
+    config = nats_server.stream_info().config
+    assert config.subjects == ["waddle.events.>"]
+    assert config.duplicate_window == 60
+    assert config.max_age == 2 * 86400
+    assert config.retention == "limits"
+    again = run_setup("--url", url, "--duplicate-window", "90")
+    assert "exists" in again
+    assert nats_server.stream_info().config.duplicate_window == 90
+
+    consumer = call(url, lambda js: js.consumer_info(STREAM, CONSUMER))
+    assert consumer.config.durable_name == CONSUMER
+    assert consumer.config.ack_policy == "explicit"
+    assert consumer.config.max_deliver == -1
+    names = call(url, lambda js: js.streams_info())
+    assert {info.config.name for info in names} == {STREAM, f"KV_{OWNERS}"}
+
+
+def test_setup_without_a_server_says_how_to_start_one() -> None:
+    with pytest.raises(UsageError, match="nats-server -js"):
+        setup(f"nats://127.0.0.1:{free_port()}", timeout=20)
+    with pytest.raises(UsageError, match="nats://HOST:PORT"):
+        setup("http://127.0.0.1:4222")
+
+
+def test_subjects_carry_project_and_stream_as_single_tokens() -> None:
+    assert subject("vision", "abc123") == "waddle.events.vision.abc123"
+    assert subject("my.proj *>", "abc123.2") == "waddle.events.my_proj_.abc123_2"
+    assert subject(None, "abc") == "waddle.events._.abc"
+
+
+@pytest.mark.parametrize("stream", ["abc", "abc.3", "a-b_c.d"])
+def test_message_ids_name_stream_and_seq(stream: str) -> None:
+    assert parse_msg_id(msg_id(stream, 41)) == (stream, 41)
+
+
+@pytest.mark.parametrize("value", [None, "", "abc", "abc:", ":4", "abc:-1", "abc:x"])
+def test_other_message_ids_are_not_ours(value: str | None) -> None:
+    assert parse_msg_id(value) is None
