@@ -1,12 +1,12 @@
 """One suite for every consumer (litestream's habit).
 
-The durable ones (the in-memory reference consumer, the DuckDB writer, and the relay
-against a real ``waddle serve`` central host) must resume from their committed offsets,
-ignore a replayed batch, and close cleanly after an error, ending with exactly what an
-uninterrupted run stores; a bad line is quarantined exactly once by those that keep a
-quarantine. The live broadcaster (not durable: it starts at the end of the log) must
-take exactly what follows its start, once, however batches are replayed, and close
-cleanly after an error. Hostile input: test_hostile.py."""
+The durable ones (the in-memory reference consumer, the DuckDB writer, the lake
+consumer, and the relay against a real ``waddle serve`` central host) must resume from
+their committed offsets, ignore a replayed batch, and close cleanly after an error,
+ending with exactly what an uninterrupted run stores; a bad line is quarantined exactly
+once by those that keep a quarantine. The live broadcaster (not durable: it starts at
+the end of the log) must take exactly what follows its start, once, however batches are
+replayed, and close cleanly after an error. Hostile input: test_hostile.py."""
 
 from __future__ import annotations
 
@@ -18,18 +18,21 @@ from typing import Any
 import duckdb
 import pytest
 
-from tests.consumers.logs import mixed, read_all, read_tables, segments, write_run
+from tests.consumers.logs import mixed, normal, read_all, read_tables, segments, write_run
 from tests.consumers.relay.support import log_events
 from tests.web.conftest import start_server
 from waddle.consumers.base import Consumer, Offsets, run_consumer
 from waddle.consumers.broadcast import Broadcaster, Chunk, Hub, Subscriber
 from waddle.consumers.duckdb.writer import DuckDBWriter
+from waddle.consumers.lake.consumer import LakeConsumer
 from waddle.consumers.memory import MemoryConsumer, MemoryStore
 from waddle.consumers.registry import StateStore
 from waddle.consumers.relay.client import Backoff
 from waddle.consumers.relay.consumer import RelayConsumer
 from waddle.eventlog.reader import Batch, LogReader, Offset
 from waddle.eventlog.record import encode
+from waddle.store.lake import TABLES as LAKE_TABLES
+from waddle.store.lake import has_files, scan
 
 
 class MemoryKind:
@@ -114,7 +117,34 @@ class RelayKind:
         return StateStore(self.root).load(RelayConsumer(self.root, self.host.url).name)
 
 
-KINDS = {"memory": MemoryKind, "duckdb": DuckDBKind, "relay": RelayKind}
+class LakeKind:
+    """The lake consumer: what it leaves in its lake (rows of every table, files per
+    table), which changes only at a commit."""
+
+    keeps_quarantine = False  # its scratch store quarantines; the lake holds runs only
+
+    def __init__(self, root: Path, label: str, cleanup: ExitStack) -> None:
+        self.root = root
+        self.lake = root.parent / f"{label}-lake"
+
+    def make(self) -> Consumer:
+        return LakeConsumer(self.root, self.lake)
+
+    def observe(self) -> Any:
+        found: dict[str, Any] = {}
+        with duckdb.connect() as con:
+            for table in LAKE_TABLES:
+                if has_files(self.lake, table):
+                    rows = con.execute(f"SELECT * FROM {scan(self.lake, table)} ORDER BY ALL")
+                    found[table] = [normal(tuple(row)) for row in rows.fetchall()]
+                    found[f"{table} files"] = len(list((self.lake / table).rglob("*.parquet")))
+        return found
+
+    def committed(self) -> Any:
+        return self.observe()
+
+
+KINDS = {"memory": MemoryKind, "duckdb": DuckDBKind, "relay": RelayKind, "lake": LakeKind}
 
 
 @pytest.fixture
