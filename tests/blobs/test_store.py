@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from waddle.blobs.store import BlobStore, BlobWriter, HashMismatch, SourceChanged, check_sha256
+from tests.helpers import child_env
+from waddle.blobs import store as store_module
+from waddle.blobs.store import (
+    CHECK_FIRST,
+    BlobStore,
+    BlobWriter,
+    HashMismatch,
+    SourceChanged,
+    check_sha256,
+)
 
 
 def sha(data: bytes) -> str:
@@ -22,19 +36,86 @@ def leftovers(store: BlobStore) -> list[Path]:
     return list(tmp.iterdir()) if tmp.exists() else []
 
 
-def test_bytes_land_under_their_hash_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("size", [5, CHECK_FIRST + 1], ids=["small", "large"])
+def test_bytes_land_under_their_hash_once(tmp_path: Path, size: int) -> None:
     store = BlobStore(tmp_path)
-    ref = store.put_bytes(b"hello")
-    assert (ref.sha256, ref.size) == (sha(b"hello"), 5)
+    data = os.urandom(size)
+    ref = store.put_bytes(data)
+    assert (ref.sha256, ref.size) == (sha(data), size)
     path = store.path(ref.sha256)
     assert path == tmp_path / "blobs" / ref.sha256[:2] / ref.sha256
-    assert path.read_bytes() == b"hello" and store.exists(ref.sha256)
-    mtime = path.stat().st_mtime_ns
-    assert store.put_bytes(b"hello") == ref
-    assert path.stat().st_mtime_ns == mtime  # the same content is not written again
+    assert path.read_bytes() == data and store.exists(ref.sha256)
+    stat = path.stat()
+    assert store.put_bytes(data) == ref
+    assert path.stat() == stat  # the same content is not written again
     with store.open(ref.sha256) as file:
-        assert file.read() == b"hello"
+        assert file.read() == data
     assert store.verify(ref.sha256) and not leftovers(store)
+
+
+# A child that writes one blob and is SIGKILLed halfway through writing its bytes.
+KILLED_MID_WRITE = """
+import os, signal, sys
+from waddle.blobs.store import BlobStore
+real_write = os.write
+def write(fd, data):
+    real_write(fd, bytes(data[: len(data) // 2]))
+    os.kill(os.getpid(), signal.SIGKILL)
+os.write = write
+BlobStore(sys.argv[1]).put_bytes(bytes.fromhex(sys.argv[2]))
+"""
+
+
+@pytest.mark.skipif(not store_module._UNNAMED_OK, reason="no O_TMPFILE or /proc here")
+def test_a_writer_killed_mid_blob_leaves_nothing_behind(tmp_path: Path) -> None:
+    data = os.urandom(10_000)
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED_MID_WRITE, str(tmp_path), data.hex()],
+        env=child_env(),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    store = BlobStore(tmp_path)
+    assert not list(store.dir.glob("??/*"))  # no half blob under its name
+    assert not leftovers(store)  # and no temp file for anyone to clean up
+    ref = store.put_bytes(data)
+    assert store.verify(ref.sha256) and ref.sha256 == sha(data)
+
+
+def test_without_unnamed_files_it_renames_and_stops_asking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A filesystem without O_TMPFILE (or a kernel before 3.11) answers EOPNOTSUPP or
+    EISDIR: the store writes temp file + rename from then on."""
+    asked: list[str] = []
+    real_open = os.open
+
+    def refusing_open(path: str, flags: int, *args: int) -> int:
+        if flags & getattr(os, "O_TMPFILE", 0) == getattr(os, "O_TMPFILE", -1):
+            asked.append(path)
+            raise OSError(errno.EOPNOTSUPP, "no unnamed files here")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", refusing_open)
+    store = BlobStore(tmp_path)
+    monkeypatch.setattr(store, "_unnamed", True)
+    refs = [store.put_bytes(data) for data in (b"a", b"b", b"a")]
+    assert len(asked) == 1
+    assert [ref.sha256 for ref in refs] == [sha(b"a"), sha(b"b"), sha(b"a")]
+    assert all(store.verify(ref.sha256) for ref in refs) and not leftovers(store)
+    assert store.unsynced == 0  # sync_each: every one was fsynced
+
+
+def test_the_fan_out_folders_are_made_once_in_the_background(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    store.put_bytes(b"first")
+    deadline = time.monotonic() + 30
+    while len(list(store.dir.glob("??"))) < 256 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(p.name for p in store.dir.glob("??")) == [f"{i:02x}" for i in range(256)]
+    assert [p for p in store.dir.glob("??/*")] == [store.path(sha(b"first"))]
 
 
 def test_verify_finds_a_missing_or_damaged_blob(tmp_path: Path) -> None:
@@ -101,13 +182,17 @@ def test_a_file_that_changes_while_hashed_is_refused(
     assert not list(store.dir.glob("??/*"))
 
 
-def test_writers_of_the_same_content_race_harmlessly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["put_chunks", "put_bytes"])
+def test_writers_of_the_same_content_race_harmlessly(tmp_path: Path, how: str) -> None:
     store = BlobStore(tmp_path)
-    data = os.urandom(1 << 16)
+    data = os.urandom(1 << 15)
+    put = (
+        (lambda: store.put_chunks([data]))
+        if how == "put_chunks"
+        else (lambda: store.put_bytes(data))
+    )
     refs = []
-    threads = [
-        threading.Thread(target=lambda: refs.append(store.put_chunks([data]))) for _ in range(8)
-    ]
+    threads = [threading.Thread(target=lambda: refs.append(put())) for _ in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
