@@ -10,6 +10,7 @@ never 500.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -30,6 +31,7 @@ T = TypeVar("T")
 MAX_POINTS = 100_000
 DEFAULT_POINTS = 2000
 MAX_PAGE = 10_000
+DEFAULT_RUNS_PAGE = 100
 
 
 async def query(request: Request, fn: Callable[..., T], *args: Any) -> T:
@@ -62,8 +64,9 @@ async def info(request: Request) -> Response:
 
 
 async def runs(request: Request) -> Response:
-    project = params.text(request, "project")
-    return json_response({"runs": await query(request, queries.list_runs, project)})
+    """The seed's run list: brief rows (no config, summary or tags), a page of up to
+    ``MAX_PAGE`` by default, with the same filters, sorts and paging as ``/api/runs``."""
+    return await _runs_page(request, MAX_PAGE, brief=True)
 
 
 async def run(request: Request) -> Response:
@@ -117,22 +120,53 @@ def _events_page(
 
 
 async def api_runs(request: Request) -> Response:
-    where = queries.RunFilter(
+    """A page of runs (the dashboard's runs table), filtered and sorted by the store."""
+    return await _runs_page(request, DEFAULT_RUNS_PAGE, brief=False)
+
+
+async def api_facets(request: Request) -> Response:
+    """What the runs table offers for the runs a filter keeps: tags, config and summary keys."""
+    facets = await query(request, queries.run_facets, _run_filter(request))
+    return json_response(facets)
+
+
+async def _runs_page(request: Request, default_limit: int, brief: bool) -> Response:
+    where = _run_filter(request)
+    column, key = params.sort(request, tuple(queries.SORTS), queries.JSON_SORTS, "started_at")
+    order = params.choice(request, "order", ("asc", "desc"), "desc")
+    sort = queries.RunSort(column, key, order == "desc")
+    limit = params.integer(request, "limit", default_limit, 1, MAX_PAGE)
+    offset = params.integer(request, "offset", 0, 0, 2**62)
+    rows, total = await query(request, queries.find_runs, where, sort, limit, offset, brief)
+    following = offset + len(rows)
+    return json_response(
+        {
+            "runs": rows,
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+            "next_offset": following if following < total else None,
+        }
+    )
+
+
+def _run_filter(request: Request) -> queries.RunFilter:
+    stale_after = params.number(request, "stale_after")
+    if stale_after is not None and stale_after <= 0:
+        raise bad_request(
+            "invalid_parameter", "stale_after must be a positive number", field="stale_after"
+        )
+    return queries.RunFilter(
         project=params.text(request, "project"),
         status=params.text(request, "status"),
         tag=params.text(request, "tag"),
         group=params.text(request, "group"),
         job_type=params.text(request, "job_type"),
         search=params.text(request, "q"),
+        config_key=params.text(request, "config_key", params.MAX_KEY_LENGTH),
+        config_value=params.text(request, "config_value"),
+        stale_before=None if stale_after is None else time.time() - stale_after,
     )
-    sort = params.choice(request, "sort", tuple(queries.SORTS), "started_at")
-    order = params.choice(request, "order", ("asc", "desc"), "desc")
-    limit = params.integer(request, "limit", 100, 1, MAX_PAGE)
-    offset = params.integer(request, "offset", 0, 0, 2**62)
-    rows, total = await query(
-        request, queries.find_runs, where, sort, order == "desc", limit, offset
-    )
-    return json_response({"runs": rows, "total": total, "limit": limit, "offset": offset})
 
 
 async def api_run(request: Request) -> Response:

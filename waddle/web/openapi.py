@@ -168,6 +168,54 @@ _MAX_POINTS = _query(
     "points per series at most (M4 downsampling keeps spikes)",
 )
 _KEYS = _query("keys", {"type": "string"}, "comma-separated keys; all keys when absent")
+_RUN_FILTERS = [
+    _query("project", {"type": "string"}, "project equals"),
+    _query(
+        "status",
+        {"type": "string"},
+        "running, finished, failed, killed; with stale_after also stale",
+    ),
+    _query(
+        "stale_after", {"type": "number", "exclusiveMinimum": 0}, "seconds: a silent run is stale"
+    ),
+    _query("tag", {"type": "string"}, "has this tag"),
+    _query("group", {"type": "string"}, "group equals"),
+    _query("job_type", {"type": "string"}, "job type equals"),
+    _query("q", {"type": "string"}, "name, run id or a tag contains (any case)"),
+    _query("config_key", {"type": "string", "maxLength": 512}, "has this (flattened) config key"),
+    _query("config_value", {"type": "string"}, "its value: text contains, or =x, >x, <x, >=x, <=x"),
+]
+_RUN_PAGE = [
+    *_RUN_FILTERS,
+    _query(
+        "sort",
+        {
+            "anyOf": [
+                {
+                    "type": "string",
+                    "enum": [
+                        "started_at",
+                        "finished_at",
+                        "updated_at",
+                        "name",
+                        "project",
+                        "status",
+                        "last_step",
+                        "duration",
+                        "run_id",
+                        "tags",
+                    ],
+                },
+                {"type": "string", "pattern": "^(config|summary):."},
+            ]
+        },
+        "a column, or config:KEY / summary:KEY",
+    ),
+    _query("order", {"type": "string", "enum": ["asc", "desc"]}, "sort order"),
+    _query("limit", {"type": "integer", "minimum": 1, "maximum": 10000}, "page size"),
+    _query("offset", {"type": "integer", "minimum": 0}, "rows to skip (next_offset)"),
+]
+_RUNS_PAGE_REQUIRED = ["runs", "total", "limit", "offset", "next_offset"]
 _X_RANGE = [
     _query(name, {"type": "number"}, f"only points with x {side} this (a zoomed chart)")
     for name, side in (("x_min", "at or above"), ("x_max", "at or below"))
@@ -440,17 +488,17 @@ def spec() -> dict[str, Any]:
                 [],
             ),
             "/runs": _get(
-                "Runs with their start times, newest first",
+                "Runs with their start times, newest first, a page at a time",
                 _json(
                     {
                         "type": "object",
-                        "required": ["runs"],
+                        "required": _RUNS_PAGE_REQUIRED,
                         "properties": {
                             "runs": {"type": "array", "items": {"$ref": "#/components/schemas/Run"}}
                         },
                     }
                 ),
-                [_query("project", {"type": "string"}, "only this project")],
+                _RUN_PAGE,
             ),
             "/run/{run_id}": _get(
                 "One run (config, summary, context, status) and a page of its events",
@@ -472,38 +520,13 @@ def spec() -> dict[str, Any]:
             ),
             "/api/runs": _get(
                 "Runs, filtered and sorted, a page at a time",
-                _json({"type": "object", "required": ["runs", "total", "limit", "offset"]}),
-                [
-                    _query("project", {"type": "string"}, "project equals"),
-                    _query("status", {"type": "string"}, "running, finished, failed, killed"),
-                    _query("tag", {"type": "string"}, "has this tag"),
-                    _query("group", {"type": "string"}, "group equals"),
-                    _query("job_type", {"type": "string"}, "job type equals"),
-                    _query("q", {"type": "string"}, "name or run id contains"),
-                    _query(
-                        "sort",
-                        {
-                            "type": "string",
-                            "enum": [
-                                "started_at",
-                                "finished_at",
-                                "updated_at",
-                                "name",
-                                "project",
-                                "status",
-                                "last_step",
-                                "duration",
-                                "run_id",
-                            ],
-                        },
-                        "sort column",
-                    ),
-                    _query("order", {"type": "string", "enum": ["asc", "desc"]}, "sort order"),
-                    _query(
-                        "limit", {"type": "integer", "minimum": 1, "maximum": 10000}, "page size"
-                    ),
-                    _query("offset", {"type": "integer", "minimum": 0}, "rows to skip"),
-                ],
+                _json({"type": "object", "required": _RUNS_PAGE_REQUIRED}),
+                _RUN_PAGE,
+            ),
+            "/api/facets": _get(
+                "The tags, config keys and summary keys of the runs a filter keeps",
+                _json({"type": "object", "required": ["total", "tags", "config", "summary"]}),
+                _RUN_FILTERS,
             ),
             "/api/runs/{run_id}": _get(
                 "One run with its streams",

@@ -87,6 +87,25 @@ def choice(request: Request, name: str, options: Collection[str], default: str) 
     return value
 
 
+def sort(
+    request: Request, columns: Collection[str], fields: Collection[str], default: str
+) -> tuple[str, str | None]:
+    """``?sort=``: one of ``columns``, or ``FIELD:KEY`` for a key of a JSON field (e.g.
+    ``summary:val/acc``); the key is passed on as a value, never spliced into SQL."""
+    value = request.query_params.get("sort", default)
+    if value in columns:
+        return value, None
+    field, colon, key = value.partition(":")
+    if colon and field in fields and key and len(key) <= MAX_KEY_LENGTH and "\x00" not in key:
+        return field, key
+    raise bad_request(
+        "invalid_parameter",
+        f"sort must be one of {', '.join(columns)}, or "
+        f"{' or '.join(f + ':KEY' for f in fields)} (a key of at most {MAX_KEY_LENGTH} characters)",
+        field="sort",
+    )
+
+
 def keys(request: Request) -> list[str] | None:
     """Metric keys from ``?keys=a,b`` and/or repeated ``?key=`` (for keys with commas)."""
     found = [k for raw in request.query_params.getlist("keys") for k in raw.split(",") if k]
