@@ -495,6 +495,35 @@ def test_encode_refuses_a_value_nested_deeper_than_the_limit_naming_the_key(leve
     assert caught.value.key == "data/deep"
 
 
+@settings(deadline=None, max_examples=150)
+@given(
+    st.recursive(
+        st.sampled_from([1.5, NAN, -INF, None, "}]u", "x"]),
+        lambda inner: (
+            st.lists(inner, max_size=2)
+            | st.dictionaries(st.sampled_from(["k", "u}"]), inner, max_size=2)
+        ),
+        max_leaves=MAX_DEPTH + 8,
+    ),
+    st.sampled_from(["x", "run"]),
+)
+def test_encode_refuses_exactly_the_values_beyond_the_limit_and_keeps_non_finite(
+    value: Any, key: str
+) -> None:
+    """Whichever brackets, ``null``s and letters the line holds, the prefilters of the
+    hot path never let a deep value through nor a NaN out as ``null``."""
+    for _ in range(MAX_DEPTH - 2 - depth_of(value) + (key == "run")):  # at it, or one over
+        value = [value] if isinstance(value, list) else {"k": value}
+    sent = event("metrics", step=0, data={key: value})
+    if depth_of(sent) > MAX_DEPTH:
+        with pytest.raises(EncodeError, match="levels deep"):
+            encode(sent)
+        return
+    (decoded,), _, bad = decode(encode(sent))
+    assert bad == [] and depth_of(decoded) == depth_of(sent)
+    assert json.dumps(decoded["data"]) == json.dumps(sent["data"])  # NaN not None, None kept
+
+
 def test_encode_takes_a_value_exactly_at_the_limit() -> None:
     value: Any = {"x": 1.0}
     for _ in range(MAX_DEPTH - 3):

@@ -30,6 +30,7 @@ from waddle.limits import INT64_MAX, INT64_MIN, INT_RANGES, MAX_DEPTH, MAX_RANK,
 
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+_CLOSE_LIST, _CLOSE_DICT, _U = b"]}u"  # bytes as ints: ``int in bytes`` is one memchr
 
 
 STATUSES = ("finished", "failed", "killed")
@@ -186,11 +187,15 @@ def encode(event: Mapping[str, Any], explain: bool = True) -> bytes:
         if not explain:
             raise EncodeError("", event, "a value is not JSON") from exc
         raise (_find_unencodable(event, "") or _too_deep_error(event)) from exc
-    # The producer's hot path: two memchr scans settle a flat line, whose only closing
-    # brackets are the final "}}" (each dict and list closes with one, strings aside).
-    if line.find(b"}") < len(line) - 3 or line.find(b"]") >= 0:
+    # The producer's hot path: each test is ``int in bytes``, one memchr with no argument
+    # parsing (``find`` costs 3x as much on these lines; the slice's copy less than that).
+    # A flat line's only closing brackets are its final "}}" (each dict and list closes
+    # with one; brackets inside strings only send a line to the exact count).
+    if _CLOSE_LIST in line or _CLOSE_DICT in line[:-3]:
         _check_depth(line)
-    if line.find(b"null") >= 0:  # find() is measurably cheaper than `in` here
+    # Every ``null`` holds a "u" and a metrics envelope none: unless a logged key or string
+    # has one, the word search is skipped.
+    if _U in line and line.find(b"null") >= 0:
         line = orjson.dumps(_name_non_finite(event), default=_to_plain, option=_OPTIONS)
     return line
 

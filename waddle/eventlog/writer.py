@@ -196,24 +196,25 @@ class StreamWriter:
             if problem:
                 self._count(problem, count)
                 return False
-        start, first = self._size, self.next_seq
-        written = 0
-        cause = "short write"
+        start = self._size
+        first = self.next_seq
         # The seqs (and bytes) are taken before the write, so that no moment exists where
         # the line is on disk and its seq still free: an exception raised into this code
-        # between any two bytecodes (Ctrl-C, a signal handler) leaves them taken, and
-        # ``finally`` then asks the file whether the line landed.
+        # between any two bytecodes (Ctrl-C, a signal handler) leaves them taken, and the
+        # handler then asks the file whether the line landed. (A try costs nothing until
+        # it catches; the hot path is the stores and the write.)
         try:
             self._size = start + length
             self.next_seq = first + count
-            written = os.write(self._fd, lines)  # type: ignore[arg-type]
+            if os.write(self._fd, lines) == length:  # type: ignore[arg-type]
+                return True
+            cause = "short write"
         except OSError as exc:
             cause = _cause(exc)
-        finally:
-            if written != length:
-                self._settle(start, first, length, count)
-        if written == length:
-            return True
+        except BaseException:
+            self._settle(start, first, length, count)
+            raise
+        self._settle(start, first, length, count)
         self._count(cause, count)
         return False
 
