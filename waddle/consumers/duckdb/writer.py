@@ -58,6 +58,7 @@ from waddle.consumers.duckdb.worker import DatabaseWorker
 from waddle.consumers.registry import destination_name
 from waddle.errors import StoreError, UsageError
 from waddle.event_types import Event
+from waddle.eventlog import collector
 from waddle.eventlog.reader import Batch, Corruption, LogReader, Offset
 from waddle.eventlog.record import restore_non_finite
 from waddle.ids import run_id_of_stream
@@ -120,6 +121,7 @@ class DuckDBWriter(Consumer):
         self.quarantined = 0
         self._recovering = False
         self._unnamed: set[str] = set()
+        self._pause: contextlib.ExitStack | None = None
 
     @property
     def in_memory(self) -> bool:
@@ -172,7 +174,14 @@ class DuckDBWriter(Consumer):
 
         A batch that cannot be folded, or an insert that DuckDB refused, sends what was
         handled since the last commit through ``_recover`` (see the module's docstring).
+
+        From here to the next commit the cyclic collector is paused: the reader pauses it
+        only while it parses a chunk, so without this each chunk's events, alive until
+        they are folded, were scanned by the young collection that followed the parse.
         """
+        if self._pause is None:
+            self._pause = contextlib.ExitStack()
+            self._pause.enter_context(collector.paused())
         for batch in batches:
             before = self.taken.get(batch.stream, Offset())
             events = _open(self.fresh(batch))
@@ -304,6 +313,7 @@ class DuckDBWriter(Consumer):
         When DuckDB refuses a value, what was handled since the last commit is redone
         from the log without the events that cannot be stored (``_recover``).
         """
+        self._resume_collector()
         if not self._touched_streams and not self._touched_runs:
             return dict(self._committed)
         assert self._worker is not None
@@ -335,6 +345,12 @@ class DuckDBWriter(Consumer):
             self._names = Codes()
             self._rows = PendingRows(self._names)
         return dict(self._committed)
+
+    def _resume_collector(self) -> None:
+        """End the pause that ``handle`` began."""
+        if self._pause is not None:
+            pause, self._pause = self._pause, None
+            pause.close()
 
     def _upserts(self) -> dict[str, Any]:
         """The rows of runs, streams and offsets this commit replaces."""
@@ -467,6 +483,7 @@ class DuckDBWriter(Consumer):
 
     def close(self) -> None:
         """Roll back what was not committed, publish a last snapshot, close the database."""
+        self._resume_collector()
         self._reset()
         if self._worker is not None:
             self._worker.close()
