@@ -59,14 +59,21 @@ def opened(root: Path) -> StreamWriter:
 _MOMENTS = {"call", "return", "c_return"}
 
 
+def in_writer(filename: str) -> bool:
+    return filename == writer_module.__file__
+
+
 @contextmanager
-def raising_at(moment: int | None) -> Iterator[list[int]]:
-    """Raise KeyboardInterrupt at the ``moment``-th moment where the writer's own code can
-    receive a signal (None: only count the moments, into the list yielded)."""
+def raising_at(
+    moment: int | None, watched: Callable[[str], bool] = in_writer
+) -> Iterator[list[int]]:
+    """Raise KeyboardInterrupt at the ``moment``-th moment where code in a ``watched``
+    file (the writer's by default) can receive a signal (None: only count the moments,
+    into the list yielded). Python drops a profile function that raises: one exception."""
     seen = [0]
 
     def profile(frame: FrameType, event: str, arg: object) -> None:
-        if event in _MOMENTS and frame.f_code.co_filename == writer_module.__file__:
+        if event in _MOMENTS and watched(frame.f_code.co_filename):
             if seen[0] == moment:
                 raise KeyboardInterrupt
             seen[0] += 1

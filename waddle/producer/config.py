@@ -198,10 +198,10 @@ class Summary(RecordedDict):
         # metric or glob -> what to keep; later definitions of a name replace earlier ones
         self.rules: dict[str, str]
         self._modes: dict[str, str]
-        self._means: dict[str, tuple[float, int]]
+        self._means: dict[str, tuple[float, int, int]]
         object.__setattr__(self, "rules", {})
         object.__setattr__(self, "_modes", {})  # metric -> its rule, resolved once
-        object.__setattr__(self, "_means", {})  # metric -> (total, count)
+        object.__setattr__(self, "_means", {})  # metric -> (total, count, seq of the last)
 
     def seed(self, last: Mapping[str, Any], explicit: Mapping[str, Any]) -> None:
         """Start from a resumed run's summary without recording it again."""
@@ -227,8 +227,10 @@ class Summary(RecordedDict):
             self._modes[key] = mode
         return mode
 
-    def observe(self, data: Mapping[str, Any]) -> None:
-        """Fold one logged step into the summary, following the ``define_metric`` rules."""
+    def observe(self, data: Mapping[str, Any], seq: int) -> None:
+        """Fold the logged event ``seq`` into the summary, following the ``define_metric``
+        rules. Idempotent: folding ``seq`` again (after an interrupted fold) changes
+        nothing, key by key, so a caller may always retry."""
         last = self.last
         for key, value in data.items():
             mode = self._mode(key)
@@ -236,9 +238,11 @@ class Summary(RecordedDict):
                 if mode != "none":
                     last[key] = value
             elif mode == "mean":
-                total, count = self._means.get(key, (0.0, 0))
-                self._means[key] = (total + value, count + 1)
-                last[key] = (total + value) / (count + 1)
+                total, count, seen = self._means.get(key, (0.0, 0, -1))
+                if seen != seq:
+                    total, count = total + value, count + 1
+                    self._means[key] = (total, count, seq)  # one store: all or nothing
+                last[key] = total / count
             elif mode in ("min", "max") and _better(mode, value, last.get(key)):
                 last[key] = value
 

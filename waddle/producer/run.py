@@ -155,6 +155,9 @@ class Run:
         self._saves: list[tuple[str, Path]] = []  # save() patterns to look at again at finish
         self._saved: dict[tuple[str, str], str] = {}  # (kind, name) -> sha256 last recorded
         self._synced: dict[str, str] = {}  # metric or glob -> its step metric (step_sync)
+        # Whether define_metric asked for a step_sync or a summary rule: the one test the
+        # hot path makes for both (without, a step's values are the summary's last ones).
+        self._defined = False
         config._attach(lambda changes: self._record("config", {"config": changes}))
         self.summary._attach(lambda changes: self._record("summary", {"summary": changes}))
 
@@ -233,6 +236,7 @@ class Run:
             self.summary.define(name, summary)
         if step_sync and step_metric:
             self._synced[name] = step_metric
+        self._defined = bool(self._synced or self.summary.rules)
 
     def _with_step_metrics(self, data: dict[str, Any]) -> dict[str, Any]:
         """``data`` plus the last value of each synced step metric it lacks."""
@@ -321,7 +325,10 @@ class Run:
         self._step = max(self._step, self._pending_step + 1)
 
     def _write_metrics(self, step: int, data: dict[str, Any]) -> None:
-        if self._synced:
+        """Write one metrics event and fold it into the summary, which then holds exactly
+        what the log holds: values dropped for I/O trouble stay out, and an exception
+        raised into the call (Ctrl-C) leaves the summary as the log is (``_settle``)."""
+        if self._defined:
             data = self._with_step_metrics(data)
         writer = self._writer
         event: dict[str, Any] = {
@@ -335,12 +342,22 @@ class Run:
             line = encode(event, False)
         except EncodeError:
             line = self._encode_typed(event)
-        data = event["data"]
-        writer.write_lines_locked(line, 1)
-        if self.summary.rules:
-            self.summary.observe(data)
-        else:
-            self._last.update(data)
+        try:
+            if writer.write_lines_locked(line, 1):
+                if self._defined:
+                    self.summary.observe(event["data"], event["seq"])
+                else:
+                    self._last.update(event["data"])
+        except BaseException:
+            self._settle(event)
+            raise
+
+    def _settle(self, event: dict[str, Any]) -> None:
+        """After an exception inside ``_write_metrics``: fold ``event`` into the summary if
+        the writer kept it. Folding is idempotent (a value seen twice counts once), so a
+        fold the exception cut short, or had already finished, is simply done again."""
+        if self._writer.next_seq > event["seq"]:
+            self.summary.observe(event["data"], event["seq"])
 
     @property
     def blobs(self) -> BlobStore:
