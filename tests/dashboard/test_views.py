@@ -26,6 +26,11 @@ def wait_for_charts(page: Any, keys: list[str], series: int = 1) -> dict[str, An
     return chart_data(page)
 
 
+def settled(page: Any) -> None:
+    """Wait until the runs table shows the server's answer to its latest filter, sort or page."""
+    page.wait_for_selector("table.runs:not([data-loading])", state="attached", timeout=TIMEOUT_MS)
+
+
 def test_runs_table_lists_the_runs(
     server: Server, seeded: tuple[Path, dict[str, str]], open_page: Any, screenshot: Any
 ) -> None:
@@ -55,14 +60,17 @@ def test_runs_table_lists_the_runs(
 
     # Sort by a config column, both ways.
     page.locator('th[data-column="config:batch_size"]').click()
+    settled(page)
     first = page.locator("table.runs tbody tr[data-run]").first.get_attribute("data-run")
     assert first != ids["wide"]
     page.locator('th[data-column="config:batch_size"]').click()
+    settled(page)
     first = page.locator("table.runs tbody tr[data-run]").first.get_attribute("data-run")
     assert first == ids["wide"]
 
-    # Filters: text, status, tag, config value.
+    # Filters: text, status, tag, config value (applied by the server).
     def shown() -> set[str | None]:
+        settled(page)
         return {r.get_attribute("data-run") for r in page.locator("tbody tr[data-run]").all()}
 
     # The text filter also matches run ids, which are random: a "wid" inside one is a match.

@@ -4,7 +4,6 @@
 import { toNumber } from "./format.js";
 
 const ROOT = new URL(".", location.href);
-const PAGE = 10000;
 
 export class ApiError extends Error {
   constructor(status, body) {
@@ -47,14 +46,17 @@ export async function listProjects(signal) {
   return (await getJSON("info", {}, signal)).projects || [];
 }
 
-/** Every run of a project (paged through), with tags, config and summary. */
-export async function listRuns(project, signal) {
-  const runs = [];
-  for (let offset = 0; ; offset += PAGE) {
-    const page = await getJSON("api/runs", { project, limit: PAGE, offset }, signal);
-    runs.push(...page.runs);
-    if (page.runs.length < PAGE || runs.length >= page.total) return runs;
-  }
+/**
+ * One page of runs, filtered and sorted by the server (query: the parameters of
+ * GET /api/runs, see runs_model.runsQuery): {runs, total, offset, next_offset}.
+ */
+export function listRuns(query, signal) {
+  return getJSON("api/runs", query, signal);
+}
+
+/** The tags, config keys and summary keys of a project's runs: {total, tags, config, summary}. */
+export function getFacets(project, signal) {
+  return getJSON("api/facets", { project }, signal);
 }
 
 export function getRun(runId, signal) {

@@ -1,16 +1,16 @@
-// What the runs table shows, without the DOM: its columns, the filters and the sort
-// (fold.js keeps the rows live).
+// What the runs table shows, without the DOM: its columns and the query it sends. The
+// server filters, sorts and pages the runs (GET /api/runs); fold.js keeps the rows of the
+// page live; the menus (tags, config and summary keys) come from GET /api/facets.
 
 import { stepMetrics } from "./axis.js";
 import {
-  compareValues,
+  STALE_AFTER_S,
   displayStatus,
   flat,
   fmtDateTime,
   fmtDuration,
   fmtNumber,
   fmtValue,
-  toNumber,
 } from "./format.js";
 
 export const STATUSES = ["running", "finished", "failed", "killed", "stale"];
@@ -25,16 +25,18 @@ function duration(run) {
 }
 
 const BASE_COLUMNS = [
-  { id: "name", label: "Name", value: (r) => r.name || r.run_id },
-  { id: "status", label: "Status", value: (r) => displayStatus(r) },
+  { id: "name", sort: "name", label: "Name", value: (r) => r.name || r.run_id },
+  { id: "status", sort: "status", label: "Status", value: (r) => displayStatus(r) },
   {
     id: "started",
+    sort: "started_at",
     label: "Started",
     value: (r) => r.started_at,
     text: (r) => fmtDateTime(r.started_at),
   },
   {
     id: "duration",
+    sort: "duration",
     label: "Duration",
     value: duration,
     text: (r) => fmtDuration(duration(r)),
@@ -42,12 +44,13 @@ const BASE_COLUMNS = [
   },
   {
     id: "last_step",
+    sort: "last_step",
     label: "Last step",
     value: (r) => r.last_step,
     text: (r) => fmtNumber(r.last_step),
     num: true,
   },
-  { id: "tags", label: "Tags", value: (r) => (r.tags || []).join(" ") },
+  { id: "tags", sort: "tags", label: "Tags", value: (r) => (r.tags || []).join(" ") },
 ];
 
 /** The fixed columns, then one per chosen summary key (the metrics), then config keys. */
@@ -55,6 +58,7 @@ export function columnsFor(chosen) {
   const extra = (field, keys) =>
     keys.map((key) => ({
       id: `${field}:${key}`,
+      sort: `${field}:${key}`,
       label: key,
       field,
       value: (r) => flat(r[field])[key],
@@ -77,16 +81,22 @@ function differs(runs, key) {
   return new Set(runs.map((r) => JSON.stringify(flat(r.config)[key]))).size > 1;
 }
 
-/** Config keys, those whose values differ between the runs first. */
-export function configKeys(runs) {
-  const keys = keysOf(runs, "config");
-  const differing = keys.filter((key) => differs(runs, key));
-  return [...differing, ...keys.filter((key) => !differing.includes(key))];
+/** The keys of a field across every run of the project, the most common first (facets). */
+export function facetKeys(facets, field) {
+  return (facets?.[field] || []).map((f) => f.key);
+}
+
+/** Config keys of the project, those whose values differ between its runs first. */
+export function configKeys(facets) {
+  const all = facets?.config || [];
+  const differ = (f) => f.values > 1 || f.runs < facets.total;
+  return [...all.filter(differ), ...all.filter((f) => !differ(f))].map((f) => f.key);
 }
 
 /**
  * The metrics' last values (summary keys, step counters and "_" keys left out), then at
- * most CONFIG_COLUMNS config columns, only ones whose values differ between the runs.
+ * most CONFIG_COLUMNS config columns, only ones whose values differ between the runs
+ * (those of the first page: the table paints without waiting for the project's facets).
  */
 export function defaultColumns(runs) {
   const steps = stepMetrics(runs);
@@ -98,50 +108,29 @@ export function defaultColumns(runs) {
 }
 
 /** The chosen columns with up to CONFIG_COLUMNS more config keys (differing ones first). */
-export function withMoreConfig(runs, chosen) {
-  const more = configKeys(runs).filter((key) => !chosen.config.includes(key));
+export function withMoreConfig(facets, chosen) {
+  const more = configKeys(facets).filter((key) => !chosen.config.includes(key));
   return { ...chosen, config: [...chosen.config, ...more.slice(0, CONFIG_COLUMNS)] };
 }
 
-/** A config filter "value": text matches as a substring; "=x", ">x", "<x" compare. */
-export function matchesValue(value, wanted) {
-  if (value === undefined) return false;
-  const text = fmtValue(value);
-  const match = /^(>=|<=|=|>|<)\s*(.*)$/.exec(wanted.trim());
-  if (!match) return text.toLowerCase().includes(wanted.trim().toLowerCase());
-  const [, op, operand] = match;
-  if (op === "=") return text === operand;
-  const a = toNumber(value);
-  const b = Number(operand);
-  if (a === null || !Number.isFinite(b)) return false;
-  return { ">": a > b, "<": a < b, ">=": a >= b, "<=": a <= b }[op];
-}
-
 /**
- * The runs that pass the filters {text, status, tag, configKey, configValue}, sorted by
- * {column, descending}; empty values last either way, ties by run id.
+ * The query of GET /api/runs for the filters {text, status, tag, configKey, configValue},
+ * the sort {column, descending} (a column of `columns`) and the page.
  */
-export function visibleRuns(runs, filters, sort, columns) {
-  const f = filters;
-  const text = f.text.trim().toLowerCase();
-  const kept = runs.filter((run) => {
-    if (f.status && displayStatus(run) !== f.status) return false;
-    if (f.tag && !(run.tags || []).includes(f.tag)) return false;
-    if (f.configKey && f.configValue.trim()) {
-      if (!matchesValue(flat(run.config)[f.configKey], f.configValue)) return false;
-    } else if (f.configKey && !(f.configKey in flat(run.config))) return false;
-    if (!text) return true;
-    const haystack = [run.name, run.run_id, ...(run.tags || [])].join("\n").toLowerCase();
-    return haystack.includes(text);
-  });
+export function runsQuery(project, filters, sort, columns, { offset, limit }) {
   const column = columns.find((c) => c.id === sort.column) || BASE_COLUMNS[2];
-  const sign = sort.descending ? -1 : 1;
-  const empty = (v) => v === null || v === undefined || v === "";
-  const keyed = kept.map((run) => [column.value(run), run]);
-  keyed.sort((a, b) => {
-    const order = compareValues(a[0], b[0]);
-    if (empty(a[0]) || empty(b[0])) return order;
-    return sign * order || a[1].run_id.localeCompare(b[1].run_id);
-  });
-  return keyed.map(([, run]) => run);
+  const trimmed = (value) => value.trim() || undefined;
+  return {
+    project,
+    q: trimmed(filters.text),
+    status: filters.status || undefined,
+    stale_after: STALE_AFTER_S,
+    tag: filters.tag || undefined,
+    config_key: filters.configKey || undefined,
+    config_value: filters.configKey ? trimmed(filters.configValue) : undefined,
+    sort: column.sort,
+    order: sort.descending ? "desc" : "asc",
+    offset,
+    limit,
+  };
 }

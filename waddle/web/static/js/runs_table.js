@@ -1,8 +1,10 @@
-// The runs of a project: sortable by any column, filtered by text, tag, status and config
-// value, with chosen config and summary columns and a multi-selection to compare. Rows
-// update in place from the project's live events; a new run appears as it starts.
+// The runs of a project, a page at a time: the server filters (text, tag, status, config
+// value), sorts (any column, config and summary ones included) and pages them, so the
+// table costs the same at ten thousand runs as at ten. Rows of the page update in place
+// from the project's live events; a run that starts reloads the page (at most once a
+// second), so a new run appears where the sort puts it.
 
-import { listRuns } from "./api.js";
+import { getFacets, listRuns } from "./api.js";
 import { colorsFor } from "./colors.js";
 import { h, liveQueue, replace, setText } from "./dom.js";
 import { RunFold } from "./fold.js";
@@ -12,13 +14,17 @@ import { statusBadge, tagChips } from "./tables.js";
 import {
   STATUSES,
   columnsFor,
+  configKeys,
   defaultColumns,
-  withMoreConfig,
+  facetKeys,
   keysOf,
-  visibleRuns,
+  runsQuery,
+  withMoreConfig,
 } from "./runs_model.js";
 
-const ROWS_PER_PAGE = 200;
+export const PAGE_SIZE = 100;
+const FILTER_DELAY_MS = 250;
+const RELOAD_DELAY_MS = 1000;
 
 export class RunsTable {
   /** app: {state, navigate(patch)} */
@@ -27,6 +33,10 @@ export class RunsTable {
     this.app = app;
     this.fold = new RunFold();
     this.runs = this.fold.runs;
+    this.shown = [];
+    this.total = 0;
+    this.offset = 0;
+    this.facets = null;
     this.rows = new Map();
     this.selected = new Set();
     this.sort = { column: "started", descending: true };
@@ -34,6 +44,7 @@ export class RunsTable {
     this.root = h("div", { class: "view runs-view" });
     parent.append(this.root);
     this.ready = false;
+    this.request = null;
     this.liveEvents = liveQueue((items) => {
       const ids = items.flatMap(([stream, runId, events]) => this.apply(stream, runId, events));
       this.refreshRows(new Set(ids));
@@ -43,35 +54,82 @@ export class RunsTable {
       {
         onEvents: (stream, runId, events) => this.liveEvents.push([stream, runId, events]),
         onStatus: (status) => this.setLive(status),
-        onReconnect: () => this.reload(),
+        onReconnect: () => this.reloadSoon(0),
       },
     );
     this.ticker = setInterval(() => this.tick(), 5000);
-    this.moreObserver = new IntersectionObserver(
-      (entries) => {
-        if (entries.some((entry) => entry.isIntersecting)) this.renderMore();
-      },
-      { rootMargin: "400px 0px" },
-    );
     this.reload();
   }
 
+  /** Fetch the current page (a newer request cancels an older one) and draw it. */
   async reload() {
+    this.request?.abort();
+    const request = new AbortController();
+    this.request = request;
+    const columns = this.ready ? this.allColumns() : columnsFor({ config: [], summary: [] });
+    const query = runsQuery(this.project, this.filters, this.sort, columns, {
+      offset: this.offset,
+      limit: PAGE_SIZE,
+    });
+    let page;
     try {
-      const runs = await listRuns(this.project);
-      for (const run of runs) this.fold.seed({ ...this.runs.get(run.run_id), ...run });
+      page = await listRuns(query, request.signal);
     } catch (error) {
-      replace(this.root, h("p", { class: "error" }, `Could not load runs: ${error.message}`));
+      if (request.signal.aborted) return;
+      this.request = null;
+      const message = `Could not load runs: ${error.message}`;
+      if (!this.ready) replace(this.root, h("p", { class: "error" }, message));
+      else {
+        setText(this.count, message);
+        delete this.table.dataset.loading;
+      }
       return;
     }
+    if (this.request !== request) return;
+    this.request = null;
+    if (page.runs.length === 0 && page.total > 0 && this.offset > 0) {
+      this.offset = Math.max(0, page.total - PAGE_SIZE);
+      this.reload();
+      return;
+    }
+    this.fold = new RunFold();
+    this.runs = this.fold.runs;
+    this.shown = page.runs.map((run) => this.fold.seed(run));
+    this.total = page.total;
+    this.offset = page.offset;
     if (!this.ready) {
       this.ready = true;
       this.columns = this.chosenColumns();
       this.renderFrame();
       this.liveEvents.start();
+      this.loadFacets();
     }
-    this.renderOptions();
     this.renderBody();
+  }
+
+  /** Reload after a change of filter, sort or page; the table says it is loading till then. */
+  requery(delay = 0) {
+    if (this.table) this.table.dataset.loading = "true";
+    this.reloadSoon(delay, true);
+  }
+
+  reloadSoon(delay = RELOAD_DELAY_MS, replaceTimer = false) {
+    if (this.reloadTimer && !replaceTimer) return;
+    clearTimeout(this.reloadTimer);
+    this.reloadTimer = setTimeout(() => {
+      this.reloadTimer = 0;
+      this.reload();
+    }, delay);
+  }
+
+  /** The menus: the project's tags and config and summary keys, all runs considered. */
+  async loadFacets() {
+    try {
+      this.facets = await getFacets(this.project);
+    } catch {
+      return; // the menus keep what the page's runs offer
+    }
+    if (this.ready) this.renderOptions();
   }
 
   /** The chosen columns: saved for this project in the browser, else the defaults. */
@@ -82,11 +140,12 @@ export class RunsTable {
     } catch {
       /* the defaults then */
     }
-    return defaultColumns([...this.runs.values()]);
+    return defaultColumns(this.shown);
   }
 
+  /** A field's keys: the project's once its facets came, the page's until then. */
   keysOf(field) {
-    return keysOf(this.runs.values(), field);
+    return this.facets ? facetKeys(this.facets, field) : keysOf(this.shown, field);
   }
 
   allColumns() {
@@ -101,7 +160,8 @@ export class RunsTable {
         placeholder,
         oninput: (e) => {
           this.filters[field] = e.target.value;
-          this.renderBody();
+          this.offset = 0;
+          this.requery(FILTER_DELAY_MS);
         },
       });
     const select = (cls, field, label) =>
@@ -110,7 +170,8 @@ export class RunsTable {
         "aria-label": label,
         onchange: (e) => {
           this.filters[field] = e.target.value;
-          this.renderBody();
+          this.offset = 0;
+          this.requery();
         },
       });
     this.statusSelect = select("status-filter", "status", "status");
@@ -120,9 +181,17 @@ export class RunsTable {
     this.moreConfig = h("button", {
       type: "button",
       class: "more-config",
-      onclick: () => this.setColumns(withMoreConfig([...this.runs.values()], this.columns)),
+      onclick: () => this.setColumns(withMoreConfig(this.facets, this.columns)),
     });
     this.count = h("span", { class: "muted run-count" });
+    const pageButton = (cls, label, text, step) =>
+      h(
+        "button",
+        { type: "button", class: cls, "aria-label": label, onclick: () => this.turn(step) },
+        text,
+      );
+    this.previous = pageButton("page-previous", "previous page", "‹ Prev", -1);
+    this.next = pageButton("page-next", "next page", "Next ›", 1);
     this.selection = h("span", { class: "selection" });
     this.compareButton = h(
       "button",
@@ -131,6 +200,7 @@ export class RunsTable {
     );
     this.head = h("thead", {});
     this.body = h("tbody", {});
+    this.table = h("table", { class: "runs" }, this.head, this.body);
     this.live = h("span", { class: "live-status" });
     this.setLive(this.liveStatus || "connecting");
     replace(
@@ -147,8 +217,14 @@ export class RunsTable {
         this.moreConfig,
         this.live,
       ),
-      h("div", { class: "toolbar" }, this.count, this.selection, this.compareButton),
-      h("div", { class: "table-wrap" }, h("table", { class: "runs" }, this.head, this.body)),
+      h(
+        "div",
+        { class: "toolbar" },
+        h("span", { class: "pager" }, this.previous, this.count, this.next),
+        this.selection,
+        this.compareButton,
+      ),
+      h("div", { class: "table-wrap" }, this.table),
     );
   }
 
@@ -169,12 +245,9 @@ export class RunsTable {
       );
     };
     options(this.statusSelect, STATUSES, "any status");
-    options(
-      this.tagSelect,
-      [...new Set([...this.runs.values()].flatMap((r) => r.tags || []))].sort(),
-      "any tag",
-    );
-    options(this.configKeySelect, this.keysOf("config").sort(), "config key…");
+    const tags = this.facets?.tags || [...new Set(this.shown.flatMap((r) => r.tags || []))];
+    options(this.tagSelect, [...tags].sort(), "any tag");
+    options(this.configKeySelect, [...this.keysOf("config")].sort(), "config key…");
     this.renderPicker();
   }
 
@@ -202,7 +275,7 @@ export class RunsTable {
       h("summary", {}, "Columns"),
       h("div", { class: "picker-body" }, group("summary", "metrics"), group("config", "config")),
     );
-    const hidden = this.keysOf("config").length - this.columns.config.length;
+    const hidden = configKeys(this.facets).filter((k) => !this.columns.config.includes(k)).length;
     this.moreConfig.hidden = hidden <= 0;
     setText(this.moreConfig, `More config (${hidden} hidden)`);
   }
@@ -218,7 +291,8 @@ export class RunsTable {
     this.columns = columns;
     localStorage.setItem(`waddle.columns.${this.project}`, JSON.stringify(this.columns));
     this.renderPicker();
-    this.renderBody();
+    if (this.allColumns().some((column) => column.id === this.sort.column)) this.renderBody();
+    else this.sortBy("started");
   }
 
   renderHead(columns) {
@@ -271,62 +345,46 @@ export class RunsTable {
   sortBy(columnId) {
     if (this.sort.column === columnId) this.sort.descending = !this.sort.descending;
     else this.sort = { column: columnId, descending: columnId === "started" };
-    this.renderBody();
+    this.offset = 0;
+    this.renderHead(this.allColumns());
+    this.requery();
+  }
+
+  /** Go a page forward (1) or back (-1). */
+  turn(step) {
+    const offset = this.offset + step * PAGE_SIZE;
+    if (offset < 0 || offset >= this.total) return;
+    this.offset = offset;
+    this.requery();
+  }
+
+  filtered() {
+    const f = this.filters;
+    return Boolean(f.text.trim() || f.status || f.tag || f.configKey);
   }
 
   renderBody() {
     if (!this.ready) return;
     const columns = this.allColumns();
     this.colors = colorsFor(this.selected);
-    this.shown = visibleRuns([...this.runs.values()], this.filters, this.sort, columns);
     this.renderHead(columns);
     this.rows.clear();
-    this.body.replaceChildren();
-    this.rendered = 0;
-    if (!this.runs.size) {
-      this.body.append(
-        h(
-          "tr",
-          {},
-          h(
-            "td",
-            { colspan: String(columns.length + 1), class: "muted" },
-            "No runs in this project yet. Log one with waddle.init(project=...) or run `waddle demo`.",
-          ),
-        ),
+    const rows = this.shown.map((run, index) => this.row(run, columns, index));
+    if (!rows.length) {
+      const empty = this.filtered()
+        ? "No runs match these filters."
+        : "No runs in this project yet. Log one with waddle.init(project=...) or run `waddle demo`.";
+      rows.push(
+        h("tr", {}, h("td", { colspan: String(columns.length + 1), class: "muted" }, empty)),
       );
     }
-    this.renderMore(columns);
-    setText(this.count, `${this.shown.length} of ${this.runs.size} runs`);
+    this.body.replaceChildren(...rows);
+    const first = this.shown.length ? this.offset + 1 : 0;
+    setText(this.count, `${first}–${this.offset + this.shown.length} of ${this.total} runs`);
+    this.previous.disabled = this.offset <= 0;
+    this.next.disabled = this.offset + this.shown.length >= this.total;
+    if (!this.reloadTimer) delete this.table.dataset.loading;
     this.renderSelection();
-  }
-
-  /**
-   * Rows are added a page at a time as the table scrolls: laying out a thousand rows at
-   * once costs the browser far more than building them.
-   */
-  renderMore(columns = this.allColumns()) {
-    this.more?.remove();
-    const end = Math.min(this.shown.length, this.rendered + ROWS_PER_PAGE);
-    const rows = [];
-    for (let index = this.rendered; index < end; index += 1) {
-      rows.push(this.row(this.shown[index], columns, index));
-    }
-    this.rendered = end;
-    this.body.append(...rows);
-    if (end >= this.shown.length) return;
-    this.more = h(
-      "tr",
-      { class: "more" },
-      h(
-        "td",
-        { colspan: String(columns.length + 1), class: "muted" },
-        h("button", { type: "button", onclick: () => this.renderMore() }, "Show more"),
-        ` ${end} of ${this.shown.length} shown`,
-      ),
-    );
-    this.body.append(this.more);
-    this.moreObserver.observe(this.more);
   }
 
   row(run, columns, index) {
@@ -401,25 +459,36 @@ export class RunsTable {
   }
 
   compare() {
-    const ids = [...this.selected].filter((id) => this.runs.has(id));
+    const ids = [...this.selected];
     if (ids.length === 1) this.app.navigate({ run: ids[0], compare: [] });
     else if (ids.length > 1) this.app.navigate({ compare: ids, run: "" });
   }
 
-  /** Fold live events into the runs (fold.js); returns the ids of runs whose row changed. */
+  /**
+   * Fold live events into the runs of the page (fold.js); returns the ids of runs whose
+   * row changed. A run that starts or resumes elsewhere may belong on this page: reload.
+   */
   apply(stream, runId, events) {
-    if (!this.runs.has(runId)) this.added = true;
-    this.fold.apply(stream, runId, events);
-    return [runId];
+    if (this.runs.has(runId)) {
+      this.fold.apply(stream, runId, events);
+      return [runId];
+    }
+    if (events.some((event) => event.type === "run")) {
+      this.reloadSoon();
+      this.facetsSoon();
+    }
+    return [];
+  }
+
+  facetsSoon() {
+    if (this.facetsTimer) return;
+    this.facetsTimer = setTimeout(() => {
+      this.facetsTimer = 0;
+      this.loadFacets();
+    }, RELOAD_DELAY_MS);
   }
 
   refreshRows(ids) {
-    if (this.added) {
-      this.added = false;
-      this.renderOptions();
-      this.renderBody();
-      return;
-    }
     const columns = this.allColumns();
     for (const id of ids) {
       const old = this.rows.get(id);
@@ -437,7 +506,9 @@ export class RunsTable {
 
   destroy() {
     clearInterval(this.ticker);
-    this.moreObserver.disconnect();
+    clearTimeout(this.reloadTimer);
+    clearTimeout(this.facetsTimer);
+    this.request?.abort();
     this.socket.close();
     this.root.remove();
   }
