@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 from urllib.parse import quote
 
 import orjson
@@ -14,7 +15,7 @@ import waddle
 from tests.helpers import raw_events, raw_log
 
 from .conftest import Server, eventually, start_server, wait_for_run
-from .events import run_event
+from .events import finish_event, metrics_event, run_event
 
 STEPS = 500
 SPIKE_STEP, NAN_STEP = 250, 300
@@ -239,6 +240,21 @@ BAD_REQUESTS = [
     ("/api/runs?offset=99999999999999999999999", 400, "invalid_parameter"),
     ("/api/runs?project=" + "p" * 600, 400, "invalid_parameter"),
     ("/api/runs?q=%00", 400, "invalid_parameter"),
+    ("/api/runs?limit=0", 400, "invalid_parameter"),
+    ("/api/runs?limit=10001", 400, "invalid_parameter"),
+    ("/api/runs?offset=ten", 400, "invalid_parameter"),
+    ("/api/runs?offset=-1", 400, "invalid_parameter"),
+    ("/api/runs?sort=config:", 400, "invalid_parameter"),
+    ("/api/runs?sort=context:host", 400, "invalid_parameter"),
+    ("/api/runs?sort=summary:a%00b", 400, "invalid_parameter"),
+    ("/api/runs?sort=" + quote("name; DROP TABLE runs"), 400, "invalid_parameter"),
+    ("/api/runs?sort=summary:" + "k" * 513, 400, "invalid_parameter"),
+    ("/api/runs?stale_after=-5", 400, "invalid_parameter"),
+    ("/api/runs?stale_after=soon", 400, "invalid_parameter"),
+    ("/api/runs?config_key=%00", 400, "invalid_parameter"),
+    ("/runs?limit=-1", 400, "invalid_parameter"),
+    ("/runs?sort=password", 400, "invalid_parameter"),
+    ("/api/facets?q=%00", 400, "invalid_parameter"),
     ("/no/such/endpoint", 404, "not_found"),
 ]
 
@@ -282,3 +298,157 @@ def test_openapi_json(server: Server) -> None:
     document = orjson.loads(server.get("/openapi.json").body)
     assert document["openapi"].startswith("3.1")
     assert "/api/runs/{run_id}/metrics" in document["paths"]
+
+
+SWEEP = 25
+SWEEP_STATUSES = ("finished", "failed", "killed")
+
+
+@pytest.fixture(scope="module")
+def sweep(server: Server) -> dict[str, dict[str, Any]]:
+    """Project "sweep": 25 runs sent through /ingest, with nested and dotted config keys,
+    a summary metric that some lack, and one run silent for an hour (stale); the
+    expected row of each, by id."""
+    now = time.time()
+    expected: dict[str, dict[str, Any]] = {}
+    for i in range(SWEEP):
+        run_id = f"sweep{i:02d}"
+        config = {"lr": [1e-4, 3e-3, 1e-2][i % 3], "model": {"width": 64 * (i % 4 + 1)}, "c.d": i}
+        summary = {"acc": round((i * 7 % SWEEP) / SWEEP, 3)} if i % 5 else {}
+        status = SWEEP_STATUSES[i % 3]
+        tags = ["sweep", f"arm-{'AB'[i % 2]}"]
+        started = now - 3600 - i
+        events = [
+            run_event(run_id, project="sweep", name=f"trial-{i:02d}", config=config, tags=tags),
+            metrics_event(1, step=i * 3),
+            {"seq": 2, "ts": time.time(), "type": "summary", "summary": summary},
+            finish_event(3, status),
+        ]
+        events[0]["ts"] = started
+        if i == SWEEP - 1:  # still running, silent since it started an hour ago
+            events = [events[0], {**events[2], "seq": 1, "ts": started}]
+            status = "running"
+        assert server.ingest(run_id, events).status == 200
+        expected[run_id] = {"name": f"trial-{i:02d}", "status": status, "tags": tags}
+        expected[run_id].update(config=config, summary=summary)
+    eventually(
+        lambda: (
+            server.get_json("/api/runs?project=sweep&status=running&limit=1")["total"] == 1
+            and server.get_json("/api/runs?project=sweep&limit=1")["total"] == SWEEP
+            and server.get_json("/api/runs?project=sweep&status=finished&limit=1")["total"] == 8
+        ),
+        what="the sweep in the tables",
+    )
+    return expected
+
+
+def page_through(server: Server, query: str, limit: int) -> list[dict[str, Any]]:
+    """Every row of a listing, following next_offset ``limit`` rows at a time."""
+    rows: list[dict[str, Any]] = []
+    offset: int | None = 0
+    while offset is not None:
+        page = server.get_json(f"/api/runs?{query}&limit={limit}&offset={offset}")
+        assert page["offset"] == offset and page["limit"] == limit and len(page["runs"]) <= limit
+        rows += page["runs"]
+        offset = page["next_offset"]
+    assert len(rows) == page["total"]
+    return rows
+
+
+@pytest.mark.parametrize(
+    "sort",
+    ["started_at", "name", "status", "last_step", "duration", "tags", "summary:acc", "config:lr"],
+)
+def test_runs_pages_hold_every_run_once_in_any_sort(
+    server: Server, sweep: dict[str, dict[str, Any]], sort: str
+) -> None:
+    for order in ("asc", "desc"):
+        rows = page_through(server, f"project=sweep&sort={sort}&order={order}", 7)
+        assert sorted(r["run_id"] for r in rows) == sorted(sweep)
+
+
+def test_runs_sorted_by_config_and_summary_keys_on_the_server(
+    server: Server, sweep: dict[str, dict[str, Any]]
+) -> None:
+    def ids(query: str) -> list[str]:
+        return [r["run_id"] for r in page_through(server, f"project=sweep&{query}", 10)]
+
+    def by(value: Callable[[dict[str, Any]], float | None], descending: bool) -> list[str]:
+        """Run ids ordered as the server should: by value, missing ones last, ties by id."""
+        have = [i for i in sweep if value(sweep[i]) is not None]
+        sign = -1 if descending else 1
+        have.sort(key=lambda i: (sign * value(sweep[i]), i))  # type: ignore[operator]
+        return have + sorted(i for i in sweep if value(sweep[i]) is None)
+
+    acc = lambda row: row["summary"].get("acc")  # noqa: E731
+    dotted = lambda row: row["config"]["c.d"]  # noqa: E731
+    assert ids("sort=summary:acc&order=asc") == by(acc, False)
+    assert ids("sort=config:c.d&order=desc") == by(dotted, True)
+    # A nested key is named by its path: model.width; numbers sort as numbers (64 < 128).
+    widths = [
+        r["config"]["model"]["width"]
+        for r in page_through(server, "project=sweep&sort=config:model.width&order=asc", 10)
+    ]
+    assert widths == sorted(widths) and widths[0] == 64 and widths[-1] == 256
+    assert ids("sort=name&order=asc") == sorted(sweep)
+    # A key no run has leaves the order to the tie-breaker, the run id.
+    assert ids("sort=config:" + quote("x') OR 1=1 --") + "&order=asc") == sorted(sweep)
+
+
+def test_runs_filtered_on_the_server(server: Server, sweep: dict[str, dict[str, Any]]) -> None:
+    def ids(query: str) -> set[str]:
+        return {r["run_id"] for r in page_through(server, f"project=sweep&{query}", 100)}
+
+    def where(test: Callable[[dict[str, Any]], bool]) -> set[str]:
+        return {i for i, row in sweep.items() if test(row)}
+
+    # Text: name, run id or a tag, any case.
+    assert ids("q=TRIAL-1") == where(lambda r: r["name"].startswith("trial-1"))
+    assert ids("q=arm-b") == where(lambda r: "arm-B" in r["tags"])
+    assert ids("tag=arm-A") == where(lambda r: "arm-A" in r["tags"])
+    # Config values: as numbers with >, <, =; as text otherwise; a key alone: has it.
+    assert ids("config_key=lr&config_value=" + quote(">0.001")) == where(
+        lambda r: r["config"]["lr"] > 0.001
+    )
+    assert ids("config_key=model.width&config_value=" + quote("<=128")) == where(
+        lambda r: r["config"]["model"]["width"] <= 128
+    )
+    assert ids("config_key=c.d&config_value=" + quote("=7")) == {"sweep07"}
+    assert ids("config_key=c.d&config_value=2") == where(lambda r: "2" in str(r["config"]["c.d"]))
+    assert ids("config_key=lr&config_value=" + quote(">much")) == set()
+    assert ids("config_key=nothere") == set()
+    # A run marked running, silent for longer than stale_after, is stale; without it, running.
+    assert ids("status=running") == {"sweep24"}
+    assert ids("status=stale&stale_after=60") == {"sweep24"}
+    assert ids("status=running&stale_after=60") == set()
+    assert ids("status=running&stale_after=86400") == {"sweep24"}
+    assert ids("status=failed&q=trial-0") == where(
+        lambda r: r["status"] == "failed" and r["name"].startswith("trial-0")
+    )
+
+
+def test_seed_runs_endpoint_pages_brief_rows(
+    server: Server, sweep: dict[str, dict[str, Any]]
+) -> None:
+    page = server.get_json("/runs?project=sweep&limit=10&sort=name&order=asc")
+    assert page["total"] == SWEEP and page["next_offset"] == 10
+    assert [r["run_id"] for r in page["runs"]] == sorted(sweep)[:10]
+    assert "config" not in page["runs"][0] and page["runs"][0]["started_at"] > 0
+    assert len(server.get_json("/runs?project=sweep")["runs"]) == SWEEP  # no limit: all
+    last = server.get_json("/runs?project=sweep&offset=20")
+    assert len(last["runs"]) == 5 and last["next_offset"] is None
+
+
+def test_facets_name_the_keys_and_tags_of_a_project(
+    server: Server, sweep: dict[str, dict[str, Any]]
+) -> None:
+    facets = server.get_json("/api/facets?project=sweep")
+    assert facets["total"] == SWEEP
+    assert facets["tags"] == ["arm-A", "arm-B", "sweep"]
+    config = {f["key"]: f for f in facets["config"]}
+    assert set(config) == {"lr", "model.width", "c.d"}
+    assert config["lr"] == {"key": "lr", "runs": SWEEP, "values": 3}
+    assert config["model.width"]["values"] == 4 and config["c.d"]["values"] == SWEEP
+    summary = {f["key"]: f for f in facets["summary"]}
+    assert summary["acc"]["runs"] == len([r for r in sweep.values() if r["summary"]])
+    assert server.get_json("/api/facets?project=sweep&tag=arm-A")["total"] == 13
