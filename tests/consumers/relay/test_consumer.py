@@ -111,9 +111,39 @@ def fake_host() -> Iterator[Callable[..., FakeHost]]:
 
 
 def held_all(request: dict[str, Any]) -> Reply:
-    """A host that holds whatever it is sent."""
+    """A host that holds whatever it is sent, to ``/ingest`` and ``/ingest/batch``."""
+    if request["path"].startswith("/ingest/batch"):
+        return 200, {"streams": [held_part(p, events) for p, events in parts_of(request)]}, {}
     last = orjson.loads(request["body"].splitlines()[-1])["seq"]
     return 200, {"seq": last, "written": 0, "duplicates": 0}, {}
+
+
+def held_part(stream: str, events: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"stream": stream, "status": 200, "seq": events[-1]["seq"], "written": len(events)}
+
+
+def parts_of(request: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The parts of an ``/ingest/batch`` request, or its one stream's part of ``/ingest``."""
+    values = [orjson.loads(line) for line in request["body"].splitlines()]
+    if not request["path"].startswith("/ingest/batch"):
+        return [(request["path"].split("stream=", 1)[1], values)]
+    parts: list[tuple[str, list[dict[str, Any]]]] = []
+    at = 0
+    while at < len(values):
+        header = values[at]
+        assert set(header) == {"stream", "events"}, header
+        parts.append((header["stream"], values[at + 1 : at + 1 + header["events"]]))
+        at += 1 + header["events"]
+    return parts
+
+
+def sent_seqs(requests: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """Every seq ``requests`` sent, per stream, in order."""
+    sent: dict[str, list[int]] = {}
+    for request in requests:
+        for stream, events in parts_of(request):
+            sent.setdefault(stream, []).extend(e["seq"] for e in events)
+    return sent
 
 
 # -- the client: one place that reads answers -----------------------------------------
@@ -536,5 +566,82 @@ def test_a_live_tail_is_paced_not_posted_every_poll(
     stop.set()
     thread.join(10)
     assert len(host.requests) <= seconds / 0.5 + 2, f"{len(host.requests)} in {seconds:.1f}s"
-    sent = [orjson.loads(line)["seq"] for r in host.requests for line in r["body"].splitlines()]
-    assert sent == list(range(151))
+    assert sent_seqs(host.requests) == {"live": list(range(151))}
+
+
+# -- multi-stream requests (/ingest/batch) -------------------------------------------------
+
+
+def test_a_round_of_many_streams_goes_in_one_request(
+    fake_host: Callable[..., FakeHost], tmp_path: Path
+) -> None:
+    host = fake_host(held_all)
+    root = tmp_path / "w"
+    runs = [f"run{n}" for n in range(12)]
+    for run in runs:
+        write_run(root, run, 20)
+    relay = relay_once(root, host.url)
+    assert relay.parked == {} and relayed(root, host.url) == last_seqs(root)
+    assert [r["path"] for r in host.requests] == ["/ingest/batch"]
+    assert sent_seqs(host.requests) == {run: list(range(23)) for run in runs}
+
+
+def test_a_refused_part_parks_its_stream_only_and_a_busy_one_is_sent_again_alone(
+    fake_host: Callable[..., FakeHost], tmp_path: Path
+) -> None:
+    def answer(request: dict[str, Any]) -> Reply:
+        if not request["path"].startswith("/ingest/batch"):
+            return held_all(request)
+        entries = []
+        for stream, events in parts_of(request):
+            if stream == "refused":
+                entries.append({"stream": stream, "status": 400, "error": "invalid_event",
+                                "message": "no", "line": 2, "field": "data"})  # fmt: skip
+            elif stream == "busy":
+                entries.append({"stream": stream, "status": 503, "error": "write_failed",
+                                "message": "disk full", "seq": -1})  # fmt: skip
+            else:
+                entries.append(held_part(stream, events))
+        return 200, {"streams": entries}, {}
+
+    host = fake_host(answer)
+    root = tmp_path / "w"
+    for run in ("ok", "refused", "busy"):
+        write_run(root, run, 30)
+    relay = relay_once(root, host.url)
+    assert list(relay.parked) == ["refused"] and "invalid_event" in relay.parked["refused"]
+    assert relayed(root, host.url) == {s: q for s, q in last_seqs(root).items() if s != "refused"}
+    alone = [r["path"] for r in host.requests if not r["path"].startswith("/ingest/batch")]
+    assert alone == ["/ingest?stream=busy"], "the busy part is resent alone, nothing else"
+
+
+def test_a_host_without_ingest_batch_gets_each_stream_alone(
+    fake_host: Callable[..., FakeHost], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def older(request: dict[str, Any]) -> Reply:
+        if request["path"].startswith("/ingest/batch"):
+            return 404, {"error": "not_found", "detail": "no such endpoint"}, {}
+        return held_all(request)
+
+    host = fake_host(older)
+    root = tmp_path / "w"
+    for run in ("a", "b", "c"):
+        write_run(root, run, 30)
+    relay = relay_once(root, host.url)
+    assert relay.failure is None and relay.parked == {}
+    assert relayed(root, host.url) == last_seqs(root)
+    batched = [r for r in host.requests if r["path"].startswith("/ingest/batch")]
+    assert len(batched) == 1, "asked once, then never again"
+    alone = [r for r in host.requests if r not in batched]
+    assert sent_seqs(alone) == {s: list(range(33)) for s in ("a", "b", "c")}
+    assert len([r for r in caplog.records if "/ingest/batch" in r.getMessage()]) == 1
+
+
+def test_lines_go_as_the_log_holds_them(fake_host: Callable[..., FakeHost], tmp_path: Path) -> None:
+    host = fake_host(held_all)
+    root = tmp_path / "w"
+    write_run(root, "raw", 40, payload=mixed)
+    relay_once(root, host.url)
+    (segment,) = (log_dir(root) / "raw").glob("*.ndjson")
+    body = b"".join(r["body"] for r in host.requests)
+    assert body == b'{"stream":"raw","events":43}\n' + segment.read_bytes()

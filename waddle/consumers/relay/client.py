@@ -1,4 +1,5 @@
-"""The HTTP side of relaying: POST a stream's events to a host's ``/ingest``, and back off.
+"""The HTTP side of relaying: POST events to a host's ``/ingest`` (one stream) or
+``/ingest/batch`` (several), and back off.
 
 ``IngestClient`` talks to one host over one keep-alive HTTP/1.1 connection
 (``http.client`` from the standard library; ``https://`` URLs use the default TLS
@@ -29,6 +30,11 @@ other 4xx                          ``HostDenied``, scope ``stream``, naming the 
 A request on a kept-alive connection that the host has meanwhile closed is sent once
 more on a fresh one before it counts as a failure (``/ingest`` is idempotent).
 
+``post_batch`` sends several streams' parts to ``/ingest/batch`` (docs/api.md): the
+request as a whole is answered as the table says (a 404 or 405 meaning a host older
+than that endpoint), and each part of a 200 becomes a ``Held`` or the ``HostRefused``
+its own status and error would have been for ``/ingest``.
+
 Bodies are NDJSON, gzip-compressed (``Content-Encoding: gzip``, level 1: about 6x
 smaller for metric events at ~3 us per event). A host that does not take gzip answers
 ``415``, or ``400 invalid_encoding`` (it read the compressed bytes as UTF-8); the client
@@ -42,14 +48,14 @@ import http.client
 import random
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 import orjson
 
-from waddle.errors import HostBusy, HostDenied, HostUnreachable, UsageError
+from waddle.errors import HostBusy, HostDenied, HostRefused, HostUnreachable, UsageError
 
 DEFAULT_TIMEOUT_S = 30.0
 GZIP_LEVEL = 1
@@ -160,19 +166,55 @@ class IngestClient(KeepAlive):
 
         Raises ``HostUnreachable``, ``HostBusy`` or ``HostDenied`` as the table above says.
         """
+        status, payload = self._request(f"/ingest?stream={quote(stream, safe='')}", body)
+        return _answer(self.url, stream, status, _json(payload), payload, self._retry_after)
+
+    def post_batch(self, parts: Sequence[tuple[str, int, bytes]]) -> list[Held | HostRefused]:
+        """Send ``parts`` ((stream, event count, NDJSON lines) each) in one request to
+        ``/ingest/batch``; per part, in order, what the host holds or why it refused it.
+
+        Raises as ``post`` does for the request as a whole (``HostDenied`` with status
+        404 or 405: the host has no ``/ingest/batch``).
+        """
+        body = b"".join(
+            b'{"stream":%s,"events":%d}\n%s' % (orjson.dumps(stream), count, lines)
+            for stream, count, lines in parts
+        )
+        status, payload = self._request("/ingest/batch", body)
+        answer = _json(payload)
+        entries = answer.get("streams") if status == 200 else None
+        if not isinstance(entries, list):
+            _answer(self.url, "(batch)", status, answer, payload, self._retry_after)
+            raise HostDenied(  # a 200 without its parts: not the protocol this relay speaks
+                f"{self.url} answered /ingest/batch without a list of parts",
+                status=404,
+                code="",
+                scope="host",
+            )
+        if [e.get("stream") if type(e) is dict else None for e in entries] != [p[0] for p in parts]:
+            raise HostDenied(
+                f"{self.url} answered /ingest/batch with parts other than those sent",
+                status=404,
+                code="",
+                scope="host",
+            )
+        return [_part(self.url, entry) for entry in entries]
+
+    def _request(self, path: str, body: bytes) -> tuple[int, bytes]:
+        """POST ``body`` to ``path``, gzip-compressed unless the host turned that down."""
         compressed = self.compress
-        status, payload = self._request(stream, body, compressed)
+        status, payload = self._send_body(path, body, compressed)
         if compressed and _refuses_gzip(status, payload):
             self.compress = False
-            status, payload = self._request(stream, body, False)
-        return _answer(self.url, stream, status, payload, self._retry_after)
+            status, payload = self._send_body(path, body, False)
+        return status, payload
 
-    def _request(self, stream: str, body: bytes, compressed: bool) -> tuple[int, bytes]:
+    def _send_body(self, path: str, body: bytes, compressed: bool) -> tuple[int, bytes]:
         headers = dict(self._headers)
         if compressed:
             body = gzip.compress(body, GZIP_LEVEL, mtime=0)
             headers["Content-Encoding"] = "gzip"
-        target = f"{self.path}/ingest?stream={quote(stream, safe='')}"
+        target = f"{self.path}{path}"
         self._retry_after: float | None = None
         return self._send(lambda: self._exchange(target, body, headers))
 
@@ -187,9 +229,27 @@ class IngestClient(KeepAlive):
         return response.status, payload
 
 
-def _answer(url: str, stream: str, status: int, payload: bytes, retry_after: float | None) -> Held:
-    """The one place an HTTP answer becomes a ``Held`` or an error."""
-    body = _json(payload)
+def _part(url: str, entry: dict[str, Any]) -> Held | HostRefused:
+    """One part's entry of an ``/ingest/batch`` answer, read as ``/ingest``'s answer."""
+    status = entry.get("status")
+    body = {**entry, "detail": entry.get("message", "")}
+    try:
+        return _answer(
+            url, str(entry["stream"]), status if type(status) is int else 0, body, b"", None
+        )
+    except HostRefused as exc:
+        return exc
+
+
+def _answer(
+    url: str,
+    stream: str,
+    status: int,
+    body: dict[str, Any],
+    payload: bytes,
+    retry_after: float | None,
+) -> Held:
+    """The one place an HTTP answer (``body``: its JSON) becomes a ``Held`` or an error."""
     code = str(body.get("error", ""))
     detail = str(body.get("detail", "")) or payload[:200].decode("utf-8", "replace").strip()
     if status == 200 and type(body.get("seq")) is int:

@@ -1,9 +1,12 @@
 """The relay forwarder: a durable consumer that posts every stream to a central host.
 
-Each stream's batches are posted to ``URL/ingest?stream=ID`` (NDJSON, gzip, bearer token;
-``client``) by a pool of ``senders`` threads (``sender`` does the sending, resending and
-retrying): streams in parallel, the events of one stream strictly
-in seq order, one batch per stream in flight.
+Each round of batches (every stream with new events) is posted to ``URL/ingest/batch``
+as few multi-stream requests, each under ``post_bytes`` (NDJSON, gzip, bearer token;
+``client``), by a pool of ``senders`` threads (``sender`` does the sending, resending
+and retrying): a machine costs its host one request per round, not one per run. The
+events of one stream go strictly in seq order, one batch per stream in flight; a host
+without ``/ingest/batch`` gets one request per stream (``URL/ingest?stream=ID``). Lines
+go as the log holds them, not encoded again, when the batch is exactly the lines read.
 
 Delivery: at-least-once on the wire, exactly-once in the host's log. The host is
 idempotent by (stream, seq) and all-or-nothing per request, and the relay commits a
@@ -11,25 +14,24 @@ stream's offset only once the host has answered that it holds every seq up to th
 after a crash the relay resends from its last commit and the host acknowledges what it
 already has without writing it again. Offsets live in ``state/<name>.json`` (the name is
 ``relay-<host>-<port>``, so relays to two hosts never share offsets). A host that lacks
-earlier events (409) gets them again from the local log; a stream whose missing seq the
-log no longer holds is *parked* (one error naming it, its events stay on disk) and the
-other streams go on.
+earlier events (409) gets them again from the local log; a seq the log lost (a bad line
+skipped) goes as a ``skipped`` placeholder; a stream with a longer gap, or one the host
+refuses, is *parked* (one error naming it, its events stay on disk) and the other
+streams go on.
 
-Backpressure: ``handle`` returns once each of its streams' previous batch has landed, so
-at most one batch per stream is in memory while the next round is read; ``commit`` waits
-for all of them. While the host is unreachable (connection errors, timeouts, 5xx) every
-request is retried with capped exponential backoff and jitter, forever unless
-``give_up_after`` says otherwise; the run loop reads nothing more meanwhile, so the
-segments on disk are the queue and retention keeps them: nothing is lost however long
-the outage lasts. Give the relay the run loop's ``stop`` event (or call ``interrupt``)
-so that a stop ends the wait. A refusal of the token (401/403) stops forwarding to that
-host with one error message and no further requests; nothing is committed past what the
-host acknowledged. Blobs go first: before a batch is posted, ``blobs.BlobRelay`` makes
-sure the host holds every blob its events name (HEAD, then PUT), and the offset commits
-only after both; a blob missing locally parks the stream. Live tails are paced: rounds
-that only carry a few new events per stream are at least ``linger`` seconds apart, each
-carrying everything new since.
-"""
+Backpressure: ``handle`` returns once the previous round has landed, so at most one
+round is in flight while the next one is read; ``commit`` waits for it. While the host
+is unreachable (connection errors, timeouts, 5xx) every request is retried with capped
+exponential backoff and jitter, forever unless ``give_up_after`` says otherwise; the run
+loop reads nothing more meanwhile, so the segments on disk are the queue and retention
+keeps them: nothing is lost however long the outage lasts. Give the relay the run loop's
+``stop`` event (or call ``interrupt``) so that a stop ends the wait. A refusal of the
+token (401/403) stops forwarding to that host with one error message and no further
+requests; nothing is committed past what the host acknowledged. Blobs go first: before a
+batch is posted, ``blobs.BlobRelay`` makes sure the host holds every blob its events
+name (HEAD, then PUT), and the offset commits only after both; a blob missing locally
+parks the stream. Live tails are paced: rounds that only carry a few new events per
+stream are at least ``linger`` seconds apart, each carrying everything new since. """
 
 from __future__ import annotations
 
@@ -46,10 +48,11 @@ from urllib.parse import urlsplit
 from waddle.consumers.base import Consumer, Offsets, run_consumer
 from waddle.consumers.relay.blobs import BlobRelay
 from waddle.consumers.relay.client import DEFAULT_TIMEOUT_S, Backoff, check_url
-from waddle.consumers.relay.sender import Sender
+from waddle.consumers.relay.sender import Part, Sender
 from waddle.errors import WaddleError
 from waddle.event_types import Event
 from waddle.eventlog.reader import DEFAULT_POLL_INTERVAL, Batch, Offset
+from waddle.eventlog.record import loads_lines
 from waddle.eventlog.segment import list_segments, log_dir, segment_name
 from waddle.ids import ID_CHARS
 from waddle.signals import on_stop_signals
@@ -111,6 +114,7 @@ class RelayConsumer(Consumer):
         compress: bool = True,
         backoff: Backoff | None = None,
         name: str | None = None,
+        batching: bool = True,
     ) -> None:
         self.root = Path(root)
         self.url = check_url(url)
@@ -127,7 +131,7 @@ class RelayConsumer(Consumer):
         self._lock = threading.Lock()
         self._interrupted = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
-        self._flight: dict[str, Future[None]] = {}
+        self._flight: list[Future[None]] = []
         self._last_round = 0.0
         self.sender = Sender(
             self,
@@ -141,6 +145,7 @@ class RelayConsumer(Consumer):
             give_up_after=give_up_after,
             quiet=stop_on_failure,
             wake=self._interrupted,
+            batching=batching,
         )
         self.blobs = BlobRelay(
             self,
@@ -158,32 +163,38 @@ class RelayConsumer(Consumer):
         self.failure = None
         self.parked = {}
         self._interrupted.clear()
-        self._flight = {}
+        self._flight = []
         self._pool = ThreadPoolExecutor(self.senders, thread_name_prefix=f"waddle-{self.name}")
         return super().start(offsets)
 
     def handle(self, batches: list[Batch]) -> None:
-        """Start sending this round; each stream once the host holds its previous batch.
+        """Start sending this round, once the host holds the previous one.
 
-        Streams do not wait for each other: a stream's batch goes as soon as that
-        stream's previous one has landed, while the others are still in flight. A live
-        round (every batch small, at the end of its log) waits until ``linger`` seconds
-        after the previous round, so the next round carries everything new since.
+        The round's streams go in multi-stream requests, in parallel. A live round
+        (every batch small, at the end of its log) waits until ``linger`` seconds after
+        the previous round, so the next round carries everything new since.
         """
         if self._live(batches):
             self.sender.sleep(self._last_round + self.linger - time.monotonic())
         self._last_round = time.monotonic()
+        self._settle()
+        parts: list[tuple[Part, Offset]] = []
         for batch in batches:
-            previous = self._flight.pop(batch.stream, None)
-            if previous is not None:
-                previous.result()
+            before = self.taken.get(batch.stream, Offset())
             events = self.fresh(batch)
-            if self.failure is not None or self._pool is None:
+            if self.failure is not None or self._pool is None or batch.stream in self.parked:
                 continue
-            if batch.stream not in self.parked:
-                self._flight[batch.stream] = self._pool.submit(
-                    self._deliver, batch.stream, events, batch.offset
-                )
+            if not events:
+                self._ack(batch.stream, batch.offset)
+                continue
+            lines = log_lines(self.root, batch, before, events)
+            parts.append((Part.of(batch.stream, events, lines), batch.offset))
+        ends = {part.stream: end for part, end in parts}
+        pool = self._pool
+        if pool is None:
+            return
+        for request in self.sender.pack([part for part, _ in parts]):
+            self._flight.append(pool.submit(self._deliver, [(p, ends[p.stream]) for p in request]))
 
     def commit(self) -> Offsets:
         """The offsets the host has acknowledged, once every batch in flight has landed."""
@@ -208,9 +219,9 @@ class RelayConsumer(Consumer):
             self.blobs.close()
 
     def _settle(self) -> None:
-        """Wait for every batch in flight; re-raise what went wrong in a sender (a bug)."""
-        flight, self._flight = self._flight, {}
-        for future in flight.values():
+        """Wait for every request in flight; re-raise what went wrong in a sender (a bug)."""
+        flight, self._flight = self._flight, []
+        for future in flight:
             future.result()
 
     def interrupt(self) -> None:
@@ -225,18 +236,32 @@ class RelayConsumer(Consumer):
             or (self.stop is not None and self.stop.is_set())
         )
 
-    def _deliver(self, stream: str, events: list[Event], end: Offset) -> None:
-        """Send one stream's batch; acknowledge its end offset once the host holds it.
+    def _deliver(self, request: list[tuple[Part, Offset]]) -> None:
+        """Send one request's parts, each after its blobs; acknowledge each part's end
+        offset once the host holds it."""
+        if self.stopping():
+            return
+        ready = [
+            (part, end) for part, end in request if self.blobs.ensure(part.stream, part.events)
+        ]
+        if not ready:
+            return
+        held = self.sender.send_parts([part for part, _ in ready])
+        for (part, end), landed in zip(ready, held, strict=True):
+            if landed:
+                self._ack(part.stream, end)
+
+    def _ack(self, stream: str, end: Offset) -> None:
+        """The host holds ``stream`` up to ``end``.
 
         Once stopping, nothing more is acknowledged: an earlier batch of the stream may
         not have landed, and an empty batch after it must not move the offset past it.
         """
         if self.stopping():
             return
-        if not events or (self.blobs.ensure(stream, events) and self.sender.send(stream, events)):
-            with self._lock:
-                before = self._acked.get(stream, Offset())
-                self._acked[stream] = Offset(end.segment, end.position, max(end.seq, before.seq))
+        with self._lock:
+            before = self._acked.get(stream, Offset())
+            self._acked[stream] = Offset(end.segment, end.position, max(end.seq, before.seq))
 
     def _live(self, batches: list[Batch]) -> bool:
         """Whether this round is a live tail: every batch small and at the end of its log."""
@@ -288,6 +313,35 @@ class RelayConsumer(Consumer):
             self.url,
             reason,
         )
+
+
+def log_lines(root: Path, batch: Batch, before: Offset, events: list[Event]) -> bytes | None:
+    """The lines of ``events`` as the log holds them, read again from the segment, or
+    None unless they are exactly the batch's lines (no bad line, no replayed event, no
+    gap): what the relay sends without encoding the events again."""
+    end = batch.offset
+    first, last = events[0]["seq"], events[-1]["seq"]
+    if batch.corrupt or batch.restarted or len(events) != len(batch.events):
+        return None
+    if last - first + 1 != len(events):
+        return None
+    start = before.position if before.segment == end.segment else 0
+    try:
+        with open(log_dir(root) / batch.stream / segment_name(end.segment), "rb") as handle:
+            handle.seek(start)
+            lines = handle.read(end.position - start)
+    except OSError:
+        return None
+    if lines.count(b"\n") != len(events) or not lines.endswith(b"\n"):
+        return None
+    edges = loads_lines([lines[: lines.find(b"\n")], lines[lines.rfind(b"\n", 0, -1) + 1 : -1]])
+    if not edges or [_seq_of(edge) for edge in edges] != [first, last]:
+        return None
+    return lines
+
+
+def _seq_of(value: object) -> object:
+    return value.get("seq") if type(value) is dict else None
 
 
 def relay_until_stopped(

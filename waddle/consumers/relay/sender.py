@@ -1,7 +1,9 @@
-"""Sending one stream's events until the host holds them: the relay's sending half.
+"""Sending streams' events until the host holds them: the relay's sending half.
 
 A ``Sender`` is shared by a relay's sending threads, each with its own connection
-(``client.IngestClient``). ``send(stream, events)`` returns True once the host holds
+(``client.IngestClient``). ``send_parts(parts)`` posts several streams' events in one
+request to ``/ingest/batch`` (``pack`` cuts a round into such requests) and settles each
+part as ``send`` would have: ``send(stream, events)`` returns True once the host holds
 the last of ``events``, and False when they will not land now (a stop, a refusal, an
 outage longer than ``give_up_after``), having told its ``owner`` why:
 
@@ -19,6 +21,11 @@ outage longer than ``give_up_after``), having told its ``owner`` why:
   and once when it ends; past ``give_up_after`` seconds, or on a refusal of the token,
   ``owner.fail`` stops the relay for that host.
 
+A part the host did not take whole (its 409, its 503) goes on alone through ``send``,
+which resends what the host lacks; a part it refused (400) parks only that stream. A
+host without ``/ingest/batch`` (404, 405) is sent each stream alone from then on (said
+once).
+
 Every wait ends promptly once ``owner.stopping()`` is true (``wake`` is set to hurry it).
 """
 
@@ -29,12 +36,13 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from waddle.consumers.relay.client import Backoff, Held, IngestClient
-from waddle.errors import HostDenied, HostRefused, TransientError, WaddleError
+from waddle.errors import HostBusy, HostDenied, HostRefused, TransientError, WaddleError
 from waddle.event_types import Event, SkippedEvent
 from waddle.eventlog.reader import LogReader, Offset
 from waddle.eventlog.record import encode
@@ -68,6 +76,37 @@ class _TooLarge(Exception):
     """The host's body limit is below this request (a 413)."""
 
 
+class _Unframed(Exception):
+    """The host refused a multi-stream request as a whole (a 400): send its parts alone."""
+
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One stream's share of a multi-stream request: its events (seq order, at least one)
+    and their NDJSON lines, as the log holds them or encoded again."""
+
+    stream: str
+    events: list[Event]
+    lines: bytes
+
+    @classmethod
+    def of(cls, stream: str, events: Sequence[Event], lines: bytes | None = None) -> Part:
+        """The part of ``events``; ``lines`` are their lines read from the log, if known
+        (gaps are filled with placeholders, which re-encodes)."""
+        filled = fill_gaps(events)
+        if lines is None or len(filled) != len(events):
+            lines = b"".join(map(encode, filled))
+        return cls(stream, filled, lines)
+
+    @property
+    def gapless(self) -> bool:
+        """Whether the seqs rise by one throughout (else a gap too long to fill is left)."""
+        return self.events[-1]["seq"] - self.events[0]["seq"] + 1 == len(self.events)
+
+
 class Sender:
     """Posts streams to one host for ``owner``; thread-safe, one connection per thread."""
 
@@ -85,6 +124,7 @@ class Sender:
         give_up_after: float | None,
         quiet: bool,
         wake: threading.Event,
+        batching: bool = True,
     ) -> None:
         self.owner = owner
         self.root = root
@@ -97,6 +137,7 @@ class Sender:
         self.give_up_after = give_up_after
         self.quiet = quiet
         self.wake = wake
+        self.batching = batching
         self._lock = threading.Lock()
         self._local = threading.local()
         self._clients: list[IngestClient] = []
@@ -120,6 +161,82 @@ class Sender:
             with self._lock:
                 self._clients.append(client)
         return client
+
+    def pack(self, parts: Sequence[Part]) -> list[list[Part]]:
+        """``parts`` cut into requests under ``post_bytes`` (one part each while the host
+        takes no multi-stream requests); a part larger than that, or with a gap left
+        (``send`` sends it in pieces), is a request alone."""
+        requests: list[list[Part]] = []
+        size = self.post_bytes
+        for part in parts:
+            alone = not self.batching or not part.gapless
+            if alone or size + len(part.lines) > self.post_bytes:
+                requests.append([])
+                size = 0
+            requests[-1].append(part)
+            size = self.post_bytes if alone else size + len(part.lines)
+        return requests
+
+    def send_parts(self, parts: list[Part]) -> list[bool]:
+        """Post ``parts`` (distinct streams) in one request; per part, whether the host
+        now holds all of its events (False: see ``send``)."""
+        if not self.batching or not all(part.gapless for part in parts):
+            return [self.send(part.stream, part.events) for part in parts]
+        try:
+            answers = self._exchange(
+                lambda client: client.post_batch(
+                    [(part.stream, len(part.events), part.lines) for part in parts]
+                ),
+                self._batch_denied,
+            )
+        except _TooLarge:
+            if len(parts) == 1:
+                return [self.send(parts[0].stream, parts[0].events)]
+            self.post_bytes = max(1, sum(len(part.lines) for part in parts) // 2)
+            half = len(parts) // 2
+            return self.send_parts(parts[:half]) + self.send_parts(parts[half:])
+        except _Unframed:
+            return [self.send(part.stream, part.events) for part in parts]
+        if answers is None:
+            return [False] * len(parts)
+        return [self._settle(part, answer) for part, answer in zip(parts, answers, strict=True)]
+
+    def _settle(self, part: Part, answer: Held | HostRefused) -> bool:
+        """Whether the host holds ``part`` after its answer, resending what it lacks."""
+        first, last = part.events[0]["seq"], part.events[-1]["seq"]
+        if isinstance(answer, Held):
+            if not answer.gap and answer.seq >= last:
+                return True
+            lacks = answer.gap and answer.seq < first - 1
+            if lacks and not self._resend_from_log(part.stream, answer.seq, first - 1, 1):
+                return False
+            return self.send(part.stream, part.events)
+        if isinstance(answer, HostBusy):
+            return self.send(part.stream, part.events)  # alone, with backoff
+        if isinstance(answer, HostDenied) and answer.scope == "host":
+            self.owner.fail(answer)
+        else:
+            self.owner.park(part.stream, str(answer))
+        return False
+
+    def _batch_denied(self, exc: HostDenied) -> None:
+        """A multi-stream request refused as a whole."""
+        if exc.status == 413:
+            raise _TooLarge from exc
+        if exc.status in (404, 405):
+            with self._lock:
+                was, self.batching = self.batching, False
+            if was:
+                logger.warning(
+                    "waddle relay: %s has no /ingest/batch (an older host); sending each "
+                    "stream in requests of its own",
+                    self.url,
+                )
+            raise _Unframed from exc
+        if exc.scope == "host":
+            self.owner.fail(exc)
+            return
+        raise _Unframed from exc
 
     def send(self, stream: str, events: Sequence[Event], depth: int = 0) -> bool:
         """Post ``events`` (seq order) until the host holds the last; False if it cannot."""
@@ -198,30 +315,42 @@ class Sender:
         return expected > until
 
     def _post(self, stream: str, body: bytes) -> Held | None:
-        """One request, retried while the host is unreachable; None when it will not land."""
+        """One request of ``stream``, retried while the host is unreachable; None when it
+        will not land."""
+
+        def denied(exc: HostDenied) -> None:
+            if exc.status == 413:
+                raise _TooLarge from exc
+            if exc.scope == "host":
+                self.owner.fail(exc)
+            else:
+                self.owner.park(stream, str(exc))
+
+        return self._exchange(lambda client: client.post(stream, body), denied)
+
+    def _exchange(
+        self, call: Callable[[IngestClient], _T], denied: Callable[[HostDenied], None]
+    ) -> _T | None:
+        """``call`` on this thread's connection, retried while the host is unreachable;
+        None when it will not land (``denied`` has dealt with a refusal, or may raise)."""
         attempt = 0
         client = self.client()
         while not self.owner.stopping():
             began = time.monotonic()
             try:
-                held = client.post(stream, body)
+                result = call(client)
             except TransientError as exc:
                 if not self._wait_out(exc, attempt, began):
                     return None
                 attempt += 1
                 continue
             except HostDenied as exc:
-                if exc.status == 413:
-                    raise _TooLarge from exc
-                if exc.scope == "host":
-                    self.owner.fail(exc)
-                else:
-                    self.owner.park(stream, str(exc))
+                denied(exc)
                 return None
             self._reachable()
             if self.compress and not client.compress:
                 self._no_gzip()
-            return held
+            return result
         return None
 
     def _wait_out(self, exc: TransientError, attempt: int, began: float) -> bool:
