@@ -1,16 +1,20 @@
-"""Writing one finished run into the Parquet lake, so that no reader sees half of it.
+"""Writing finished runs into the Parquet lake, so that no reader sees half of a run.
 
-A run's files are first written under ``<lake>/_staging/<writer>/<run_id>/`` (outside
-every table's folder, so no glob of the lake reads them), fsynced, then renamed into
-their partitions, the ``runs`` file last (``waddle.store.lake.STORE_TABLES``). A rename
-replaces the writer's earlier file of that run, so a run exported again is replaced, not
-doubled. The ``runs`` file carries the run's fingerprint (its status and the finish
-time of each stream) in its Parquet metadata: an export whose ``runs`` file already has
-the fingerprint is complete and is not redone.
+Runs are exported in batches. A batch's files are first written under
+``<lake>/_staging/<writer>/`` (outside every table's folder, so no glob of the lake reads
+them): one DuckDB ``COPY ... PARTITION_BY`` per table for the whole batch, and one
+``COPY`` per run of its ``runs`` row, which carries the run's fingerprint (its status and
+each stream's finish time) in its Parquet metadata. Once the staged files are synced to
+disk they are renamed into their partitions run by run, the ``runs`` file of a run after
+its other tables (``waddle.store.lake.STORE_TABLES``), and the renames are synced. A
+rename replaces the writer's earlier file of that run and table, so a run exported again
+is replaced, not doubled. A table in which a run has no rows gets no file (rows of a run
+are never removed, so no stale file of it can remain).
 
 Guarantees: a process killed mid-export leaves staged files (removed at the next start,
-``clear_staging``) and possibly some tables of the run in place without its ``runs``
-file; the next export of the run replaces them. Nothing here decides *when* a run is
+``clear_staging``) and possibly some tables of a run in place without its ``runs`` file;
+the next export of the run replaces them. An export whose ``runs`` file already carries
+the fingerprint is complete (``is_exported``). Nothing here decides *when* a run is
 exported: that is the consumer's (``waddle.consumers.lake.consumer``).
 """
 
@@ -32,15 +36,12 @@ from waddle.store.lake import (
 
 FINGERPRINT_KEY = "waddle_fingerprint"
 STAGING = "_staging"
+# (run id, project, fingerprint) of one finished run.
+Run = tuple[str, str | None, str]
 
 
 def staging_dir(lake: Path, writer: str) -> Path:
     return lake / STAGING / writer
-
-
-def file_name(writer: str) -> str:
-    """The name of a writer's file in each partition (one per run, table and writer)."""
-    return f"part-{writer}.parquet"
 
 
 def clear_staging(lake: Path, writer: str) -> None:
@@ -48,79 +49,88 @@ def clear_staging(lake: Path, writer: str) -> None:
     shutil.rmtree(staging_dir(lake, writer), ignore_errors=True)
 
 
-def columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
-    """The columns of the store's ``table`` that go into the files (not the partitions)."""
+def file_name(writer: str, index: int = 0) -> str:
+    """A writer's file in a partition (one, unless DuckDB split a very large one)."""
+    return f"part-{writer}.parquet" if index == 0 else f"part-{writer}-{index}.parquet"
+
+
+class Exporter:
+    """Exports batches of runs from a store (the consumer's scratch database) to a lake."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, lake: Path, writer: str) -> None:
+        self.lake = lake
+        self.writer = writer
+        self.selects = {table: _select(con, table) for table in TABLES}
+
+    def is_exported(self, con: duckdb.DuckDBPyConnection, run: Run) -> bool:
+        """Whether the lake already holds this writer's export of ``run`` as it is now."""
+        run_id, project, fingerprint = run
+        target = partition_dir(self.lake, "runs", project, run_id) / file_name(self.writer)
+        if not target.exists():
+            return False
+        found = con.execute(
+            "SELECT decode(value) FROM parquet_kv_metadata(?) WHERE decode(key) = ?",
+            [str(target), FINGERPRINT_KEY],
+        ).fetchall()
+        return found == [(fingerprint,)]
+
+    def export(self, con: duckdb.DuckDBPyConnection, runs: list[Run]) -> None:
+        """Write every table's rows of ``runs`` into the lake (see the module)."""
+        staged = staging_dir(self.lake, self.writer)
+        shutil.rmtree(staged, ignore_errors=True)
+        staged.mkdir(parents=True)
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE lake_batch AS "
+            "SELECT (generate_subscripts($ids, 1) - 1)::INTEGER AS i, unnest($ids) AS run_id",
+            {"ids": [run[0] for run in runs]},
+        )
+        for table in (t for t in TABLES if t != "runs"):
+            con.execute(
+                f"COPY ({self.selects[table]}) TO {literal(staged / table)} "
+                "(FORMAT parquet, PARTITION_BY (i), FILENAME_PATTERN 'part')"
+            )
+        for index, (_, _, fingerprint) in enumerate(runs):
+            folder = staged / "runs" / f"i={index}"
+            folder.mkdir(parents=True)
+            metadata = f"KV_METADATA {{{FINGERPRINT_KEY}: {literal(fingerprint)}}}"
+            con.execute(
+                f"COPY (SELECT * EXCLUDE (i) FROM ({self.selects['runs']}) WHERE i = ?) "
+                f"TO {literal(folder / 'part0.parquet')} (FORMAT parquet, {metadata})",
+                [index],
+            )
+        os.sync()  # the staged bytes are on disk before any rename can be
+        for index, (run_id, project, _) in enumerate(runs):
+            for table in TABLES:
+                self._place(staged / table / f"i={index}", table, project, run_id)
+        os.sync()
+        shutil.rmtree(staged, ignore_errors=True)
+
+    def _place(self, source: Path, table: str, project: str | None, run_id: str) -> None:
+        """Rename a run's staged files of ``table`` into its partition."""
+        files = sorted(source.glob("*.parquet")) if source.is_dir() else []
+        if not files:
+            return
+        target = partition_dir(self.lake, table, project, run_id)
+        target.mkdir(parents=True, exist_ok=True)
+        for index, path in enumerate(files):
+            os.replace(path, target / file_name(self.writer, index))
+        for stale in target.glob(f"part-{self.writer}-*.parquet"):
+            if stale.name not in {file_name(self.writer, i) for i in range(len(files))}:
+                stale.unlink()
+
+
+def _select(con: duckdb.DuckDBPyConnection, table: str) -> str:
+    """The rows of the batch's runs of ``table``, without partition columns, with ``i``
+    (the run's place in the batch)."""
+    if table in DERIVED_TABLES:
+        return (
+            f"SELECT j.key, j.value, b.i FROM runs JOIN lake_batch b USING (run_id), "
+            f"json_each(runs.{table}) AS j"
+        )
     rows = con.execute(
         "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
         "AND schema_name = 'main' AND table_name = ? ORDER BY column_index",
         [table],
     ).fetchall()
-    return [name for (name,) in rows if name not in PARTITION_COLUMNS]
-
-
-def _query(con: duckdb.DuckDBPyConnection, table: str) -> str:
-    """The rows of one run (parameter ``$run``) of ``table``, without partition columns."""
-    if table in DERIVED_TABLES:
-        return (
-            f"SELECT j.key, j.value FROM runs, json_each(runs.{table}) AS j "
-            "WHERE runs.run_id = $run ORDER BY j.key"
-        )
-    names = ", ".join(f'"{name}"' for name in columns(con, table))
-    return f"SELECT {names} FROM {table} WHERE run_id = $run"
-
-
-def is_exported(
-    con: duckdb.DuckDBPyConnection,
-    lake: Path,
-    writer: str,
-    run: tuple[str, str | None],
-    fingerprint: str,
-) -> bool:
-    """Whether the lake already holds this writer's export of ``run`` at ``fingerprint``."""
-    run_id, project = run
-    target = partition_dir(lake, "runs", project, run_id) / file_name(writer)
-    if not target.exists():
-        return False
-    found = con.execute(
-        "SELECT decode(value) FROM parquet_kv_metadata(?) WHERE decode(key) = ?",
-        [str(target), FINGERPRINT_KEY],
-    ).fetchall()
-    return found == [(fingerprint,)]
-
-
-def export(
-    con: duckdb.DuckDBPyConnection,
-    lake: Path,
-    writer: str,
-    run: tuple[str, str | None],
-    fingerprint: str,
-) -> None:
-    """Write every table's rows of ``run`` (run id, project) into the lake (see module)."""
-    run_id, project = run
-    targets = [partition_dir(lake, table, project, run_id) for table in TABLES]
-    staged = staging_dir(lake, writer) / run_id
-    shutil.rmtree(staged, ignore_errors=True)
-    staged.mkdir(parents=True)
-    files = []
-    for table in TABLES:
-        path = staged / f"{table}.parquet"
-        options = "FORMAT parquet"
-        if table == "runs":
-            options += f", KV_METADATA {{{FINGERPRINT_KEY}: {literal(fingerprint)}}}"
-        con.execute(f"COPY ({_query(con, table)}) TO {literal(path)} ({options})", {"run": run_id})
-        _fsync(path)
-        files.append(path)
-    for path, target in zip(files, targets, strict=True):
-        target.mkdir(parents=True, exist_ok=True)
-        os.replace(path, target / file_name(writer))
-        _fsync(target)
-    shutil.rmtree(staged, ignore_errors=True)
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file's or a folder's entry to disk (a rename is durable once its folder is)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    names = ", ".join(f't."{name}"' for (name,) in rows if name not in PARTITION_COLUMNS)
+    return f"SELECT {names}, b.i FROM {table} t JOIN lake_batch b USING (run_id)"
