@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 import waddle
-from waddle.producer.media.png import _pillow, encode_png
+from waddle.producer.media.png import encode_png, pillow
 
 SIZES = (64, 512)
 PEERS = ("wandb", "trackio")
@@ -108,7 +108,7 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    encoder = "Pillow" if _pillow() else "stdlib zlib writer (Pillow not installed)"
+    encoder = "Pillow" if pillow() else "stdlib zlib writer (Pillow not installed)"
     print(f"PNG encoder: {encoder}; medians over {args.rounds} rounds")
     print(f"{'':34} {'images/s':>10} {'µs/image':>10} {'log/floor':>10}")
     with tempfile.TemporaryDirectory() as folder:

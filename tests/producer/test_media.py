@@ -1,6 +1,6 @@
-"""Media values in ``run.log``: images, histograms, tables (and the missing encoders of
-audio and video), their blobs written before the event that names them, and I/O trouble
-counted, never raised."""
+"""Media values in ``run.log``: images, histograms, tables, their blobs written before the
+event that names them, and I/O trouble counted, never raised. The encoders of the
+``media`` extra (audio, video, Pillow) are tested in ``tests/producer/media``."""
 
 from __future__ import annotations
 
@@ -274,23 +274,6 @@ def test_a_row_of_the_wrong_width_fails_at_the_call() -> None:
     with pytest.raises(waddle.UsageError, match="3 cells"):
         table.add_data(1, 2, 3)
     assert table.data == []
-
-
-# --- audio and video without their encoders ----------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("kind", "module", "extra"), [("Audio", "soundfile", "audio"), ("Video", "imageio", "video")]
-)
-def test_audio_and_video_name_the_extra_they_need(kind: str, module: str, extra: str) -> None:
-    try:
-        __import__(module)
-    except ImportError:
-        pass
-    else:
-        pytest.skip(f"{module} is installed")
-    with pytest.raises(ImportError, match=rf"waddleml\[{extra}\]"):
-        getattr(waddle, kind)(np.zeros((4, 3, 2, 2)))
 
 
 # --- the log path ------------------------------------------------------------------------------

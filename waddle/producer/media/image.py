@@ -4,11 +4,13 @@ Arrays are ``H x W`` (grayscale) or ``H x W x C`` with C = 1, 3 or 4 (gray, RGB,
 a torch tensor is ``C x H x W`` (a numpy array in that layout is accepted too, as wandb
 does). Floats are read as 0-1 and scaled to 0-255; integers are clipped to 0-255. Pixels
 are encoded as PNG at construction (a bad shape fails at the call, and the cost is paid
-by the line that made the image); a JPEG or PNG file is kept as it is.
+by the line that made the image); a JPEG or PNG file is kept as it is, a file of another
+format is read by Pillow (when installed) and encoded as PNG.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from typing import TYPE_CHECKING, Any
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from waddle.blobs.store import BlobStore
 from waddle.errors import UsageError
 from waddle.producer.media.base import Media, caption_field
-from waddle.producer.media.png import encode_png, image_file_info
+from waddle.producer.media.png import encode_png, image_file_info, pillow
 
 if TYPE_CHECKING:
     import numpy as np
@@ -47,8 +49,11 @@ class Image(Media):
                     self._bytes = file.read()
             except (FileNotFoundError, IsADirectoryError) as exc:
                 raise UsageError(f"Image() found no image file at {data_or_path}") from exc
-            self.format, self.width, self.height = image_file_info(self._bytes)
-            return
+            try:
+                self.format, self.width, self.height = image_file_info(self._bytes)
+                return
+            except UsageError:
+                data_or_path = decoded(self._bytes, data_or_path)
         pixels = as_pixels(data_or_path)
         self.height, self.width = int(pixels.shape[0]), int(pixels.shape[1])
         self.format = "png"
@@ -68,6 +73,23 @@ class Image(Media):
 
     def __repr__(self) -> str:
         return f"<waddle.Image {self.width}x{self.height} {self.format}>"
+
+
+def decoded(data: bytes, path: str | os.PathLike[str]) -> Any:
+    """An image file that is neither PNG nor JPEG (GIF, BMP, WebP, TIFF, ...) as a PIL
+    image, to be encoded as PNG; without Pillow, the error naming PNG and JPEG."""
+    pil = pillow()
+    if not pil:
+        raise UsageError(
+            f"Image() keeps PNG and JPEG files as they are; {path} is neither "
+            "(install Pillow to record other formats as PNG)"
+        )
+    try:
+        image = pil.open(io.BytesIO(data))
+        image.load()  # the first frame of an animation
+    except OSError as exc:  # PIL.UnidentifiedImageError is one
+        raise UsageError(f"Image() cannot read {path} as an image: {exc}") from exc
+    return image
 
 
 def as_pixels(data: Any) -> np.ndarray:

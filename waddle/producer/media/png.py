@@ -27,22 +27,23 @@ _PIL_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 _pil: Any = None
 
 
-def _pillow() -> Any:
+def pillow() -> Any:
     """PIL.Image, or False when Pillow is not installed (looked up once)."""
     global _pil
     if _pil is None:
         try:
             from PIL import Image as pil_image  # type: ignore[import-not-found, unused-ignore]
         except ImportError:
-            pil_image = False
-        _pil = pil_image
+            _pil = False
+        else:
+            _pil = pil_image
     return _pil
 
 
 def encode_png(pixels: np.ndarray) -> bytes:
     """An ``H x W x C`` uint8 array (C = 1, 2, 3 or 4) as PNG bytes."""
     channels = pixels.shape[2]
-    pil = _pillow()
+    pil = pillow()
     if pil:
         buffer = io.BytesIO()
         image = pil.fromarray(pixels[:, :, 0] if channels == 1 else pixels, _PIL_MODES[channels])
