@@ -51,6 +51,14 @@ def test_values_appear_without_reload_and_survive_a_restart(
         table.locator(f'tr[data-run="{run.id}"] td[data-column="status"]').inner_text() == "running"
     )
 
+    # A run that starts while the table is open appears in it (the page is fetched again).
+    second = waddle.init(
+        project="live", name="second", root=root, system_metrics=False, reinit="create_new"
+    )
+    second.log({"train/loss": 1.0})
+    table.locator(f'tr[data-run="{second.id}"]').wait_for(timeout=TIMEOUT_MS)
+    second.finish()
+
     page, _ = open_page(live_server, f"project=live&run={run.id}")
     page.wait_for_selector('.live-status[data-status="live"]', timeout=TIMEOUT_MS)
     wait_for_point(page, "train/loss", 19)
