@@ -1,25 +1,35 @@
-"""Time to first chart in the dashboard, at scale, in Debian's chromium (Playwright).
+"""The dashboard at scale, in Debian's chromium (Playwright): the runs table's first
+page at 10,000 runs, side by side with the same at a tenth of that, and the first chart
+of a 1,000,000-step run.
 
-Builds a Waddle folder with the real producer: one project of ``--runs`` runs (each a
-short run with config, tags and summary) and one run whose ``train/loss`` has
-``--steps`` steps (a million by default), then serves it with ``waddle serve`` on a
-loopback port and measures, over ``--rounds`` fresh pages:
+Builds a Waddle folder with the real producer (children in parallel, one per CPU): a
+project "scale" of ``--runs`` runs, a project "small" of a tenth as many (each a short
+run with config, tags and a summary metric), and in "scale" one run whose ``train/loss``
+has ``--steps`` steps. It serves the folder with ``waddle serve`` on a loopback port and
+measures, over ``--rounds`` fresh pages, each case once per round in turn:
 
-* runs table: from navigation until the table holds the whole project (sorted, counted,
-  its first page of rows drawn; further rows are added as the table scrolls);
-* first chart: from navigation to the run until its first chart is drawn with data
-  (uPlot holds the downsampled series and has painted it);
+* runs table: from navigation until its first page is painted (the server counted,
+  sorted and sent one page of 100 runs; the rows are drawn), for "scale" and "small":
+  the ratio says whether the cost grows with the project;
+* sort: from a click on a summary metric's column head until the re-sorted first page
+  is drawn (sorted over every run by the server);
+* first chart: from navigation to the big run until its first chart is drawn with data;
 * compare: the big run and a small one overlaid, until both series are drawn.
+
+It also times, side by side, what the table asks the API for now (one page) and what
+it asked before paging moved to the server (every run of the project, 10,000 rows with
+config and summary).
 
 The folder is built once and kept (``--dir``, default under the system temp folder) so
 later invocations skip the build; ``--rebuild`` forces it.
 
-    python benchmarks/bench_dashboard.py [--runs 1000] [--steps 1000000] [--rounds 5]
+    python benchmarks/bench_dashboard.py [--runs 10000] [--steps 1000000] [--rounds 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -30,6 +40,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 from urllib.request import urlopen
 
 from serving import start_server
@@ -46,22 +57,27 @@ CHROMIUM_ARGS = [
 ]
 RESULTS = Path(__file__).resolve().parent / "results"
 
-# Run by a child python (from stdin, in a folder outside any git repository, so that
-# waddle.init's context does not run git for every one of the thousand runs).
+# Run by child pythons (from stdin, in a folder outside any git repository, so that
+# waddle.init's context does not run git for every run): runs [first, last) of a project.
 PRODUCER = r"""
-import math, random, sys, time
+import math, random, sys
 import waddle
-root, runs, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-rng = random.Random(0)
-for i in range(runs):
+root, project, first, last = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+for i in range(first, last):
+    rng = random.Random(i)
     lr = rng.choice([1e-4, 3e-4, 1e-3, 3e-3])
-    run = waddle.init(project="scale", name=f"sweep-{i:04d}", root=root, system_metrics=False,
+    run = waddle.init(project=project, name=f"sweep-{i:05d}", root=root, system_metrics=False,
                       config={"lr": lr, "batch_size": rng.choice([32, 64, 128]), "seed": i},
                       tags=["sweep", rng.choice(["a", "b"])])
     for step in range(20):
         run.log({"train/loss": math.exp(-step * lr * 100) + rng.random() * 0.1})
     run.summary["best"] = rng.random()
     run.finish()
+"""
+BIG = r"""
+import math, sys
+import waddle
+root, steps = sys.argv[1], int(sys.argv[2])
 big = waddle.init(project="scale", name="million", root=root, system_metrics=False,
                   config={"lr": 1e-3, "batch_size": 64, "seed": -1}, tags=["long"])
 log = big.log
@@ -70,46 +86,87 @@ for step in range(steps):
 big.finish()
 print(big.id, flush=True)
 """
+PAGE = 100  # the runs table's PAGE_SIZE (static/js/runs_table.js)
 
 
-def build(root: Path, runs: int, steps: int) -> str:
+def child(script: str, *args: object) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-", *map(str, args)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,  # finish() says where each run is
+        cwd=tempfile.gettempdir(),
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(script.encode())
+    proc.stdin.close()
+    return proc
+
+
+def build(root: Path, projects: dict[str, int], steps: int) -> str:
+    """Write the projects' runs (one child per CPU) and the big run; its id."""
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
     started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-", str(root), str(runs), str(steps)],
-        input=PRODUCER.encode(),
-        capture_output=True,
-        cwd=tempfile.gettempdir(),
-        check=True,
+    jobs = max(1, os.cpu_count() or 1)
+    procs = [child(BIG, root, steps)]
+    for project, runs in projects.items():
+        cuts = [runs * j // jobs for j in range(jobs + 1)]
+        procs += [child(PRODUCER, root, project, a, b) for a, b in itertools.pairwise(cuts)]
+    outputs = [proc.stdout.read() if proc.stdout else b"" for proc in procs]
+    if any(proc.wait() for proc in procs):
+        raise SystemExit("a producer failed")
+    big = outputs[0].decode().split()[-1]
+    meta = {"projects": projects, "steps": steps, "big": big}
+    (root / "bench.json").write_text(json.dumps(meta))
+    total = sum(projects.values())
+    print(
+        f"built {total:,} runs + 1 run of {steps:,} steps in "
+        f"{time.perf_counter() - started:.1f} s ({jobs} producers)"
     )
-    big = done.stdout.decode().split()[-1]
-    (root / "bench.json").write_text(json.dumps({"runs": runs, "steps": steps, "big": big}))
-    print(f"built {runs} runs + 1 run of {steps:,} steps in {time.perf_counter() - started:.1f} s")
     return big
 
 
-def wait_ingested(url: str, big: str, steps: int, runs: int) -> float:
+def get_json(url: str) -> dict[str, Any]:
+    with urlopen(url) as response:
+        return json.load(response)
+
+
+def wait_ingested(url: str, big: str, steps: int, projects: dict[str, int]) -> float:
     """Seconds until the DuckDB writer holds every run and the big run's last step."""
     started = time.perf_counter()
+    wanted = {**projects, "scale": projects["scale"] + 1}
     while True:
         try:
-            with urlopen(f"{url}api/runs?project=scale&limit=1") as response:
-                total = json.load(response)["total"]
-            with urlopen(f"{url}api/runs/{big}") as response:
-                last = json.load(response).get("last_step")
+            totals = {p: get_json(f"{url}api/runs?project={p}&limit=1")["total"] for p in wanted}
+            last = get_json(f"{url}api/runs/{big}").get("last_step")
         except OSError:
-            total, last = 0, None
-        if total >= runs + 1 and last == steps - 1:
+            totals, last = {}, None
+        if totals == wanted and last == steps - 1:
             return time.perf_counter() - started
-        time.sleep(0.2)
+        time.sleep(0.5)
+
+
+def api_ms(url: str, query: str, rounds: int) -> list[float]:
+    """Milliseconds for GET /api/runs?query, read whole, ``rounds`` times."""
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        get_json(f"{url}api/runs?{query}")
+        times.append((time.perf_counter() - started) * 1000)
+    return times
 
 
 DRAWN = """([key, series]) => [...document.querySelectorAll('.chart')].some((n) =>
     n.__chart.options.title === key && n.__chart.uplot
     && n.__chart.uplot.series.length - 1 === series
     && n.__chart.uplot.data.slice(1).every((ys) => ys.some((y) => y != null)))"""
+# The first page painted: the count names the project's total, the page's rows are drawn.
+FIRST_PAGE = """([n, page]) => document.querySelector('.run-count')?.textContent
+    === `1\u2013${Math.min(n, page)} of ${n} runs`
+    && document.querySelectorAll('table.runs tbody tr[data-run]').length === Math.min(n, page)
+    && !document.querySelector('table.runs[data-loading]')"""
 
 
 def measure(browser, url: str, fragment: str, ready: str, arg: object) -> float:
@@ -128,9 +185,36 @@ def measure(browser, url: str, fragment: str, ready: str, arg: object) -> float:
         context.close()
 
 
+def measure_sort(browser, url: str, runs: int) -> float:
+    """Milliseconds from a click on the summary column "best" until the first page,
+    sorted by it over every run, is drawn."""
+    context = browser.new_context(viewport={"width": 1360, "height": 900})
+    page = context.new_page()
+    try:
+        page.goto(f"{url}#project=scale")
+        page.wait_for_function(FIRST_PAGE, arg=[runs, PAGE], timeout=60_000)
+        head = 'th[data-column="summary:best"]'
+        return page.evaluate(
+            """(head) => new Promise((done) => {
+                const table = document.querySelector('table.runs');
+                const start = performance.now();
+                const watch = new MutationObserver(() => {
+                    if (table.dataset.loading) return;
+                    watch.disconnect();
+                    requestAnimationFrame(() => done(performance.now() - start));
+                });
+                watch.observe(table, { attributes: true, attributeFilter: ['data-loading'] });
+                document.querySelector(head).click();
+            })""",
+            head,
+        )
+    finally:
+        context.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=10_000)
     parser.add_argument("--steps", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument(
@@ -142,26 +226,35 @@ def main() -> None:
 
     from playwright.sync_api import sync_playwright
 
+    projects = {"scale": args.runs, "small": max(1, args.runs // 10)}
     meta = args.dir / "bench.json"
     saved = json.loads(meta.read_text()) if meta.exists() else {}
-    if args.rebuild or saved.get("runs") != args.runs or saved.get("steps") != args.steps:
-        big = build(args.dir, args.runs, args.steps)
+    if args.rebuild or saved.get("projects") != projects or saved.get("steps") != args.steps:
+        big = build(args.dir, projects, args.steps)
     else:
         big = saved["big"]
+    print(f"load average before serving: {os.getloadavg()[0]:.2f}")
     proc, base = start_server(args.dir)
     url = base + "/"
     try:
-        ingest = wait_ingested(url, big, args.steps, args.runs)
+        ingest = wait_ingested(url, big, args.steps, projects)
         print(f"server ready; tables complete {ingest:.1f} s after start")
-        with urlopen(f"{url}api/runs?project=scale&limit=2&sort=name") as response:
-            small = json.load(response)["runs"][0]["run_id"]
-        rows = (
-            "([n]) => document.querySelector('.run-count')?.textContent === `${n} of ${n} runs`"
-            " && document.querySelectorAll('table.runs tbody tr[data-run]').length"
-            " >= Math.min(n, 200)"
-        )
+        small_run = get_json(f"{url}api/runs?project=scale&limit=1&sort=name&order=desc")
+        small_run_id = small_run["runs"][0]["run_id"]
+        scale, tenth = projects["scale"] + 1, projects["small"]
         cases = [
-            (f"runs table ({args.runs + 1} runs)", "project=scale", rows, [args.runs + 1]),
+            (
+                f"runs table, first page ({scale:,} runs)",
+                "project=scale",
+                FIRST_PAGE,
+                [scale, PAGE],
+            ),
+            (
+                f"runs table, first page ({tenth:,} runs)",
+                "project=small",
+                FIRST_PAGE,
+                [tenth, PAGE],
+            ),
             (
                 f"first chart ({args.steps:,} steps)",
                 f"project=scale&run={big}",
@@ -170,19 +263,30 @@ def main() -> None:
             ),
             (
                 "compare (big + small run)",
-                f"project=scale&compare={big},{small}",
+                f"project=scale&compare={big},{small_run_id}",
                 DRAWN,
                 ["train/loss", 2],
             ),
         ]
+        sort_case = f"sort by a summary metric ({scale:,} runs, click to drawn)"
         figures: dict[str, list[float]] = {name: [] for name, *_ in cases}
+        figures[sort_case] = []
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
-            measure(browser, url, cases[1][1], DRAWN, ["train/loss", 1])  # warm-up
+            measure(browser, url, cases[0][1], FIRST_PAGE, [scale, PAGE])  # warm-up
             for _ in range(args.rounds):
                 for name, fragment, ready, arg in cases:
                     figures[name].append(measure(browser, url, fragment, ready, arg))
+                figures[sort_case].append(measure_sort(browser, url, scale))
             browser.close()
+        api = {
+            f"GET /api/runs, one page of {PAGE} (now)": api_ms(
+                url, f"project=scale&limit={PAGE}", args.rounds
+            ),
+            f"GET /api/runs, all {scale:,} runs (the table before #14)": api_ms(
+                url, "project=scale&limit=10000", args.rounds
+            ),
+        }
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
@@ -190,15 +294,22 @@ def main() -> None:
     print()
     print("| view | median ms | min ms | max ms | rounds |")
     print("|---|---:|---:|---:|---:|")
-    for name, values in figures.items():
+    for name, values in {**figures, **api}.items():
         print(
             f"| {name} | {statistics.median(values):.0f} | {min(values):.0f} | "
             f"{max(values):.0f} | {len(values)} |"
         )
+    median = {name: statistics.median(values) for name, values in {**figures, **api}.items()}
+    pages = [median[name] for name, *_ in cases[:2]]
+    calls = list(median[name] for name in api)
+    print(f"\nfirst page at {scale:,} runs / at {tenth:,} runs: {pages[0] / pages[1]:.2f}x")
+    print(f"API: all runs / one page: {calls[1] / calls[0]:.1f}x")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "bench_dashboard.json"
-    out.write_text(json.dumps({"runs": args.runs, "steps": args.steps, "ms": figures}, indent=1))
-    print(f"\nevery round: {out} (chromium {args.chromium}, {os.cpu_count()} CPUs)")
+    out.write_text(
+        json.dumps({"projects": projects, "steps": args.steps, "ms": {**figures, **api}}, indent=1)
+    )
+    print(f"every round: {out} (chromium {args.chromium}, {os.cpu_count()} CPUs)")
 
 
 if __name__ == "__main__":
