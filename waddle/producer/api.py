@@ -28,11 +28,12 @@ from waddle.eventlog.segment import DEFAULT_SEGMENT_BYTES, list_segments, log_di
 from waddle.eventlog.writer import StreamWriter
 from waddle.ids import MAX_RANK, check_id, new_run_id, stream_id
 from waddle.producer import context
+from waddle.producer.about import RunAbout
 from waddle.producer.config import Config, as_plain_dict
 from waddle.producer.gpu import open_nvml
 from waddle.producer.names import friendly_name
 from waddle.producer.resume import replay_stream
-from waddle.producer.run import DisabledRun, Run, RunAbout
+from waddle.producer.run import DisabledRun, Run
 from waddle.producer.system import DEFAULT_INTERVAL_S, SystemSampler
 from waddle.producer.terminal import Settings, is_silent
 

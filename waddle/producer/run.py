@@ -5,121 +5,57 @@ advances it; ``commit=False`` gathers values into the current step until a commi
 call; ``step=N`` logs at N and moves the current step to N+1 if that is ahead. Unlike
 wandb, a ``step`` below the current one is recorded, never dropped. ``seq`` (transport
 order) and ``step`` (the user's x axis) are independent.
+
+The run's other parts live beside it: what it is (``about``), its files and artifacts
+(``run_files``), ``define_metric`` (``metric_definitions``), how its end is recorded
+(``exit_codes``).
 """
 
 from __future__ import annotations
 
-import errno
 import logging
-import operator
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from pathlib import Path
 from types import TracebackType
-from typing import Any, SupportsIndex
-from urllib.parse import urlencode
+from typing import Any
 
 from waddle.blobs.store import BlobStore
 from waddle.errors import EncodeError, UsageError
-from waddle.eventlog.record import METRIC_GOALS, METRIC_SUMMARIES, encode
+from waddle.eventlog.record import encode
 from waddle.eventlog.writer import StreamWriter
-from waddle.limits import INT64_MAX, INT64_MIN
-from waddle.producer.artifacts import (
-    SAVE_POLICIES,
-    Artifact,
-    as_artifact,
-    check_name,
-    code_files,
-    find_version,
-    plain_json,
-    save_base,
-    saved_files,
-    store_version,
-)
-from waddle.producer.config import Config, Summary
+from waddle.limits import INT64_MAX
+from waddle.producer.about import RunAbout, RunInfo
+from waddle.producer.artifacts import Artifact, as_artifact, find_version
+from waddle.producer.config import Config
 from waddle.producer.console import ConsoleCapture
-from waddle.producer.media import typed_values
-from waddle.producer.media.stand_ins import without_stand_ins
+from waddle.producer.exit_codes import SIGNAL_EXIT_BASE, recordable_exit_code, status_for
+from waddle.producer.metric_definitions import check_metric_definition, with_step_metrics
+from waddle.producer.run_files import RunFiles
 from waddle.producer.system import SystemSampler
 from waddle.producer.watch import Watcher, watch_models
 
 logger = logging.getLogger("waddle")
-
-SIGNAL_EXIT_BASE = 128
-# ``waddle serve``'s default address: ``run.url`` points there (the producer does not
-# import the web package to ask).
-DASHBOARD_URL = "http://127.0.0.1:8080/"
 _now = time.time
 
 
-def status_for(exit_code: object) -> str:
-    """``finished`` for a clean exit, ``failed`` otherwise."""
-    return "finished" if not exit_code else "failed"
-
-
-def recordable_exit_code(exit_code: object) -> int | None:
-    """``exit_code`` as the log records it: an integer within 64 bits, else None.
-
-    ``finish`` is no place to raise (it runs at exit, in handlers): an exit code the log
-    cannot hold is dropped with a warning, and the status still says the run failed.
-    """
-    if exit_code is None:
-        return None
-    # ints, bools, numpy integers: whatever is an index
-    code = operator.index(exit_code) if isinstance(exit_code, SupportsIndex) else None
-    if code is None or not INT64_MIN <= code <= INT64_MAX:
-        logger.warning(
-            "waddle: exit code %.100r is not an integer within 64 bits; the run is recorded "
-            "without an exit code",
-            exit_code,
-        )
-        return None
-    return code
-
-
-def matches(pattern: str, key: str) -> bool:
-    """Whether a metric name matches a ``define_metric`` name (``*`` is any text)."""
-    return pattern == key or ("*" in pattern and fnmatchcase(key, pattern))
-
-
-def check_metric_definition(
-    name: object, step_metric: object, summary: object, goal: object, hidden: object
-) -> dict[str, Any]:
-    """The fields of a ``define_metric`` event; misuse raises here, at the call."""
-    if not isinstance(name, str) or not name:
-        raise UsageError(f"define_metric() takes a metric name or glob, got {name!r}")
-    if step_metric is not None and not isinstance(step_metric, str):
-        raise UsageError(f"step_metric must be a metric name, got {step_metric!r}")
-    if summary is not None and summary not in METRIC_SUMMARIES:
-        raise UsageError(f"summary must be one of {', '.join(METRIC_SUMMARIES)}, got {summary!r}")
-    if goal is not None and goal not in METRIC_GOALS:
-        raise UsageError(f"goal must be one of {', '.join(METRIC_GOALS)}, got {goal!r}")
-    return {
-        "metric": name,
-        "step_metric": step_metric,
-        "summary": summary,
-        "hidden": bool(hidden),
-        "goal": goal,
-    }
-
-
-@dataclass(frozen=True)
-class RunAbout:
-    """What ``init`` was told about a run beyond its id and name (wandb's run attributes)."""
-
-    tags: tuple[str, ...] = ()
-    notes: str | None = None
-    group: str | None = None
-    job_type: str | None = None
-    resumed: bool = False
-    settings: Any = None
-
-
-class Run:
+class Run(RunInfo):
     """One process's part of a run: writes its stream until ``finish``."""
+
+    # What ``log()`` reads on every call lives in slots: CPython (3.11) keeps an object's
+    # attributes inline, each read one indexed load, only while the class has at most
+    # about 30 of them; past that every ``self.x`` is a dict lookup (0.08 us per log()).
+    __slots__ = (
+        "_deferred",
+        "_defined",
+        "_finished",
+        "_last",
+        "_lock",
+        "_pending",
+        "_step",
+        "_writer",
+    )
 
     def __init__(
         self,
@@ -150,68 +86,14 @@ class Run:
         self.killed_by: int | None = None
         self._on_finish = on_finish
         self._deferred: Callable[[], object] | None = None
-        self._blobs: BlobStore | None = None
+        self._files = RunFiles(root, run_id, self._record, writer.count_dropped)
         self._watchers: list[Watcher] = []
-        self._saves: list[tuple[str, Path]] = []  # save() patterns to look at again at finish
-        self._saved: dict[tuple[str, str], str] = {}  # (kind, name) -> sha256 last recorded
         self._synced: dict[str, str] = {}  # metric or glob -> its step metric (step_sync)
         # Whether define_metric asked for a step_sync or a summary rule: the one test the
         # hot path makes for both (without, a step's values are the summary's last ones).
         self._defined = False
         config._attach(lambda changes: self._record("config", {"config": changes}))
         self.summary._attach(lambda changes: self._record("summary", {"summary": changes}))
-
-    def _describe(
-        self, run_id: str, project: str, name: str, root: Path, config: Config, about: RunAbout
-    ) -> None:
-        """The attributes wandb's run has, for a live run and a disabled one alike."""
-        self.id = run_id
-        self.project = project
-        self.name = name
-        self.root = root
-        self.config = config
-        self.summary = Summary()
-        self.tags = about.tags
-        self.notes = about.notes
-        self.group = about.group
-        self.job_type = about.job_type
-        self.resumed = about.resumed
-        self.settings = about.settings
-        self.start_time = _now()
-
-    entity: str | None = None  # no accounts offline
-    offline = True  # nothing is sent anywhere; a relay consumer may copy the log later
-    disabled = False
-
-    @property
-    def path(self) -> str:
-        """``<project>/<id>``, what ``waddle.Api().run()`` takes."""
-        return f"{self.project}/{self.id}"
-
-    @property
-    def url(self) -> str:
-        """The run in the local dashboard (``waddle serve``'s default address)."""
-        return f"{DASHBOARD_URL}#{urlencode({'project': self.project, 'run': self.id})}"
-
-    def get_url(self) -> str:
-        return self.url
-
-    def project_name(self) -> str:
-        return self.project
-
-    @property
-    def dir(self) -> str:
-        """The run's own folder for files a script saves beside it (wandb's ``run.dir``):
-        ``<root>/files/<id>``, created on first use."""
-        folder = self.root / "files" / self.id
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:  # the script's own write will say what is wrong
-            logger.warning("waddle: cannot create the run folder %s: %s", folder, exc)
-        return str(folder)
-
-    def _label(self, *args: Any, **labels: Any) -> None:
-        """wandb's telemetry labels (Hugging Face calls it on every run): nothing to do."""
 
     def define_metric(
         self,
@@ -237,16 +119,6 @@ class Run:
         if step_sync and step_metric:
             self._synced[name] = step_metric
         self._defined = bool(self._synced or self.summary.rules)
-
-    def _with_step_metrics(self, data: dict[str, Any]) -> dict[str, Any]:
-        """``data`` plus the last value of each synced step metric it lacks."""
-        added = {}
-        for pattern, step_metric in self._synced.items():
-            if step_metric in data or step_metric in added or step_metric not in self._last:
-                continue
-            if any(key != step_metric and matches(pattern, key) for key in data):
-                added[step_metric] = self._last[step_metric]
-        return {**data, **added} if added else data
 
     @property
     def step(self) -> int:
@@ -329,7 +201,7 @@ class Run:
         what the log holds: values dropped for I/O trouble stay out, and an exception
         raised into the call (Ctrl-C) leaves the summary as the log is (``_settle``)."""
         if self._defined:
-            data = self._with_step_metrics(data)
+            data = with_step_metrics(self._synced, self._last, data)
         writer = self._writer
         event: dict[str, Any] = {
             "seq": writer.next_seq,
@@ -362,29 +234,17 @@ class Run:
     @property
     def blobs(self) -> BlobStore:
         """The blob store of the run's Waddle folder (media, saved files, artifacts)."""
-        if self._blobs is None:
-            self._blobs = BlobStore(self.root, sync_each=False)  # synced at finish
-        return self._blobs
+        return self._files.blobs
 
     def _encode_typed(self, event: dict[str, Any]) -> bytes:
         """``encode(event)`` with media as typed values (blobs written first) and stand-ins
         left out, which replaces ``event["data"]``: what ``log`` does when the plain
         encode failed. The scalar hot path pays nothing for media: only a failed encode
         (``encode(event, False)``, which skips naming the bad key) looks for them."""
-        data = self._typed(event["data"])
+        data = self._files.typed(event["data"])
         if data is not event["data"]:
             event["data"] = data
         return encode(event)  # the error, if any, names the key
-
-    def _typed(self, data: Mapping[str, Any]) -> Mapping[str, Any]:
-        """``data`` with media as typed values (blobs written first) and stand-ins left out."""
-        return without_stand_ins(typed_values(data, self.blobs, self._blob_trouble))
-
-    def _blob_trouble(self, what: str, exc: OSError) -> None:
-        """I/O trouble writing a blob: the value is not recorded, counted as dropped."""
-        logger.warning("waddle: %s was not recorded: %s", what, exc)
-        cause = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
-        self._writer.count_dropped(f"blob {cause}", 1)
 
     def save(
         self, glob_str: str | None = None, base_path: str | None = None, policy: str = "live"
@@ -393,17 +253,7 @@ class Run:
         ``file``, after their blobs); their names, relative to ``base_path`` (by default
         the pattern's folder before its first wildcard). ``live`` saves now and again at
         finish (what changed), ``now`` only now, ``end`` only at finish."""
-        if not isinstance(glob_str, str | os.PathLike) or not str(glob_str):
-            raise UsageError(f"save() takes a path or a glob, got {glob_str!r}")
-        if policy not in SAVE_POLICIES:
-            raise UsageError(f"save() policy must be one of {', '.join(SAVE_POLICIES)}")
-        pattern, base = save_base(str(glob_str), base_path)
-        if policy != "now":
-            self._saves.append((pattern, base))
-        found = saved_files(pattern, base)
-        if policy == "end":
-            return [name for name, _ in found]
-        return self._save_files(found, "file")
+        return self._files.save(glob_str, base_path, policy)
 
     def log_code(
         self,
@@ -414,25 +264,7 @@ class Run:
     ) -> list[str]:
         """Record the source files under ``root`` (``.py`` files unless ``include_fn``
         says otherwise) as ``artifact`` events of kind ``code``; their names."""
-        return self._save_files(code_files(root or ".", include_fn, exclude_fn), "code")
-
-    def _save_files(self, found: list[tuple[str, Path]], kind: str) -> list[str]:
-        """Copy each file into the blob store and record it, unless it is unchanged since
-        this run last recorded it; I/O trouble leaves the file out, counted."""
-        saved = []
-        for name, path in found:
-            try:
-                ref = self.blobs.put_file(path)
-            except OSError as exc:
-                self._blob_trouble(f"file {path}", exc)
-                continue
-            saved.append(name)
-            if self._saved.get((kind, name)) == ref.sha256:
-                continue
-            self._saved[(kind, name)] = ref.sha256
-            fields = {"name": name, "kind": kind, "path": str(path)}
-            self._record("artifact", {**fields, "size": ref.size, "sha256": ref.sha256})
-        return saved
+        return self._files.log_code(root or ".", include_fn, exclude_fn)
 
     def log_artifact(
         self,
@@ -444,29 +276,13 @@ class Run:
     ) -> Artifact:
         """Log a version of an artifact: the same content is the same version (v0, v1,
         ...); ``latest`` and ``aliases`` move to it. A path makes an artifact of it."""
-        artifact = as_artifact(artifact_or_path, name, type)
-        wanted = [check_name(alias, "alias") for alias in aliases or ()]
-        plain_json(artifact.metadata)  # changed since construction: still misuse, raised here
-        try:
-            fields = store_version(artifact, self.blobs, self.root, self.id, wanted)
-        except OSError as exc:
-            self._blob_trouble(f"artifact {artifact.name}", exc)
-            return artifact
-        self._record("artifact_version", fields)
-        return artifact
+        return self._files.log_artifact(artifact_or_path, name, type, aliases)
 
     def use_artifact(self, artifact_or_name: Artifact | str, **unused: Any) -> Artifact:
         """The version ``"name"``, ``"name:alias"`` or ``"name:vN"`` names (an artifact
         not logged yet is logged first), recorded as an ``artifact_use`` event (lineage);
         ``download()`` on it writes its files. UsageError when no such version exists."""
-        if isinstance(artifact_or_name, Artifact):
-            if artifact_or_name.version is None:
-                self.log_artifact(artifact_or_name)
-            artifact_or_name = artifact_or_name.qualified_name
-        artifact, alias = find_version(self.root, self.blobs, artifact_or_name)
-        fields = {"name": artifact.name, "version": artifact.version, "digest": artifact.digest}
-        self._record("artifact_use", {**fields, "alias": alias})
-        return artifact
+        return self._files.use_artifact(artifact_or_name)
 
     def watch(
         self,
@@ -522,13 +338,7 @@ class Run:
             self._sampler.stop()
         if self._console is not None:
             self._console.close()
-        for pattern, base in self._saves:
-            self._save_files(saved_files(pattern, base), "file")
-        if self._blobs is not None:
-            try:
-                self._blobs.sync()
-            except OSError as exc:  # durability only: every blob is already whole
-                logger.warning("waddle: syncing the run's blobs failed: %s", exc)
+        self._files.finish()
         summary = self.summary.as_dict()
         if summary:
             self._writer.append("summary", {"summary": summary, "final": True})
@@ -573,9 +383,6 @@ class Run:
             self.finish(exit_code=SIGNAL_EXIT_BASE + 2, status="killed")
         else:
             self.finish(exit_code=1)
-
-    def __repr__(self) -> str:
-        return f"<waddle.Run {self.id} project={self.project!r} name={self.name!r}>"
 
 
 class DisabledRun(Run):
