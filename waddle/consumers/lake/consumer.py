@@ -10,7 +10,8 @@ in one transaction (the writer's guarantee); which runs still need an export fol
 from it: a run whose status is not ``running`` and whose fingerprint (status, and each
 stream's finish time) differs from the one recorded after its last export. So a kill at
 any moment is followed, at the next start, by the exports it interrupted; an export
-whose files are found complete is recorded, not redone. A run that is resumed and
+whose files are found current (the lake's ``runs`` row equals the store's) is recorded,
+not redone. A run that is resumed and
 finishes again, or one whose further ranks finish later, is exported again and its files
 replaced. Offsets are published (``state/<name>.json``) after the files are in place.
 
@@ -143,7 +144,9 @@ class LakeConsumer(Consumer):
         for run_id, _, _ in runs:
             if not is_valid_id(run_id):
                 logger.error("waddle: %s skips run %r: not a valid id", self.name, run_id)
-        due = [r for r in runs if is_valid_id(r[0]) and not self._exporter.is_exported(con, r)]
+        valid = [run for run in runs if is_valid_id(run[0])]
+        current = self._exporter.current(con, valid)
+        due = [run for run in valid if run[0] not in current]
         if due:
             self._exporter.export(con, due)
             self.exported += len(due)

@@ -2,20 +2,19 @@
 
 Runs are exported in batches. A batch's files are first written under
 ``<lake>/_staging/<writer>/`` (outside every table's folder, so no glob of the lake reads
-them): one DuckDB ``COPY ... PARTITION_BY`` per table for the whole batch, and one
-``COPY`` per run of its ``runs`` row, which carries the run's fingerprint (its status and
-each stream's finish time) in its Parquet metadata. Once the staged files are synced to
-disk they are renamed into their partitions run by run, the ``runs`` file of a run after
-its other tables (``waddle.store.lake.STORE_TABLES``), and the renames are synced. A
-rename replaces the writer's earlier file of that run and table, so a run exported again
-is replaced, not doubled. A table in which a run has no rows gets no file (rows of a run
-are never removed, so no stale file of it can remain).
+them), one DuckDB ``COPY ... PARTITION_BY`` per table for the whole batch. Once they are
+synced to disk they are renamed into their partitions run by run, the ``runs`` file of a
+run after its other tables (``waddle.store.lake.STORE_TABLES``), and the renames are
+synced. A rename replaces the writer's earlier file of that run and table, so a run
+exported again is replaced, not doubled. A table in which a run has no rows gets no file
+(rows of a run are never removed, so no stale file of it can remain).
 
 Guarantees: a process killed mid-export leaves staged files (removed at the next start,
 ``clear_staging``) and possibly some tables of a run in place without its ``runs`` file;
-the next export of the run replaces them. An export whose ``runs`` file already carries
-the fingerprint is complete (``is_exported``). Nothing here decides *when* a run is
-exported: that is the consumer's (``waddle.consumers.lake.consumer``).
+the next export of the run replaces them. An export whose ``runs`` file holds the
+store's row of the run (which changes with every event of the run) is current
+(``current``) and need not be redone. Nothing here decides *when* a run is exported:
+that is the consumer's (``waddle.consumers.lake.consumer``).
 """
 
 from __future__ import annotations
@@ -34,7 +33,6 @@ from waddle.store.lake import (
     partition_dir,
 )
 
-FINGERPRINT_KEY = "waddle_fingerprint"
 STAGING = "_staging"
 # (run id, project, fingerprint) of one finished run.
 Run = tuple[str, str | None, str]
@@ -61,18 +59,26 @@ class Exporter:
         self.lake = lake
         self.writer = writer
         self.selects = {table: _select(con, table) for table in TABLES}
+        self.columns = _columns(con, "runs")
 
-    def is_exported(self, con: duckdb.DuckDBPyConnection, run: Run) -> bool:
-        """Whether the lake already holds this writer's export of ``run`` as it is now."""
-        run_id, project, fingerprint = run
-        target = partition_dir(self.lake, "runs", project, run_id) / file_name(self.writer)
-        if not target.exists():
-            return False
-        found = con.execute(
-            "SELECT decode(value) FROM parquet_kv_metadata(?) WHERE decode(key) = ?",
-            [str(target), FINGERPRINT_KEY],
+    def current(self, con: duckdb.DuckDBPyConnection, runs: list[Run]) -> set[str]:
+        """The ``runs`` whose export in the lake is as the store has them now: their
+        ``runs`` file holds the store's row, which changes with every event of the run."""
+        files = {
+            run_id: partition_dir(self.lake, "runs", project, run_id) / file_name(self.writer)
+            for run_id, project, _ in runs
+        }
+        found = [str(path) for path in files.values() if path.exists()]
+        if not found:
+            return set()
+        names = ", ".join(f'"{name}"' for name in self.columns)
+        rows = con.execute(
+            f"SELECT run_id FROM (SELECT run_id, {names} FROM read_parquet($files, "
+            "hive_partitioning = true, hive_types = {'project': VARCHAR, 'run_id': VARCHAR}) "
+            f"INTERSECT SELECT run_id, {names} FROM runs WHERE run_id IN $ids)",
+            {"files": found, "ids": list(files)},
         ).fetchall()
-        return found == [(fingerprint,)]
+        return {run_id for (run_id,) in rows}
 
     def export(self, con: duckdb.DuckDBPyConnection, runs: list[Run]) -> None:
         """Write every table's rows of ``runs`` into the lake (see the module)."""
@@ -84,19 +90,10 @@ class Exporter:
             "SELECT (generate_subscripts($ids, 1) - 1)::INTEGER AS i, unnest($ids) AS run_id",
             {"ids": [run[0] for run in runs]},
         )
-        for table in (t for t in TABLES if t != "runs"):
+        for table in TABLES:
             con.execute(
                 f"COPY ({self.selects[table]}) TO {literal(staged / table)} "
                 "(FORMAT parquet, PARTITION_BY (i), FILENAME_PATTERN 'part')"
-            )
-        for index, (_, _, fingerprint) in enumerate(runs):
-            folder = staged / "runs" / f"i={index}"
-            folder.mkdir(parents=True)
-            metadata = f"KV_METADATA {{{FINGERPRINT_KEY}: {literal(fingerprint)}}}"
-            con.execute(
-                f"COPY (SELECT * EXCLUDE (i) FROM ({self.selects['runs']}) WHERE i = ?) "
-                f"TO {literal(folder / 'part0.parquet')} (FORMAT parquet, {metadata})",
-                [index],
             )
         os.sync()  # the staged bytes are on disk before any rename can be
         for index, (run_id, project, _) in enumerate(runs):
@@ -119,6 +116,16 @@ class Exporter:
                 stale.unlink()
 
 
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    """The columns of the store's ``table`` that the files hold (not the partitions)."""
+    rows = con.execute(
+        "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND table_name = ? ORDER BY column_index",
+        [table],
+    ).fetchall()
+    return [name for (name,) in rows if name not in PARTITION_COLUMNS]
+
+
 def _select(con: duckdb.DuckDBPyConnection, table: str) -> str:
     """The rows of the batch's runs of ``table``, without partition columns, with ``i``
     (the run's place in the batch)."""
@@ -127,10 +134,5 @@ def _select(con: duckdb.DuckDBPyConnection, table: str) -> str:
             f"SELECT j.key, j.value, b.i FROM runs JOIN lake_batch b USING (run_id), "
             f"json_each(runs.{table}) AS j"
         )
-    rows = con.execute(
-        "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
-        "AND schema_name = 'main' AND table_name = ? ORDER BY column_index",
-        [table],
-    ).fetchall()
-    names = ", ".join(f't."{name}"' for (name,) in rows if name not in PARTITION_COLUMNS)
+    names = ", ".join(f't."{name}"' for name in _columns(con, table))
     return f"SELECT {names}, b.i FROM {table} t JOIN lake_batch b USING (run_id)"
