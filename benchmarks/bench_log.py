@@ -6,11 +6,17 @@ descriptor. Rounds alternate between the two so machine drift hits both alike.
 Also times waddle.init inside a git repository and checks what ``import waddle`` loads.
 
     python benchmarks/bench_log.py [--calls 100000] [--rounds 5]
+
+With ``--against TREE`` (another checkout, e.g. ``git worktree add /tmp/old 87b08ac``)
+it compares two trees instead: each round runs a fresh process per tree, alternating,
+and each process times its own floor beside its ``run.log``, so that the ratios stay
+comparable on a shared machine whose speed drifts between rounds.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -19,11 +25,13 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 DATA = {f"metric_{i}": 0.1 * i for i in range(8)}
 HEAVY = ("duckdb", "starlette", "uvicorn", "websockets", "pydantic")
+HERE = Path(__file__).resolve().parent.parent  # this tree
 
 
 def time_calls(call: Callable[[int], object], calls: int) -> list[float]:
@@ -103,11 +111,56 @@ def heavy_modules_after_import() -> list[str]:
     return orjson.loads(done.stdout.replace("'", '"'))
 
 
+def one_round(calls: int) -> None:
+    """A round of ``--against``, in its own process: the floor and run.log, as JSON."""
+    import waddle
+
+    with tempfile.TemporaryDirectory() as tmp:
+        floor = summarise(floor_round(Path(tmp), calls))
+        log = summarise(waddle_round(Path(tmp), calls))
+    print(json.dumps({"waddle": waddle.__file__, "floor": floor, "log": log}))
+
+
+def round_of(tree: Path, calls: int) -> dict[str, dict[str, float]]:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    script = [sys.executable, __file__, "--calls", str(calls), "--one-round"]
+    done = subprocess.run(script, env=env, capture_output=True, check=True, text=True)
+    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    if not result.pop("waddle").startswith(str(tree)):
+        raise SystemExit(f"PYTHONPATH={tree} did not import waddle from that tree")
+    return result
+
+
+def compare(against: Path, calls: int, rounds: int) -> None:
+    """Side by side: this tree and ``against``, a fresh process per tree and round."""
+    trees = {"this tree": HERE, str(against): against.resolve()}
+    rows: dict[str, list[dict[str, dict[str, float]]]] = {name: [] for name in trees}
+    for _ in range(rounds):
+        for name, tree in trees.items():
+            rows[name].append(round_of(tree, calls))
+    print(f"{calls} calls x {rounds} rounds per tree, alternating; medians over rounds (µs)")
+    print(f"{'tree':28} {'floor p50':>10} {'log p50':>8} {'log mean':>9} {'p50/floor':>10}")
+    p50s = {}
+    for name, results in rows.items():
+        floor = statistics.median(r["floor"]["p50"] for r in results)
+        p50s[name] = statistics.median(r["log"]["p50"] for r in results)
+        mean = statistics.median(r["log"]["mean"] for r in results)
+        ratio = statistics.median(r["log"]["p50"] / r["floor"]["p50"] for r in results)
+        print(f"{name[-28:]:28} {floor:10.2f} {p50s[name]:8.2f} {mean:9.2f} {ratio:9.2f}x")
+    print(f"run.log p50, this tree / {against}: {p50s['this tree'] / p50s[str(against)]:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--against", type=Path, help="another tree to compare with")
+    parser.add_argument("--one-round", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.one_round:
+        return one_round(args.calls)
+    if args.against:
+        return compare(args.against, args.calls, args.rounds)
     rows: dict[str, list[dict[str, float]]] = {"floor (orjson + os.write)": [], "run.log": []}
     with tempfile.TemporaryDirectory() as tmp:
         for index in range(args.rounds):

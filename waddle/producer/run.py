@@ -199,7 +199,7 @@ class Run(RunInfo):
     def _write_metrics(self, step: int, data: dict[str, Any]) -> None:
         """Write one metrics event and fold it into the summary, which then holds exactly
         what the log holds: values dropped for I/O trouble stay out, and an exception
-        raised into the call (Ctrl-C) leaves the summary as the log is (``_settle``)."""
+        raised into the call (Ctrl-C) leaves the summary as the log is."""
         if self._defined:
             data = with_step_metrics(self._synced, self._last, data)
         writer = self._writer
@@ -214,17 +214,18 @@ class Run(RunInfo):
             line = encode(event, False)
         except EncodeError:
             line = self._encode_typed(event)
+            data = event["data"]
         try:
             if writer.write_lines_locked(line, 1):
                 if self._defined:
-                    self.summary.observe(event["data"], event["seq"])
+                    self.summary.observe(data, event["seq"])
                 else:
-                    self._last.update(event["data"])
+                    self._last.update(data)
         except BaseException:
-            self._settle(event)
+            self._settle_summary(event)
             raise
 
-    def _settle(self, event: dict[str, Any]) -> None:
+    def _settle_summary(self, event: dict[str, Any]) -> None:
         """After an exception inside ``_write_metrics``: fold ``event`` into the summary if
         the writer kept it. Folding is idempotent (a value seen twice counts once), so a
         fold the exception cut short, or had already finished, is simply done again."""
