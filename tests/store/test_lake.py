@@ -81,7 +81,7 @@ def test_views_show_the_store_plus_the_lake(tmp_path: Path) -> None:
 
 def test_a_table_with_no_lake_files_yet_is_the_stores_until_one_appears(tmp_path: Path) -> None:
     lake = tmp_path / "lake"
-    con = store.connect(tmp_path / "waddle.duckdb")
+    con = store.connect(tmp_path / 'team\'s "runs"-db.duckdb')  # the catalog takes its name
     _runs(con)
     views = LakeViews(lake)
     assert len(queries.list_runs(views.prepare(con.cursor()))) == 3

@@ -134,8 +134,14 @@ class LakeViews:
         if self._waiting is None or self._waiting:
             with self._lock:
                 self._build(con)
-        con.execute(f"SET search_path = '{VIEWS_CATALOG}.main,{self._database}.main'")
+        path = f"{VIEWS_CATALOG}.main,{self._store}".replace("'", "''")
+        con.execute(f"SET search_path = '{path}'")
         return con
+
+    @property
+    def _store(self) -> str:
+        """The store's main schema, quoted (its catalog is named after the file)."""
+        return '"' + self._database.replace('"', '""') + '".main'
 
     def _build(self, con: duckdb.DuckDBPyConnection) -> None:
         if self._waiting is None:
@@ -150,7 +156,7 @@ class LakeViews:
                 self._waiting.discard(table)
 
     def _view(self, con: duckdb.DuckDBPyConnection, table: str, *, with_lake: bool) -> None:
-        store = f'"{self._database}".main'
+        store = self._store
         columns = [
             name
             for (name,) in con.execute(
