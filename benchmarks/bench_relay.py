@@ -15,21 +15,24 @@ The table shows medians over rounds, events per second, the CPU seconds of the r
 and of the host, and the ratio end-to-end / floor. Targets: 100,000 events/s end to end
 and at least 0.3x the floor.
 
-``--fan-in STREAMS`` measures the other regime, many live runs: STREAMS producers (one
-thread writes them all, each at ``--rate`` events per second) are tailed by one relay to
-a central host for ``--seconds``; the table shows the host's CPU per second and per
-stream, the requests it answered, and how far behind the host's tables were at the end.
-The host's capacity in training processes is about (1 / host CPU share per stream).
+``--fan-in STREAMS`` measures the other regime, many live runs, with three processes on
+the machine: a generator writes STREAMS live runs (each ``--rate`` metric events per
+second), ``waddle relay`` tails them into a central ``waddle serve``. After ``--warmup``
+seconds, for ``--seconds`` of steady state, every event's latency from its write to the
+host's tables is measured (the host's ``GET /runs`` is polled for each run's last step
+every 0.25 s, so each latency is an upper bound), with the CPU of each process. Target:
+3,000 runs at 10 events/s, p99 within 2 s and nothing missing.
 
     python benchmarks/bench_relay.py                          # 1,000,000 events, 3 rounds
     python benchmarks/bench_relay.py --events 200000 --rounds 1   # smoke test, ~30 s
-    python benchmarks/bench_relay.py --fan-in 200 --rate 10 --seconds 30
+    python benchmarks/bench_relay.py --fan-in 3000 --rate 10  # ~80 s
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import random
@@ -39,6 +42,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -46,6 +50,7 @@ from backlog import write_backlog
 
 TARGET_EVENTS_S = 100_000
 TARGET_RATIO = 0.3
+TARGET_P99_S = 2.0
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "bench_relay.json"
 
@@ -109,15 +114,16 @@ def child_relay(root: Path, url: str, host_root: Path, host_pid: int) -> dict[st
 
 
 def start_host(root: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
-    command = [sys.executable, "-m", "waddle.web.server", "serve", "--dir", str(root), *extra]
+    command = [sys.executable, "-m", "waddle", "serve", "--dir", str(root), *extra]
     env = {k: v for k, v in os.environ.items() if not k.startswith("WADDLE_")}
+    env["PYTHONUNBUFFERED"] = "1"
     proc = subprocess.Popen(
         [*command, "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env
     )
     assert proc.stdout is not None
     for line in proc.stdout:
         if b" at http://" in line:
-            return proc, line.decode().rsplit(" at ", 1)[1].strip().split("?")[0]
+            return proc, line.decode().rsplit(" at ", 1)[1].strip().split("?")[0].rstrip("/")
     raise RuntimeError("waddle serve printed no URL")
 
 
@@ -144,58 +150,144 @@ def one_round(root: Path, scratch: Path, index: int) -> dict[str, dict[str, floa
     return {"floor": floor, "relay": relay}
 
 
-def fan_in(
-    scratch: Path, streams: int, rate: float, seconds: float, host_args: list[str]
-) -> dict[str, float]:
-    """Live streams through one relay: the host's CPU per stream at ``rate`` events/s."""
-    from waddle.consumers.base import run_consumer
-    from waddle.consumers.registry import StateStore
-    from waddle.consumers.relay.consumer import RelayConsumer
+FLEET_PROJECT = "fleet"
+SAMPLE_S = 0.25
+DRAIN_S = 5.0
+
+
+def child_generate(root: Path, streams: int, rate: float, seconds: float, out: Path) -> None:
+    """The fleet: ``streams`` live runs, each logging ``rate`` metric events per second, for
+    ``seconds``; writes when each step began (a step is one event of every stream)."""
     from waddle.eventlog.segment import log_dir
     from waddle.eventlog.writer import StreamWriter
 
-    root, host_root = scratch / "fleet", scratch / "fleet-host"
     writers = [StreamWriter(log_dir(root) / f"proc{i:05d}") for i in range(streams)]
     for i, writer in enumerate(writers):
-        writer.append("run", {"run_id": f"proc{i:05d}", "project": "fleet", "name": "p",
+        writer.append("run", {"run_id": f"proc{i:05d}", "project": FLEET_PROJECT, "name": "p",
                               "config": {}, "tags": [], "notes": None, "group": None,
                               "job_type": None, "context": {"host": "bench"}})  # fmt: skip
-    host, url = start_host(host_root, *host_args)
-    stop = threading.Event()
-    relay = RelayConsumer(root, url, stop=stop, senders=8)
-    thread = threading.Thread(target=run_consumer, args=(relay, root, stop), daemon=True)
-    thread.start()
-    process = psutil.Process(host.pid)
-    try:
-        time.sleep(2)  # the run events land; then measure the steady state
-        cpu, started, step = cpu_seconds(process), time.perf_counter(), 0
-        while (elapsed := time.perf_counter() - started) < seconds:
-            for writer in writers:
-                writer.append("metrics", {"step": step, "data": {"loss": 1 / (step + 1),
-                              "acc": 0.5, "lr": 1e-3, "grad_norm": 1.0}})  # fmt: skip
-            step += 1
-            time.sleep(max(0.0, step / rate - (time.perf_counter() - started)))
-        host_cpu = cpu_seconds(process) - cpu
-        behind = streams * step - sum(o.seq for o in StateStore(host_root).load("duckdb").values())
-        unacked = streams * step - sum(o.seq for o in relay.acked().values())
-    finally:
-        stop.set()
-        thread.join(60)
+    began: list[float] = []
+    started = time.time()
+    while time.time() - started < seconds:
+        step = len(began)
+        began.append(time.time())
+        data = {"loss": 1 / (step + 1), "acc": 0.5, "lr": 1e-3, "grad_norm": 1.0}
         for writer in writers:
-            writer.close()
-        host.terminate()
-        host.wait(60)
+            writer.append("metrics", {"step": step, "data": data})
+        time.sleep(max(0.0, started + (step + 1) / rate - time.time()))
+    for writer in writers:
+        writer.close()
+    out.write_text(json.dumps(began))
+
+
+def sample_tables(url: str, seen: dict[str, list[tuple[float, int]]]) -> None:
+    """Note each run's last step in the host's tables (``GET /runs``), stamped with the
+    time the answer arrived (so a latency measured from it is an upper bound)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url}/runs?project={FLEET_PROJECT}&limit=10000") as answer:
+        rows = json.loads(answer.read())["runs"]
+    now = time.time()
+    for row in rows:
+        step = row.get("last_step")
+        marks = seen.setdefault(row["run_id"], [])
+        if step is not None and (not marks or marks[-1][1] < step):
+            marks.append((now, step))
+
+
+def latencies(
+    seen: dict[str, list[tuple[float, int]]], began: list[float], window: tuple[float, float]
+) -> tuple[list[float], int]:
+    """Event-to-table latency of every event written within ``window``, and how many of
+    them never reached the tables."""
+    import bisect
+
+    steps = [step for step, at in enumerate(began) if window[0] <= at < window[1]]
+    found: list[float] = []
+    missing = 0
+    for marks in seen.values():
+        reached = [step for _, step in marks]
+        for step in steps:
+            index = bisect.bisect_left(reached, step)
+            if index == len(marks):
+                missing += 1
+            else:
+                found.append(marks[index][0] - began[step])
+    return found, missing
+
+
+def fan_in(
+    scratch: Path, streams: int, rate: float, seconds: float, warmup: float, host_args: list[str]
+) -> dict[str, float]:
+    """Live streams through a relay process into a host process, written by a third:
+    event-to-table latency over the steady state, and each process's CPU."""
+    root, host_root = scratch / "fleet", scratch / "fleet-host"
+    host, url = start_host(host_root, *host_args)
+    schedule = scratch / "began.json"
+    args = [str(root), str(streams), str(rate), str(warmup + seconds), str(schedule)]
+    generator = subprocess.Popen([sys.executable, __file__, "--child", "generate", *args])
+    while not (log_dir_of(root)).is_dir():
+        time.sleep(0.05)
+    relay = subprocess.Popen(
+        [sys.executable, "-m", "waddle", "relay", url, "--dir", str(root)],
+        stderr=subprocess.DEVNULL,
+    )
+    procs = {"host": host, "relay": relay, "generator": generator}
+    seen: dict[str, list[tuple[float, int]]] = {}
+
+    def sample_until(done: Callable[[], bool]) -> None:
+        while not done():
+            sample_tables(url, seen)
+            time.sleep(SAMPLE_S)
+
+    try:
+        started = time.time()
+        sample_until(lambda: time.time() - started >= warmup or generator.poll() is not None)
+        before = {name: cpu_seconds(psutil.Process(p.pid)) for name, p in procs.items()}
+        window_start = time.time()
+        after = dict(before)
+
+        def generated() -> bool:
+            if generator.poll() is not None:
+                return True
+            after["generator"] = cpu_seconds(psutil.Process(generator.pid))
+            return False
+
+        sample_until(generated)
+        elapsed = time.time() - window_start
+        for name in ("host", "relay"):
+            after[name] = cpu_seconds(psutil.Process(procs[name].pid))
+        used = {name: after[name] - before[name] for name in procs}
+        drained = time.time() + DRAIN_S
+        sample_until(lambda: time.time() >= drained)
+    finally:
+        for proc in (relay, host):
+            proc.terminate()
+            proc.wait(60)
         if host.stdout is not None:
             host.stdout.close()
+        generator.wait(60)
+    began = json.loads(schedule.read_text())
+    found, missing = latencies(seen, began, (began[0] + warmup, began[0] + warmup + seconds))
+    found.sort()
+    count = len(found) + missing
     return {
         "streams": streams,
         "rate": rate,
-        "seconds": elapsed,
-        "events_s": streams * step / elapsed,
-        "host_cpu_share": host_cpu / elapsed,
-        "behind_events": float(behind),
-        "unacked_events": float(unacked),
+        "seconds": seconds,
+        "events_s": streams * sum(1 for at in began if at >= began[0] + warmup) / seconds,
+        "p50_s": found[len(found) // 2] if found else math.inf,
+        "p99_s": found[int(count * 0.99)] if int(count * 0.99) < len(found) else math.inf,
+        "max_s": found[-1] if found else math.inf,
+        "missing": float(missing),
+        **{f"{name}_cpu": used[name] / elapsed for name in procs},
     }
+
+
+def log_dir_of(root: Path) -> Path:
+    from waddle.eventlog.segment import log_dir
+
+    return log_dir(root)
 
 
 def main() -> int:
@@ -207,7 +299,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=RESULTS)
     parser.add_argument("--fan-in", type=int, metavar="STREAMS", help="measure live streams")
     parser.add_argument("--rate", type=float, default=10.0, help="events/s per stream")
-    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--seconds", type=float, default=60.0, help="steady state measured")
+    parser.add_argument("--warmup", type=float, default=10.0, help="seconds before it")
     parser.add_argument(
         "--host-args", default="", help="extra `waddle serve` arguments, e.g. '--poll-interval 0.5'"
     )
@@ -215,6 +308,10 @@ def main() -> int:
     args = parser.parse_args()
     if args.child:
         kind, *rest = args.child
+        if kind == "generate":
+            root, streams, rate, seconds, out = rest
+            child_generate(Path(root), int(streams), float(rate), float(seconds), Path(out))
+            return 0
         if kind == "floor":
             result = child_floor(Path(rest[0]), Path(rest[1]))
         else:
@@ -223,18 +320,10 @@ def main() -> int:
         return 0
     if args.fan_in:
         with tempfile.TemporaryDirectory(prefix="waddle-bench-fanin-") as tmp:
-            result = fan_in(Path(tmp), args.fan_in, args.rate, args.seconds, args.host_args.split())
-        share = result["host_cpu_share"]
-        print(
-            "| live streams | events/s per stream | events/s | host CPU (cores) | host CPU per "
-            "stream | streams per host core | not acknowledged at end | not in the tables |"
-        )
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-        print(
-            f"| {args.fan_in:,} | {args.rate:g} | {result['events_s']:,.0f} | {share:.2f} | "
-            f"{share / args.fan_in * 1000:.2f} ms/s | {args.fan_in / share:,.0f} | "
-            f"{result['unacked_events']:,.0f} | {result['behind_events']:,.0f} |"
-        )
+            result = fan_in(
+                Path(tmp), args.fan_in, args.rate, args.seconds, args.warmup, args.host_args.split()
+            )
+        report_fan_in(result)
         return 0
     rounds = []
     with tempfile.TemporaryDirectory(prefix="waddle-bench-relay-") as tmp:
@@ -254,6 +343,26 @@ def main() -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"events": events, "rounds": rounds}, indent=2))
     return 0
+
+
+def report_fan_in(result: dict[str, float]) -> None:
+    print(
+        f"load average {os.getloadavg()[0]:.2f}; {os.cpu_count()} CPUs; event to table, over "
+        f"{result['seconds']:g} s of steady state (an upper bound: tables sampled every "
+        f"{SAMPLE_S:g} s)\n"
+    )
+    print(
+        "| live runs | events/s | p50 | p99 | max | never in tables | host CPU | relay CPU "
+        "| generator CPU |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        f"| {result['streams']:,} | {result['events_s']:,.0f} | {result['p50_s']:.2f} s | "
+        f"{result['p99_s']:.2f} s | {result['max_s']:.2f} s | {result['missing']:,.0f} | "
+        f"{result['host_cpu']:.2f} | {result['relay_cpu']:.2f} | {result['generator_cpu']:.2f} |"
+    )
+    met = result["p99_s"] <= TARGET_P99_S and result["missing"] == 0
+    print(f"\ntarget p99 <= {TARGET_P99_S:g} s, nothing missing: {'met' if met else 'NOT met'}")
 
 
 def report(rounds: list[dict[str, dict[str, float]]], events: int) -> None:

@@ -31,7 +31,7 @@ requests; nothing is committed past what the host acknowledged. Blobs go first: 
 batch is posted, ``blobs.BlobRelay`` makes sure the host holds every blob its events
 name (HEAD, then PUT), and the offset commits only after both; a blob missing locally
 parks the stream. Live tails are paced: rounds that only carry a few new events per
-stream are at least ``linger`` seconds apart, each carrying everything new since. """
+stream are at least ``linger`` seconds apart, each carrying everything new since."""
 
 from __future__ import annotations
 
@@ -39,7 +39,6 @@ import logging
 import os
 import re
 import threading
-import time
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -132,7 +131,6 @@ class RelayConsumer(Consumer):
         self._interrupted = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
         self._flight: list[Future[None]] = []
-        self._last_round = 0.0
         self.sender = Sender(
             self,
             self.root,
@@ -170,14 +168,13 @@ class RelayConsumer(Consumer):
     def handle(self, batches: list[Batch]) -> None:
         """Start sending this round, once the host holds the previous one.
 
-        The round's streams go in multi-stream requests, in parallel. A live round
-        (every batch small, at the end of its log) waits until ``linger`` seconds after
-        the previous round, so the next round carries everything new since.
+        The round's streams go in multi-stream requests, in parallel. After a live
+        round (every batch small, at the end of its log) it waits ``linger`` seconds
+        before the next round is read, which then carries everything new since: an
+        event waits at most ``linger`` before it is sent.
         """
-        if self._live(batches):
-            self.sender.sleep(self._last_round + self.linger - time.monotonic())
-        self._last_round = time.monotonic()
         self._settle()
+        live = self._live(batches)
         parts: list[tuple[Part, Offset]] = []
         for batch in batches:
             before = self.taken.get(batch.stream, Offset())
@@ -195,6 +192,8 @@ class RelayConsumer(Consumer):
             return
         for request in self.sender.pack([part for part, _ in parts]):
             self._flight.append(pool.submit(self._deliver, [(p, ends[p.stream]) for p in request]))
+        if live:
+            self.sender.sleep(self.linger)
 
     def commit(self) -> Offsets:
         """The offsets the host has acknowledged, once every batch in flight has landed."""
