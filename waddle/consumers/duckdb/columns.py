@@ -112,8 +112,9 @@ class LongColumns:
         axis: str | int,
         others: list[tuple[Any, ...]] | None = None,
         typed: list[tuple[Any, ...]] | None = None,
-    ) -> None:
+    ) -> int | None:
         """Add the ``data`` of ``events``; ``axis`` is a field name or a constant.
+        Returns the largest axis value added (None for no events).
 
         Values that are not numbers go to ``others`` as ``(run_id, key, axis, ts, json)``
         (or are left out when ``others`` is None), except typed values, which go to
@@ -121,12 +122,14 @@ class LongColumns:
         ``axis`` must fit a BIGINT: the log's bounds on ``step`` see to it (an int beyond
         raises OverflowError here).
         """
+        if not events:
+            return None
         datas = list(map(_DATA, events))
         values = list(chain.from_iterable(map(dict.values, datas)))
         array = None
         if set(map(type, values)) <= _NUMBERS:
             try:
-                array = np.array(values, dtype=np.float64)
+                array = np.fromiter(values, np.float64, len(values))
             except OverflowError:
                 array = None
         lengths: int | np.ndarray[Any, Any]  # values per event: one for all, or each's
@@ -134,13 +137,15 @@ class LongColumns:
             keys, array, lengths = self._split(run_id, events, axis, others, typed)
             codes = self.names.encode(keys)
         else:
-            shapes = set(map(tuple, datas))
-            if len(shapes) == 1:
-                (shape,) = shapes
-                codes = np.tile(self.names.encode(list(shape)), len(datas))
+            # Every event logging the first one's keys in its order is one comparison of
+            # two lists (orjson hands out the same key objects, so mostly by identity).
+            keys = list(chain.from_iterable(datas))
+            shape = list(datas[0])
+            if keys == shape * len(datas):
+                codes = np.tile(self.names.encode(shape), len(datas))
                 lengths = len(shape)
             else:
-                codes = self.names.encode(list(chain.from_iterable(datas)))
+                codes = self.names.encode(keys)
                 lengths = np.fromiter(map(len, datas), np.int64, len(datas))
         count = len(events)
         if isinstance(axis, str):
@@ -155,6 +160,7 @@ class LongColumns:
         self.columns["ts"].append(np.repeat(times, lengths))
         self.columns["value"].append(array)
         self.rows += rows
+        return int(positions.max())
 
     @staticmethod
     def _split(

@@ -66,7 +66,8 @@ from waddle.store import queries
 from waddle.store import schema as store
 
 logger = logging.getLogger("waddle.consumers")
-_STEP = itemgetter("step")
+_TYPE = itemgetter("type")
+_METRICS_ONLY = {"metrics"}
 
 SNAPSHOT_INTERVAL_S = 1.0
 # Rows gathered before they go to the database thread: DuckDB writes a large insert
@@ -212,6 +213,8 @@ class DuckDBWriter(Consumer):
         metrics: list[dict[str, Any]] = []
         system: list[dict[str, Any]] = []
         rows = self._rows
+        if set(map(_TYPE, events)) == _METRICS_ONLY:  # the bulk of a log: one C-level pass
+            metrics, events = events, []
         for event in events:
             kind = event["type"]
             if kind == "metrics":
@@ -243,12 +246,12 @@ class DuckDBWriter(Consumer):
             self._touched_runs.add(run.run_id)
             if metrics:
                 typed: list[tuple[Any, ...]] = []
-                rows.metrics.add(run.run_id, metrics, "step", rows.values.rows, typed)
+                top = rows.metrics.add(run.run_id, metrics, "step", rows.values.rows, typed)
                 for key, step, ts, value in typed:
                     found, histograms = media.media_rows(run.run_id, row.rank, key, step, ts, value)
                     rows.media.rows.extend(found)
                     rows.histograms.rows.extend(histograms)
-                fold.seen(run, metrics[-1]["ts"], max(map(_STEP, metrics)))
+                fold.seen(run, metrics[-1]["ts"], top)
             if system:
                 rows.system.add(run.run_id, system, row.rank)
                 fold.seen(run, system[-1]["ts"])
