@@ -148,12 +148,12 @@ def wait_ingested(url: str, big: str, steps: int, projects: dict[str, int]) -> f
         time.sleep(0.5)
 
 
-def api_ms(url: str, query: str, rounds: int) -> list[float]:
-    """Milliseconds for GET /api/runs?query, read whole, ``rounds`` times."""
+def api_ms(url: str, path: str, rounds: int) -> list[float]:
+    """Milliseconds for GET path, read whole, ``rounds`` times."""
     times = []
     for _ in range(rounds):
         started = time.perf_counter()
-        get_json(f"{url}api/runs?{query}")
+        get_json(f"{url}{path}")
         times.append((time.perf_counter() - started) * 1000)
     return times
 
@@ -281,10 +281,13 @@ def main() -> None:
             browser.close()
         api = {
             f"GET /api/runs, one page of {PAGE} (now)": api_ms(
-                url, f"project=scale&limit={PAGE}", args.rounds
+                url, f"api/runs?project=scale&limit={PAGE}", args.rounds
             ),
             f"GET /api/runs, all {scale:,} runs (the table before #14)": api_ms(
-                url, "project=scale&limit=10000", args.rounds
+                url, "api/runs?project=scale&limit=10000", args.rounds
+            ),
+            f"GET /api/facets, {scale:,} runs (the menus, after the first page)": api_ms(
+                url, "api/facets?project=scale", args.rounds
             ),
         }
     finally:
@@ -301,7 +304,7 @@ def main() -> None:
         )
     median = {name: statistics.median(values) for name, values in {**figures, **api}.items()}
     pages = [median[name] for name, *_ in cases[:2]]
-    calls = list(median[name] for name in api)
+    calls = [median[name] for name in api]
     print(f"\nfirst page at {scale:,} runs / at {tenth:,} runs: {pages[0] / pages[1]:.2f}x")
     print(f"API: all runs / one page: {calls[1] / calls[0]:.1f}x")
     RESULTS.mkdir(exist_ok=True)
