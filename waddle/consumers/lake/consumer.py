@@ -11,9 +11,10 @@ from it: a run whose status is not ``running`` and whose fingerprint (status, an
 stream's finish time) differs from the one recorded after its last export. So a kill at
 any moment is followed, at the next start, by the exports it interrupted; an export
 whose files are found current (the lake's ``runs`` row equals the store's) is recorded,
-not redone. A run that is resumed and
-finishes again, or one whose further ranks finish later, is exported again and its files
-replaced. Offsets are published (``state/<name>.json``) after the files are in place.
+not redone. A run that is resumed and finishes again, or one whose further ranks finish
+later, is exported again and its files replaced; events logged after the last finish
+wait for the next one. Offsets are published (``state/<name>.json``) after the files
+are in place.
 
 What it does not do: a live run is not in the lake until it finishes (``waddle serve``
 shows it from its own store); media blobs stay in ``<root>/blobs``, only their rows go.
