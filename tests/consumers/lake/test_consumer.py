@@ -101,3 +101,31 @@ def test_lake_without_the_lake_consumer_is_refused(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert b"--consumer lake" in done.stderr
+
+
+def test_a_rank_finishing_after_the_lead_exports_the_run_again(tmp_path: Path) -> None:
+    root, lake = tmp_path / "w", tmp_path / "lake"
+    write_run(root, "ddp", 3)
+    write_run(root, "ddp", 2, rank=1, finish=None)
+    export(root, lake)
+    write_run(root, "ddp", 4, rank=1, first_step=2, resume=True)
+    export(root, lake)
+    consume(root)
+    found = checksums(root / "waddle.duckdb", lake)
+    assert found["lake"] == found["store"]
+    assert found["lake"]["metrics"]["ddp/loss"][0] == 3 + 6
+
+
+def test_two_writers_share_one_lake_each_with_its_own_files(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    for host in ("a", "b"):
+        write_run(tmp_path / host, f"run-{host}", 3)
+        export(tmp_path / host, lake)
+    con = duckdb.connect()
+    rows = con.execute(
+        f"SELECT run_id, count(*) FROM read_parquet('{lake}/metrics/*/*/*.parquet', "
+        "hive_partitioning = true) GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    assert rows == [("run-a", 9), ("run-b", 9)]
+    writers = {path.name for path in lake.glob("metrics/*/*/*.parquet")}
+    assert len(writers) == 2
