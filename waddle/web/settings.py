@@ -29,7 +29,9 @@ class Settings:
     latency floor). ``ws_queue_events`` bounds what a WebSocket client may have waiting
     before its backlog is dropped and replayed from the log; ``ws_send_timeout`` is how
     long one send may stall before the client is disconnected. ``max_blob_bytes`` bounds
-    one ``PUT /blobs/{sha256}`` body (``max_body_bytes`` bounds ``/ingest``).
+    one ``PUT /blobs/{sha256}`` body (``max_body_bytes`` bounds ``/ingest``). ``lake``
+    adds the finished runs of a Parquet lake to what the read endpoints see
+    (``waddle.store.lake``).
     """
 
     root: Path
