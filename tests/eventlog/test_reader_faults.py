@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from waddle.eventlog import reader as reader_module
+from waddle.eventlog import seek
 from waddle.eventlog.reader import DEFAULT_BATCH_BYTES, LogReader, Offset
 from waddle.eventlog.record import encode
 from waddle.eventlog.segment import segment_name
@@ -242,6 +243,7 @@ def test_an_over_long_line_skipped_in_parts_is_no_new_epoch(
     tmp_path: Path, read_stream: Callable, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(reader_module, "MAX_LINE_BYTES", 100)
+    monkeypatch.setattr(seek, "MAX_LINE_BYTES", 100)  # the limit of reading backwards
     lines = [line(0), line(1, pad=500), line(2)]
     write_segments(tmp_path, lines)
     drained = read_stream(tmp_path, STREAM, batch_bytes=16)

@@ -17,8 +17,11 @@ from waddle.errors import (
     StreamLockedError,
     WriteFailed,
 )
+from waddle.eventlog.watch import Hints
+from waddle.eventlog.writer import StreamWriter
+from waddle.web import ingest_log
 from waddle.web.errors import domain_answer
-from waddle.web.ingest_log import IngestLog
+from waddle.web.ingest_log import DEFAULT_MAX_OPEN, MAX_OPEN_CEILING, IngestLog
 
 from .events import stream_events
 
@@ -132,3 +135,63 @@ def test_each_refusal_of_the_log_has_its_answer_in_the_web_layer(
     assert answer.status == status
     assert answer.body() == {"detail": str(exc), **body}
     assert list(answer.body())[:2] == ["error", "detail"]
+
+
+def test_the_streams_it_writes_are_covered_and_hinted_until_finished(tmp_path: Path) -> None:
+    """What lets the host's readers skip polling relayed streams: while a writer here
+    is open nothing else grows its stream, and every write is told."""
+    hints = Hints()
+    queue = hints.subscribe()
+    log = IngestLog(tmp_path, hints=hints)
+    events = stream_events("h1", 3)
+    log.append("h1", events[:2])
+    assert hints.covered()[1] == {"h1"} and queue.take() == {"h1"}
+    log.append("h1", events[:2])  # duplicates only: nothing grew
+    assert queue.take() == set()
+    log.append("h1", events[2:])  # ends with finish: the writer closes, the lock is free
+    assert queue.take() == {"h1"} and hints.covered()[1] == frozenset()
+    StreamWriter(tmp_path / "log" / "h1", resume=True).close()
+    log.append("h2", stream_events("h2", 1, finish=False))
+    log.close()
+    assert hints.covered()[1] == frozenset()
+
+
+def test_parts_are_written_each_on_its_own_and_made_durable_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    monkeypatch.setattr(ingest_log, "_SYNCFS", lambda fd: synced.append(fd) or 0)
+    log = IngestLog(tmp_path)
+    a, b = stream_events("p1", 2, finish=False), stream_events("p2", 2, finish=False)
+    log.append("p1", a[:1])
+    results = log.append_parts([("p1", a[2:], None), ("p2", b, None), ("p3", [], None)])
+    assert isinstance(results[0], SeqGap)
+    assert [(r.stream, r.written) for r in results[1:]] == [("p2", 3), ("p3", 0)]  # type: ignore[union-attr]
+    assert len(synced) == 0  # one stream grew: its fsync is enough
+    log.append_parts([("p1", a[:1], None), ("p2", b, None)])  # duplicates only
+    assert len(synced) == 0
+    log.append_parts([("p1", a, None), ("p4", stream_events("p4", 1), None)])
+    assert len(synced) == 1  # two grew: one syncfs for both
+    log.close()
+    assert raw_events(raw_log(tmp_path, "p1")) == a
+
+
+def test_a_failing_syncfs_falls_back_to_an_fsync_per_stream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ingest_log, "_SYNCFS", lambda fd: -1)
+    fsynced: list[str] = []
+    monkeypatch.setattr(StreamWriter, "sync", lambda self: fsynced.append(self.stream_dir.name))
+    log = IngestLog(tmp_path)
+    log.append_parts([(n, stream_events(n, 1, finish=False), None) for n in ("f1", "f2")])
+    assert sorted(fsynced) == ["f1", "f2"]
+
+
+@pytest.mark.parametrize(
+    ("limit", "expected"), [(1024, DEFAULT_MAX_OPEN), (20_000, 9488), (10**9, MAX_OPEN_CEILING)]
+)
+def test_writers_kept_open_follow_the_open_files_limit(
+    monkeypatch: pytest.MonkeyPatch, limit: int, expected: int
+) -> None:
+    monkeypatch.setattr(ingest_log.resource, "getrlimit", lambda kind: (limit, limit))
+    assert IngestLog(Path("unused")).max_open == expected

@@ -21,46 +21,41 @@ in the log, and reading goes on:
   start as a new epoch (``Batch.restarted``).
 
 Polling is the waiting mechanism, so it works the same on local and network
-filesystems. What it costs follows what changes (``follow``): a finished stream is
-parked, and checked only rarely and cheaply (two stats) until it changes; the log folder
-is listed again only when its mtime moves; where the OS has change notification
-(``waddle.eventlog.watch``), a parked stream that changes is checked at once.
+filesystems. What it costs follows what changes (``follow``, ``waddle.eventlog.parking``):
+a finished stream is parked, and checked only rarely and cheaply (two stats) until it
+changes; the log folder is listed again only when its mtime moves; where the OS has
+change notification (``waddle.eventlog.watch``), a parked stream that changes is checked
+at once; a stream whose writer in this process says when it grew (``Hints``: the host's
+``/ingest``) is read when it grew, and otherwise rarely.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import operator
 import os
 import threading
-import time
-from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
+from waddle.eventlog.parking import Parking
 from waddle.eventlog.record import BadLine, decode
+from waddle.eventlog.seek import MAX_LINE_BYTES, line_start, seq_before
 from waddle.eventlog.segment import list_segments, log_dir, segment_name
-from waddle.eventlog.watch import Watcher
 from waddle.ids import is_valid_id
 
 if TYPE_CHECKING:  # the producer reads the log too: no import it does not need
     from waddle.event_types import Event
+    from waddle.eventlog.watch import HintQueue
 
 _SEQ = operator.itemgetter("seq")
 
 logger = logging.getLogger("waddle.eventlog")
 
 DEFAULT_BATCH_BYTES = 1 << 20
-MAX_LINE_BYTES = 64 << 20
 DEFAULT_POLL_INTERVAL = 0.05
-_BACK_BLOCK = 64 << 10
-PARK_CHECK_S = 10.0
-PARK_CHECK_NOTIFIED_S = 60.0
-_RELIST_S = 30.0
-_RACY_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,16 +113,23 @@ class LogReader:
         batch_bytes: int = DEFAULT_BATCH_BYTES,
         notify: bool = True,
         park_check: float | None = None,
+        hints: HintQueue | None = None,
+        hint_check: float | None = None,
     ) -> None:
         """``notify``: use change notification while following (else polling only);
         ``park_check``: seconds between checks of a parked stream (default: 60 s with
-        notification, 10 s without)."""
+        notification, 10 s without); ``hints``: which streams a writer in this process
+        grew (``waddle.eventlog.watch.Hints``), so that ``follow`` reads those streams
+        only when they grew, and each of them otherwise every ``hint_check`` seconds
+        (default 10 s)."""
         self.root = Path(root)
         self.log_dir = log_dir(self.root)
         self.batch_bytes = batch_bytes
         self.notify = notify
         self.park_check = park_check
-        self._parking: _Parking | None = None
+        self.hints = hints
+        self.hint_check = hint_check
+        self._parking: Parking | None = None
 
     def streams(self) -> list[str]:
         """The stream ids present now (folders with a valid id), sorted."""
@@ -241,7 +243,7 @@ class LogReader:
         generator is about to wait: consumers commit there, and ``--once`` stops there.
         """
         current = dict(offsets)
-        self._parking = parking = _Parking(self)
+        self._parking = parking = Parking(self)
         idle = False
         try:
             while not stop.is_set():
@@ -318,198 +320,7 @@ def _fits(handle: BinaryIO, position: int) -> bool:
     if lead == b"\n" or not lead:
         return bool(lead)
     end = os.fstat(handle.fileno()).st_size
-    return end == position or _line_start(handle, position) is None
-
-
-def _line_start(handle: BinaryIO, end: int) -> int | None:
-    """Where the line holding the byte before ``end`` starts: after the ``\\n`` before
-    it, or 0. None when that is more than ``MAX_LINE_BYTES`` back (an over-long line)."""
-    lowest = max(0, end - MAX_LINE_BYTES - 1)
-    at = end
-    while at > lowest:
-        start = max(lowest, at - _BACK_BLOCK)
-        handle.seek(start)
-        cut = handle.read(at - start).rfind(b"\n")
-        if cut >= 0:
-            return start + cut + 1
-        at = start
-    return 0 if lowest == 0 else None
-
-
-def _event_before(path: Path, position: int) -> dict[str, Any] | None:
-    """The event on the line that ends just before ``position``; None if it has none."""
-    if position <= 0:
-        return None
-    try:
-        with open(path, "rb") as handle:
-            start = _line_start(handle, position - 1)
-            if start is None:
-                return None
-            handle.seek(start)
-            line = handle.read(position - start)
-    except FileNotFoundError:
-        return None
-    events, _, _ = decode(line)
-    return events[0] if events else None
-
-
-def _seq_before(path: Path, position: int) -> int | None:
-    """The seq of the line that ends just before ``position``; None if it has none."""
-    event = _event_before(path, position)
-    return None if event is None else event["seq"]
-
-
-_Stamp = tuple[int, int, int, int, int]
-
-
-def _stamp(paths: tuple[str, str]) -> _Stamp:
-    """What changes when a stream changes: its folder (a segment added, the stream
-    created again) and its newest segment (appended to); two stats, nothing read.
-    ``paths``: the folder's and the segment's, as strings (no ``Path`` per check)."""
-    try:
-        folder = os.stat(paths[0])
-    except FileNotFoundError:
-        return (-1, -1, -1, -1, -1)
-    try:
-        newest = os.stat(paths[1])
-    except FileNotFoundError:
-        return (folder.st_ino, folder.st_mtime_ns, -1, -1, -1)
-    return (folder.st_ino, folder.st_mtime_ns, newest.st_ino, newest.st_size, newest.st_mtime_ns)
-
-
-_Parked = tuple[tuple[str, str], _Stamp]
-
-
-class _Parking:
-    """Which streams ``follow`` reads each round: all but the parked ones.
-
-    A stream is parked when its last event taken is ``finish`` and a read finds nothing
-    after it: from then on it is not read but stamped (``_stamp``), each parked stream
-    once per ``park_check`` seconds (a few per round), and read again when its stamp
-    changes (a run resumed, a stream created again) or the watcher names it. The stamp
-    is taken before the read that finds nothing, so a write after it changes the stamp;
-    a folder modified within the last ``_RACY_S`` seconds is not parked (its mtime
-    could change again within the same clock tick). The log folder is listed only when
-    its mtime moves, while it is recent, or every ``_RELIST_S`` seconds.
-    """
-
-    def __init__(self, reader: LogReader) -> None:
-        self.reader = reader
-        self.log_dir = reader.log_dir
-        self.watcher: Watcher | None = None
-        self.parked: dict[str, _Parked] = {}
-        self.last: dict[str, tuple[Offset, str | None]] = {}
-        self.rotation: deque[str] = deque()
-        self.queued: set[str] = set()
-        self.credit = 0.0
-        self.checked = time.monotonic()
-        self.listed: list[str] = []
-        self.present: set[str] = set()
-        self.listed_key: tuple[int, int] | None = None
-        self.listed_at = -math.inf
-        self.awake: list[str] | None = None
-
-    def watch(self) -> None:
-        """Start change notification, once (it is a hint: polling goes on regardless)."""
-        if self.watcher is None and self.log_dir.is_dir():
-            self.watcher = Watcher(self.log_dir)
-            self.watcher.start()
-
-    def close(self) -> None:
-        if self.watcher is not None:
-            self.watcher.stop()
-
-    def due(self) -> list[str]:
-        """The streams to read this round: the awake ones and the parked ones that woke."""
-        changed = self.watcher.take() if self.watcher is not None else set()
-        self._relist(force=bool(changed - self.present))
-        for stream in self._to_check(changed):
-            paths, stamp = self.parked[stream]
-            if _stamp(paths) != stamp:
-                del self.parked[stream]
-                self.awake = None
-        if self.awake is None:
-            self.awake = [s for s in self.listed if s not in self.parked]
-        return self.awake
-
-    def before(self, stream: str, offset: Offset) -> _Parked | None:
-        """The stamp to park ``stream`` with if the read at ``offset`` finds nothing:
-        only for a stream whose last event is (or may be) ``finish``."""
-        last = self.last.get(stream)
-        if last is not None and last[0] == offset and last[1] != "finish":
-            return None
-        # A read that finds nothing ends in the newest segment: the offset's, unless a
-        # later one appears after the stamp, which changes the folder's mtime.
-        folder = os.path.join(self.log_dir, stream)
-        paths = (folder, os.path.join(folder, segment_name(offset.segment)))
-        return paths, _stamp(paths)
-
-    def after(self, batch: Batch, offset: Offset, stamp: _Parked | None) -> None:
-        """Note the type of the last event taken; park the stream if it is finished."""
-        stream = batch.stream
-        if batch.events:
-            self.last[stream] = (batch.offset, batch.events[-1]["type"])
-            return
-        if batch.corrupt or batch.offset != offset:
-            self.last.pop(stream, None)
-            return
-        if stamp is None:
-            return
-        last = self.last.get(stream)
-        if last is None or last[0] != offset:
-            path = self.log_dir / stream / segment_name(offset.segment)
-            event = _event_before(path, offset.position)
-            last = self.last[stream] = (offset, None if event is None else event["type"])
-        mtime_ns = stamp[1][1]
-        if last[1] == "finish" and time.time() - mtime_ns / 1e9 > _RACY_S:
-            self.parked[stream] = stamp
-            self.awake = None
-            if stream not in self.queued:
-                self.queued.add(stream)
-                self.rotation.append(stream)
-
-    def _to_check(self, changed: set[str]) -> list[str]:
-        """Parked streams due for a check: those the watcher named, and the next few in
-        turn, so that each is checked about once per ``park_check`` seconds."""
-        due = [s for s in changed if s in self.parked]
-        now = time.monotonic()
-        every = self.reader.park_check
-        if every is None:
-            notified = self.watcher is not None and self.watcher.active
-            every = PARK_CHECK_NOTIFIED_S if notified else PARK_CHECK_S
-        self.credit = min(
-            self.credit + len(self.parked) * (now - self.checked) / every, len(self.parked)
-        )
-        self.checked = now
-        while self.rotation and self.credit >= 1:
-            stream = self.rotation.popleft()
-            if stream in self.parked:
-                self.credit -= 1
-                due.append(stream)
-                self.rotation.append(stream)
-            else:
-                self.queued.discard(stream)
-        return due
-
-    def _relist(self, *, force: bool) -> None:
-        """List the log folder again if it may have changed since the last listing."""
-        try:
-            folder = os.stat(self.log_dir)
-        except FileNotFoundError:
-            self.listed, self.present, self.listed_key, self.awake = [], set(), None, None
-            return
-        key = (folder.st_ino, folder.st_mtime_ns)
-        now = time.monotonic()
-        recent = time.time() - folder.st_mtime < _RACY_S
-        if not (force or recent or key != self.listed_key or now - self.listed_at > _RELIST_S):
-            return
-        self.listed, self.listed_key, self.listed_at = self.reader.streams(), key, now
-        self.present = present = set(self.listed)
-        for stream in [s for s in self.parked if s not in present]:
-            del self.parked[stream]
-        for stream in [s for s in self.last if s not in present]:
-            del self.last[stream]
-        self.awake = None
+    return end == position or line_start(handle, position) is None
 
 
 class _Scan:
@@ -668,7 +479,7 @@ class _Scan:
         """The seq expected next: checked against the file when it came from the
         caller's offset and ``seq``, the next one in the file, disagrees with it."""
         if self.verify is not None and seq != self.expected:
-            before = _seq_before(*self.verify)
+            before = seq_before(*self.verify)
             self.expected = None if before is None else before + 1
         self.verify = None
         return self.expected

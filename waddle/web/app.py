@@ -3,7 +3,9 @@
 While the app runs (its lifespan), two consumers tail ``<root>/log`` in threads of their
 own, each through the one run loop (``waddle.consumers.base``): the DuckDB writer keeps
 the tables the read endpoints query, and the live broadcaster feeds ``/ws``. ``/ingest``
-is a producer into the same log, so what relays send reaches both like local runs do.
+is a producer into the same log, so what relays send reaches both like local runs do;
+it tells them which streams it grew (``Hints``), so they read a relayed stream when it
+grew rather than every poll.
 On shutdown the ingest writers close (fsync, locks released), then each consumer stops
 after its current round with its offsets committed.
 """
@@ -31,6 +33,7 @@ from waddle.consumers.duckdb.writer import DuckDBWriter
 from waddle.consumers.relay.consumer import RelayConsumer
 from waddle.errors import StoreError, UsageError
 from waddle.eventlog.reader import LogReader
+from waddle.eventlog.watch import Hints
 from waddle.web import api, blobs, media_api
 from waddle.web.auth import TokenAuth
 from waddle.web.dashboard_api import dashboard_routes
@@ -100,11 +103,19 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     state = app.state
     state.reader = LogReader(settings.root)
-    state.ingest_log = IngestLog(settings.root)
+    # /ingest tells the consumers which streams it grew: they need not poll those.
+    hints = Hints()
+    state.ingest_log = IngestLog(settings.root, hints=hints)
     writer = DuckDBWriter(settings.root, settings.database)
-    writing = ConsumerThread(writer, settings.root, interval=settings.poll_interval)
+    writing = ConsumerThread(
+        writer,
+        settings.root,
+        interval=settings.poll_interval,
+        reader=LogReader(settings.root, hints=hints.subscribe()),
+    )
     state.broadcaster = Broadcaster(settings.root)
     state.broadcaster.hub.attach(asyncio.get_running_loop())
+    state.broadcaster.tail_reader.hints = hints.subscribe()
     relays = [RelayConsumer(settings.root, u, token=settings.relay_token) for u in settings.relays]
     threads = [
         writing,
@@ -114,7 +125,15 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
             interval=settings.poll_interval,
             reader=state.broadcaster.tail_reader,
         ),
-        *(ConsumerThread(r, settings.root, interval=settings.poll_interval) for r in relays),
+        *(
+            ConsumerThread(
+                r,
+                settings.root,
+                interval=settings.poll_interval,
+                reader=LogReader(settings.root, hints=hints.subscribe()),
+            )
+            for r in relays
+        ),
     ]
     started: list[ConsumerThread] = []
     try:

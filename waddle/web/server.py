@@ -9,6 +9,8 @@ exit code.
 
 from __future__ import annotations
 
+import logging
+import resource
 import socket
 import threading
 import time
@@ -21,6 +23,8 @@ from waddle.web.settings import Settings
 
 if TYPE_CHECKING:
     import uvicorn
+
+logger = logging.getLogger("waddle.web")
 
 STARTUP_TIMEOUT_S = 120.0
 
@@ -59,6 +63,7 @@ def serve(
     from waddle.web.ws import AbortableWebSocketProtocol
 
     check_free(settings)
+    raise_open_files_limit()
     sock = bind(settings.host, settings.port)
     port = sock.getsockname()[1]
     config = uvicorn.Config(
@@ -92,6 +97,19 @@ def serve(
         restore()
         sock.close()
     return 0 if server.started else 1
+
+
+def raise_open_files_limit() -> None:
+    """Let this process open as many files as the system allows it (the soft limit up to
+    the hard one): a central host keeps a writer open per live relayed run
+    (``IngestLog``), two descriptors each, and a soft limit of 1,024 would make it close
+    and resume writers on every request."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (OSError, ValueError) as exc:  # a container may forbid it: fewer writers open
+        logger.info("waddle: open files limit stays as it is (%s)", exc)
 
 
 def check_free(settings: Settings) -> None:

@@ -1,0 +1,251 @@
+"""Which streams ``LogReader.follow`` reads each round, so that cost follows change.
+
+Two kinds of streams are not read every round:
+
+* **Parked**: a stream whose last event taken is ``finish`` and a read finds nothing
+  after it. From then on it is not read but stamped (``_stamp``), each parked stream
+  once per ``park_check`` seconds (a few per round), and read again when its stamp
+  changes (a run resumed, a stream created again) or the watcher names it. The stamp is
+  taken before the read that finds nothing, so a write after it changes the stamp; a
+  folder modified within the last ``_RACY_S`` seconds is not parked (its mtime could
+  change again within the same clock tick).
+* **Hinted**: a stream whose writer is in this process and says when it grew
+  (``waddle.eventlog.watch.Hints``: the host's ``/ingest``). Such a stream is read when
+  a hint names it, again every round while reads still find events (a backlog), and
+  otherwise only once per ``hint_check`` seconds, in turn: the rare check that finds an
+  event whose hint went missing. The first round of ``follow`` reads every stream.
+
+The log folder is listed only when its mtime moves, while it is recent, or every
+``_RELIST_S`` seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from waddle.eventlog.seek import event_before
+from waddle.eventlog.segment import segment_name
+from waddle.eventlog.watch import Watcher
+
+if TYPE_CHECKING:
+    from waddle.eventlog.reader import Batch, LogReader, Offset
+
+PARK_CHECK_S = 10.0
+PARK_CHECK_NOTIFIED_S = 60.0
+HINT_CHECK_S = 10.0
+_RELIST_S = 30.0
+_RACY_S = 2.0
+
+_Stamp = tuple[int, int, int, int, int]
+
+
+def _stamp(paths: tuple[str, str]) -> _Stamp:
+    """What changes when a stream changes: its folder (a segment added, the stream
+    created again) and its newest segment (appended to); two stats, nothing read.
+    ``paths``: the folder's and the segment's, as strings (no ``Path`` per check)."""
+    try:
+        folder = os.stat(paths[0])
+    except FileNotFoundError:
+        return (-1, -1, -1, -1, -1)
+    try:
+        newest = os.stat(paths[1])
+    except FileNotFoundError:
+        return (folder.st_ino, folder.st_mtime_ns, -1, -1, -1)
+    return (folder.st_ino, folder.st_mtime_ns, newest.st_ino, newest.st_size, newest.st_mtime_ns)
+
+
+Parked = tuple[tuple[str, str], _Stamp]
+
+
+class _Turns:
+    """Streams taken in turn, each about once per ``every`` seconds (a few per round)."""
+
+    def __init__(self) -> None:
+        self.queue: deque[str] = deque()
+        self.queued: set[str] = set()
+        self.credit = 0.0
+        self.checked = time.monotonic()
+
+    def add(self, stream: str) -> None:
+        if stream not in self.queued:
+            self.queued.add(stream)
+            self.queue.append(stream)
+
+    def due(self, member: Callable[[str], bool], count: int, every: float) -> list[str]:
+        """The next streams whose turn it is; a stream no longer a ``member`` leaves."""
+        now = time.monotonic()
+        self.credit = min(self.credit + count * (now - self.checked) / every, count)
+        self.checked = now
+        due = []
+        while self.queue and self.credit >= 1:
+            stream = self.queue.popleft()
+            if member(stream):
+                self.credit -= 1
+                due.append(stream)
+                self.queue.append(stream)
+            else:
+                self.queued.discard(stream)
+        return due
+
+
+class Parking:
+    """The streams to read each round (module docstring), for one ``follow``."""
+
+    def __init__(self, reader: LogReader) -> None:
+        self.reader = reader
+        self.log_dir = reader.log_dir
+        self.watcher: Watcher | None = None
+        self.parked: dict[str, Parked] = {}
+        self.last: dict[str, tuple[Offset, str | None]] = {}
+        self.turns = _Turns()
+        self.listed: list[str] = []
+        self.present: set[str] = set()
+        self.listed_key: tuple[int, int] | None = None
+        self.listed_at = -math.inf
+        self.awake: list[str] | None = None
+        self.hints = reader.hints
+        self.sweep = _Turns()
+        self.pending: set[str] | None = None  # None until the first round is read
+        self.covered: frozenset[str] = frozenset()
+        self.polled: tuple[int, list[str]] | None = None
+
+    def watch(self) -> None:
+        """Start change notification, once (it is a hint: polling goes on regardless)."""
+        if self.watcher is None and self.log_dir.is_dir():
+            self.watcher = Watcher(self.log_dir)
+            self.watcher.start()
+
+    def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+
+    def due(self) -> list[str]:
+        """The streams to read this round: the awake ones and the parked ones that woke;
+        of the hinted ones, those with news."""
+        changed = self.watcher.take() if self.watcher is not None else set()
+        grown = self.hints.take() if self.hints is not None else set()
+        self._relist(force=bool((changed | grown) - self.present))
+        for stream in self._to_check(changed):
+            paths, stamp = self.parked[stream]
+            if _stamp(paths) != stamp:
+                self._unpark(stream)
+        for stream in grown & self.parked.keys():
+            self._unpark(stream)
+        if self.awake is None:
+            self.awake = [s for s in self.listed if s not in self.parked]
+            self.polled = None
+        if self.hints is None:
+            return self.awake
+        if self.pending is None:
+            self.pending = set()
+            return self.awake
+        return self._hinted(grown)
+
+    def _hinted(self, grown: set[str]) -> list[str]:
+        """The awake streams not covered by hints, and the covered ones with news."""
+        assert self.hints is not None and self.pending is not None and self.awake is not None
+        version, covered = self.hints.covered()
+        if self.polled is None or self.polled[0] != version:
+            self.pending |= covered - self.covered  # read once, then on hints
+            self.covered = covered
+            self.polled = (version, [s for s in self.awake if s not in covered])
+        quiet = self.sweep.due(self._quiet, len(self.sweep.queued), self._hint_check())
+        news = [*self.pending, *grown, *quiet]
+        if not news:
+            return self.polled[1]
+        return self.polled[1] + sorted({s for s in news if self._quiet(s)})
+
+    def _quiet(self, stream: str) -> bool:
+        """Whether ``stream`` is read only on hints (or the rare check) now."""
+        return stream in self.covered and stream not in self.parked and stream in self.present
+
+    def _hint_check(self) -> float:
+        every = self.reader.hint_check
+        return HINT_CHECK_S if every is None else every
+
+    def _unpark(self, stream: str) -> None:
+        del self.parked[stream]
+        self.awake = None
+
+    def before(self, stream: str, offset: Offset) -> Parked | None:
+        """The stamp to park ``stream`` with if the read at ``offset`` finds nothing:
+        only for a stream whose last event is (or may be) ``finish``."""
+        last = self.last.get(stream)
+        if last is not None and last[0] == offset and last[1] != "finish":
+            return None
+        # A read that finds nothing ends in the newest segment: the offset's, unless a
+        # later one appears after the stamp, which changes the folder's mtime.
+        folder = os.path.join(self.log_dir, stream)
+        paths = (folder, os.path.join(folder, segment_name(offset.segment)))
+        return paths, _stamp(paths)
+
+    def after(self, batch: Batch, offset: Offset, stamp: Parked | None) -> None:
+        """Note what a read found: the type of the last event taken, whether the stream
+        may have more (read it again next round), whether it is finished (park it)."""
+        stream = batch.stream
+        news = bool(batch.events or batch.corrupt or batch.offset != offset)
+        if self.pending is not None:
+            if news:
+                self.pending.add(stream)
+            else:
+                self.pending.discard(stream)
+                if stream in self.covered:
+                    self.sweep.add(stream)
+        if batch.events:
+            self.last[stream] = (batch.offset, batch.events[-1]["type"])
+            return
+        if news:
+            self.last.pop(stream, None)
+            return
+        if stamp is None:
+            return
+        last = self.last.get(stream)
+        if last is None or last[0] != offset:
+            path = self.log_dir / stream / segment_name(offset.segment)
+            event = event_before(path, offset.position)
+            last = self.last[stream] = (offset, None if event is None else event["type"])
+        mtime_ns = stamp[1][1]
+        if last[1] == "finish" and time.time() - mtime_ns / 1e9 > _RACY_S:
+            self.parked[stream] = stamp
+            self.awake = None
+            self.turns.add(stream)
+
+    def _to_check(self, changed: set[str]) -> list[str]:
+        """Parked streams due for a check: those the watcher named, and the next few in
+        turn, so that each is checked about once per ``park_check`` seconds."""
+        every = self.reader.park_check
+        if every is None:
+            notified = self.watcher is not None and self.watcher.active
+            every = PARK_CHECK_NOTIFIED_S if notified else PARK_CHECK_S
+        due = [s for s in changed if s in self.parked]
+        return due + self.turns.due(self.parked.__contains__, len(self.parked), every)
+
+    def _relist(self, *, force: bool) -> None:
+        """List the log folder again if it may have changed since the last listing."""
+        try:
+            folder = os.stat(self.log_dir)
+        except FileNotFoundError:
+            self.listed, self.present, self.listed_key, self.awake = [], set(), None, None
+            return
+        key = (folder.st_ino, folder.st_mtime_ns)
+        now = time.monotonic()
+        recent = time.time() - folder.st_mtime < _RACY_S
+        if not (force or recent or key != self.listed_key or now - self.listed_at > _RELIST_S):
+            return
+        self.listed, self.listed_key, self.listed_at = self.reader.streams(), key, now
+        present = set(self.listed)
+        if self.pending is not None:  # a new stream is read once, hinted or not
+            self.pending |= present - self.present
+        self.present = present
+        for stream in [s for s in self.parked if s not in present]:
+            del self.parked[stream]
+        for stream in [s for s in self.last if s not in present]:
+            del self.last[stream]
+        if self.pending is not None:
+            self.pending &= present
+        self.awake = None
