@@ -101,6 +101,7 @@ export class RunsTable {
       this.ready = true;
       this.columns = this.chosenColumns();
       this.renderFrame();
+      this.renderOptions();
       this.liveEvents.start();
       this.loadFacets();
     }
