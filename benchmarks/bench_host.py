@@ -1,0 +1,201 @@
+"""The central host's per-stream costs, each measured side by side in one run.
+
+* ``tail``: a host tailing its own log while ``/ingest`` writes STREAMS live runs at
+  RATE events/s each (``IngestLog.append_parts``, the path of ``/ingest/batch``, a tenth
+  of the streams every 0.1 s). A consumer's reader follows the log, once told which
+  streams grew (``Hints``, what ``waddle serve`` does) and once polling every stream
+  (what it did before). Reported: the reader thread's CPU per wall second, and the
+  p50/p99 delay from the write to the reader handing the event on.
+* ``sync``: one multi-stream request of STREAMS parts (10 events each) made durable by
+  one ``syncfs`` against one ``fsync`` per stream.
+* ``batch``: CPU per event of the host's ingest (check and write, no HTTP) for the same
+  events sent as one ``/ingest/batch`` body against one single-stream body per stream
+  (each paying its fsync, as in the server).
+
+    python benchmarks/bench_host.py                      # 3,000 streams, ~2 minutes
+    python benchmarks/bench_host.py --streams 1000 --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from waddle.eventlog.reader import LogReader
+from waddle.eventlog.watch import Hints
+from waddle.web import ingest_log
+from waddle.web.ingest import _prepare
+from waddle.web.ingest_batch import take_batch
+from waddle.web.ingest_log import IngestLog
+
+SLICES = 10  # a tenth of the streams per write round, ten rounds a second
+
+
+def events_of(stream: str, first: int, count: int, now: float) -> list[dict[str, Any]]:
+    if first == 0:
+        run = {"seq": 0, "ts": now, "type": "run", "run_id": stream, "project": "bench",
+               "name": stream, "config": {}, "tags": [], "notes": None, "group": None,
+               "job_type": None, "context": {"host": "bench"}}  # fmt: skip
+        return [run, *events_of(stream, 1, count - 1, now)]
+    return [
+        {"seq": s, "ts": now, "type": "metrics", "step": s, "data": {"loss": 0.5, "acc": 0.1}}
+        for s in range(first, first + count)
+    ]
+
+
+def tail(root: Path, streams: int, rate: int, seconds: float, hinted: bool) -> dict[str, float]:
+    """Write ``streams`` live streams for ``seconds``; follow them with one reader."""
+    hints = Hints()
+    log = IngestLog(root, hints=hints)
+    names = [f"{'h' if hinted else 'p'}{i:05d}" for i in range(streams)]
+    reader = LogReader(root, hints=hints.subscribe() if hinted else None, notify=False)
+    stop = threading.Event()
+    delays: list[float] = []
+    cpu: list[float] = []
+    counted = threading.Event()
+
+    def follow() -> None:
+        start = None
+        for batches in reader.follow({}, stop, 0.05):
+            now = time.time()
+            if counted.is_set():
+                if start is None:
+                    start = time.thread_time()
+                delays.extend(now - b.events[-1]["ts"] for b in batches if b.events)
+        cpu.append(time.thread_time() - (start or time.thread_time()))
+
+    thread = threading.Thread(target=follow)
+    thread.start()
+    held = dict.fromkeys(names, 0)
+    per_round = rate // SLICES or 1
+    begin = time.monotonic()
+    round_no = 0
+    warm = 2.0
+    measured_from = 0.0
+    while (elapsed := time.monotonic() - begin) < seconds + warm:
+        if elapsed >= warm and not counted.is_set():
+            counted.set()
+            measured_from = time.monotonic()
+        part = names[round_no % SLICES :: SLICES]
+        now = time.time()
+        parts = [(n, events_of(n, held[n], per_round, now), None) for n in part]
+        for n in part:
+            held[n] += per_round
+        log.append_parts(parts)  # type: ignore[arg-type]
+        round_no += 1
+        time.sleep(max(0.0, begin + round_no / SLICES - time.monotonic()))
+    wall = time.monotonic() - measured_from
+    stop.set()
+    thread.join()
+    log.close()
+    delays.sort()
+    return {
+        "cpu_per_s": cpu[0] / wall,
+        "p50_ms": 1000 * delays[len(delays) // 2],
+        "p99_ms": 1000 * delays[int(len(delays) * 0.99)],
+    }
+
+
+def sync(root: Path, streams: int, syncfs: bool) -> float:
+    """Seconds for one request of ``streams`` parts, 10 new events each."""
+    saved = ingest_log._SYNCFS
+    if not syncfs:
+        ingest_log._SYNCFS = None
+    try:
+        log = IngestLog(root)
+        now = time.time()
+        names = [f"s{i:05d}" for i in range(streams)]
+        log.append_parts([(n, events_of(n, 0, 10, now), None) for n in names])  # type: ignore[misc]
+        started = time.perf_counter()
+        log.append_parts([(n, events_of(n, 10, 10, now), None) for n in names])  # type: ignore[misc]
+        took = time.perf_counter() - started
+        log.close()
+        return took
+    finally:
+        ingest_log._SYNCFS = saved
+
+
+def batch_cost(root: Path, streams: int, as_batch: bool) -> float:
+    """CPU microseconds per event for ``streams`` open streams, 10 new events each:
+    ``syncfs`` is stubbed (the batch's disk wait is ``sync``'s to show), while each
+    single-stream request pays its own fsync's CPU, as it does in the server."""
+    now = time.time()
+    names = [f"b{i:05d}" for i in range(streams)]
+    log = IngestLog(root, hints=Hints())
+    saved, ingest_log._SYNCFS = ingest_log._SYNCFS, lambda fd: 0
+    try:
+        took = 0.0
+        for first in (0, 10):  # the first request opens the writers: not counted
+            bodies = {
+                n: b"".join(orjson.dumps(e) + b"\n" for e in events_of(n, first, 10, now))
+                for n in names
+            }
+            started = time.process_time()
+            if as_batch:
+                body = b"".join(
+                    b'{"stream":"%s","events":10}\n' % n.encode() + bodies[n] for n in names
+                )
+                take_batch(log, body, "", 1 << 30)
+            else:
+                for n in names:
+                    events, lines = _prepare(n, bodies[n], "", 1 << 30, True)
+                    log.append(n, events, lines)
+            took = time.process_time() - started
+    finally:
+        ingest_log._SYNCFS = saved
+        log.close()
+    return 1e6 * took / (10 * streams)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--streams", type=int, default=3000)
+    parser.add_argument("--rate", type=int, default=10, help="events/s per stream")
+    parser.add_argument("--seconds", type=float, default=15.0, help="per tail run")
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args()
+    results: dict[str, list[Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for attempt in range(args.repeat):
+            for hinted in (True, False):
+                root = Path(tmp) / f"tail{attempt}{hinted}"
+                key = "tail hinted" if hinted else "tail polled"
+                results.setdefault(key, []).append(
+                    tail(root, args.streams, args.rate, args.seconds, hinted)
+                )
+            for fs in (True, False):
+                key = "sync syncfs" if fs else "sync fsync each"
+                results.setdefault(key, []).append(
+                    sync(Path(tmp) / f"sync{attempt}{fs}", args.streams, fs)
+                )
+            for whole in (True, False):
+                key = "ingest batch" if whole else "ingest per stream"
+                results.setdefault(key, []).append(
+                    batch_cost(Path(tmp) / f"batch{attempt}{whole}", args.streams, whole)
+                )
+    print(f"{args.streams} streams, {args.rate} events/s each, medians of {args.repeat}")
+    for mode in ("tail hinted", "tail polled"):
+        runs = results[mode]
+        cpu = statistics.median(r["cpu_per_s"] for r in runs)
+        p50 = statistics.median(r["p50_ms"] for r in runs)
+        p99 = statistics.median(r["p99_ms"] for r in runs)
+        print(f"  {mode:18} reader CPU {100 * cpu:5.1f}% of a core", end="")
+        print(f"  p50 {p50:6.1f} ms  p99 {p99:6.1f} ms")
+    for mode in ("sync syncfs", "sync fsync each"):
+        print(f"  {mode:18} {1000 * statistics.median(results[mode]):8.1f} ms per request")
+    for mode in ("ingest batch", "ingest per stream"):
+        print(f"  {mode:18} {statistics.median(results[mode]):8.2f} us CPU per event")
+
+
+if __name__ == "__main__":
+    main()
