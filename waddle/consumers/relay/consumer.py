@@ -47,7 +47,8 @@ from urllib.parse import urlsplit
 from waddle.consumers.base import Consumer, Offsets, run_consumer
 from waddle.consumers.relay.blobs import BlobRelay
 from waddle.consumers.relay.client import DEFAULT_TIMEOUT_S, Backoff, check_url
-from waddle.consumers.relay.sender import Part, Sender
+from waddle.consumers.relay.parts import Part
+from waddle.consumers.relay.sender import Sender
 from waddle.errors import WaddleError
 from waddle.event_types import Event
 from waddle.eventlog.reader import DEFAULT_POLL_INTERVAL, Batch, Offset

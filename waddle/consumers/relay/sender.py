@@ -14,7 +14,7 @@ outage longer than ``give_up_after``), having told its ``owner`` why:
   (``owner.park``);
 * a seq the local log lost (a corrupt line its reader skipped, a removed segment) is
   sent as a ``skipped`` placeholder naming the loss, so the host's stream stays gapless
-  and every later event reaches it; a gap of more than ``MAX_SKIPPED`` seqs parks the
+  and every later event reaches it; a gap of more than ``parts.MAX_SKIPPED`` parks the
   stream instead (that is a lost segment or a corrupt seq, for an operator to look at);
 * an unreachable host (connection errors, timeouts, 5xx) is retried with capped
   exponential backoff and jitter (``Backoff``), the outage logged once when it starts
@@ -33,17 +33,16 @@ from __future__ import annotations
 
 import bisect
 import logging
-import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, TypeVar
 
 from waddle.consumers.relay.client import Backoff, Held, IngestClient
+from waddle.consumers.relay.parts import Part, fill_gaps, fillable, placeholders
 from waddle.errors import HostBusy, HostDenied, HostRefused, TransientError, WaddleError
-from waddle.event_types import Event, SkippedEvent
+from waddle.event_types import Event
 from waddle.eventlog.reader import LogReader, Offset
 from waddle.eventlog.record import encode
 from waddle.eventlog.segment import list_segments
@@ -53,11 +52,7 @@ logger = logging.getLogger("waddle.relay")
 # Nested rereads (the host losing events again while the relay resends them) before the
 # stream is parked rather than chased forever.
 MAX_REWINDS = 8
-# The most seqs in a row that a relay fills with ``skipped`` placeholders; a longer gap
-# parks the stream.
-MAX_SKIPPED = 10_000
 _WAIT_SLICE_S = 0.1
-_HOST = socket.gethostname()
 
 
 class Owner(Protocol):
@@ -81,30 +76,6 @@ class _Unframed(Exception):
 
 
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True, slots=True)
-class Part:
-    """One stream's share of a multi-stream request: its events (seq order, at least one)
-    and their NDJSON lines, as the log holds them or encoded again."""
-
-    stream: str
-    events: list[Event]
-    lines: bytes
-
-    @classmethod
-    def of(cls, stream: str, events: Sequence[Event], lines: bytes | None = None) -> Part:
-        """The part of ``events``; ``lines`` are their lines read from the log, if known
-        (gaps are filled with placeholders, which re-encodes)."""
-        filled = fill_gaps(events)
-        if lines is None or len(filled) != len(events):
-            lines = b"".join(map(encode, filled))
-        return cls(stream, filled, lines)
-
-    @property
-    def gapless(self) -> bool:
-        """Whether the seqs rise by one throughout (else a gap too long to fill is left)."""
-        return self.events[-1]["seq"] - self.events[0]["seq"] + 1 == len(self.events)
 
 
 class Sender:
@@ -297,8 +268,7 @@ class Sender:
             offset = batch.offset
             if not batch.events:
                 continue
-            first = batch.events[0]["seq"]
-            if first > expected + MAX_SKIPPED:
+            if not fillable(expected, batch.events[0]):
                 break  # the log lost more than placeholders should stand for
             events: list[Event] = [*placeholders(expected, batch.events[0])]
             events += [e for e in batch.events if e["seq"] <= until]
@@ -308,8 +278,8 @@ class Sender:
         if expected <= until and not self.owner.stopping() and stream not in self.owner.parked:
             self.owner.park(
                 stream,
-                f"the host needs seq {expected}, and the local log lacks more than "
-                f"{MAX_SKIPPED:,} seqs from there (a segment removed, or a corrupt seq); "
+                f"the host needs seq {expected}, and the local log lacks more seqs from there "
+                "than placeholders stand for (a segment removed, or a corrupt seq); "
                 "the host takes a stream only without gaps",
             )
         return expected > until
@@ -420,30 +390,6 @@ class Sender:
             "waddle relay: %s does not take gzip-compressed bodies; sending uncompressed",
             self.url,
         )
-
-
-def fill_gaps(events: Sequence[Event]) -> list[Event]:
-    """``events`` with a ``skipped`` placeholder for each seq missing between two of them
-    (gaps of at most ``MAX_SKIPPED``; a longer one is left for the host's 409 to show)."""
-    filled: list[Event] = []
-    for event in events:
-        if filled and 1 < event["seq"] - filled[-1]["seq"] <= MAX_SKIPPED + 1:
-            filled += placeholders(filled[-1]["seq"] + 1, event)
-        filled.append(event)
-    return filled
-
-
-def placeholders(first: int, following: Event) -> Iterator[SkippedEvent]:
-    """A ``skipped`` event for each seq from ``first`` up to the seq of ``following``.
-
-    Their ``ts`` is that of ``following``, so a placeholder sent again is the same line.
-    """
-    reason = (
-        f"the relay on {_HOST} had no event for this seq in its log (a corrupt line its "
-        "reader skipped, or a removed segment); the events after it were relayed"
-    )
-    for seq in range(first, following["seq"]):
-        yield {"seq": seq, "ts": following["ts"], "type": "skipped", "reason": reason}
 
 
 def _locate(reader: LogReader, stream: str, after: int) -> Offset:
