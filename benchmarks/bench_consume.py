@@ -70,7 +70,7 @@ def rows_in(db: Path) -> int:
     import duckdb
 
     with duckdb.connect(str(db), read_only=True) as con:
-        (rows,) = con.execute("SELECT count(*) FROM metrics").fetchone()
+        ((rows,),) = con.execute("SELECT count(*) FROM metrics").fetchall()
     return int(rows)
 
 
@@ -81,12 +81,14 @@ def fresh(root: Path, floor_db: Path) -> None:
     shutil.rmtree(root / "state", ignore_errors=True)
 
 
-def round_of(root: Path, floor_db: Path, env: dict[str, str], first: str) -> dict[str, dict]:
+def round_of(
+    root: Path, floor_db: Path, env: dict[str, str], first: str
+) -> dict[str, dict[str, float]]:
     commands = {
         "waddle": [sys.executable, "-c", CONSUME, "--dir", str(root), "--once"],
         "floor": [sys.executable, "-c", FLOOR, str(root), str(floor_db)],
     }
-    results = {}
+    results: dict[str, dict[str, float]] = {}
     for kind in sorted(commands, key=lambda k: k != first):
         fresh(root, floor_db)
         results[kind] = timed(commands[kind], env)
