@@ -5,8 +5,9 @@ command: interpreter start, imports, schema creation, catch-up, commit, the runs
 snapshot, threads stopped, exit. This benchmark times exactly that, from spawn to exit,
 for two commands over the same segments (a backlog written through the real producer):
 
-* ``waddle-consume --dir D --once``, as the installed entry point runs it, into an empty
-  database (state files and snapshot removed before each round);
+* ``waddle-consume --dir D --once``, as the installed entry point runs it (bytecode
+  cached, as pip leaves it), into an empty database (state files and snapshot removed
+  before each round);
 * the floor: ``python -c "import duckdb; ..."`` that creates the same ``metrics`` table
   and lets DuckDB's ``read_json`` insert the segments (``bench_ingest.FLOOR_INSERT``).
 
@@ -38,6 +39,7 @@ from bench_ingest import FLOOR_INSERT, FLOOR_TABLE, VALUES_PER_EVENT
 HERE = Path(__file__).resolve().parent
 # What the ``waddle-consume`` script that pip installs runs.
 CONSUME = "import sys; from waddle.cli import consume_main; sys.exit(consume_main())"
+WARM_UP = "import waddle.cli.parser, waddle.consumers.daemon, waddle.consumers.duckdb.writer"
 # The floor imports nothing but duckdb, as a user's one-liner would.
 FLOOR = f"""
 import os, sys, duckdb
@@ -104,13 +106,17 @@ def main() -> int:
     parser.add_argument("--segment-bytes", type=int, default=8 << 20)
     parser.add_argument("--output", type=Path, default=HERE / "results" / "bench_consume.json")
     args = parser.parse_args()
-    # The package from this checkout, whether or not (and wherever) it is installed.
+    # The package from this checkout, whether or not (and wherever) it is installed, with
+    # its bytecode cached as an installed package has it (PYTHONDONTWRITEBYTECODE would
+    # compile every edited module at each start, a cost no user pays).
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(
             filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")])
         ),
     }
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    timed([sys.executable, "-c", WARM_UP], env)
     load = os.getloadavg()[0]
     rounds = []
     with tempfile.TemporaryDirectory(prefix="waddle-bench-consume-") as tmp:
