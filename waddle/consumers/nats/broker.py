@@ -114,7 +114,7 @@ async def connect(url: str, name: str) -> Any:
     async def on_reconnect() -> None:
         logger.warning("waddle %s: reconnected to the NATS server %s", name, url)
 
-    await client.connect(
+    connecting = client.connect(
         servers=[url],
         name=name,
         allow_reconnect=True,
@@ -125,6 +125,11 @@ async def connect(url: str, name: str) -> Any:
         disconnected_cb=on_disconnect,
         reconnected_cb=on_reconnect,
     )
+    try:
+        await connecting
+    except BaseException:
+        await client.close()  # a half-made connection keeps its socket otherwise
+        raise
     return client
 
 
@@ -205,6 +210,17 @@ class Loop:
         """Stop the loop and its thread; tasks still pending are cancelled."""
         if self.loop.is_closed():
             return
+        self.run(_cancel_all())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join()
         self.loop.close()
+
+
+async def _cancel_all() -> None:
+    """Cancel the loop's other tasks and let them end, as ``asyncio.run`` does at its end:
+    a closed client leaves tasks that must see their cancellation before the loop goes."""
+    tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.get_running_loop().shutdown_asyncgens()

@@ -102,6 +102,7 @@ class NatsRelay(Consumer):
         self._interrupted = threading.Event()
         self._loop: Loop | None = None
         self._client: Any = None
+        self._connecting = asyncio.Lock()
 
     def start(self, offsets: Mapping[str, Offset]) -> Offsets:
         """Resume from the published offsets: exactly what the broker acknowledged."""
@@ -109,6 +110,7 @@ class NatsRelay(Consumer):
         self.failure = None
         self._interrupted.clear()
         self._loop = Loop(f"waddle-{self.name}")
+        self._connecting = asyncio.Lock()
         return super().start(offsets)
 
     def handle(self, batches: list[Batch]) -> None:
@@ -214,11 +216,12 @@ class NatsRelay(Consumer):
 
     async def _jetstream(self) -> Any:
         """The JetStream context, connecting first if needed (a failure is transient)."""
-        if self._client is None or self._client.is_closed:
-            try:
-                self._client = await connect(self.url, self.name)
-            except Exception as exc:  # nats-py raises several kinds for a server that is down
-                raise BrokerUnreachable(f"cannot connect to {self.url}: {exc!r}") from exc
+        async with self._connecting:  # the streams of a round share one connection
+            if self._client is None or self._client.is_closed:
+                try:
+                    self._client = await connect(self.url, self.name)
+                except Exception as exc:  # nats-py raises several kinds for a server that is down
+                    raise BrokerUnreachable(f"cannot connect to {self.url}: {exc!r}") from exc
         return self._client.jetstream()
 
     async def _wait_out(self, exc: BrokerUnreachable, attempt: int, since: float) -> bool:
