@@ -1,0 +1,145 @@
+"""Ingesting from JetStream: out-of-order and repeated messages of a stream (the ingester's
+own logic, with stand-in messages), and exactly once across the whole path with real
+processes: two producer folders, their relays, a broker restarted, two ingesters of which
+one is SIGKILLed twice."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.consumers.relay.support import (
+    Relay,
+    caught_up,
+    checksums,
+    last_seqs,
+    log_events,
+    reference_db,
+)
+from tests.helpers import eventually
+from tests.nats.conftest import NatsServer, produce, settle
+from tests.nats.test_publisher import published
+from tests.web.conftest import Server, start_server
+from waddle.eventlog.record import encode
+from waddle.web.ingest_log import IngestLog
+from waddle.web.nats_ingest import NatsIngester
+
+
+class Message:
+    """Stands in for a JetStream message: its payload, and what the ingester answered."""
+
+    def __init__(self, event: dict[str, Any]) -> None:
+        self.data = encode(event)[:-1]
+        self.answers: list[str] = []
+
+    async def ack(self) -> None:
+        self.answers.append("ack")
+
+    async def nak(self, delay: float | None = None) -> None:
+        self.answers.append("nak")
+
+    async def in_progress(self) -> None:
+        self.answers.append("wip")
+
+
+def test_a_stream_is_appended_in_seq_order_whatever_order_its_messages_come_in(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "producer"
+    settle(produce(source, "o", runs=1, steps=3, chunk=3, pause=0))
+    ((stream, logged),) = log_events(source).items()
+    events = logged[:5]  # the run event and metrics
+    log = IngestLog(tmp_path / "ingester")
+    ingester = NatsIngester(log, "nats://127.0.0.1:1", name="a")
+    msgs = [Message(event) for event in events]
+
+    def take(*seqs: int) -> None:
+        asyncio.run(ingester._take(stream, [(seq, msgs[seq]) for seq in seqs]))
+
+    take(3, 1)  # a gap before both: kept, unanswered, nothing written
+    assert log.held(stream) == -1
+    assert [m.answers for m in msgs] == [[]] * 5
+    take(0)  # fills the gap: 0 and 1 are written and acknowledged, 3 still waits
+    assert log.held(stream) == 1
+    assert [m.answers for m in msgs] == [["ack"], ["ack"], [], [], []]
+    take(2, 1, 4)  # 1 again (a redelivery): acknowledged, not written again
+    log.close()
+    assert [m.answers for m in msgs] == [["ack"], ["ack", "ack"], ["ack"], ["ack"], ["ack"]]
+    assert ingester.taken == 5
+    assert log_events(tmp_path / "ingester") == {stream: events}
+
+
+def ingester(root: Path, url: str, name: str) -> Server:
+    return start_server(root, "--from", url, "--name", name, "--poll-interval", "0.02")
+
+
+def combined(dbs: list[Path]) -> dict[tuple[str, str], tuple[int, ...]]:
+    """Per run and key, the metrics checksums added up over several databases."""
+    total: dict[tuple[str, str], Counter[int]] = {}
+    for db in dbs:
+        for run_id, key, *numbers in checksums(db):
+            counter = total.setdefault((run_id, key), Counter())
+            for index, number in enumerate(numbers):
+                counter[index] += int(number)
+    return {k: tuple(c[i] for i in range(4)) for k, c in total.items()}
+
+
+@pytest.mark.slow
+def test_every_event_lands_exactly_once_across_relays_broker_and_ingesters(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    url = nats_server.url
+    folders = [tmp_path / "machine1", tmp_path / "machine2"]
+    loads = [
+        produce(folder, prefix, runs=3, steps=1500, chunk=100, pause=0.04)
+        for folder, prefix in zip(folders, ("a", "b"), strict=True)
+    ]
+    relays = [Relay(folder, url) for folder in folders]
+    a_root, b_root = tmp_path / "ingester-a", tmp_path / "ingester-b"
+    servers = [ingester(a_root, url, "a"), ingester(b_root, url, "b")]
+    try:
+        for fault in ("ingester", "broker", "ingester"):
+            eventually(lambda: last_seqs(a_root) or last_seqs(b_root), 30, "ingested events")
+            time.sleep(0.7)
+            if fault == "broker":
+                nats_server.restart(signal.SIGKILL)
+            else:
+                servers[0].stop(signal.SIGKILL)
+                servers[0] = ingester(a_root, url, "a")
+        for load in loads:
+            settle(load)
+        expected = {**last_seqs(folders[0]), **last_seqs(folders[1])}
+        for folder in folders:
+            mine = last_seqs(folder)
+            eventually(lambda f=folder, m=mine: published(f, url) == m, 60, "the relays")
+
+        def ingested() -> bool:
+            a, b = last_seqs(a_root), last_seqs(b_root)
+            return not set(a) & set(b) and {**a, **b} == expected
+
+        eventually(ingested, 90, "the ingesters' logs to hold every event")
+        for server in servers:
+            held = last_seqs(server.root)
+            eventually(lambda r=server.root, h=held: caught_up(r, "duckdb", h), 60, "tables")
+        for server in servers:
+            assert server.stop() == 0, server.stderr()
+        for relay in relays:
+            assert relay.stop() == 0, relay.stderr()
+    finally:
+        for each in [*servers, *relays]:
+            each.stop(signal.SIGKILL)
+        for load in loads:
+            load.kill()
+            load.communicate()
+    sources = {**log_events(folders[0]), **log_events(folders[1])}
+    assert {**log_events(a_root), **log_events(b_root)} == sources
+    tables = [a_root / "waddle.duckdb", b_root / "waddle.duckdb"]
+    references = [reference_db(f, tmp_path / f"{f.name}.duckdb") for f in folders]
+    assert combined(tables) == combined(references)
+    assert len(combined(references)) == 6 * 2  # six runs, loss and acc
