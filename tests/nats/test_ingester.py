@@ -1,12 +1,15 @@
 """Ingesting from JetStream: out-of-order and repeated messages of a stream (the ingester's
 own logic, with stand-in messages), and exactly once across the whole path with real
 processes: two producer folders, their relays, a broker restarted, two ingesters of which
-one is SIGKILLed twice."""
+one is SIGKILLed twice, and the Parquet lake both ingesters export to."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -15,9 +18,11 @@ from typing import Any
 import pytest
 
 from tests.consumers.relay.support import (
+    CONSUME,
     Relay,
     caught_up,
     checksums,
+    clean_env,
     last_seqs,
     log_events,
     reference_db,
@@ -77,6 +82,33 @@ def test_a_stream_is_appended_in_seq_order_whatever_order_its_messages_come_in(
 
 def ingester(root: Path, url: str, name: str) -> Server:
     return start_server(root, "--from", url, "--name", name, "--poll-interval", "0.02")
+
+
+# The metrics checksums of tests/consumers/relay/support.py, read from the lake.
+LAKE_CHECKSUMS = """
+import duckdb, json, sys
+rows = duckdb.sql(f\"\"\"
+SELECT run_id, key, count(*), sum(hash(step, ts, value)), count(value), sum(isnan(value)::INT)
+FROM read_parquet('{sys.argv[1]}/metrics/*/*/*.parquet', hive_partitioning = true,
+                  hive_types = {{'project': VARCHAR, 'run_id': VARCHAR}})
+GROUP BY run_id, key ORDER BY run_id, key\"\"\").fetchall()
+print(json.dumps([[str(v) if i < 2 else int(v) for i, v in enumerate(r)] for r in rows]))
+"""
+
+
+def export_lake(root: Path, lake: Path) -> None:
+    """``waddle-consume --consumer lake --once``: the ingester's finished runs into ``lake``."""
+    argv = [*CONSUME, "--dir", str(root), "--consumer", "lake", "--lake", str(lake), "--once"]
+    done = subprocess.run(argv, env=clean_env(), capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+
+
+def lake_checksums(lake: Path) -> dict[tuple[str, str], tuple[int, ...]]:
+    """Per run and key, the metrics checksums of the lake, queried by a fresh process."""
+    argv = [sys.executable, "-c", LAKE_CHECKSUMS, str(lake)]
+    done = subprocess.run(argv, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    return {(run_id, key): tuple(rest) for run_id, key, *rest in json.loads(done.stdout)}
 
 
 def combined(dbs: list[Path]) -> dict[tuple[str, str], tuple[int, ...]]:
@@ -143,3 +175,7 @@ def test_every_event_lands_exactly_once_across_relays_broker_and_ingesters(
     references = [reference_db(f, tmp_path / f"{f.name}.duckdb") for f in folders]
     assert combined(tables) == combined(references)
     assert len(combined(references)) == 6 * 2  # six runs, loss and acc
+    lake = tmp_path / "lake"  # one lake that both ingesters write
+    for root in (a_root, b_root):
+        export_lake(root, lake)
+    assert lake_checksums(lake) == combined(references)
