@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import duckdb
+import numpy as np
 
 from waddle.consumers import quarantine
 from waddle.consumers.duckdb import fold, media
@@ -24,6 +25,11 @@ VALUES = ("run_id", "key", "step", "ts", "value")
 # Run ids and keys arrive as codes, indexes into the list of names given as $names.
 RUN, KEY = "$names[b.run + 1]", "$names[b.key + 1]"
 VALUE = "CASE WHEN b.nan THEN 'NaN'::DOUBLE ELSE b.value END"
+# The runs columns of ``upsert``, tags back from JSON text to a list.
+RUNS_SELECT = ", ".join(
+    f"from_json(c{index}, '[\"VARCHAR\"]')" if column == "tags" else f"c{index}"
+    for index, column in enumerate(store.RUN_COLUMNS)
+)
 
 
 class PendingRows:
@@ -91,14 +97,26 @@ def insert(
     con.execute(f"INSERT INTO {table} {select}", {"names": names} if names is not None else None)
 
 
-def upsert(con: duckdb.DuckDBPyConnection, table: str, rows: list[list[Any]]) -> None:
-    """Insert or replace rows by primary key, all in one statement."""
+def upsert(
+    con: duckdb.DuckDBPyConnection, table: str, rows: list[list[Any]], select: str = "*"
+) -> None:
+    """Insert or replace rows by primary key, all in one statement over registered columns
+    ``c0``, ``c1``… that ``select`` reads.
+
+    Not a ``VALUES`` list of parameters: DuckDB binds each parameter on its own, and a
+    commit that touched 3,000 runs (a central host's live runs) spent 1.7 s of CPU
+    there, against about 70 ms for the same rows registered as object columns. DuckDB
+    infers an object column's type from its values, which is safe for scalars but not
+    for lists (a first ``[]`` makes a list of nulls), so lists travel as JSON text.
+    """
     if rows:
-        marks = "(" + ", ".join("?" * len(rows[0])) + ")"
-        con.execute(
-            f"INSERT OR REPLACE INTO {table} VALUES {', '.join([marks] * len(rows))}",
-            [value for row in rows for value in row],
-        )
+        count = len(rows)
+        columns = {
+            f"c{index}": np.fromiter(values, dtype=object, count=count)
+            for index, values in enumerate(zip(*rows, strict=True))
+        }
+        con.register("upserted", columns)
+        con.execute(f"INSERT OR REPLACE INTO {table} SELECT {select} FROM upserted")
 
 
 def upsert_all(
@@ -108,16 +126,16 @@ def upsert_all(
     offsets: list[list[Any]],
 ) -> None:
     """The rows a commit replaces besides the inserts: runs, streams, offsets."""
-    upsert(con, "runs", runs)
+    upsert(con, "runs", runs, RUNS_SELECT)
     upsert(con, "streams", streams)
     upsert(con, "_waddle.offsets", offsets)
 
 
 def run_values(run: fold.RunRow) -> list[Any]:
-    """A ``runs`` row in column order, dicts as JSON text."""
+    """A ``runs`` row in column order, dicts and tags as JSON text (``RUNS_SELECT``)."""
     values = [getattr(run, column) for column in store.RUN_COLUMNS]
     for index, column in enumerate(store.RUN_COLUMNS):
-        if column in store.JSON_COLUMNS:
+        if column in store.JSON_COLUMNS or column == "tags":
             values[index] = to_json(values[index])
     return values
 
