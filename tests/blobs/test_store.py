@@ -84,21 +84,31 @@ def test_a_writer_killed_mid_blob_leaves_nothing_behind(tmp_path: Path) -> None:
     assert store.verify(ref.sha256) and ref.sha256 == sha(data)
 
 
+@pytest.mark.parametrize("refused", ["open", "link"])
 def test_without_unnamed_files_it_renames_and_stops_asking(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused: str
 ) -> None:
-    """A filesystem without O_TMPFILE (or a kernel before 3.11) answers EOPNOTSUPP or
-    EISDIR: the store writes temp file + rename from then on."""
+    """A filesystem without O_TMPFILE (or a kernel before 3.11) refuses the open
+    (EOPNOTSUPP); a sandbox's /proc may refuse to name the file (EXDEV). Either way the
+    store writes temp file + rename from then on, and leaves no temp file."""
     asked: list[str] = []
-    real_open = os.open
+    real_open, real_link = os.open, os.link
+    unnamed = getattr(os, "O_TMPFILE", -1)
 
     def refusing_open(path: str, flags: int, *args: int) -> int:
-        if flags & getattr(os, "O_TMPFILE", 0) == getattr(os, "O_TMPFILE", -1):
+        if refused == "open" and flags & unnamed == unnamed:
             asked.append(path)
             raise OSError(errno.EOPNOTSUPP, "no unnamed files here")
         return real_open(path, flags, *args)
 
+    def refusing_link(source: str, target: str, **kwargs: int) -> None:
+        if refused == "link" and source.startswith("/proc/self/fd/"):
+            asked.append(target)
+            raise OSError(errno.EXDEV, "not across this /proc")
+        real_link(source, target, **kwargs)
+
     monkeypatch.setattr(os, "open", refusing_open)
+    monkeypatch.setattr(os, "link", refusing_link)
     store = BlobStore(tmp_path)
     monkeypatch.setattr(store, "_unnamed", True)
     refs = [store.put_bytes(data) for data in (b"a", b"b", b"a")]

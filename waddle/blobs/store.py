@@ -52,6 +52,11 @@ _UNNAMED = os.O_WRONLY | getattr(os, "O_TMPFILE", 0) | getattr(os, "O_CLOEXEC", 
 _UNNAMED_OK = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
 # What open(O_TMPFILE) answers on a filesystem (or kernel) without unnamed files
 _NO_UNNAMED = frozenset((errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL))
+# What linkat of /proc/self/fd/N answers where naming an unnamed file is not allowed
+# (a sandbox's /proc, a kernel or filesystem without it); ENOENT once the folder exists
+_NO_LINK = frozenset(
+    (errno.EXDEV, errno.EPERM, errno.EACCES, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOENT)
+)
 # Blobs larger than this look for a stored copy before writing: writing them twice
 # costs more than the look (small ones let the link find the copy)
 CHECK_FIRST = 1 << 16
@@ -153,7 +158,8 @@ class BlobStore:
 
     def _link_unnamed(self, data: bytes, final: str) -> bool:
         """Write ``data`` into an unnamed file in ``blobs/tmp`` and link it as ``final``.
-        False (and renaming from then on) when the filesystem has no unnamed files."""
+        False (and renaming from then on) when the filesystem has no unnamed files or
+        they cannot be named here."""
         try:
             fd = os.open(self._tmp, _UNNAMED, 0o644)
         except FileNotFoundError:
@@ -175,6 +181,11 @@ class BlobStore:
                 _link_fd(fd, final)
         except FileExistsError:
             return True  # the same content, stored before
+        except OSError as exc:
+            if exc.errno not in _NO_LINK:
+                raise
+            self._unnamed = False
+            return False
         finally:
             os.close(fd)
         if not self.sync_each:
