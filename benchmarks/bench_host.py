@@ -1,11 +1,12 @@
 """The central host's per-stream costs, each measured side by side in one run.
 
 * ``tail``: a host tailing its own log while ``/ingest`` writes STREAMS live runs at
-  RATE events/s each (``IngestLog.append_parts``, the path of ``/ingest/batch``, a tenth
-  of the streams every 0.1 s). A consumer's reader follows the log, once told which
-  streams grew (``Hints``, what ``waddle serve`` does) and once polling every stream
-  (what it did before). Reported: the reader thread's CPU per wall second, and the
-  p50/p99 delay from the write to the reader handing the event on.
+  RATE events/s each (``IngestLog.append_parts``, the path of ``/ingest/batch``), as
+  RELAYS requests a second, each for a share of the streams (default 1: one relay
+  sending every stream once a second). A consumer's reader follows the log, once told
+  which streams grew (``Hints``, what ``waddle serve`` does) and once polling every
+  stream (what it did before). Reported: the reader thread's CPU per wall second, and
+  the p50/p99 delay from the write to the reader handing the event on.
 * ``sync``: one multi-stream request of STREAMS parts (10 events each) made durable by
   one ``syncfs`` against one ``fsync`` per stream.
 * ``batch``: CPU per event of the host's ingest (check and write, no HTTP) for the same
@@ -19,6 +20,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import tempfile
@@ -38,8 +40,6 @@ from waddle.web.ingest import _prepare
 from waddle.web.ingest_batch import take_batch
 from waddle.web.ingest_log import IngestLog
 
-SLICES = 10  # a tenth of the streams per write round, ten rounds a second
-
 
 def events_of(stream: str, first: int, count: int, now: float) -> list[dict[str, Any]]:
     if first == 0:
@@ -53,7 +53,9 @@ def events_of(stream: str, first: int, count: int, now: float) -> list[dict[str,
     ]
 
 
-def tail(root: Path, streams: int, rate: int, seconds: float, hinted: bool) -> dict[str, float]:
+def tail(
+    root: Path, streams: int, rate: int, seconds: float, hinted: bool, relays: int
+) -> dict[str, float]:
     """Write ``streams`` live streams for ``seconds``; follow them with one reader."""
     hints = Hints()
     log = IngestLog(root, hints=hints)
@@ -77,23 +79,24 @@ def tail(root: Path, streams: int, rate: int, seconds: float, hinted: bool) -> d
     thread = threading.Thread(target=follow)
     thread.start()
     held = dict.fromkeys(names, 0)
-    per_round = rate // SLICES or 1
-    begin = time.monotonic()
+    per_round = rate // relays or 1
     round_no = 0
-    warm = 2.0
-    measured_from = 0.0
-    while (elapsed := time.monotonic() - begin) < seconds + warm:
-        if elapsed >= warm and not counted.is_set():
+    warm_rounds = 2 * relays  # every writer opened first: a one-time cost per stream
+    measured_from = begin = math.inf
+    while time.monotonic() - measured_from < seconds:
+        if round_no == warm_rounds:
             counted.set()
-            measured_from = time.monotonic()
-        part = names[round_no % SLICES :: SLICES]
+            measured_from = begin = time.monotonic()
+        part = names[round_no % relays :: relays]
         now = time.time()
-        parts = [(n, events_of(n, held[n], per_round, now), None) for n in part]
+        events = [events_of(n, held[n], per_round, now) for n in part]
+        parts = [(n, e, list(map(orjson.dumps, e))) for n, e in zip(part, events, strict=True)]
         for n in part:
             held[n] += per_round
         log.append_parts(parts)  # type: ignore[arg-type]
         round_no += 1
-        time.sleep(max(0.0, begin + round_no / SLICES - time.monotonic()))
+        if counted.is_set():
+            time.sleep(max(0.0, begin + (round_no - warm_rounds) / relays - time.monotonic()))
     wall = time.monotonic() - measured_from
     stop.set()
     thread.join()
@@ -103,6 +106,8 @@ def tail(root: Path, streams: int, rate: int, seconds: float, hinted: bool) -> d
         "cpu_per_s": cpu[0] / wall,
         "p50_ms": 1000 * delays[len(delays) // 2],
         "p99_ms": 1000 * delays[int(len(delays) * 0.99)],
+        "seen": len(delays),
+        "rounds": round_no,
     }
 
 
@@ -163,6 +168,9 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=10, help="events/s per stream")
     parser.add_argument("--seconds", type=float, default=15.0, help="per tail run")
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument(
+        "--relays", type=int, default=1, help="requests a second, each a share of the streams"
+    )
     args = parser.parse_args()
     results: dict[str, list[Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -171,7 +179,7 @@ def main() -> None:
                 root = Path(tmp) / f"tail{attempt}{hinted}"
                 key = "tail hinted" if hinted else "tail polled"
                 results.setdefault(key, []).append(
-                    tail(root, args.streams, args.rate, args.seconds, hinted)
+                    tail(root, args.streams, args.rate, args.seconds, hinted, args.relays)
                 )
             for fs in (True, False):
                 key = "sync syncfs" if fs else "sync fsync each"

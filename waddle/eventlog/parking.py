@@ -11,7 +11,7 @@ Two kinds of streams are not read every round:
   change again within the same clock tick).
 * **Hinted**: a stream whose writer is in this process and says when it grew
   (``waddle.eventlog.watch.Hints``: the host's ``/ingest``). Such a stream is read when
-  a hint names it, again every round while reads still find events (a backlog), and
+  a hint names it, again every round until a read reaches its end (a backlog), and
   otherwise only once per ``hint_check`` seconds, in turn: the rare check that finds an
   event whose hint went missing. The first round of ``follow`` reads every stream.
 
@@ -190,7 +190,7 @@ class Parking:
         stream = batch.stream
         news = bool(batch.events or batch.corrupt or batch.offset != offset)
         if self.pending is not None:
-            if news:
+            if news and not batch.drained:
                 self.pending.add(stream)
             else:
                 self.pending.discard(stream)

@@ -93,7 +93,8 @@ class Batch:
 
     ``restarted``: the stream was deleted and created again behind the offset read from,
     and these events start it again at its first seq (a new epoch); a consumer that
-    keeps the last seq it took from the stream starts that over too.
+    keeps the last seq it took from the stream starts that over too. ``drained``: the
+    read reached the end of the active segment (no more to read until it grows).
     """
 
     stream: str
@@ -101,6 +102,7 @@ class Batch:
     offset: Offset
     corrupt: list[Corruption] = field(default_factory=list)
     restarted: bool = False
+    drained: bool = False
 
 
 class LogReader:
@@ -155,12 +157,14 @@ class LogReader:
         if segments and offset.segment > segments[-1]:
             offset = scan.restart(offset)
         fresh: list[dict[str, Any]] = []
+        drained = True
         while segments:
             if offset.segment not in segments:
                 offset = scan.enter(next(s for s in segments if s > offset.segment), offset)
             sealed = offset.segment != segments[-1]
             name = segment_name(offset.segment)
             chunk, at_end, fits = self._read_chunk(stream_dir / name, offset.position)
+            drained = at_end and not sealed
             if not fits:
                 offset = scan.restart(offset)
                 continue
@@ -184,7 +188,8 @@ class LogReader:
         for item in scan.corrupt:
             logger.warning("waddle: log fault in %s", item)
         # The lines passed ``decode``'s check of the envelope: they are events from here on.
-        return Batch(stream, cast("list[Event]", fresh), offset, scan.corrupt, scan.restarted)
+        events = cast("list[Event]", fresh)
+        return Batch(stream, events, offset, scan.corrupt, scan.restarted, drained)
 
     def _read_chunk(self, path: Path, position: int) -> tuple[bytes, bool, bool]:
         """Bytes from ``position``: a batch's worth, more until it holds two lines (a long
