@@ -247,3 +247,22 @@ def test_a_line_longer_than_batch_bytes_is_read_whole(tmp_path: Path) -> None:
         events += batch.events
         offset = batch.offset
     assert [e["data"] for e in events] == [{"small": 1}, big, {"small": 2}]
+
+
+def test_a_batch_says_whether_it_reached_the_end_of_the_log(tmp_path: Path) -> None:
+    """``drained`` lets a hinted stream wait for its next hint: only a read that reached
+    the end of the active segment may say so, not one cut by the batch size or one that
+    stopped in a sealed segment."""
+    write_stream(tmp_path, STREAM, 40, segment_bytes=512)
+    assert len(list_segments(tmp_path / "log" / STREAM)) > 2
+    reader = LogReader(tmp_path, batch_bytes=64)
+    offset, drained = Offset(), []
+    while not drained or not drained[-1]:
+        batch = reader.read(STREAM, offset)
+        drained.append(batch.drained)
+        offset = batch.offset
+        assert len(drained) < 1000
+    assert offset.seq == 39 and drained.count(True) == 1
+    assert reader.read(STREAM, offset).drained
+    whole = LogReader(tmp_path).read(STREAM, Offset(list_segments(tmp_path / "log" / STREAM)[-1]))
+    assert whole.events and whole.drained
