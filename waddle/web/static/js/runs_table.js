@@ -25,6 +25,8 @@ import {
 export const PAGE_SIZE = 100;
 const FILTER_DELAY_MS = 250;
 const RELOAD_DELAY_MS = 1000;
+// The menus follow new runs more slowly: /api/facets walks every run of the project.
+const FACETS_DELAY_MS = 10_000;
 
 export class RunsTable {
   /** app: {state, navigate(patch)} */
@@ -103,7 +105,9 @@ export class RunsTable {
       this.renderFrame();
       this.renderOptions();
       this.liveEvents.start();
-      this.loadFacets();
+      // After the first page is painted: the facets walk every run's config and summary,
+      // and on a busy machine that work would delay the paint it is not needed for.
+      requestAnimationFrame(() => setTimeout(() => this.loadFacets(), 0));
     }
     this.renderBody();
   }
@@ -486,7 +490,7 @@ export class RunsTable {
     this.facetsTimer = setTimeout(() => {
       this.facetsTimer = 0;
       this.loadFacets();
-    }, RELOAD_DELAY_MS);
+    }, FACETS_DELAY_MS);
   }
 
   refreshRows(ids) {
