@@ -125,6 +125,7 @@ def test_frames_are_logged_as_a_looping_gif() -> None:
             gif.seek(index)
             assert gif.info["duration"] == 200
             assert np.array_equal(np.asarray(gif.convert("RGB"))[0, 0], color)
+    assert waddle.Video(flat_frames(2, 2), fps=None).fps == 4  # wandb's default for None
 
 
 def ffmpeg_frames(data: bytes, suffix: str, tmp_path: Path) -> tuple[tuple[int, int], np.ndarray]:

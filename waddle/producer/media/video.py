@@ -37,9 +37,11 @@ class Video(Media):
         self,
         data_or_path: Any,
         caption: str | None = None,
-        fps: int = 4,
+        fps: float | None = None,
         format: str | None = None,
     ) -> None:
+        if fps is None:  # wandb's default too
+            fps = 4
         if not (isinstance(fps, int | float) and fps > 0):
             raise UsageError(f"Video() takes fps > 0, got {fps!r}")
         self.caption = caption
@@ -98,7 +100,7 @@ def even_sized(frames: np.ndarray) -> np.ndarray:
     return np.pad(frames, pad, mode="edge") if height % 2 or width % 2 else frames
 
 
-def encode_gif(frames: np.ndarray, fps: int) -> bytes:
+def encode_gif(frames: np.ndarray, fps: float) -> bytes:
     """An animated GIF that loops, through Pillow."""
     pil = _pil()
     images = [pil.fromarray(frame[:, :, 0] if frame.shape[2] == 1 else frame) for frame in frames]
@@ -114,7 +116,7 @@ def encode_gif(frames: np.ndarray, fps: int) -> bytes:
     return buffer.getvalue()
 
 
-def encode_ffmpeg(frames: np.ndarray, fps: int, format: str) -> bytes:
+def encode_ffmpeg(frames: np.ndarray, fps: float, format: str) -> bytes:
     """MP4 or WebM through imageio-ffmpeg's ffmpeg, by way of a temp file (MP4 puts its
     index at the end, so it cannot be streamed to a pipe)."""
     import numpy as np  # here: `import waddle` does not load numpy
