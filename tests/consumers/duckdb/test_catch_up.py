@@ -1,4 +1,5 @@
-"""What the DuckDB writer does to catch up quickly, held to what it must leave behind."""
+"""What the DuckDB writer does to keep up (a backlog, a host's live runs), held to what it
+must leave behind."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from tests.consumers.logs import write_run
+from waddle.consumers.duckdb import writer as writer_module
 from waddle.consumers.duckdb.writer import DuckDBWriter
 from waddle.eventlog.reader import LogReader
+from waddle.store import queries
 
 
 @pytest.fixture
@@ -39,3 +42,28 @@ def test_the_collector_is_paused_from_handle_to_commit_or_close(tmp_path: Path) 
     finally:
         writer.close()
     assert gc.isenabled()
+
+
+def test_runs_a_commit_touched_stay_cached_past_the_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    streams = [write_run(tmp_path, f"r{i}", 200) for i in range(4)]
+    monkeypatch.setattr(writer_module, "_CACHED_RUNS", 2)
+    reader = LogReader(tmp_path, batch_bytes=4096)
+    writer = DuckDBWriter(tmp_path, snapshot_interval=0)
+    writer.start({})
+    loads: list[str] = []
+    get_run = queries.get_run
+    monkeypatch.setattr(
+        queries, "get_run", lambda con, run_id: loads.append(run_id) or get_run(con, run_id)
+    )
+    try:
+        first = [reader.read(stream) for stream in streams]
+        writer.handle(first)
+        writer.commit()
+        assert sorted(loads) == ["r0", "r1", "r2", "r3"]
+        writer.handle([reader.read(b.stream, b.offset) for b in first])
+        writer.commit()
+    finally:
+        writer.close()
+    assert len(loads) == 4

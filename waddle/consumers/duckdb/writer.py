@@ -341,9 +341,12 @@ class DuckDBWriter(Consumer):
                 quarantine.publish_count(self.root, self.name, self.quarantined)
         if self._touched_runs and self._snapshots is not None:
             self._snapshots.due()
+        touched = self._touched_runs
         self._touched_runs, self._touched_streams = set(), set()
         if len(self._runs) > _CACHED_RUNS:
-            self._runs = {}
+            # The runs this commit touched stay (on a central host: its live runs), so the
+            # cache holds at most those or _CACHED_RUNS; reloading one costs two queries.
+            self._runs = {run_id: self._runs[run_id] for run_id in touched if run_id in self._runs}
         if len(self._names.codes) > _CACHED_NAMES:
             self._names = Codes()
             self._rows = PendingRows(self._names)
