@@ -188,8 +188,8 @@ class LogReader:
         for item in scan.corrupt:
             logger.warning("waddle: log fault in %s", item)
         # The lines passed ``decode``'s check of the envelope: they are events from here on.
-        events = cast("list[Event]", fresh)
-        return Batch(stream, events, offset, scan.corrupt, scan.restarted, drained)
+        taken = cast("list[Event]", fresh)
+        return Batch(stream, taken, offset, scan.corrupt, scan.restarted, drained)
 
     def _read_chunk(self, path: Path, position: int) -> tuple[bytes, bool, bool]:
         """Bytes from ``position``: a batch's worth, more until it holds two lines (a long
