@@ -4,14 +4,17 @@ completes every export once; hostile ids never name a path outside the lake."""
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import signal
+import stat
 import subprocess
 import threading
 import time
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from tests.consumers.lake.lakes import checksums, consume, export, files
@@ -19,6 +22,7 @@ from tests.consumers.logs import CONSUME, open_stream, run_fields, write_run
 from waddle.consumers.base import run_consumer
 from waddle.consumers.lake import export as lake_export
 from waddle.consumers.lake.consumer import LakeConsumer
+from waddle.errors import StoreError
 
 RUNS = 300  # more than one batch (BATCH_RUNS): a kill lands between batches or in one
 # The tables in which a run of ``write_run`` has rows (the others get no file).
@@ -92,6 +96,40 @@ def test_a_crash_between_renames_is_completed_at_the_next_start(
         run_consumer(LakeConsumer(root, lake), root, threading.Event(), once=True)
     assert not visible_runs(lake) and len(files(lake)) > 3  # three tables and the staging
     monkeypatch.undo()
+
+    export(root, lake)
+    consume(root)
+    found = checksums(root / "waddle.duckdb", lake)
+    assert found["lake"] == found["store"]
+    assert len(files(lake)) == len(WITH_ROWS)
+
+
+@pytest.mark.parametrize("failing", ["file", "folder"])
+def test_a_failed_fsync_is_built_on_by_nothing_and_the_next_start_redoes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    """A staged file whose fsync fails is not renamed into place; renames whose folder's
+    fsync fails get no ``runs`` file and are not recorded as exported."""
+    root, lake = tmp_path / "w", tmp_path / "lake"
+    write_run(root, "r1", 3)
+    fsync = os.fsync
+
+    def fails(fd: int) -> None:  # for the lake's files or folders only
+        in_lake = Path(os.readlink(f"/proc/self/fd/{fd}")).is_relative_to(lake)
+        if in_lake and stat.S_ISDIR(os.fstat(fd).st_mode) == (failing == "folder"):
+            raise OSError(errno.EIO, "Input/output error")
+        fsync(fd)
+
+    monkeypatch.setattr(lake_export.os, "fsync", fails)
+    consumer = LakeConsumer(root, lake)
+    with pytest.raises(StoreError, match="could not write"):
+        run_consumer(consumer, root, threading.Event(), once=True)
+    monkeypatch.undo()
+    placed = [f for f in files(lake) if not f.startswith(lake_export.STAGING)]
+    assert len(placed) == (0 if failing == "file" else len(WITH_ROWS) - 1)
+    assert not visible_runs(lake)
+    with duckdb.connect(str(root / f"{consumer.name}.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM _lake.exported").fetchall() == [(0,)]
 
     export(root, lake)
     consume(root)

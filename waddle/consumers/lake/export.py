@@ -2,12 +2,16 @@
 
 Runs are exported in batches. A batch's files are first written under
 ``<lake>/_staging/<writer>/`` (outside every table's folder, so no glob of the lake reads
-them), one DuckDB ``COPY ... PARTITION_BY`` per table for the whole batch. Once they are
-synced to disk they are renamed into their partitions run by run, the ``runs`` file of a
-run after its other tables (``waddle.store.lake.STORE_TABLES``), and the renames are
-synced. A rename replaces the writer's earlier file of that run and table, so a run
-exported again is replaced, not doubled. A table in which a run has no rows gets no file
-(rows of a run are never removed, so no stale file of it can remain).
+them), one DuckDB ``COPY ... PARTITION_BY`` per table for the whole batch. Each staged
+file is fsynced, then the batch's files are renamed into their partitions: first every
+table but ``runs``, run by run, then the batch's ``runs`` files, each step followed by an
+fsync of the folders it changed. So a ``runs`` file is only ever on disk beside its other
+tables, and an export whose bytes or renames may not be on disk (an fsync failed: EIO, a
+full thin-provisioned or network disk) raises ``StoreError`` before the step that would
+build on it, and is not recorded. A rename replaces the writer's earlier file of that
+run and table, so a run exported again is replaced, not doubled. A table in which a run
+has no rows gets no file (rows of a run are never removed, so no stale file of it can
+remain).
 
 Guarantees: a process killed mid-export leaves staged files (removed at the next start,
 ``clear_staging``) and possibly some tables of a run in place without its ``runs`` file;
@@ -21,10 +25,13 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
 
+from waddle.errors import StoreError
 from waddle.store.lake import (
     DERIVED_TABLES,
     PARTITION_COLUMNS,
@@ -34,6 +41,10 @@ from waddle.store.lake import (
 )
 
 STAGING = "_staging"
+# fsyncs run side by side, so the filesystem commits them together: a batch's 1,280 files
+# took 10 s one by one, 0.7 s on 16 threads, on the development VM (``os.sync`` took
+# 0.1-0.4 s, but flushes every disk of the host and cannot report a failed write).
+SYNC_THREADS = 16
 # (run id, project, fingerprint) of one finished run.
 Run = tuple[str, str | None, str]
 
@@ -95,18 +106,23 @@ class Exporter:
                 f"COPY ({self.selects[table]}) TO {literal(staged / table)} "
                 "(FORMAT parquet, PARTITION_BY (i), FILENAME_PATTERN 'part')"
             )
-        os.sync()  # the staged bytes are on disk before any rename can be
-        for index, (run_id, project, _) in enumerate(runs):
-            for table in TABLES:
-                self._place(staged / table / f"i={index}", table, project, run_id)
-        os.sync()
+        sync(list(staged.rglob("*.parquet")))
+        rest = [table for table in TABLES if table != "runs"]
+        for tables in (rest, ["runs"]):
+            changed: set[Path] = set()
+            for index, (run_id, project, _) in enumerate(runs):
+                for table in tables:
+                    source = staged / table / f"i={index}"
+                    changed |= self._place(source, table, project, run_id)
+            sync(sorted(changed))
         shutil.rmtree(staged, ignore_errors=True)
 
-    def _place(self, source: Path, table: str, project: str | None, run_id: str) -> None:
-        """Rename a run's staged files of ``table`` into its partition."""
+    def _place(self, source: Path, table: str, project: str | None, run_id: str) -> set[Path]:
+        """Rename a run's staged files of ``table`` into its partition; the folders that
+        may have changed (the partition, and those ``mkdir`` may have made)."""
         files = sorted(source.glob("*.parquet")) if source.is_dir() else []
         if not files:
-            return
+            return set()
         target = partition_dir(self.lake, table, project, run_id)
         target.mkdir(parents=True, exist_ok=True)
         for index, path in enumerate(files):
@@ -114,6 +130,29 @@ class Exporter:
         for stale in target.glob(f"part-{self.writer}-*.parquet"):
             if stale.name not in {file_name(self.writer, i) for i in range(len(files))}:
                 stale.unlink()
+        return {target, target.parent, target.parent.parent, self.lake}
+
+
+def sync(paths: Iterable[Path]) -> None:
+    """fsync each of ``paths`` (files or folders), so what follows never builds on bytes
+    that may not be on disk; ``StoreError`` if any fails."""
+    with ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="waddle-lake-sync") as pool:
+        list(pool.map(_fsync, paths))  # raises the first failure, once all are done
+
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise StoreError(
+            f"could not write {path} to disk ({exc}); what depends on it is not recorded "
+            "and is redone when the consumer next starts: check that disk (full, failing, "
+            "read-only)"
+        ) from exc
 
 
 def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
