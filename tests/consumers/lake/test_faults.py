@@ -21,8 +21,8 @@ from tests.consumers.lake.lakes import checksums, consume, export, files
 from tests.consumers.logs import CONSUME, open_stream, run_fields, write_run
 from waddle.consumers.base import run_consumer
 from waddle.consumers.lake import export as lake_export
-from waddle.consumers.lake.consumer import LakeConsumer
-from waddle.errors import StoreError
+from waddle.consumers.lake.consumer import LakeConsumer, writer_path
+from waddle.errors import PermanentError, StoreError
 
 RUNS = 300  # more than one batch (BATCH_RUNS): a kill lands between batches or in one
 # The tables in which a run of ``write_run`` has rows (the others get no file).
@@ -138,6 +138,28 @@ def test_a_failed_fsync_is_built_on_by_nothing_and_the_next_start_redoes_it(
     assert len(files(lake)) == len(WITH_ROWS)
 
 
+def test_a_lost_scratch_database_leaves_each_row_in_the_lake_once(tmp_path: Path) -> None:
+    """The scratch database rebuilt from the log names its files as before, so it finds
+    its exports current (not redone, not doubled) and exports the rest."""
+    root, lake = tmp_path / "w", tmp_path / "lake"
+    write_run(root, "r1", 3)
+    write_run(root, "r2", 4, project="other")
+    export(root, lake)
+    before = {f: (lake / f).stat().st_mtime_ns for f in files(lake)}
+    scratch = list(root.glob("lake-*.duckdb*"))
+    assert scratch
+    for path in scratch:
+        path.unlink()
+    write_run(root, "r3", 2)
+
+    export(root, lake)
+    consume(root)
+    found = checksums(root / "waddle.duckdb", lake)
+    assert found["lake"] == found["store"]
+    assert len(files(lake)) == 3 * len(WITH_ROWS)
+    assert {f: (lake / f).stat().st_mtime_ns for f in before} == before
+
+
 def test_hostile_ids_stay_inside_the_lake(tmp_path: Path) -> None:
     """A run event's run id is not checked by the reader: the lake checks it."""
     root, lake = tmp_path / "w", tmp_path / "lake"
@@ -154,3 +176,17 @@ def test_hostile_ids_stay_inside_the_lake(tmp_path: Path) -> None:
     assert outside == []
     assert all(".." not in Path(f).parts for f in files(lake))
     assert visible_runs(lake) == {"fine"}  # the store took the run id; the lake refuses it
+
+
+def test_a_writer_id_file_that_holds_no_id_is_refused(tmp_path: Path) -> None:
+    """The writer id names files in the lake: a hand-edited one must not name a path."""
+    root, lake = tmp_path / "w", tmp_path / "lake"
+    write_run(root, "r1", 2)
+    consumer = LakeConsumer(root, lake)
+    path = writer_path(root, consumer.name)
+    path.parent.mkdir(parents=True)
+    path.write_text("../../escape\n")
+    with pytest.raises(PermanentError, match="holds no writer id"):
+        run_consumer(consumer, root, threading.Event(), once=True)
+    assert not lake.exists()
+    assert list(tmp_path.rglob("*.parquet")) == []

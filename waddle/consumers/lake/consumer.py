@@ -3,7 +3,10 @@
 It folds the log with the DuckDB writer itself (a scratch database of its own,
 ``<root>/<name>.duckdb``), so the lake's tables have the store's columns and rules, and
 when a run's ``finish`` event is consumed it writes that run's rows of every table into
-the lake (``waddle.consumers.lake.export``; layout in ``waddle.store.lake``).
+the lake (``waddle.consumers.lake.export``; layout in ``waddle.store.lake``). Its files
+there are named by a writer id drawn once and kept outside the scratch database
+(``writer_path``), so a scratch database deleted or lost is rebuilt from the log and
+finds its exports current, instead of exporting every run again beside them.
 
 Delivery: exactly-once per finished run. The scratch database commits rows and offsets
 in one transaction (the writer's guarantee); which runs still need an export follows
@@ -23,6 +26,8 @@ shows it from its own store); media blobs stay in ``<root>/blobs``, only their r
 from __future__ import annotations
 
 import logging
+import os
+import re
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,19 +38,20 @@ from waddle.consumers.base import Consumer, Offsets
 from waddle.consumers.duckdb.writer import DuckDBWriter
 from waddle.consumers.lake import export
 from waddle.consumers.registry import destination_name
-from waddle.errors import StoreError
+from waddle.errors import PermanentError, StoreError
 from waddle.eventlog.reader import Batch, Offset
 from waddle.ids import is_valid_id
+from waddle.paths import state_dir
 
 logger = logging.getLogger("waddle.consumers")
 
 # Runs exported by one COPY per table: larger batches cost fewer statements and syncs,
 # smaller ones show runs sooner while a backlog is exported.
 BATCH_RUNS = 256
+WRITER_ID = re.compile("[0-9a-f]{16}")
 
 LEDGER = """
 CREATE SCHEMA IF NOT EXISTS _lake;
-CREATE TABLE IF NOT EXISTS _lake.meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 CREATE TABLE IF NOT EXISTS _lake.exported (run_id VARCHAR PRIMARY KEY, fingerprint VARCHAR);
 """
 # Finished runs with what their export depends on; pending ones differ from the ledger.
@@ -62,6 +68,12 @@ GROUP BY r.run_id, r.project, r.status
 def default_lake(root: Path | str) -> Path:
     """The lake when none is named: ``<root>/lake``."""
     return Path(root) / "lake"
+
+
+def writer_path(root: Path | str, name: str) -> Path:
+    """Where consumer ``name`` of ``root`` keeps its writer id: beside its registration,
+    not in the scratch database, whose loss must not change the names of its files."""
+    return state_dir(root) / "lake" / f"{name}.writer"
 
 
 class LakeConsumer(Consumer):
@@ -89,9 +101,9 @@ class LakeConsumer(Consumer):
         """Open the scratch database, then do the exports a previous run left undone."""
         committed = self.writer.start(offsets)
         try:
+            self.writer_id = self._writer_id()
             with self.writer.cursor() as con:
                 con.execute(LEDGER)
-                self.writer_id = self._writer_id(con)
                 self._exporter = export.Exporter(con, self.lake, self.writer_id)
             export.clear_staging(self.lake, self.writer_id)
             self._finished = True
@@ -101,13 +113,23 @@ class LakeConsumer(Consumer):
             raise
         return super().start(committed)
 
-    def _writer_id(self, con: duckdb.DuckDBPyConnection) -> str:
-        """This scratch database's id, which names its files in the lake's partitions."""
-        found = con.execute("SELECT value FROM _lake.meta WHERE key = 'writer'").fetchall()
-        if found:
-            return str(found[0][0])
-        writer = uuid.uuid4().hex[:16]
-        con.execute("INSERT INTO _lake.meta VALUES ('writer', ?)", [writer])
+    def _writer_id(self) -> str:
+        """The id that names this consumer's files in the lake: drawn at the first start,
+        then read from ``writer_path`` (written atomically; the registry's lock keeps a
+        second process of this name out meanwhile)."""
+        path = writer_path(self.root, self.name)
+        try:
+            if not path.exists():
+                _write_whole(path, uuid.uuid4().hex[:16])
+            writer = path.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise StoreError(f"could not keep the lake writer id in {path}: {exc}") from exc
+        if not WRITER_ID.fullmatch(writer):
+            raise PermanentError(
+                f"{path} holds no writer id (16 hex digits), so the files this consumer wrote "
+                f"to {self.lake} cannot be told apart: restore the file, or delete it together "
+                "with this consumer's part-<id>.parquet files in the lake"
+            )
         return writer
 
     def handle(self, batches: list[Batch]) -> None:
@@ -158,3 +180,13 @@ class LakeConsumer(Consumer):
 
     def close(self) -> None:
         self.writer.close()
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all, durably (a kill leaves at most the temporary)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text + "\n", encoding="ascii")
+    export.sync([temporary])
+    os.replace(temporary, path)
+    export.sync([path.parent])
