@@ -58,8 +58,10 @@ logger = logging.getLogger("waddle.nats")
 
 DEFAULT_FETCH = 1024
 FETCH_WAIT_S = 0.5
-# Handing a message back: the first redelivery soon, then slower (its owner may be down).
-NAK_BASE_S = 0.05
+# Handing a message back: redelivered soon while its owner is likely up and merely did
+# not pull it, then slower (its owner may be down).
+NAK_BASE_S = 0.01
+NAK_QUICK_DELIVERIES = 10
 NAK_CAP_S = 5.0
 # A message kept past a gap is reported in progress this often (well under ack_wait).
 IN_PROGRESS_EVERY_S = 2.0
@@ -79,7 +81,8 @@ def owner_key(stream: str) -> str:
 
 def nak_delay(deliveries: int) -> float:
     """How long a handed-back message waits before it is delivered again."""
-    return min(NAK_CAP_S, NAK_BASE_S * 2.0 ** min(max(deliveries - 1, 0), 20))
+    slower = max(deliveries - NAK_QUICK_DELIVERIES, 0)
+    return min(NAK_CAP_S, NAK_BASE_S * 2.0 ** min(slower, 20))
 
 
 class NatsIngester:
@@ -104,6 +107,7 @@ class NatsIngester:
         self._held: dict[str, int] = {}
         self._waiting: dict[str, dict[int, Any]] = defaultdict(dict)
         self._touched = 0.0
+        self._fresh: set[int] = set()  # ids of the messages kept at the last touch
 
     def run(self, stop: threading.Event) -> None:
         """Ingest until ``stop`` is set; broker outages are waited out with backoff."""
@@ -149,11 +153,9 @@ class NatsIngester:
 
     async def _round(self, sub: Any, owners: Any) -> None:
         """Fetch one batch and take it; keep messages waiting past a gap alive."""
-        import nats.errors
-
         try:
             msgs = await sub.fetch(self.fetch, timeout=FETCH_WAIT_S)
-        except nats.errors.TimeoutError:
+        except asyncio.TimeoutError:  # nothing to take (nats-py raises its subclass)
             msgs = []
         by_stream: dict[str, list[tuple[int, Any]]] = defaultdict(list)
         for msg in msgs:
@@ -192,13 +194,14 @@ class NatsIngester:
     async def _take(self, stream: str, items: list[tuple[int, Any]]) -> None:
         """Append what follows the log's last seq; ack it and repeats; keep the rest."""
         waiting = self._waiting[stream]
-        for seq, msg in items:
-            waiting[seq] = msg
         held = self._held.get(stream)
         if held is None:
             held = self._held[stream] = await asyncio.to_thread(self.log.held, stream)
-        for seq in [seq for seq in waiting if seq <= held]:
-            await waiting.pop(seq).ack()
+        for seq, msg in items:
+            if seq <= held:
+                await msg.ack()  # a repeat of what the log holds
+            else:
+                waiting[seq] = msg
         run = []
         while held + 1 + len(run) in waiting:
             run.append(waiting.pop(held + 1 + len(run)))
@@ -243,7 +246,9 @@ class NatsIngester:
         self._touched = now
         for waiting in self._waiting.values():
             for msg in waiting.values():
-                await msg.in_progress()
+                if id(msg) not in self._fresh:  # kept since the last round of these
+                    await msg.in_progress()
+        self._fresh = {id(m) for waiting in self._waiting.values() for m in waiting.values()}
 
 
 def serve_from(settings: Settings, url: str, *, name: str | None = None) -> int:
