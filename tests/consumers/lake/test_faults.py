@@ -6,28 +6,27 @@ from __future__ import annotations
 
 import errno
 import os
-import random
 import signal
 import stat
 import subprocess
+import sys
 import threading
-import time
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from tests.consumers.lake.lakes import checksums, consume, export, files
-from tests.consumers.logs import CONSUME, open_stream, run_fields, write_run
+from tests.consumers.lake.lakes import HERE, TIMEOUT_S, checksums, consume, export, files
+from tests.consumers.logs import open_stream, run_fields, write_run
 from waddle.consumers.base import run_consumer
 from waddle.consumers.lake import export as lake_export
 from waddle.consumers.lake.consumer import LakeConsumer, writer_path
 from waddle.errors import PermanentError, StoreError
 
-RUNS = 300  # more than one batch (BATCH_RUNS): a kill lands between batches or in one
+RUNS = 12
+BATCH_RUNS = 5  # the killed consumer's batch size: three batches, the last one short
 # The tables in which a run of ``write_run`` has rows (the others get no file).
 WITH_ROWS = ("config", "summary", "streams", "metrics", "runs")
-KILL_TIMEOUT_S = 60.0
 
 
 def per_run(found: dict[str, dict[str, list[int]]], runs: set[str]) -> dict[str, object]:
@@ -42,37 +41,48 @@ def visible_runs(lake: Path) -> set[str]:
     return {p.parent.name.removeprefix("run_id=") for p in lake.glob("runs/*/*/*.parquet")}
 
 
+def visible_after(renames: int) -> int:
+    """How many runs are visible after ``renames`` renames into the lake, in the order the
+    export promises: per batch, every table but ``runs`` run by run, then the ``runs``
+    files in run order."""
+    visible = 0
+    for first in range(0, RUNS, BATCH_RUNS):
+        size = min(BATCH_RUNS, RUNS - first)
+        if renames < size * len(WITH_ROWS):
+            return visible + max(0, renames - size * (len(WITH_ROWS) - 1))
+        renames -= size * len(WITH_ROWS)
+        visible += size
+    return visible
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("kill_at", [1, 20, 23, 26, 60])
 def test_sigkill_mid_export_shows_no_half_run_and_the_restart_completes_it(
-    tmp_path: Path,
+    tmp_path: Path, kill_at: int
 ) -> None:
+    """The consumer, a real process, SIGKILLs itself just before its ``kill_at``-th rename
+    (``killed.py``): in the first batch's other tables, among its ``runs`` files, at the
+    first rename of the second batch, before the last rename of all."""
     root, lake = tmp_path / "w", tmp_path / "lake"
-    for index in range(RUNS):
-        write_run(root, f"run{index:03d}", 50)
+    names = [f"run{index:02d}" for index in range(RUNS)]
+    for name in names:
+        write_run(root, name, 50)
     consume(root)  # the reference tables
-    seed = int(time.time())
-    delay = random.Random(seed).uniform(0, 0.05)
-    consumer = subprocess.Popen(
-        [*CONSUME, "--dir", str(root), "--consumer", "lake", "--lake", str(lake)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    args = ["--dir", str(root), "--once", "--consumer", "lake", "--lake", str(lake)]
+    killed = subprocess.run(
+        [sys.executable, str(HERE / "killed.py"), str(kill_at), str(BATCH_RUNS), *args],
+        capture_output=True,
+        timeout=TIMEOUT_S,
     )
-    try:
-        deadline = time.monotonic() + KILL_TIMEOUT_S
-        while not visible_runs(lake) and time.monotonic() < deadline:
-            time.sleep(0.005)
-        time.sleep(delay)
-    finally:
-        consumer.send_signal(signal.SIGKILL)
-        consumer.wait()
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
     seen = visible_runs(lake)
-    assert 0 < len(seen) < RUNS, f"seed {seed}: the kill did not land mid-export"
+    assert seen == set(names[: visible_after(kill_at - 1)])
     found = checksums(root / "waddle.duckdb", lake)
-    assert per_run(found["lake"], seen) == per_run(found["store"], seen), f"seed {seed}"
+    assert per_run(found["lake"], seen) == per_run(found["store"], seen)
 
     export(root, lake)
     found = checksums(root / "waddle.duckdb", lake)
-    assert found["lake"] == found["store"], f"seed {seed}"
+    assert found["lake"] == found["store"]
     assert len(files(lake)) == RUNS * len(WITH_ROWS)  # one file each, nothing staged left
 
 
