@@ -41,9 +41,9 @@ from waddle.store.lake import (
 )
 
 STAGING = "_staging"
-# fsyncs run side by side, so the filesystem commits them together: a batch's 1,280 files
-# took 10 s one by one, 0.7 s on 16 threads, on the development VM (``os.sync`` took
-# 0.1-0.4 s, but flushes every disk of the host and cannot report a failed write).
+# fsyncs run side by side, so the filesystem commits them together: one by one, a batch's
+# thousand files took about ten times as long as the os.sync the export used before
+# (which cannot report a failed write); 16 at a time, about as long (bench_lake_sync.py).
 SYNC_THREADS = 16
 # (run id, project, fingerprint) of one finished run.
 Run = tuple[str, str | None, str]
