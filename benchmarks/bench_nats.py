@@ -16,7 +16,7 @@ Servers and ingesters start before the clock runs. The table shows events per se
 ingesters at least 1.6x one host on the same machine count; on one small machine the
 processes share the same cores, so the ratio measured here is a floor.
 
-    python benchmarks/bench_nats.py                       # 200,000 events, 2 rounds (~2 min)
+    python benchmarks/bench_nats.py                       # 60,000 events, 2 rounds (~2 min)
     python benchmarks/bench_nats.py --events 40000 --rounds 1   # smoke test
 """
 
@@ -160,7 +160,7 @@ def jetstream(folders: list[Path], scratch: Path, total: int) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=200_000, help="events in all")
+    parser.add_argument("--events", type=int, default=60_000, help="events in all")
     parser.add_argument("--runs", type=int, default=8, help="runs per folder")
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()

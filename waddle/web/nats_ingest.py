@@ -57,7 +57,10 @@ from waddle.web.settings import Settings
 logger = logging.getLogger("waddle.nats")
 
 DEFAULT_FETCH = 1024
-FETCH_WAIT_S = 0.5
+# A fetch returns when it has a full batch or when its wait is over: short while messages
+# flow (each round takes what came meanwhile), long when idle (one request per wait).
+FETCH_BUSY_S = 0.02
+FETCH_IDLE_S = 0.5
 # Handing a message back: redelivered soon while its owner is likely up and merely did
 # not pull it, then slower (its owner may be down).
 NAK_BASE_S = 0.01
@@ -107,6 +110,7 @@ class NatsIngester:
         self._held: dict[str, int] = {}
         self._waiting: dict[str, dict[int, Any]] = defaultdict(dict)
         self._touched = 0.0
+        self._wait = FETCH_IDLE_S
         self._fresh: set[int] = set()  # ids of the messages kept at the last touch
 
     def run(self, stop: threading.Event) -> None:
@@ -154,9 +158,10 @@ class NatsIngester:
     async def _round(self, sub: Any, owners: Any) -> None:
         """Fetch one batch and take it; keep messages waiting past a gap alive."""
         try:
-            msgs = await sub.fetch(self.fetch, timeout=FETCH_WAIT_S)
+            msgs = await sub.fetch(self.fetch, timeout=self._wait)
         except asyncio.TimeoutError:  # nothing to take (nats-py raises its subclass)
             msgs = []
+        self._wait = FETCH_BUSY_S if msgs else FETCH_IDLE_S
         by_stream: dict[str, list[tuple[int, Any]]] = defaultdict(list)
         for msg in msgs:
             found = parse_msg_id((msg.headers or {}).get(MSG_ID))
