@@ -13,6 +13,7 @@ change, so nothing depends on it but how soon a parked stream wakes up.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -32,6 +33,7 @@ class Watcher:
 
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
+        self._prefix = os.path.join(os.path.abspath(log_dir), "")
         self.active = False
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -81,11 +83,16 @@ class Watcher:
             self.active = False
 
     def _note(self, paths: Iterable[str]) -> None:
+        # A host's log changes thousands of times a second: no ``Path`` per change.
+        prefix = self._prefix
         names = set()
         for path in paths:
-            parts = Path(path).relative_to(self.log_dir).parts
-            if parts:
-                names.add(parts[0])
+            if path.startswith(prefix):
+                names.add(path[len(prefix) :].split(os.sep, 1)[0])
+            else:
+                parts = Path(path).relative_to(self.log_dir).parts
+                if parts:
+                    names.add(parts[0])
         with self._lock:
             self._changed |= names
 
