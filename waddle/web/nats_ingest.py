@@ -207,7 +207,7 @@ class NatsIngester:
                 await msg.ack()  # a repeat of what the log holds
             else:
                 waiting[seq] = msg
-        run = []
+        run: list[Any] = []
         while held + 1 + len(run) in waiting:
             run.append(waiting.pop(held + 1 + len(run)))
         if not run:

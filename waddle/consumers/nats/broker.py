@@ -119,7 +119,7 @@ async def connect(url: str, name: str) -> Any:
         name=name,
         allow_reconnect=True,
         max_reconnect_attempts=CONNECT_ATTEMPTS,
-        reconnect_time_wait=0.5,
+        reconnect_time_wait=1,
         connect_timeout=2,
         error_cb=on_error,
         disconnected_cb=on_disconnect,
