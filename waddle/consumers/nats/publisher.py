@@ -189,30 +189,33 @@ class NatsRelay(Consumer):
     async def _window(
         self, target: str, stream: str, events: list[Event], payloads: list[bytes]
     ) -> None:
-        """Publish one window concurrently; ``BrokerUnreachable`` unless all were acked."""
+        """Publish one window without waiting for each ack in turn (``publish_async``);
+        ``BrokerUnreachable`` unless every one was acknowledged within ``timeout``."""
         import nats.errors
 
         js = await self._jetstream()
-        results = await asyncio.gather(
-            *(
-                js.publish(
-                    target,
-                    payload,
-                    timeout=self.timeout,
-                    headers={MSG_ID: msg_id(stream, event["seq"])},
+        acks: list[asyncio.Future[Any]] = []
+        try:
+            for event, payload in zip(events, payloads, strict=True):
+                headers = {MSG_ID: msg_id(stream, event["seq"])}
+                acks.append(
+                    await js.publish_async(
+                        target, payload, wait_stall=self.timeout, headers=headers
+                    )
                 )
-                for event, payload in zip(events, payloads, strict=True)
-            ),
-            return_exceptions=True,
-        )
-        failed = [r for r in results if isinstance(r, BaseException)]
+            done, _ = await asyncio.wait(acks, timeout=self.timeout)
+        except (nats.errors.Error, OSError) as exc:
+            raise BrokerUnreachable(f"publishing failed: {exc!r}") from exc
+        finally:
+            for ack in acks:
+                ack.cancel()  # frees its slot; a late ack of an abandoned publish is moot
+        failed = [a.exception() for a in done if a.exception() is not None]
         for error in failed:
             if not isinstance(error, (nats.errors.Error, asyncio.TimeoutError, OSError)):
                 raise error
-        if failed:
-            raise BrokerUnreachable(
-                f"{len(failed)} of {len(events)} publishes failed: {failed[0]!r}"
-            )
+        if failed or len(done) < len(acks):
+            missing = len(acks) - len(done) + len(failed)
+            raise BrokerUnreachable(f"{missing} of {len(acks)} publishes were not acknowledged")
 
     async def _jetstream(self) -> Any:
         """The JetStream context, connecting first if needed (a failure is transient)."""
