@@ -26,8 +26,7 @@ import resource
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -160,14 +159,12 @@ class IngestLog:
         """The highest seq this host holds for ``stream`` (-1 for none)."""
         return self.append(stream, []).seq
 
-    @contextmanager
-    def _stream(self, stream: str) -> Iterator[None]:
-        """Hold ``stream``'s lock: one request per stream at a time."""
+    def _stream(self, stream: str) -> threading.Lock:
+        """``stream``'s lock, to hold while writing it: one request per stream at a time
+        (the lock itself, not a generator around it: a request may take thousands)."""
         with self._guard:
             self._check_open(stream)
-            lock = self._locks.setdefault(stream, threading.Lock())
-        with lock:
-            yield
+            return self._locks.setdefault(stream, threading.Lock())
 
     def _check_open(self, stream: str) -> None:
         if self._closed:
