@@ -38,10 +38,10 @@ from typing import Any
 import orjson
 
 from waddle.consumers.nats.broker import (
-    CONSUMER,
     MSG_ID,
     OWNERS,
-    STREAM,
+    Puller,
+    PullRefused,
     check_nats_url,
     connect,
     parse_msg_id,
@@ -57,9 +57,9 @@ from waddle.web.settings import Settings
 logger = logging.getLogger("waddle.nats")
 
 DEFAULT_FETCH = 1024
-# A fetch returns when it has a full batch or when its wait is over: short while messages
-# flow (each round takes what came meanwhile), long when idle (one request per wait).
-FETCH_BUSY_S = 0.02
+# While messages flow a round takes what the server holds now; when it held nothing, the
+# next request waits up to this long for more (one request per wait while idle).
+FETCH_BUSY_S = 0.0
 FETCH_IDLE_S = 0.5
 # Handing a message back: redelivered soon while its owner is likely up and merely did
 # not pull it, then slower (its owner may be down).
@@ -128,13 +128,12 @@ class NatsIngester:
                     if client is None or client.is_closed:
                         client = await connect(self.url, f"ingester {self.name}")
                         self._waiting.clear()  # their acks went with the old client
-                    js = client.jetstream()
-                    owners = await js.key_value(OWNERS)
-                    sub = await js.pull_subscribe_bind(durable=CONSUMER, stream=STREAM)
+                    owners = await client.jetstream().key_value(OWNERS)
+                    puller = Puller(client)
                     while not stop.is_set():
-                        await self._round(sub, owners)
+                        await self._round(puller, owners)
                         attempt = 0
-                except (nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
+                except (nats.errors.Error, OSError, asyncio.TimeoutError, PullRefused) as exc:
                     await self._wait_out(exc, attempt, stop)
                     attempt += 1
         finally:
@@ -155,12 +154,9 @@ class NatsIngester:
         while not stop.is_set() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
 
-    async def _round(self, sub: Any, owners: Any) -> None:
+    async def _round(self, puller: Puller, owners: Any) -> None:
         """Fetch one batch and take it; keep messages waiting past a gap alive."""
-        try:
-            msgs = await sub.fetch(self.fetch, timeout=self._wait)
-        except asyncio.TimeoutError:  # nothing to take (nats-py raises its subclass)
-            msgs = []
+        msgs = await puller.fetch(self.fetch, self._wait)
         self._wait = FETCH_BUSY_S if msgs else FETCH_IDLE_S
         by_stream: dict[str, list[tuple[int, Any]]] = defaultdict(list)
         for msg in msgs:

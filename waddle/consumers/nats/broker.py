@@ -21,15 +21,17 @@ loop in a thread of its own (``Loop``).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from waddle.errors import UsageError
+from waddle.errors import TransientError, UsageError
 
 logger = logging.getLogger("waddle.nats")
 
@@ -45,9 +47,15 @@ DEFAULT_DUPLICATE_WINDOW_S = 120.0
 DEFAULT_ACK_WAIT_S = 30.0
 DEFAULT_MAX_ACK_PENDING = 50_000
 CONNECT_ATTEMPTS = 3
+# A pull's answer may trail its expiry by a network round trip.
+PULL_GRACE_S = 0.5
 _NOT_A_TOKEN = re.compile(r"[^A-Za-z0-9_-]+")
 
 T = TypeVar("T")
+
+
+class PullRefused(TransientError):
+    """The server refused a pull request (409: the consumer was deleted or is busy)."""
 
 
 @dataclass(frozen=True)
@@ -224,3 +232,48 @@ async def _cancel_all() -> None:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     await asyncio.get_running_loop().shutdown_asyncgens()
+
+
+class Puller:
+    """Pulls batches from the durable consumer with one standing inbox.
+
+    A pull request asks for up to ``batch`` messages and expires after ``wait`` seconds;
+    the server sends what it has as it comes and ends the request with a status (408 when
+    it expired, 404 when nothing was there). Messages of an earlier request that arrive
+    late are taken by the next ``fetch``: they are delivered to this client all the same.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.inbox = client.new_inbox()
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.subject = f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{CONSUMER}"
+        self._sub: Any = None
+
+    async def fetch(self, batch: int, wait: float) -> list[Any]:
+        """Up to ``batch`` messages: those there now (``wait`` 0), or within ``wait`` seconds.
+
+        A short expiry is no substitute for 0: the server then sends a message or two
+        before the request ends, not the batch it holds.
+        """
+        if self._sub is None:
+            self._sub = await self.client.subscribe(self.inbox, cb=self.queue.put)
+        request = {"batch": batch, "no_wait": True} if wait <= 0 else {"batch": batch}
+        if wait > 0:
+            request["expires"] = int(wait * 1e9)
+        await self.client.publish(self.subject, json.dumps(request).encode(), reply=self.inbox)
+        msgs: list[Any] = []
+        deadline = time.monotonic() + wait + PULL_GRACE_S
+        while len(msgs) < batch:
+            try:
+                msg = await asyncio.wait_for(self.queue.get(), deadline - time.monotonic())
+            except asyncio.TimeoutError:
+                break
+            status = (msg.headers or {}).get("Status")
+            if status is None:
+                msgs.append(msg)
+            elif status in ("404", "408"):
+                break  # the request is over: nothing more, or it expired
+            elif status == "409":
+                raise PullRefused(f"the server refused a pull: {msg.headers}")
+        return msgs
