@@ -6,7 +6,8 @@ Builds a Waddle folder with the real producer (children in parallel, one per CPU
 project "scale" of ``--runs`` runs, a project "small" of a tenth as many (each a short
 run with config, tags and a summary metric), and in "scale" one run whose ``train/loss``
 has ``--steps`` steps. It serves the folder with ``waddle serve`` on a loopback port and
-measures, over ``--rounds`` fresh pages, each case once per round in turn:
+measures, over ``--rounds`` fresh pages, each case once per round (in an order that
+rotates from round to round, each after a pause of a second):
 
 * runs table: from navigation until its first page is painted (the server counted,
   sorted and sent one page of 100 runs; the rows are drawn), for "scale" and "small":
@@ -87,6 +88,7 @@ big.finish()
 print(big.id, flush=True)
 """
 PAGE = 100  # the runs table's PAGE_SIZE (static/js/runs_table.js)
+SETTLE_S = 1.0
 
 
 def child(script: str, *args: object) -> subprocess.Popen[bytes]:
@@ -274,10 +276,17 @@ def main() -> None:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
             measure(browser, url, cases[0][1], FIRST_PAGE, [scale, PAGE])  # warm-up
-            for _ in range(args.rounds):
-                for name, fragment, ready, arg in cases:
-                    figures[name].append(measure(browser, url, fragment, ready, arg))
-                figures[sort_case].append(measure_sort(browser, url, scale))
+            timers = [
+                *[(name, lambda c=case: measure(browser, url, *c)) for name, *case in cases],
+                (sort_case, lambda: measure_sort(browser, url, scale)),
+            ]
+            for round_ in range(args.rounds):
+                # Each round in another order, and a pause before each case: the table asks
+                # for its menus after the first page is painted, and that query must not
+                # land on the next case.
+                for name, timer in timers[round_ % len(timers) :] + timers[: round_ % len(timers)]:
+                    time.sleep(SETTLE_S)
+                    figures[name].append(timer())
             browser.close()
         api = {
             f"GET /api/runs, one page of {PAGE} (now)": api_ms(
