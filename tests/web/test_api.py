@@ -314,6 +314,7 @@ def sweep(server: Server) -> dict[str, dict[str, Any]]:
     for i in range(SWEEP):
         run_id = f"sweep{i:02d}"
         config = {"lr": [1e-4, 3e-3, 1e-2][i % 3], "model": {"width": 64 * (i % 4 + 1)}, "c.d": i}
+        config["layers"] = [64, 32 * (i % 2 + 1)]
         summary = {"acc": round((i * 7 % SWEEP) / SWEEP, 3)} if i % 5 else {}
         status = SWEEP_STATUSES[i % 3]
         tags = ["sweep", f"arm-{'AB'[i % 2]}"]
@@ -446,7 +447,8 @@ def test_facets_name_the_keys_and_tags_of_a_project(
     assert facets["total"] == SWEEP
     assert facets["tags"] == ["arm-A", "arm-B", "sweep"]
     config = {f["key"]: f for f in facets["config"]}
-    assert set(config) == {"lr", "model.width", "c.d"}
+    assert set(config) == {"lr", "model.width", "c.d", "layers"}  # a list is one value
+    assert config["layers"] == {"key": "layers", "runs": SWEEP, "values": 2}
     assert config["lr"] == {"key": "lr", "runs": SWEEP, "values": 3}
     assert config["model.width"]["values"] == 4 and config["c.d"]["values"] == SWEEP
     summary = {f["key"]: f for f in facets["summary"]}

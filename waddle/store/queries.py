@@ -242,14 +242,15 @@ nodes AS MATERIALIZED (
     UNION ALL
     SELECT 'summary', run_id, t.* FROM scoped, json_tree(summary) AS t
 ),
-typed AS (
+opaque AS (
     SELECT field, run_id, fullkey FROM nodes
-    WHERE type = 'OBJECT' AND list_contains({_MEDIA_TYPES}, json_extract_string(value, '$._type'))
+    WHERE type = 'ARRAY' OR (type = 'OBJECT'
+        AND list_contains({_MEDIA_TYPES}, json_extract_string(value, '$._type')))
 ),
 leaves AS (
     SELECT nodes.field, nodes.fullkey, nodes.value FROM nodes
-    ANTI JOIN typed ON typed.field = nodes.field AND typed.run_id = nodes.run_id
-        AND typed.fullkey = nodes.path
+    ANTI JOIN opaque ON opaque.field = nodes.field AND opaque.run_id = nodes.run_id
+        AND opaque.fullkey = nodes.path
     WHERE nodes.fullkey <> '$' AND NOT contains(nodes.path, '[')
         AND (nodes.type <> 'OBJECT' OR nodes.value = '{{}}'
              OR list_contains({_MEDIA_TYPES}, json_extract_string(nodes.value, '$._type')))
