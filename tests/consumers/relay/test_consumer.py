@@ -7,6 +7,7 @@ import gzip
 import io
 import logging
 import random
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,12 +34,20 @@ from tests.helpers import eventually
 from tests.web.conftest import Server, log_fingerprint, start_server
 from waddle.cli import commands
 from waddle.consumers.base import run_consumer
+from waddle.consumers.lag import last_seq
 from waddle.consumers.registry import StateStore
 from waddle.consumers.relay import parts
 from waddle.consumers.relay.client import Backoff, Held, IngestClient, check_url
 from waddle.consumers.relay.consumer import RelayConsumer, relay_name
 from waddle.consumers.relay.sender import Sender
-from waddle.errors import HostBusy, HostDenied, HostUnreachable, PermanentError, UsageError
+from waddle.errors import (
+    HostBusy,
+    HostDenied,
+    HostRefused,
+    HostUnreachable,
+    PermanentError,
+    UsageError,
+)
 from waddle.eventlog.reader import Offset
 from waddle.eventlog.record import encode
 from waddle.eventlog.segment import list_segments, log_dir, segment_name
@@ -645,3 +654,146 @@ def test_lines_go_as_the_log_holds_them(fake_host: Callable[..., FakeHost], tmp_
     (segment,) = (log_dir(root) / "raw").glob("*.ndjson")
     body = b"".join(r["body"] for r in host.requests)
     assert body == b'{"stream":"raw","events":43}\n' + segment.read_bytes()
+
+
+def test_a_whole_request_refusal_is_logged_once_per_cause_and_its_parts_go_alone(
+    fake_host: Callable[..., FakeHost], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def unframed(request: dict[str, Any]) -> Reply:
+        if not request["path"].startswith("/ingest/batch"):
+            return held_all(request)
+        if "run0" in dict(parts_of(request)):
+            return 400, {"error": "invalid_body", "detail": "a header expected", "line": 7}, {}
+        return 400, {"error": "invalid_json", "detail": "not JSON", "line": 3}, {}
+
+    host = fake_host(unframed)
+    root = tmp_path / "w"
+    runs = [f"run{n}" for n in range(6)]
+    for run in runs:
+        write_run(root, run, 20)
+    part = (log_dir(root) / "run0" / segment_name(0)).stat().st_size
+    relay = relay_once(root, host.url, post_bytes=2 * part + 200)  # two streams a request
+    assert relay.parked == {} and relayed(root, host.url) == last_seqs(root)
+    batched = [r for r in host.requests if r["path"].startswith("/ingest/batch")]
+    assert len(batched) == 3, "every round's requests are still tried as batches"
+    alone = [r for r in host.requests if r not in batched]
+    assert sent_seqs(alone) == {run: list(range(23)) for run in runs}
+    warnings = [r for r in caplog.records if "multi-stream request" in r.getMessage()]
+    assert [w.levelno for w in warnings] == [logging.WARNING] * 2, "once per cause"
+    messages = sorted(w.getMessage() for w in warnings)
+    assert "invalid_body" in messages[0] and "a header expected (line 7" in messages[0]
+    assert "invalid_json" in messages[1] and "not JSON (line 3" in messages[1]
+
+
+def test_a_request_stays_under_post_bytes_with_its_part_headers(
+    fake_host: Callable[..., FakeHost], tmp_path: Path
+) -> None:
+    host = fake_host(held_all)
+    root = tmp_path / "w"
+    runs = [f"run{n:02d}" for n in range(12)]
+    for run in runs:
+        write_run(root, run, 3)
+    sizes = [(log_dir(root) / run / segment_name(0)).stat().st_size for run in runs]
+    post_bytes = sum(sizes[:3])  # three streams' lines exactly, without their headers
+    relay_once(root, host.url, post_bytes=post_bytes)
+    assert relayed(root, host.url) == last_seqs(root)
+    assert len(host.requests) > 1
+    assert all(len(r["body"]) <= post_bytes for r in host.requests), [
+        len(r["body"]) for r in host.requests
+    ]
+
+
+def acks_before_the_host_holds(
+    relay: RelayConsumer, host_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> list[tuple[str, int, int]]:
+    """Check each of ``relay``'s acknowledgements against the host's log at that moment;
+    the list fills with (stream, seq acknowledged, seq the host held) of any too early."""
+    early: list[tuple[str, int, int]] = []
+    ack = relay._ack
+
+    def checked(stream: str, end: Offset) -> None:
+        held = last_seq(log_dir(host_root) / stream)
+        if end.seq > held:
+            early.append((stream, end.seq, held))
+        ack(stream, end)
+
+    monkeypatch.setattr(relay, "_ack", checked)
+    return early
+
+
+def test_a_multi_stream_request_over_the_host_limit_is_split_until_it_fits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "w"
+    runs = [f"run{n}" for n in range(6)]
+    for run in runs:
+        write_run(root, run, 60)
+    assert all((log_dir(root) / r / segment_name(0)).stat().st_size < 8192 for r in runs)
+    limited = start_server(tmp_path / "limited", "--max-body-bytes", str(16 * 1024))
+    try:
+        relay = RelayConsumer(root, limited.url, backoff=FAST)
+        early = acks_before_the_host_holds(relay, limited.root, monkeypatch)
+        requests: list[int] = []
+        send_parts, send = relay.sender.send_parts, relay.sender.send
+        monkeypatch.setattr(
+            relay.sender, "send_parts", lambda ps: requests.append(len(ps)) or send_parts(ps)
+        )
+        alone: list[str] = []
+        monkeypatch.setattr(relay.sender, "send", lambda s, *a: alone.append(s) or send(s, *a))
+        run_consumer(relay, root, threading.Event(), once=True)
+        assert relay.parked == {} and relay.failure is None
+        assert requests[0] == len(runs) and max(requests[1:]) > 1, requests
+        assert alone == [], "the halves fit: no stream was sent alone"
+        assert relay.sender.post_bytes <= 16 * 1024
+        assert early == []
+        assert log_events(limited.root) == log_events(root)
+        for run in runs:
+            assert [e["seq"] for e in stream_events(limited.root, run)] == list(range(63))
+    finally:
+        assert limited.stop() == 0, limited.stderr()
+
+
+def test_a_part_the_host_lacks_is_resent_from_where_it_expects_beside_parts_it_took(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "w"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    writers = {run: open_stream(root, run) for run in ("kept", "lost")}
+    for run, writer in writers.items():
+        writer.append("run", run_fields(run))
+        for step in range(50):
+            writer.append("metrics", {"step": step, "data": {"loss": step}})
+    first = central(tmp_path / "first", port)
+    relay_once(root, url)
+    assert first.stop() == 0, first.stderr()
+    # The replacement host holds "kept" but lost "lost" (seqs 0..50).
+    shutil.copytree(log_dir(first.root) / "kept", log_dir(tmp_path / "second") / "kept")
+    second = central(tmp_path / "second", port)
+    try:
+        for step in range(50, 70):
+            for writer in writers.values():
+                writer.append("metrics", {"step": step, "data": {"loss": step}})
+        for writer in writers.values():
+            writer.close()
+        write_run(root, "new", 30)
+        relay = RelayConsumer(root, url, backoff=FAST)
+        early = acks_before_the_host_holds(relay, second.root, monkeypatch)
+        answers: dict[str, Held | Exception] = {}
+        settle = relay.sender._settle
+
+        def noted(part: parts.Part, answer: Held | HostRefused) -> bool:
+            answers[part.stream] = answer
+            return settle(part, answer)
+
+        monkeypatch.setattr(relay.sender, "_settle", noted)
+        run_consumer(relay, root, threading.Event(), once=True)
+        assert answers == {"kept": Held(70), "lost": Held(-1, gap=True), "new": Held(32)}
+        assert relay.parked == {} and relayed(root, url) == last_seqs(root)
+        assert early == []
+        for stream, last in last_seqs(root).items():
+            held = stream_events(second.root, stream)
+            assert [e["seq"] for e in held] == list(range(last + 1)), stream
+        assert log_events(second.root) == log_events(root)
+    finally:
+        assert second.stop() == 0, second.stderr()

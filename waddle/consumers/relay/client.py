@@ -176,10 +176,7 @@ class IngestClient(KeepAlive):
         Raises as ``post`` does for the request as a whole (``HostDenied`` with status
         404 or 405: the host has no ``/ingest/batch``).
         """
-        body = b"".join(
-            b'{"stream":%s,"events":%d}\n%s' % (orjson.dumps(stream), count, lines)
-            for stream, count, lines in parts
-        )
+        body = b"".join(part_header(stream, count) + lines for stream, count, lines in parts)
         status, payload = self._request("/ingest/batch", body)
         answer = _json(payload)
         entries = answer.get("streams") if status == 200 else None
@@ -229,6 +226,12 @@ class IngestClient(KeepAlive):
         return response.status, payload
 
 
+def part_header(stream: str, count: int) -> bytes:
+    """The header line of a part of an ``/ingest/batch`` body: its bytes count against
+    a request's size as much as the events' lines do."""
+    return b'{"stream":%s,"events":%d}\n' % (orjson.dumps(stream), count)
+
+
 def _part(url: str, entry: dict[str, Any]) -> Held | HostRefused:
     """One part's entry of an ``/ingest/batch`` answer, read as ``/ingest``'s answer."""
     status = entry.get("status")
@@ -252,6 +255,8 @@ def _answer(
     """The one place an HTTP answer (``body``: its JSON) becomes a ``Held`` or an error."""
     code = str(body.get("error", ""))
     detail = str(body.get("detail", "")) or payload[:200].decode("utf-8", "replace").strip()
+    if type(body.get("line")) is int:
+        detail = f"{detail} (line {body['line']} of the body)"
     if status == 200 and type(body.get("seq")) is int:
         return Held(body["seq"])
     if status == 409 and code == "seq_gap" and type(body.get("expected")) is int:

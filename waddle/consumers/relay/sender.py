@@ -24,7 +24,9 @@ outage longer than ``give_up_after``), having told its ``owner`` why:
 A part the host did not take whole (its 409, its 503) goes on alone through ``send``,
 which resends what the host lacks; a part it refused (400) parks only that stream. A
 host without ``/ingest/batch`` (404, 405) is sent each stream alone from then on (said
-once).
+once). A multi-stream request refused as a whole (a 400: relay and host disagree about
+its framing, a bug on one side) has its parts sent alone, and each cause is logged once
+with the host's detail and line.
 
 Every wait ends promptly once ``owner.stopping()`` is true (``wake`` is set to hurry it).
 """
@@ -39,7 +41,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from waddle.consumers.relay.client import Backoff, Held, IngestClient
+from waddle.consumers.relay.client import Backoff, Held, IngestClient, part_header
 from waddle.consumers.relay.parts import Part, fill_gaps, fillable, placeholders
 from waddle.errors import HostBusy, HostDenied, HostRefused, TransientError, WaddleError
 from waddle.event_types import Event
@@ -113,6 +115,7 @@ class Sender:
         self._local = threading.local()
         self._clients: list[IngestClient] = []
         self._outage_since: float | None = None
+        self._unframed: set[str] = set()  # causes of whole-request 400s already logged
 
     def close(self) -> None:
         """Close every thread's connection."""
@@ -141,11 +144,11 @@ class Sender:
         size = self.post_bytes
         for part in parts:
             alone = not self.batching or not part.gapless
-            if alone or size + len(part.lines) > self.post_bytes:
+            if alone or size + _framed(part) > self.post_bytes:
                 requests.append([])
                 size = 0
             requests[-1].append(part)
-            size = self.post_bytes if alone else size + len(part.lines)
+            size = self.post_bytes if alone else size + _framed(part)
         return requests
 
     def send_parts(self, parts: list[Part]) -> list[bool]:
@@ -163,7 +166,7 @@ class Sender:
         except _TooLarge:
             if len(parts) == 1:
                 return [self.send(parts[0].stream, parts[0].events)]
-            self.post_bytes = max(1, sum(len(part.lines) for part in parts) // 2)
+            self.post_bytes = max(1, sum(map(_framed, parts)) // 2)
             half = len(parts) // 2
             return self.send_parts(parts[:half]) + self.send_parts(parts[half:])
         except _Unframed:
@@ -207,6 +210,17 @@ class Sender:
         if exc.scope == "host":
             self.owner.fail(exc)
             return
+        with self._lock:
+            new = exc.code not in self._unframed
+            self._unframed.add(exc.code)
+        if new:
+            logger.warning(
+                "waddle relay: %s refused a multi-stream request as a whole: %s. The relay "
+                "and the host disagree about /ingest/batch framing (a bug on one side); "
+                "sending each stream of such a request alone",
+                self.url,
+                exc,
+            )
         raise _Unframed from exc
 
     def send(self, stream: str, events: Sequence[Event], depth: int = 0) -> bool:
@@ -390,6 +404,11 @@ class Sender:
             "waddle relay: %s does not take gzip-compressed bodies; sending uncompressed",
             self.url,
         )
+
+
+def _framed(part: Part) -> int:
+    """The bytes ``part`` adds to a multi-stream request: its header line and its lines."""
+    return len(part_header(part.stream, len(part.events))) + len(part.lines)
 
 
 def _locate(reader: LogReader, stream: str, after: int) -> Offset:
