@@ -31,7 +31,7 @@ def test_every_command_that_reads_a_folder_takes_the_same_dir() -> None:
         "run",
     }
     for name, sub in commands.items():
-        if name == "run":
+        if name in ("run", "nats"):  # they read no Waddle folder
             continue
         assert cli.DIR_HELP in " ".join(sub.format_help().split()), name
     assert cli.build_consume_parser().parse_args(["--dir", "x"]).dir == "x"
