@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from tests.consumers.relay.support import Relay, last_seqs, log_events
 from tests.helpers import eventually
 from tests.nats.conftest import NatsServer, call, produce, settle
+from waddle.cli.parser import main
 from waddle.consumers.base import run_consumer
 from waddle.consumers.nats.broker import MSG_ID, STREAM
 from waddle.consumers.nats.publisher import NatsRelay, nats_relay_name
@@ -97,3 +99,18 @@ def test_the_relay_loses_nothing_through_a_broker_outage_and_its_own_crash(
     assert nats_server.messages() == sum(seq + 1 for seq in expected.values())
     ids = [msg_id for _, msg_id, _ in broker_messages(url)]
     assert len(set(ids)) == len(ids)
+
+
+def test_sync_publishes_what_is_on_disk_and_says_so(
+    nats_server: NatsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "producer"
+    settle(produce(root, "s", runs=2, steps=50, chunk=50, pause=0))
+    total = sum(seq + 1 for seq in last_seqs(root).values())
+    assert main(["sync", nats_server.url, "--dir", str(root)]) == 0
+    assert f"holds {total} events of 2 streams" in capsys.readouterr().err
+    assert nats_server.messages() == total
+    nats_server.stop(signal.SIGKILL)
+    settle(produce(root, "t", runs=1, steps=5, chunk=5, pause=0))
+    assert main(["sync", nats_server.url, "--dir", str(root), "--timeout", "1"]) == 1
+    assert "run it again to resume" in capsys.readouterr().err
