@@ -578,6 +578,48 @@ def test_a_live_tail_is_paced_not_posted_every_poll(
     assert sent_seqs(host.requests) == {"live": list(range(151))}
 
 
+def lingers(
+    fake_host: Callable[..., FakeHost],
+    monkeypatch: pytest.MonkeyPatch,
+    root: Path,
+    batches: list[Any],
+    grow: str | None,
+) -> list[float]:
+    """The waits after handling ``batches`` (after ``grow`` grew once more, as a live
+    stream does while the relay sends), recorded instead of waited."""
+    host = fake_host(held_all)
+    relay = RelayConsumer(root, host.url, linger=30, backoff=FAST)
+    waits: list[float] = []
+    monkeypatch.setattr(relay.sender, "sleep", lambda seconds: waits.append(seconds) or False)
+    relay.start({})
+    try:
+        if grow is not None:
+            writer = open_stream(root, grow, resume=True)
+            writer.append("metrics", {"step": 99, "data": {"loss": 0.5}})
+            writer.close()
+        relay.handle(batches)
+        assert relay.commit() == {b.stream: b.offset for b in batches}
+    finally:
+        relay.close()
+    return waits
+
+
+def test_many_live_streams_are_read_once_per_linger_even_while_they_grow(
+    fake_host: Callable[..., FakeHost], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from waddle.eventlog.reader import LogReader
+
+    root = tmp_path / "w"
+    for run in ("a", "b", "c"):
+        write_run(root, run, 20, finish=None)
+    batches = LogReader(root).poll({})
+    assert all(batch.drained for batch in batches)
+    waits = lingers(fake_host, monkeypatch, root, batches, grow="b")
+    assert len(waits) == 1 and 0 < waits[0] <= 30, "a live round is paced though b grew"
+    backlog = LogReader(root, batch_bytes=512).poll({})  # each read stops short of the end
+    assert lingers(fake_host, monkeypatch, root, backlog, grow=None) == [], "a backlog never waits"
+
+
 # -- multi-stream requests (/ingest/batch) -------------------------------------------------
 
 

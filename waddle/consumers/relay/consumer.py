@@ -30,8 +30,11 @@ token (401/403) stops forwarding to that host with one error message and no furt
 requests; nothing is committed past what the host acknowledged. Blobs go first: before a
 batch is posted, ``blobs.BlobRelay`` makes sure the host holds every blob its events
 name (HEAD, then PUT), and the offset commits only after both; a blob missing locally
-parks the stream. Live tails are paced: rounds that only carry a few new events per
-stream are at least ``linger`` seconds apart, each carrying everything new since."""
+parks the stream. Live tails are paced: after a round that only carries a few new
+events per stream, each read to the end of its log, the next round is read no sooner
+than ``linger`` seconds after this one was, and carries everything new since. The
+relay's reading follows its sending: however many streams it tails, it reads them about
+once per ``linger``, not once per poll."""
 
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -53,7 +57,7 @@ from waddle.errors import WaddleError
 from waddle.event_types import Event
 from waddle.eventlog.reader import DEFAULT_POLL_INTERVAL, Batch, Offset
 from waddle.eventlog.record import loads_lines
-from waddle.eventlog.segment import list_segments, log_dir, segment_name
+from waddle.eventlog.segment import log_dir, segment_name
 from waddle.ids import ID_CHARS
 from waddle.signals import on_stop_signals
 
@@ -132,6 +136,7 @@ class RelayConsumer(Consumer):
         self._interrupted = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
         self._flight: list[Future[None]] = []
+        self._read_began = time.monotonic()  # when the round being handled was read
         self.sender = Sender(
             self,
             self.root,
@@ -163,6 +168,7 @@ class RelayConsumer(Consumer):
         self.parked = {}
         self._interrupted.clear()
         self._flight = []
+        self._read_began = time.monotonic()
         self._pool = ThreadPoolExecutor(self.senders, thread_name_prefix=f"waddle-{self.name}")
         return super().start(offsets)
 
@@ -170,9 +176,11 @@ class RelayConsumer(Consumer):
         """Start sending this round, once the host holds the previous one.
 
         The round's streams go in multi-stream requests, in parallel. After a live
-        round (every batch small, at the end of its log) it waits ``linger`` seconds
-        before the next round is read, which then carries everything new since: an
-        event waits at most ``linger`` before it is sent.
+        round (every batch small and read to the end of its log) it waits until
+        ``linger`` seconds after this round was read before the next one is: rounds of
+        a live tail come no faster than they are sent, so thousands of live streams are
+        read once per ``linger``, not once per poll, and an event waits at most
+        ``linger`` before it is sent. A round after an idle stretch is read at once.
         """
         self._settle()
         live = self._live(batches)
@@ -194,7 +202,8 @@ class RelayConsumer(Consumer):
         for request in self.sender.pack([part for part, _ in parts]):
             self._flight.append(pool.submit(self._deliver, [(p, ends[p.stream]) for p in request]))
         if live:
-            self.sender.sleep(self.linger)
+            self.sender.sleep(self._read_began + self.linger - time.monotonic())
+        self._read_began = time.monotonic()
 
     def commit(self) -> Offsets:
         """The offsets the host has acknowledged, once every batch in flight has landed."""
@@ -264,22 +273,12 @@ class RelayConsumer(Consumer):
             self._acked[stream] = Offset(end.segment, end.position, max(end.seq, before.seq))
 
     def _live(self, batches: list[Batch]) -> bool:
-        """Whether this round is a live tail: every batch small and at the end of its log."""
+        """Whether this round is a live tail, not a backlog: every batch small and read to
+        the end of its log (``drained``, as the reader found it: a live stream that grew
+        since is still a live tail)."""
         return self.linger > 0 and all(
-            len(batch.events) < SMALL_BATCH_EVENTS and self._at_end(batch.stream, batch.offset)
-            for batch in batches
+            batch.drained and len(batch.events) < SMALL_BATCH_EVENTS for batch in batches
         )
-
-    def _at_end(self, stream: str, offset: Offset) -> bool:
-        """Whether ``offset`` is the end of the stream's log: a live tail, not a backlog."""
-        stream_dir = log_dir(self.root) / stream
-        segments = list_segments(stream_dir)
-        if not segments or offset.segment != segments[-1]:
-            return False
-        try:
-            return offset.position >= os.stat(stream_dir / segment_name(offset.segment)).st_size
-        except FileNotFoundError:
-            return False
 
     def fail(self, exc: WaddleError) -> None:
         """Stop forwarding to this host: a refused token, or ``give_up_after`` passed."""
