@@ -26,6 +26,12 @@ every 0.25 s, so each latency is an upper bound), with the CPU of each process. 
     python benchmarks/bench_relay.py                          # 1,000,000 events, 3 rounds
     python benchmarks/bench_relay.py --events 200000 --rounds 1   # smoke test, ~30 s
     python benchmarks/bench_relay.py --fan-in 3000 --rate 10  # ~80 s
+    python benchmarks/bench_relay.py --fan-in 1000 --seconds 30 --baseline DIR  # ~60 s
+
+``--baseline DIR`` runs a second relay, another version's ``waddle`` package (DIR holds
+it, e.g. ``git archive REV waddle | tar -x -C DIR``), beside this one over the same
+streams to the same host, and prints both relays' CPU: a ratio that holds on a loaded
+machine.
 """
 
 from __future__ import annotations
@@ -251,10 +257,19 @@ def latencies(
 
 
 def fan_in(
-    scratch: Path, streams: int, rate: float, seconds: float, warmup: float, host_args: list[str]
+    scratch: Path,
+    streams: int,
+    rate: float,
+    seconds: float,
+    warmup: float,
+    host_args: list[str],
+    baseline: Path | None = None,
 ) -> dict[str, float]:
     """Live streams through a relay process into a host process, written by a third:
-    event-to-table latency over the steady state, and each process's CPU."""
+    event-to-table latency over the steady state, and each process's CPU. ``baseline``:
+    a folder holding another version's ``waddle`` package, run as a second relay of the
+    same streams to the same host beside this one (its URL names the host ``localhost``,
+    so it keeps offsets of its own; the host acknowledges what the other one sent)."""
     root, host_root = scratch / "fleet", scratch / "fleet-host"
     host, url = start_host(host_root, *host_args)
     schedule = scratch / "began.json"
@@ -267,6 +282,13 @@ def fan_in(
         stderr=subprocess.DEVNULL,
     )
     procs = {"host": host, "relay": relay, "generator": generator}
+    if baseline is not None:
+        other = url.replace("127.0.0.1", "localhost")
+        procs["baseline"] = subprocess.Popen(
+            [sys.executable, "-m", "waddle", "relay", other, "--dir", str(root)],
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": str(baseline)},
+        )
     seen: dict[str, list[tuple[float, int]]] = {}
 
     def sample_until(done: Callable[[], bool]) -> None:
@@ -289,13 +311,13 @@ def fan_in(
 
         sample_until(generated)
         elapsed = time.time() - window_start
-        for name in ("host", "relay"):
+        for name in procs.keys() - {"generator"}:
             after[name] = cpu_seconds(psutil.Process(procs[name].pid))
         used = {name: after[name] - before[name] for name in procs}
         drained = time.time() + DRAIN_S
         sample_until(lambda: time.time() >= drained)
     finally:
-        for proc in (relay, host):
+        for proc in [p for name, p in procs.items() if name != "generator"]:
             proc.terminate()
             proc.wait(60)
         if host.stdout is not None:
@@ -338,6 +360,12 @@ def main() -> int:
     parser.add_argument(
         "--host-args", default="", help="extra `waddle serve` arguments, e.g. '--poll-interval 0.5'"
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="with --fan-in: a folder holding another version's waddle package (e.g. from "
+        "`git archive REV waddle | tar -x -C DIR`), relayed beside this one: CPU side by side",
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -355,7 +383,13 @@ def main() -> int:
     if args.fan_in:
         with tempfile.TemporaryDirectory(prefix="waddle-bench-fanin-") as tmp:
             result = fan_in(
-                Path(tmp), args.fan_in, args.rate, args.seconds, args.warmup, args.host_args.split()
+                Path(tmp),
+                args.fan_in,
+                args.rate,
+                args.seconds,
+                args.warmup,
+                args.host_args.split(),
+                args.baseline,
             )
         report_fan_in(result)
         return 0
@@ -402,6 +436,13 @@ def report_fan_in(result: dict[str, float]) -> None:
         f"{result['p99_s']:.2f} s | {result['max_s']:.2f} s | {result['missing']:,.0f} | "
         f"{result['host_cpu']:.2f} | {result['relay_cpu']:.2f} | {result['generator_cpu']:.2f} |"
     )
+    if "baseline_cpu" in result:
+        print(
+            f"\nrelay CPU beside the baseline relay (same streams, same host, same time): "
+            f"{result['relay_cpu']:.3f} against {result['baseline_cpu']:.3f} cores "
+            f"({result['baseline_cpu'] / max(result['relay_cpu'], 1e-9):.1f}x less); the "
+            "latency above is of whichever relay delivered first"
+        )
     met = result["p99_s"] <= TARGET_P99_S and result["missing"] == 0
     print(f"\ntarget p99 <= {TARGET_P99_S:g} s, nothing missing: {'met' if met else 'NOT met'}")
 
