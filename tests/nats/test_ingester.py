@@ -32,6 +32,8 @@ from tests.nats.conftest import NatsServer, produce, settle
 from tests.nats.test_publisher import published
 from tests.web.conftest import Server, start_server
 from waddle.eventlog.record import encode
+from waddle.eventlog.segment import log_dir
+from waddle.eventlog.writer import StreamWriter
 from waddle.web.ingest_log import IngestLog
 from waddle.web.nats_ingest import NatsIngester
 
@@ -78,6 +80,24 @@ def test_a_stream_is_appended_in_seq_order_whatever_order_its_messages_come_in(
     assert [m.answers for m in msgs] == [["ack"], ["ack", "ack"], ["ack"], ["ack"], ["ack"]]
     assert ingester.taken == 5
     assert log_events(tmp_path / "ingester") == {stream: events}
+
+
+def test_a_stream_another_writer_holds_is_handed_back_not_fatal(tmp_path: Path) -> None:
+    source = tmp_path / "producer"
+    settle(produce(source, "l", runs=1, steps=1, chunk=1, pause=0))
+    ((stream, events),) = log_events(source).items()
+    root = tmp_path / "ingester"
+    log = IngestLog(root)
+    ingester = NatsIngester(log, "nats://127.0.0.1:1", name="a")
+    msgs = [Message(event) for event in events]
+    local = StreamWriter(log_dir(root) / stream)  # a producer of the same id on this host
+    try:
+        asyncio.run(ingester._take(stream, list(enumerate(msgs))))
+    finally:
+        local.close()
+        log.close()
+    assert [m.answers for m in msgs] == [["nak"]] * len(msgs)
+    assert ingester.taken == 0
 
 
 def ingester(root: Path, url: str, name: str) -> Server:

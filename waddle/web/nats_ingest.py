@@ -47,7 +47,7 @@ from waddle.consumers.nats.broker import (
     parse_msg_id,
 )
 from waddle.consumers.relay.client import Backoff
-from waddle.errors import IngestClosed, IngestError, StreamConflict
+from waddle.errors import IngestClosed, IngestError, StreamConflict, StreamLockedError
 from waddle.event_types import Event
 from waddle.web.errors import RequestError
 from waddle.web.ingest import check_events
@@ -197,7 +197,13 @@ class NatsIngester:
         waiting = self._waiting[stream]
         held = self._held.get(stream)
         if held is None:
-            held = self._held[stream] = await asyncio.to_thread(self.log.held, stream)
+            try:
+                held = self._held[stream] = await asyncio.to_thread(self.log.held, stream)
+            except IngestClosed:
+                raise
+            except (IngestError, StreamLockedError) as exc:
+                await self._refuse(stream, exc, [msg for _, msg in items])
+                return
         for seq, msg in items:
             if seq <= held:
                 await msg.ack()  # a repeat of what the log holds
@@ -215,10 +221,8 @@ class NatsIngester:
             )
         except IngestClosed:
             raise
-        except IngestError as exc:
-            self._refused(stream, exc)
-            for msg in run:
-                await msg.nak(delay=NAK_CAP_S)
+        except (IngestError, StreamLockedError) as exc:
+            await self._refuse(stream, exc, run)
             return
         self._held[stream] = outcome.seq
         self.taken += outcome.written
@@ -233,11 +237,16 @@ class NatsIngester:
             reason = f"the broker holds an event this host refuses: {exc}"
             raise IngestError(reason, stream=stream) from exc
 
-    def _refused(self, stream: str, exc: IngestError) -> None:
+    async def _refuse(
+        self, stream: str, exc: IngestError | StreamLockedError, msgs: list[Any]
+    ) -> None:
+        """The log cannot take the stream now: say why, hand the messages back for later."""
         level = logging.ERROR if isinstance(exc, StreamConflict) else logging.WARNING
         logger.log(
             level, "waddle ingester %s: stream %r: %s; retried later", self.name, stream, exc
         )
+        for msg in msgs:
+            await msg.nak(delay=NAK_CAP_S)
 
     async def _keep_waiting_alive(self) -> None:
         """Tell the broker the messages kept past a gap are in progress (no redelivery)."""
@@ -253,27 +262,31 @@ class NatsIngester:
 
 
 def serve_from(settings: Settings, url: str, *, name: str | None = None) -> int:
-    """``waddle serve --from URL``: the server, plus an ingester from JetStream into its log."""
+    """``waddle serve --from URL``: the server, plus an ingester from JetStream into its log.
+
+    An ingester that fails (a bug, not an outage: those are waited out) stops the server
+    with exit code 1, so that a supervisor restarts both instead of a server that no
+    longer ingests."""
     from waddle.web.server import serve
 
     log = IngestLog(settings.root)
     ingester = NatsIngester(log, url, name=name or default_name(settings.root))
     stop = threading.Event()
-    failed: list[BaseException] = []
+    failed = threading.Event()
 
     def work() -> None:
         try:
             ingester.run(stop)
-        except BaseException as exc:
-            logger.exception("waddle ingester %s stopped", ingester.name)
-            failed.append(exc)
+        except BaseException:
+            logger.exception("waddle ingester %s stopped; stopping the server", ingester.name)
+            failed.set()
 
     thread = threading.Thread(target=work, name="waddle-nats-ingester", daemon=True)
     thread.start()
     try:
-        code = serve(settings)
+        code = serve(settings, stop=failed)
     finally:
         stop.set()
         thread.join()
         log.close()
-    return code or (1 if failed else 0)
+    return code or (1 if failed.is_set() else 0)
