@@ -18,8 +18,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from itertools import repeat
-from operator import add, itemgetter
+from itertools import compress, repeat
+from operator import add, itemgetter, not_
 from typing import Any
 
 import orjson
@@ -317,39 +317,92 @@ def check_event(event: Any) -> str | None:
     return None
 
 
-_SEQ, _TS, _TYPE, _STEP, _DATA = map(itemgetter, ("seq", "ts", "type", "step", "data"))
+_SEQ, _TS, _TYPE, _STEP, _DATA, _STREAM, _TEXT = map(
+    itemgetter, ("seq", "ts", "type", "step", "data", "stream", "text")
+)
 _TIMES = {int, float}
+# The bulk of the log, checked in whole-list passes; other types go one by one.
+_BULK = frozenset({"metrics", "system", "console"})
+_STREAMS = frozenset(CONSOLE_STREAMS)
+
+
+def sound(events: list[Any]) -> bool:
+    """Whether ``check_event`` passes every one of ``events``: exactly its verdict.
+
+    A chunk of the log is mostly ``metrics``, ``system`` and ``console`` events, checked
+    together in whole-list passes; only the few others (a stream's ``run`` in its first
+    chunk, ``summary`` and ``finish`` in its last) are checked one by one.
+    """
+    kinds = _kinds(events)
+    if kinds is None:
+        return False
+    if set(kinds) <= _BULK:
+        return _bulk_sound(events, kinds)
+    bulk = list(map(_BULK.__contains__, kinds))
+    return _bulk_sound(list(compress(events, bulk)), list(compress(kinds, bulk))) and not any(
+        map(check_event, compress(events, map(not_, bulk)))
+    )
 
 
 def all_sound(events: list[Any]) -> bool:
-    """True only when ``check_event`` passes every one of ``events``.
+    """True only when every one of ``events`` is a ``metrics``, ``system`` or ``console``
+    event that ``check_event`` passes: what ``/ingest`` may trust without the models.
 
-    The same rules in whole-list passes, for the bulk of the log: chunks of ``metrics``
-    and ``system`` events. Anything else (another type, a missing or odd field) answers
-    False, and the caller checks event by event to learn what is wrong.
+    Any other type answers False, sound or not (its model must see it).
     """
-    if set(map(type, events)) != {dict}:
-        return not events
+    kinds = _kinds(events)
+    return kinds is not None and set(kinds) <= _BULK and _bulk_sound(events, kinds)
+
+
+def _kinds(events: list[Any]) -> list[str] | None:
+    """Each event's type; None when one is not a dict with a string type (which
+    ``check_event`` refuses)."""
+    if not set(map(type, events)) <= {dict}:
+        return None
     try:
-        kinds = set(map(_TYPE, events))
-        if not kinds <= {"metrics", "system"}:
-            return False
+        kinds = list(map(_TYPE, events))
+    except KeyError:
+        return None
+    return kinds if set(map(type, kinds)) <= {str} else None
+
+
+def _of(kind: str, events: list[dict[str, Any]], kinds: list[str]) -> list[dict[str, Any]]:
+    return list(compress(events, map(kind.__eq__, kinds)))
+
+
+def _bulk_sound(events: list[dict[str, Any]], kinds: list[str]) -> bool:
+    """``check_event``'s verdict on every one of ``events`` (of the types ``kinds``, all in
+    ``_BULK``) in a few passes over the whole list, one per field."""
+    distinct = set(kinds)
+    metrics = events if distinct == {"metrics"} else _of("metrics", events, kinds)
+    consoles = _of("console", events, kinds) if "console" in distinct else []
+    valued = list(compress(events, map("console".__ne__, kinds))) if consoles else events
+    try:
         seqs = list(map(_SEQ, events))
         times = set(map(type, map(_TS, events)))
-        datas = set(map(type, map(_DATA, events)))
-        metrics = events if kinds == {"metrics"} else [e for e in events if e["type"] == "metrics"]
+        datas = set(map(type, map(_DATA, valued)))
         steps = list(map(_STEP, metrics))
-    except (KeyError, TypeError):  # a field missing; a type that is not a string
+        streams = list(map(_STREAM, consoles))
+        texts = set(map(type, map(_TEXT, consoles)))
+    except KeyError:
         return False
     return (
-        set(map(type, seqs)) == {int}
-        and min(seqs) >= 0
-        and max(seqs) <= INT64_MAX
+        _within(seqs, SEQ_RANGE)
         and times <= _TIMES
-        and datas == {dict}
-        and set(map(type, steps)) <= {int}
-        and min(steps, default=0) >= 0
-        and max(steps, default=0) <= INT64_MAX
+        and datas <= {dict}
+        and _within(steps, INT_RANGES["metrics"]["step"])
+        and set(map(type, streams)) <= {str}
+        and set(streams) <= _STREAMS
+        and texts <= {str}
+    )
+
+
+def _within(values: list[Any], bounds: tuple[int, int]) -> bool:
+    """Whether every one of ``values`` is an int (not a bool) within ``bounds``."""
+    return (
+        set(map(type, values)) <= {int}
+        and bounds[0] <= min(values, default=bounds[0])
+        and (max(values, default=bounds[1]) <= bounds[1])
     )
 
 
@@ -374,11 +427,7 @@ def decode(buffer: bytes, base: int = 0) -> tuple[list[dict[str, Any]], int, lis
     # The common chunk is all sound lines: parse them in one pass and check them after;
     # only a chunk with a bad (or empty) line takes the line-by-line path.
     events = loads_lines(lines)
-    if (
-        events is None
-        or (not all_sound(events) and any(map(check_event, events)))
-        or not shallow(buffer, lines, events)
-    ):
+    if events is None or not sound(events) or not shallow(buffer, lines, events):
         return _decode_lines(lines, end, base)
     _restore_values(buffer, events)
     return events, end, []
