@@ -84,19 +84,22 @@ def test_a_writer_killed_mid_blob_leaves_nothing_behind(tmp_path: Path) -> None:
     assert store.verify(ref.sha256) and ref.sha256 == sha(data)
 
 
-@pytest.mark.parametrize("refused", ["open", "link"])
+@pytest.mark.parametrize("refused", ["open", "open in a new store", "link"])
 def test_without_unnamed_files_it_renames_and_stops_asking(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused: str
 ) -> None:
     """A filesystem without O_TMPFILE (or a kernel before 3.11) refuses the open
-    (EOPNOTSUPP); a sandbox's /proc may refuse to name the file (EXDEV). Either way the
-    store writes temp file + rename from then on, and leaves no temp file."""
+    (EOPNOTSUPP; in a new store, where ``blobs/tmp`` is still missing, ENOENT first); a
+    sandbox's /proc may refuse to name the file (EXDEV). Either way the store writes temp
+    file + rename from then on, and leaves no temp file."""
     asked: list[str] = []
     real_open, real_link = os.open, os.link
     unnamed = getattr(os, "O_TMPFILE", -1)
 
     def refusing_open(path: str, flags: int, *args: int) -> int:
-        if refused == "open" and flags & unnamed == unnamed:
+        if refused.startswith("open") and flags & unnamed == unnamed:
+            if refused == "open in a new store" and not os.path.isdir(path):
+                raise FileNotFoundError(errno.ENOENT, "no such folder", path)
             asked.append(path)
             raise OSError(errno.EOPNOTSUPP, "no unnamed files here")
         return real_open(path, flags, *args)

@@ -161,10 +161,7 @@ class BlobStore:
         False (and renaming from then on) when the filesystem has no unnamed files or
         they cannot be named here."""
         try:
-            fd = os.open(self._tmp, _UNNAMED, 0o644)
-        except FileNotFoundError:
-            os.makedirs(self._tmp, exist_ok=True)
-            fd = os.open(self._tmp, _UNNAMED, 0o644)
+            fd = self._open_unnamed()
         except OSError as exc:
             if exc.errno not in _NO_UNNAMED:
                 raise
@@ -191,6 +188,16 @@ class BlobStore:
         if not self.sync_each:
             self.unsynced += 1
         return True
+
+    def _open_unnamed(self) -> int:
+        """An unnamed file in ``blobs/tmp``, making the folder the first time. Both opens
+        are in one ``try`` of the caller, so a filesystem without unnamed files is told
+        apart on the first blob of a new store too."""
+        try:
+            return os.open(self._tmp, _UNNAMED, 0o644)
+        except FileNotFoundError:
+            os.makedirs(self._tmp, exist_ok=True)
+            return os.open(self._tmp, _UNNAMED, 0o644)
 
     def _put_renamed(self, data: bytes, digest: str, final: str) -> None:
         """Write ``data`` to a temp file in ``blobs/tmp`` and rename it to ``final``."""
