@@ -3,6 +3,7 @@ crash and a broker outage (real processes)."""
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
@@ -12,7 +13,9 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.consumers.relay.support import Relay, last_seqs, log_events
+from tests.consumers.logs import write_run
+from tests.consumers.relay.support import Relay, last_seqs, log_events, stream_events
+from tests.consumers.relay.test_consumer import corrupt_lines
 from tests.helpers import eventually
 from tests.nats.conftest import NatsServer, call, produce, settle
 from waddle.cli.parser import main
@@ -20,6 +23,7 @@ from waddle.consumers.base import run_consumer
 from waddle.consumers.nats.broker import MSG_ID, STREAM
 from waddle.consumers.nats.publisher import NatsRelay, nats_relay_name
 from waddle.consumers.registry import StateStore
+from waddle.consumers.relay import parts
 
 
 def published(root: Path, url: str) -> dict[str, int]:
@@ -114,3 +118,89 @@ def test_sync_publishes_what_is_on_disk_and_says_so(
     settle(produce(root, "t", runs=1, steps=5, chunk=5, pause=0))
     assert main(["sync", nats_server.url, "--dir", str(root), "--timeout", "1"]) == 1
     assert "run it again to resume" in capsys.readouterr().err
+
+
+def stream_messages(url: str, stream: str) -> list[dict[str, Any]]:
+    """The events the broker holds for ``stream``, checked against their ids."""
+    found = []
+    for _, ident, event in broker_messages(url):
+        if ident.rpartition(":")[0] == stream:
+            assert ident == f"{stream}:{event['seq']}"
+            found.append(event)
+    return found
+
+
+def test_seqs_the_log_lost_are_published_as_skipped_so_the_broker_holds_no_gap(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    root, url = tmp_path / "producer", nats_server.url
+    write_run(root, "holed", 50)
+    write_run(root, "late", 10, finish=None)
+    corrupt_lines(root, "holed", 20)  # inside a batch
+    relay_once(root, url)
+    write_run(root, "late", 10, first_step=10, resume=True)
+    first_new = published(root, url)["late"] + 1
+    corrupt_lines(root, "late", first_new)  # the first event after a commit
+    relay_once(root, url)
+    assert published(root, url) == last_seqs(root)
+    for stream, lost in (("holed", 20), ("late", first_new)):
+        held = stream_messages(url, stream)
+        assert [e["seq"] for e in held] == list(range(last_seqs(root)[stream] + 1))
+        assert held[lost]["type"] == "skipped" and "corrupt line" in held[lost]["reason"]
+        assert [e for e in held if e["seq"] != lost] == stream_events(root, stream)
+
+
+def test_a_loss_longer_than_placeholders_stand_for_stops_the_stream_before_it(
+    nats_server: NatsServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    root, url = tmp_path / "producer", nats_server.url
+    write_run(root, "holed", 30)
+    write_run(root, "whole", 30)
+    corrupt_lines(root, "holed", 10, 11)
+    monkeypatch.setattr(parts, "MAX_SKIPPED", 1)
+    with caplog.at_level(logging.ERROR, logger="waddle.nats"):
+        relay_once(root, url)
+        relay_once(root, url)
+    assert [e["seq"] for e in stream_messages(url, "holed")] == list(range(10))
+    assert "holed" not in published(root, url)
+    assert published(root, url)["whole"] == last_seqs(root)["whole"]
+    stops = [r.getMessage() for r in caplog.records]
+    assert len(stops) == 2 and all("'holed' stops at seq 10" in m for m in stops)
+
+
+def test_an_outage_is_reported_once_however_many_streams_wait_for_it(
+    nats_server: NatsServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root, url = tmp_path / "producer", nats_server.url
+    for index in range(4):
+        write_run(root, f"r{index}", 5)
+    nats_server.stop(signal.SIGKILL)
+    relay = NatsRelay(root, url, give_up_after=1, timeout=1)
+    with caplog.at_level(logging.WARNING, logger="waddle.nats"):
+        run_consumer(relay, root, threading.Event(), once=True)
+    assert relay.failure is not None
+    logs = [r.getMessage() for r in caplog.records if r.getMessage().startswith("waddle relay")]
+    assert sum("retrying with backoff" in m for m in logs) == 1, logs
+    assert sum("publishing has stopped" in m for m in logs) == 1, logs
+    assert published(root, url) == {}
+    nats_server.start()
+    relay_once(root, url)  # from where it stopped: nothing was committed, nothing is lost
+    assert published(root, url) == last_seqs(root)
+
+
+def test_a_bug_while_connecting_is_raised_not_waited_out_as_an_outage(
+    nats_server: NatsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "producer"
+    write_run(root, "r", 3)
+
+    async def broken(url: str, name: str) -> Any:
+        raise TypeError("a bad argument")
+
+    monkeypatch.setattr("waddle.consumers.nats.publisher.connect", broken)
+    relay = NatsRelay(root, nats_server.url, give_up_after=60)
+    with pytest.raises(TypeError, match="a bad argument"):
+        run_consumer(relay, root, threading.Event(), once=True)

@@ -38,6 +38,7 @@ import orjson
 from waddle.consumers.base import Consumer, Offsets, run_consumer
 from waddle.consumers.nats.broker import MSG_ID, Loop, check_nats_url, connect, msg_id, subject
 from waddle.consumers.relay.client import Backoff
+from waddle.consumers.relay.parts import fill_gaps, fillable, placeholders
 from waddle.errors import ConsumerLockedError, TransientError, WaddleError
 from waddle.event_types import Event
 from waddle.eventlog.reader import Batch, Offset
@@ -103,6 +104,8 @@ class NatsRelay(Consumer):
         self._loop: Loop | None = None
         self._client: Any = None
         self._connecting = asyncio.Lock()
+        self._outage_since: float | None = None
+        self._parked: set[str] = set()
 
     def start(self, offsets: Mapping[str, Offset]) -> Offsets:
         """Resume from the published offsets: exactly what the broker acknowledged."""
@@ -111,16 +114,17 @@ class NatsRelay(Consumer):
         self._interrupted.clear()
         self._loop = Loop(f"waddle-{self.name}")
         self._connecting = asyncio.Lock()
+        self._outage_since = None
         return super().start(offsets)
 
     def handle(self, batches: list[Batch]) -> None:
         """Publish this round; each stream's offset moves once the broker holds its batch."""
-        work = [(batch, self.fresh(batch)) for batch in batches]
+        work = [(batch, self._gapless(batch.stream, self.fresh(batch))) for batch in batches]
         if self.failure is not None or self._loop is None:
             return
-        done = self._loop.run(self._round([(b.stream, events) for b, events in work]))
-        for (batch, _), landed in zip(work, done, strict=True):
-            if landed:
+        done = self._loop.run(self._round([(b.stream, events) for b, (events, _) in work]))
+        for (batch, (_, whole)), landed in zip(work, done, strict=True):
+            if landed and whole:
                 before = self._acked.get(batch.stream, Offset())
                 end = batch.offset
                 self._acked[batch.stream] = Offset(
@@ -156,6 +160,33 @@ class NatsRelay(Consumer):
             or (self.stop is not None and self.stop.is_set())
         )
 
+    def _gapless(self, stream: str, events: list[Event]) -> tuple[list[Event], bool]:
+        """``events`` with a ``skipped`` placeholder for each seq the log lost since the
+        last acknowledged one (as the HTTP relay sends them), so the broker never holds a
+        gap its ingester would wait at for ever; and whether they reach the last event.
+        A loss longer than placeholders stand for stops the stream there (logged once)."""
+        if not events:
+            return events, True
+        after = self._acked.get(stream, Offset()).seq + 1
+        lead: list[Event] = []
+        if events[0]["seq"] > after and fillable(after, events[0]):
+            lead = [*placeholders(after, events[0])]
+        filled = fill_gaps([*lead, *events])
+        end = 0
+        while end < len(filled) and filled[end]["seq"] == after + end:
+            end += 1
+        if end < len(filled) and stream not in self._parked:
+            self._parked.add(stream)
+            logger.error(
+                "waddle %s: stream %r stops at seq %d: its local log lacks more seqs from "
+                "there than placeholders stand for (a segment removed, or corrupt lines); "
+                "an ingester takes a stream only without gaps",
+                self.name,
+                stream,
+                after + end,
+            )
+        return filled[:end], end == len(filled)
+
     async def _round(self, work: list[tuple[str, list[Event]]]) -> list[bool]:
         """Publish every stream's events; per stream, whether the broker holds them all."""
         return list(await asyncio.gather(*(self._publish(s, events) for s, events in work)))
@@ -168,7 +199,6 @@ class NatsRelay(Consumer):
         payloads = [encode(event)[:-1] for event in events]
         start = 0
         attempt = 0
-        since: float | None = None
         while start < len(events):
             if self.stopping():
                 return False
@@ -176,14 +206,14 @@ class NatsRelay(Consumer):
             try:
                 await self._window(target, stream, events[start:end], payloads[start:end])
             except BrokerUnreachable as exc:
-                since = since or time.monotonic()
-                if not await self._wait_out(exc, attempt, since):
+                if not await self._wait_out(exc, attempt):
                     return False
                 attempt += 1
                 continue
-            if since is not None:
+            if self._outage_since is not None:
+                self._outage_since = None
                 logger.warning("waddle %s: the NATS server acknowledges again", self.name)
-            start, attempt, since = end, 0, None
+            start, attempt = end, 0
         return True
 
     async def _window(
@@ -221,15 +251,19 @@ class NatsRelay(Consumer):
         """The JetStream context, connecting first if needed (a failure is transient)."""
         async with self._connecting:  # the streams of a round share one connection
             if self._client is None or self._client.is_closed:
+                import nats.errors
+
                 try:
                     self._client = await connect(self.url, self.name)
-                except Exception as exc:  # nats-py raises several kinds for a server that is down
+                except (nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
                     raise BrokerUnreachable(f"cannot connect to {self.url}: {exc!r}") from exc
         return self._client.jetstream()
 
-    async def _wait_out(self, exc: BrokerUnreachable, attempt: int, since: float) -> bool:
-        """Sleep a backoff step; False when stopping or ``give_up_after`` has passed."""
-        if attempt == 0:
+    async def _wait_out(self, exc: BrokerUnreachable, attempt: int) -> bool:
+        """Sleep a backoff step; False when stopping or ``give_up_after`` has passed.
+        The outage is the publisher's, not a stream's: one warning however many wait."""
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
             logger.warning(
                 "waddle %s: %s; retrying with backoff, nothing past the last acknowledged "
                 "event is committed (is the server up, and was `waddle nats setup --url %s` "
@@ -238,6 +272,7 @@ class NatsRelay(Consumer):
                 exc,
                 self.url,
             )
+        since = self._outage_since
         if self.give_up_after is not None and time.monotonic() - since > self.give_up_after:
             self.fail(exc)
             return False
