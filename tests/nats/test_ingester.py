@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -80,6 +81,39 @@ def test_a_stream_is_appended_in_seq_order_whatever_order_its_messages_come_in(
     assert [m.answers for m in msgs] == [["ack"], ["ack", "ack"], ["ack"], ["ack"], ["ack"]]
     assert ingester.taken == 5
     assert log_events(tmp_path / "ingester") == {stream: events}
+
+
+def test_a_stream_held_at_a_gap_is_reported_once_and_keeps_at_most_hold_messages(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = tmp_path / "producer"
+    settle(produce(source, "g", runs=1, steps=6, chunk=6, pause=0))
+    ((stream, logged),) = log_events(source).items()
+    log = IngestLog(tmp_path / "ingester")
+    # ack_wait 0: a stream still at its gap on the next look has waited long enough.
+    ingester = NatsIngester(log, "nats://127.0.0.1:1", name="a", ack_wait=0.0, hold=2)
+    msgs = [Message(event) for event in logged[:7]]
+
+    def take(*seqs: int) -> None:
+        asyncio.run(ingester._take(stream, [(seq, msgs[seq]) for seq in seqs]))
+
+    with caplog.at_level(logging.WARNING, logger="waddle.nats"):
+        take(2, 3, 5, 6)  # seq 1 is missing: 2 and 3 are kept, 5 and 6 go back
+        assert [m.answers for m in msgs] == [[], [], [], [], [], ["nak"], ["nak"]]
+        assert caplog.records == []
+        take(4)  # beyond the cap too; the stream has waited for seq 0 long enough
+        take(4)
+        stalls = [r.getMessage() for r in caplog.records]
+        assert len(stalls) == 1, stalls
+        assert repr(stream) in stalls[0] and "waited for seq 0" in stalls[0]
+        take(0)  # seq 0 lands (3 goes back: 0 and 2 are the lowest two kept); seq 1 is awaited
+        take(4)
+        assert len(caplog.records) == 2 and "waited for seq 1" in caplog.records[1].getMessage()
+        take(1)
+    assert log.held(stream) == 2
+    log.close()
+    assert [m.answers[-1] for m in msgs] == ["ack", "ack", "ack", "nak", "nak", "nak", "nak"]
+    assert len(caplog.records) == 2
 
 
 def test_a_stream_another_writer_holds_is_handed_back_not_fatal(tmp_path: Path) -> None:

@@ -38,8 +38,11 @@ from typing import Any
 import orjson
 
 from waddle.consumers.nats.broker import (
+    CONSUMER,
+    DEFAULT_ACK_WAIT_S,
     MSG_ID,
     OWNERS,
+    STREAM,
     Puller,
     PullRefused,
     check_nats_url,
@@ -68,6 +71,12 @@ NAK_QUICK_DELIVERIES = 10
 NAK_CAP_S = 5.0
 # A message kept past a gap is reported in progress this often (well under ack_wait).
 IN_PROGRESS_EVERY_S = 2.0
+# A stream kept waiting at a gap this many ack_waits is reported (once per gap): by then
+# no redelivery is bringing the seq it waits for.
+STALL_ACK_WAITS = 3
+# The most messages of one stream kept past its gap; later seqs are handed back, so that a
+# stream that waits cannot take every slot of the consumer's max_ack_pending.
+DEFAULT_HOLD = 4096
 
 
 def default_name(root: Path) -> str:
@@ -99,12 +108,16 @@ class NatsIngester:
         name: str,
         fetch: int = DEFAULT_FETCH,
         backoff: Backoff | None = None,
+        ack_wait: float = DEFAULT_ACK_WAIT_S,
+        hold: int = DEFAULT_HOLD,
     ) -> None:
         self.log = log
         self.url = check_nats_url(url)
         self.name = name
         self.fetch = fetch
         self.backoff = backoff or Backoff()
+        self.ack_wait = ack_wait  # the consumer's, read from the server on connecting
+        self.hold = max(1, hold)
         self.taken = 0  # events written into the log (not counting duplicates)
         self._owners: dict[str, str] = {}
         self._held: dict[str, int] = {}
@@ -112,6 +125,8 @@ class NatsIngester:
         self._touched = 0.0
         self._wait = FETCH_IDLE_S
         self._fresh: set[int] = set()  # ids of the messages kept at the last touch
+        # Per stream kept at a gap: the seq it waits for, since when, whether reported.
+        self._stalls: dict[str, tuple[int, float, bool]] = {}
 
     def run(self, stop: threading.Event) -> None:
         """Ingest until ``stop`` is set; broker outages are waited out with backoff."""
@@ -128,7 +143,11 @@ class NatsIngester:
                     if client is None or client.is_closed:
                         client = await connect(self.url, f"ingester {self.name}")
                         self._waiting.clear()  # their acks went with the old client
-                    owners = await client.jetstream().key_value(OWNERS)
+                        self._stalls.clear()
+                    js = client.jetstream()
+                    info = await js.consumer_info(STREAM, CONSUMER)
+                    self.ack_wait = info.config.ack_wait or self.ack_wait
+                    owners = await js.key_value(OWNERS)
                     puller = Puller(client)
                     while not stop.is_set():
                         await self._round(puller, owners)
@@ -209,10 +228,14 @@ class NatsIngester:
                 await msg.ack()  # a repeat of what the log holds
             else:
                 waiting[seq] = msg
+        if len(waiting) > self.hold:
+            for seq in sorted(waiting)[self.hold :]:
+                await waiting.pop(seq).nak(delay=NAK_CAP_S)
         run: list[Any] = []
         while held + 1 + len(run) in waiting:
             run.append(waiting.pop(held + 1 + len(run)))
         if not run:
+            self._note_stall(stream, held + 1)
             return
         try:
             events = self._events(stream, run)
@@ -228,6 +251,31 @@ class NatsIngester:
         self.taken += outcome.written
         for msg in run:
             await msg.ack()
+        self._note_stall(stream, outcome.seq + 1)
+
+    def _note_stall(self, stream: str, awaited: int) -> None:
+        """Report once a stream kept waiting for seq ``awaited`` past ``STALL_ACK_WAITS``
+        ack_waits: a seq the broker lacks (a relay that published a gap, a message lost
+        with the broker's store), which no redelivery fills; the stream stops there."""
+        if not self._waiting.get(stream):
+            self._stalls.pop(stream, None)
+            return
+        now = time.monotonic()
+        seen, since, told = self._stalls.get(stream, (-1, now, False))
+        if seen != awaited:
+            self._stalls[stream] = (awaited, now, False)
+        elif not told and now - since >= STALL_ACK_WAITS * self.ack_wait:
+            self._stalls[stream] = (awaited, since, True)
+            logger.warning(
+                "waddle ingester %s: stream %r has waited for seq %d for over %.0f s while "
+                "%d later messages are kept; the broker does not seem to hold it, so the "
+                "stream stops there (its relay's log may have lost it)",
+                self.name,
+                stream,
+                awaited,
+                now - since,
+                len(self._waiting[stream]),
+            )
 
     def _events(self, stream: str, run: list[Any]) -> list[Event]:
         """The messages' events, checked as ``/ingest`` checks them."""
@@ -254,7 +302,9 @@ class NatsIngester:
         if now - self._touched < IN_PROGRESS_EVERY_S:
             return
         self._touched = now
-        for waiting in self._waiting.values():
+        for stream, waiting in self._waiting.items():
+            if waiting:
+                self._note_stall(stream, self._held[stream] + 1)
             for msg in waiting.values():
                 if id(msg) not in self._fresh:  # kept since the last round of these
                     await msg.in_progress()
