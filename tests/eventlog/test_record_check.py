@@ -57,7 +57,7 @@ LOGGED = st.dictionaries(
     st.sampled_from(["loss", "NaN", "x/y"]),
     st.one_of(
         st.floats(allow_nan=False, allow_infinity=False),
-        st.sampled_from(["NaN", "Infinity", "-Infinity", "Infinity ", None, True]),
+        st.sampled_from(["NaN", "Infinity", "-Infinity", "Infinity ", None, True, "{[" * 40]),
         st.sampled_from([deep(n) for n in range(MAX_DEPTH - 4, MAX_DEPTH + 2)]),
     ),
     max_size=3,
@@ -224,3 +224,24 @@ def test_a_mixed_chunk_checks_only_its_few_other_events_one_by_one(
     events, _, bad = decode(b"".join(map(encode, logged)))
     assert [e["seq"] for e in events] == list(range(2004)) and bad == []
     assert checked == ["run", "summary", "finish"]
+
+
+def test_a_run_event_with_a_diff_full_of_braces_keeps_its_chunk_on_the_fast_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A dirty tree's ``git diff`` opens more braces than any line may nest; only that
+    line is walked, and the chunk is not decoded line by line."""
+    run = sound_event("run")
+    run["context"] = {"git": {"dirty": True, "diff": "+    row = {'k': [1]}\n" * 500}}
+    deep_line = {**sound_event("metrics", 1), "data": {"deep": deep(MAX_DEPTH - 2)}}
+    logged = [run, deep_line, *(sound_event("metrics", seq) for seq in range(2, 500))]
+    line_by_line = record._decode_lines
+    monkeypatch.setattr(record, "_decode_lines", lambda *a: pytest.fail("line by line"))
+    events, _, bad = decode(b"".join(map(encode, logged)))
+    assert [e["seq"] for e in events] == list(range(500)) and bad == []
+    monkeypatch.setattr(record, "_decode_lines", line_by_line)
+    too_deep = {**deep_line, "data": {"deep": deep(MAX_DEPTH - 1)}}
+    events, _, bad = decode(b"".join(map(line_of, [run, too_deep, *logged[2:]])))
+    assert len(events) == 499 and [b.reason for b in bad] == [
+        f"nested deeper than {MAX_DEPTH} levels"
+    ]

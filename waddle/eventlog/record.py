@@ -434,13 +434,13 @@ def decode(buffer: bytes, base: int = 0) -> tuple[list[dict[str, Any]], int, lis
 
 
 def shallow(text: bytes, lines: list[bytes], events: list[dict[str, Any]]) -> bool:
-    """True when no line of ``lines`` can nest deeper than ``MAX_DEPTH``; False when one
-    might, which the caller then checks line by line (``too_deep``).
+    """True when no line of ``lines`` nests deeper than ``MAX_DEPTH``.
 
-    ``events`` are the lines' sound events and ``text`` holds the lines (more is fine).
-    Usually one count over the chunk settles it: the objects and arrays opened beyond
-    what each event's type must open bound the depth of any one line. Only a chunk with
-    many nested values counts line by line.
+    ``events`` are the lines' sound events, one per line, and ``text`` holds the lines
+    (more is fine). Usually one count over the chunk settles it: the objects and arrays
+    opened beyond what each event's type must open bound the depth of any one line.
+    Otherwise each line's count bounds its depth, and only the few lines over the limit
+    (a ``run`` event's git diff full of braces, a deeply nested value) are walked.
     """
     braces = text.count(b"{")
     lists = text.find(b"[") >= 0
@@ -450,7 +450,9 @@ def shallow(text: bytes, lines: list[bytes], events: list[dict[str, Any]]) -> bo
     per_line = list(map(bytes.count, lines, repeat(b"{")))
     if lists:
         per_line = list(map(add, per_line, map(bytes.count, lines, repeat(b"["))))
-    return max(per_line, default=0) <= MAX_DEPTH
+    return not any(
+        too_deep(event) for event, count in zip(events, per_line, strict=True) if count > MAX_DEPTH
+    )
 
 
 def loads_lines(lines: list[bytes]) -> list[Any] | None:
