@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from contextlib import redirect_stdout
 
@@ -13,11 +14,13 @@ from waddle.consumers.nats.broker import (
     CONSUMER,
     OWNERS,
     STREAM,
+    back_off,
     msg_id,
     parse_msg_id,
     setup,
     subject,
 )
+from waddle.consumers.relay.client import Backoff
 from waddle.errors import UsageError
 
 
@@ -70,3 +73,16 @@ def test_message_ids_name_stream_and_seq(stream: str) -> None:
 @pytest.mark.parametrize("value", [None, "", "abc", "abc:", ":4", "abc:-1", "abc:x"])
 def test_other_message_ids_are_not_ours(value: str | None) -> None:
     assert parse_msg_id(value) is None
+
+
+def test_a_backoff_wait_retries_after_its_step_and_ends_early_on_a_stop() -> None:
+    looks: list[int] = []
+
+    def stopping_on_third_look() -> bool:
+        looks.append(1)
+        return len(looks) >= 3
+
+    step = Backoff(base=0.02, cap=0.02)
+    assert asyncio.run(back_off(step, 0, lambda: False)) is True
+    assert asyncio.run(back_off(Backoff(base=3600, cap=3600), 5, stopping_on_third_look)) is False
+    assert len(looks) == 3

@@ -45,6 +45,7 @@ from waddle.consumers.nats.broker import (
     STREAM,
     Puller,
     PullRefused,
+    back_off,
     check_nats_url,
     connect,
     parse_msg_id,
@@ -169,9 +170,7 @@ class NatsIngester:
                 self.url,
                 self.url,
             )
-        deadline = time.monotonic() + self.backoff.delay(attempt)
-        while not stop.is_set() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await back_off(self.backoff, attempt, stop.is_set)
 
     async def _round(self, puller: Puller, owners: Any) -> None:
         """Fetch one batch and take it; keep messages waiting past a gap alive."""

@@ -26,12 +26,15 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from waddle.errors import TransientError, UsageError
+
+if TYPE_CHECKING:
+    from waddle.consumers.relay.client import Backoff
 
 logger = logging.getLogger("waddle.nats")
 
@@ -49,6 +52,8 @@ DEFAULT_MAX_ACK_PENDING = 50_000
 CONNECT_ATTEMPTS = 3
 # A pull's answer may trail its expiry by a network round trip.
 PULL_GRACE_S = 0.5
+# How often a backoff wait looks whether it should stop.
+STOP_POLL_S = 0.05
 _NOT_A_TOKEN = re.compile(r"[^A-Za-z0-9_-]+")
 
 T = TypeVar("T")
@@ -200,6 +205,19 @@ def setup(url: str, layout: Layout | None = None, *, timeout: float = 30.0) -> l
             await nc.close()
 
     return asyncio.run(asyncio.wait_for(main(), timeout))
+
+
+async def back_off(backoff: Backoff, attempt: int, stopping: Callable[[], bool]) -> bool:
+    """Wait out backoff step ``attempt`` of an outage, ending early once ``stopping()``
+    (a stop must not wait for a long step); whether to retry (False: stopping). The
+    relay and the ingester share it, each logging the outage its own way."""
+    deadline = time.monotonic() + backoff.delay(attempt)
+    while not stopping():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return True
+        await asyncio.sleep(min(STOP_POLL_S, left))
+    return False
 
 
 class Loop:

@@ -36,7 +36,15 @@ from urllib.parse import urlsplit
 import orjson
 
 from waddle.consumers.base import Consumer, Offsets, run_consumer
-from waddle.consumers.nats.broker import MSG_ID, Loop, check_nats_url, connect, msg_id, subject
+from waddle.consumers.nats.broker import (
+    MSG_ID,
+    Loop,
+    back_off,
+    check_nats_url,
+    connect,
+    msg_id,
+    subject,
+)
 from waddle.consumers.relay.client import Backoff
 from waddle.consumers.relay.parts import fill_gaps, fillable, placeholders
 from waddle.errors import ConsumerLockedError, TransientError, WaddleError
@@ -276,12 +284,7 @@ class NatsRelay(Consumer):
         if self.give_up_after is not None and time.monotonic() - since > self.give_up_after:
             self.fail(exc)
             return False
-        deadline = time.monotonic() + self.backoff.delay(attempt)
-        while time.monotonic() < deadline:
-            if self.stopping():
-                return False
-            await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
-        return not self.stopping()
+        return await back_off(self.backoff, attempt, self.stopping)
 
     def fail(self, exc: WaddleError) -> None:
         """Stop publishing: the broker stayed unreachable past ``give_up_after``."""
