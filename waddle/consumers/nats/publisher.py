@@ -180,9 +180,11 @@ class NatsRelay(Consumer):
         if events[0]["seq"] > after and fillable(after, events[0]):
             lead = [*placeholders(after, events[0])]
         filled = fill_gaps([*lead, *events])
-        end = 0
-        while end < len(filled) and filled[end]["seq"] == after + end:
-            end += 1
+        end = len(filled)
+        if filled[0]["seq"] != after or filled[-1]["seq"] - after + 1 != end:
+            end = 0  # seqs only rise: a gap is left, so find where it starts
+            while end < len(filled) and filled[end]["seq"] == after + end:
+                end += 1
         if end < len(filled) and stream not in self._parked:
             self._parked.add(stream)
             logger.error(
