@@ -4,8 +4,11 @@ log replay, finding the end and a seq in a stream, and the consumer on a real lo
 from __future__ import annotations
 
 import asyncio
+import builtins
 import math
+import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -178,19 +181,49 @@ def test_the_broadcaster_sends_only_new_events_in_order(root: Path) -> None:
     assert received == list(range(received[0], received[-1] + 1))
 
 
-def test_the_tail_skips_to_the_end_while_no_client_is_connected(root: Path) -> None:
-    hub = Hub()
-    reader = Broadcaster(root, hub).tail_reader
-    stream_dir = log_dir(root) / "alpha"
-    idle = reader.read("alpha", Offset(list_segments(stream_dir)[0], 0, -1))
-    end = end_offset(stream_dir)
-    assert idle.events == [] and idle.offset == Offset(end.segment, end.position, -1)
-    assert reader.read("alpha", idle.offset).offset == idle.offset
-    last = drain(LogReader(root), "alpha", -1)[-1]
+def test_an_idle_tail_reads_lists_and_checks_nothing(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broadcaster = Broadcaster(root, Hub())
+    reader = broadcaster.tail_reader
+    offsets = broadcaster.start({})
     write_run(root, "alpha", 5, resume=True, first_step=300, project="pa")
-    hub.subscribers.add(Subscriber())
-    seqs = [e["seq"] for e in reader.read("alpha", idle.offset).events]
-    assert seqs and seqs == list(range(last + 1, last + 1 + len(seqs)))
+    looked: list[object] = []
+
+    def counted(real: Callable[..., object]) -> object:
+        return lambda *args, **kwargs: (looked.append(args), real(*args, **kwargs))[1]
+
+    for name in ("listdir", "scandir", "stat", "open"):
+        monkeypatch.setattr(os, name, counted(getattr(os, name)))
+    monkeypatch.setattr(builtins, "open", counted(builtins.open))
+    assert [reader.poll(offsets) for _ in range(3)] == [[], [], []]
+    assert looked == [], "the tail looked at the log with no client connected"
+
+
+def test_a_client_joining_an_idle_hub_gets_what_arrives_after_it_joined(root: Path) -> None:
+    hub = Hub()
+    broadcaster = Broadcaster(root, hub)
+    reader = broadcaster.tail_reader
+    offsets = broadcaster.start({})
+    assert reader.poll(offsets) == [] and not hub.armed
+    write_run(root, "alpha", 5, resume=True, first_step=300, project="pa")
+    before = drain(LogReader(root), "alpha", -1)[-1]
+
+    async def scenario() -> list[int]:
+        joining = asyncio.ensure_future(hub.join(Subscriber()))
+        await asyncio.sleep(0)
+        assert not joining.done(), "a client joined before the tail skipped to the end"
+        skipped = await asyncio.to_thread(reader.poll, offsets)
+        offsets.update({batch.stream: batch.offset for batch in skipped})
+        assert all(not batch.events for batch in skipped)
+        await asyncio.wait_for(joining, 10)
+        write_run(root, "alpha", 5, resume=True, first_step=305, project="pa")
+        batches = await asyncio.to_thread(reader.poll, offsets)
+        return [event["seq"] for batch in batches for event in batch.events]
+
+    seqs = asyncio.run(scenario())
+    assert seqs and seqs == list(range(before + 1, before + 1 + len(seqs)))
+    assert seqs[-1] == drain(LogReader(root), "alpha", -1)[-1]
 
 
 def test_the_hub_without_a_loop_drops_quietly() -> None:

@@ -17,9 +17,10 @@ client. A client whose queue would exceed ``limit`` events has its queue coalesc
 a pointer: the queued events are dropped from memory and read again from the log when
 the client catches up, so a slow client costs bounded memory and still misses nothing.
 (A client that stops reading altogether is disconnected by the endpoint's send timeout.)
-While no client is connected the tail is not even read: ``IdleSkippingReader`` moves
-the broadcaster's offsets to the end of the log (see ``Broadcaster.handle`` for why no
-client can miss an event that way).
+While no client is connected the tail reads, lists and checks nothing
+(``IdleSkippingReader``): the first client to ``join`` the hub waits until the tail has
+moved every stream's offset to its end (``Hub.arm``), so it gets every event that
+arrives after it joined, and nobody is sent what arrived while nobody listened.
 The broadcaster is not durable: it starts at the end of the log and keeps no offsets.
 """
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -44,7 +46,6 @@ MAX_CHUNK_EVENTS = 1000
 MAX_CHUNK_BYTES = 512 * 1024
 DEFAULT_QUEUE_EVENTS = 50_000
 _TAIL_BLOCK = 64 * 1024
-_START = Offset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,17 +180,57 @@ class Subscriber:
 
 
 class Hub:
-    """The subscribers of one event loop; ``publish`` is safe to call from any thread."""
+    """The subscribers of one event loop; ``publish`` is safe to call from any thread.
+
+    ``armed``: the tail reads for the subscribers (its offsets were at each stream's end
+    when it was armed, or later). While no subscriber is connected the tail disarms and
+    reads nothing; a subscriber that ``join``s a disarmed hub waits for the tail to arm
+    it again, so nothing that arrives after it joined is skipped.
+    """
 
     def __init__(self) -> None:
         self.subscribers: set[Subscriber] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+        self.armed = False
+        self._waiting: list[asyncio.Future[None]] = []
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
 
     def detach(self) -> None:
         self._loop = None
+        self.arm()  # nobody waits for a tail that no longer runs
+
+    async def join(self, subscriber: Subscriber) -> None:
+        """Add ``subscriber``; returns once the tail reads for it (at once if armed)."""
+        with self._lock:
+            self.subscribers.add(subscriber)
+            if self.armed:
+                return
+            waiting = asyncio.get_running_loop().create_future()
+            self._waiting.append(waiting)
+        try:
+            await waiting
+        except asyncio.CancelledError:
+            self.subscribers.discard(subscriber)
+            raise
+
+    def idle(self) -> bool:
+        """Whether no subscriber is connected; if so the hub is disarmed (tail thread)."""
+        with self._lock:
+            if not self.subscribers:
+                self.armed = False
+            return not self.subscribers
+
+    def arm(self) -> None:
+        """The tail's offsets are at each stream's end now: release the waiting joins."""
+        with self._lock:
+            self.armed = True
+            waiting, self._waiting = self._waiting, []
+        for future in waiting:
+            with contextlib.suppress(RuntimeError):  # its loop closed meanwhile
+                future.get_loop().call_soon_threadsafe(_release, future)
 
     def publish(self, items: list[Chunk]) -> None:
         loop = self._loop
@@ -202,6 +243,11 @@ class Hub:
         for subscriber in self.subscribers:
             for chunk in items:
                 subscriber.offer(chunk)
+
+
+def _release(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class StreamDirectory:
@@ -252,24 +298,31 @@ class StreamDirectory:
 
 
 class IdleSkippingReader(LogReader):
-    """The broadcaster's tail: while no client is connected it skips to the end of each
-    stream instead of reading and decoding events nobody will be sent.
+    """The broadcaster's tail: while no client is connected it reads, lists and checks
+    nothing (a host tails thousands of growing streams for nobody most of the time).
 
-    Skipping is safe for the reason given in ``Broadcaster.handle``; the end is found
-    before the hub is checked, so a client that joins after the check finds every
-    skipped event in the log when it replays.
+    When a client has joined the hub since, the next ``poll`` moves every stream's
+    offset to its end, found after the client joined, and only then arms the hub: the
+    client is not sent what arrived before it, and misses nothing after.
     """
 
     def __init__(self, root: Path | str, hub: Hub) -> None:
         super().__init__(root)
         self.hub = hub
 
-    def read(self, stream: str, offset: Offset = _START) -> Batch:
-        end = end_offset(self.log_dir / stream)
-        ahead = (end.segment, end.position) >= (offset.segment, offset.position)
-        if ahead and not self.hub.subscribers:
-            return Batch(stream, [], Offset(end.segment, end.position, offset.seq), [])
-        return super().read(stream, offset)
+    def poll(self, offsets: Mapping[str, Offset]) -> list[Batch]:
+        if self.hub.idle():
+            return []
+        if self.hub.armed:
+            return super().poll(offsets)
+        batches = []
+        for stream in self.streams():
+            offset = offsets.get(stream, Offset())
+            end = end_offset(self.log_dir / stream)
+            if (end.segment, end.position) > (offset.segment, offset.position):
+                batches.append(Batch(stream, [], Offset(end.segment, end.position, offset.seq)))
+        self.hub.arm()
+        return batches
 
 
 class Broadcaster(Consumer):
@@ -292,13 +345,13 @@ class Broadcaster(Consumer):
         ends = {
             stream: end_offset(self.reader.log_dir / stream) for stream in self.reader.streams()
         }
+        self.hub.arm()
         return super().start(ends)
 
     def handle(self, batches: list[Batch]) -> None:
-        # With no client connected nobody can miss these events: a client that connects
-        # later starts at "now" or replays from the log, which already holds them (the
-        # tail read them before this check, and a client is in the hub before it
-        # subscribes). Only the offsets and the stream directory are kept up.
+        # The last client left during the round: nobody can miss these events (a client
+        # that joins later waits for the tail to skip to the end, and replays from the
+        # log). Only the offsets and the stream directory are kept up.
         idle = not self.hub.subscribers
         out: list[Chunk] = []
         for batch in batches:

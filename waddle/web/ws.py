@@ -257,7 +257,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     state = ws.app.state
     client = Client(ws, state.broadcaster, state.settings)
     hub = state.broadcaster.hub
-    hub.subscribers.add(client.subscriber)
+    await hub.join(client.subscriber)
     pump = asyncio.create_task(client.pump())
     slow = False
     try:
