@@ -3,8 +3,9 @@
 A stream is written through the real producer (8 metric values per ``log()``, its ``run``
 event first and its ``summary`` and ``finish`` last), then cut into the chunks the
 reader decodes (``DEFAULT_BATCH_BYTES``, each ending at its last newline). The first
-chunk is measured twice, its ``run`` event from a clean tree and from a dirty one (the
-producer records ``git diff HEAD``, here a fixed 64 KiB of code full of braces). Each chunk's
+chunk is measured twice: its ``run`` event small (a clean tree, no script), and as the
+producer records a script run from a dirty tree (its source and ``git diff HEAD``, here a
+fixed 32 KiB of code full of braces each, beyond the depth bound). Each chunk's
 ``decode`` is timed in-process for this checkout's ``waddle/eventlog/record.py`` and for
 the same file at ``--against`` (loaded from git), in alternating rounds so that the two
 share the machine's load; the headline is the median of each round's ratio. The first
@@ -52,11 +53,12 @@ def chunks_of(segment: bytes) -> list[bytes]:
     return chunks
 
 
-def with_git(chunk: bytes, git: dict[str, Any]) -> bytes:
-    """``chunk`` with its first line's ``run`` event recording ``git`` as its context."""
+def with_context(chunk: bytes, code: dict[str, Any] | None, git: dict[str, Any]) -> bytes:
+    """``chunk`` with its first line's ``run`` event recording ``code`` and ``git``."""
     first, rest = chunk.split(b"\n", 1)
     run = json.loads(first)
-    run["context"]["git"] = git
+    run["context"].pop("code", None)
+    run["context"].update({"git": git} if code is None else {"git": git, "code": code})
     return record.encode(run) + rest
 
 
@@ -106,11 +108,12 @@ def main() -> int:
         (segment,) = sorted(root.glob("log/*/*.ndjson"))
         chunks = chunks_of(segment.read_bytes())
     clean = {"commit": "0" * 40, "branch": "main", "dirty": False}
-    code = "".join(f"+    row = {{'k{i}': [{i}, {{'v': None}}]}}\n" for i in range(3000))
-    dirty = {**clean, "dirty": True, "diff": code[: 64 << 10], "diff_truncated": True}
+    code = "".join(f"    row = {{'k{i}': [{i}, {{'v': None}}]}}\n" for i in range(2000))[: 32 << 10]
+    dirty = {**clean, "dirty": True, "diff": code.replace("\n ", "\n+"), "diff_truncated": True}
+    script = {"path": "train.py", "sha256": "0" * 64, "source": code, "truncated": True}
     kinds = {
-        "first, clean tree": with_git(chunks[0], clean),
-        "first, dirty tree": with_git(chunks[0], dirty),
+        "first, small run event": with_context(chunks[0], None, clean),
+        "first, run event with script and diff": with_context(chunks[0], script, dirty),
         "middle": chunks[len(chunks) // 2],
         "last": chunks[-1],
     }
