@@ -367,6 +367,7 @@ def _kinds(events: list[Any]) -> list[str] | None:
 
 
 def _of(kind: str, events: list[dict[str, Any]], kinds: list[str]) -> list[dict[str, Any]]:
+    """The events of ``kind`` (``kinds`` are their types, all strings)."""
     return list(compress(events, map(kind.__eq__, kinds)))
 
 
@@ -402,7 +403,7 @@ def _within(values: list[Any], bounds: tuple[int, int]) -> bool:
     return (
         set(map(type, values)) <= {int}
         and bounds[0] <= min(values, default=bounds[0])
-        and (max(values, default=bounds[1]) <= bounds[1])
+        and max(values, default=bounds[1]) <= bounds[1]
     )
 
 
