@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from itertools import accumulate
 from pathlib import Path
@@ -266,3 +268,35 @@ def test_a_batch_says_whether_it_reached_the_end_of_the_log(tmp_path: Path) -> N
     assert reader.read(STREAM, offset).drained
     whole = LogReader(tmp_path).read(STREAM, Offset(list_segments(tmp_path / "log" / STREAM)[-1]))
     assert whole.events and whole.drained
+
+
+def test_a_stream_folder_is_listed_again_only_when_it_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream_dir = write_stream(tmp_path, STREAM, 40)
+    active = stream_dir / segment_name(list_segments(stream_dir)[-1])
+    settled = time.time() - 60
+    os.utime(stream_dir, (settled, settled))
+    listed: list[object] = []
+    listdir = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda path: listed.append(path) or listdir(path))
+    reader, offset, seqs = LogReader(tmp_path), Offset(), []
+
+    def read() -> None:
+        nonlocal offset
+        for _ in range(100):
+            batch = reader.read(STREAM, offset)
+            if batch.offset == offset:
+                return
+            seqs.extend(event["seq"] for event in batch.events)
+            offset = batch.offset
+
+    read()
+    for seq in range(40, 45):  # the active segment grows: the folder is as it was
+        with open(active, "ab") as handle:
+            handle.write(metrics_line(seq))
+        read()
+    assert seqs == list(range(45)) and len(listed) == 1
+    (stream_dir / segment_name(45)).write_bytes(metrics_line(45))  # rotated
+    read()
+    assert seqs == list(range(46)) and len(listed) > 1

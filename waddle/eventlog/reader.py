@@ -23,9 +23,9 @@ in the log, and reading goes on:
 Polling is the waiting mechanism, so it works the same on local and network
 filesystems. What it costs follows what changes (``follow``, ``waddle.eventlog.parking``):
 a finished stream is parked, and checked only rarely and cheaply (two stats) until it
-changes; the log folder is listed again only when its mtime moves; where the OS has
-change notification (``waddle.eventlog.watch``), a parked stream that changes is checked
-at once; a stream whose writer in this process says when it grew (``Hints``: the host's
+changes; the log folder, and a stream's folder, are listed again only when their
+mtime moves; where the OS has change notification (``waddle.eventlog.watch``), a parked
+stream that changes is checked at once; a stream whose writer in this process says when it grew (``Hints``: the host's
 ``/ingest``) is read when it grew, and otherwise rarely.
 """
 
@@ -35,6 +35,7 @@ import logging
 import operator
 import os
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,7 @@ logger = logging.getLogger("waddle.eventlog")
 
 DEFAULT_BATCH_BYTES = 1 << 20
 DEFAULT_POLL_INTERVAL = 0.05
+_RACY_S = 2.0  # how recent a folder's mtime may change again within its clock tick
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +134,7 @@ class LogReader:
         self.hints = hints
         self.hint_check = hint_check
         self._parking: Parking | None = None
+        self._listed: dict[str, tuple[tuple[int, int], list[int]]] = {}
 
     def streams(self) -> list[str]:
         """The stream ids present now (folders with a valid id), sorted."""
@@ -152,7 +155,7 @@ class LogReader:
         again behind it: that is reported, and the stream is read from its start.
         """
         stream_dir = self.log_dir / stream
-        segments = list_segments(stream_dir)
+        segments = self._segments(stream, stream_dir)
         scan = _Scan(stream, stream_dir, segments, offset)
         if segments and offset.segment > segments[-1]:
             offset = scan.restart(offset)
@@ -190,6 +193,27 @@ class LogReader:
         # The lines passed ``decode``'s check of the envelope: they are events from here on.
         taken = cast("list[Event]", fresh)
         return Batch(stream, taken, offset, scan.corrupt, scan.restarted, drained)
+
+    def _segments(self, stream: str, stream_dir: Path) -> list[int]:
+        """``list_segments``, listed again only when the stream's folder changed: a
+        segment added (rotation) or deleted, or the stream created again (a new inode).
+
+        A folder modified within ``_RACY_S`` seconds is listed every time: a second change
+        within the same clock tick would leave its mtime as it was.
+        """
+        try:
+            folder = os.stat(stream_dir)
+        except FileNotFoundError:
+            self._listed.pop(stream, None)
+            return []
+        key = (folder.st_ino, folder.st_mtime_ns)
+        listed = self._listed.get(stream)
+        if listed is not None and listed[0] == key:
+            return listed[1]
+        segments = list_segments(stream_dir)
+        if time.time() - folder.st_mtime > _RACY_S:
+            self._listed[stream] = (key, segments)
+        return segments
 
     def _read_chunk(self, path: Path, position: int) -> tuple[bytes, bool, bool]:
         """Bytes from ``position``: a batch's worth, more until it holds two lines (a long
