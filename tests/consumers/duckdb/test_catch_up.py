@@ -67,32 +67,3 @@ def test_runs_a_commit_touched_stay_cached_past_the_limit(
     finally:
         writer.close()
     assert len(loads) == 4
-
-
-def test_runs_touched_by_recent_commits_stay_cached_past_the_limit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A host's live runs each grow in some commits, not all: none is reloaded for it."""
-    streams = [write_run(tmp_path, f"r{i}", 200) for i in range(4)]
-    monkeypatch.setattr(writer_module, "_CACHED_RUNS", 2)
-    reader = LogReader(tmp_path, batch_bytes=4096)
-    writer = DuckDBWriter(tmp_path, snapshot_interval=0)
-    writer.start({})
-    loads: list[str] = []
-    get_run = queries.get_run
-    monkeypatch.setattr(
-        queries, "get_run", lambda con, run_id: loads.append(run_id) or get_run(con, run_id)
-    )
-    try:
-        batches = {b.stream: b for b in (reader.read(stream) for stream in streams)}
-        writer.handle(list(batches.values()))
-        writer.commit()
-        for half in (streams[:2], streams[2:], streams[:2]):
-            more = [reader.read(s, batches[s].offset) for s in half]
-            assert all(b.events for b in more)
-            batches.update({b.stream: b for b in more})
-            writer.handle(more)
-            writer.commit()
-    finally:
-        writer.close()
-    assert sorted(loads) == ["r0", "r1", "r2", "r3"]

@@ -34,7 +34,6 @@ import dataclasses
 import functools
 import logging
 import os
-import time
 from collections.abc import Mapping
 from operator import itemgetter
 from pathlib import Path
@@ -75,7 +74,6 @@ SNAPSHOT_INTERVAL_S = 1.0
 # straight into row groups, while many small ones cost about twice as much.
 SHIP_ROWS = 1 << 18
 _CACHED_RUNS = 1024
-_LIVE_RUN_S = 60.0  # a run touched by a commit this recently stays cached
 _CACHED_NAMES = 1 << 16
 # Batches are redone from the log in pieces of this size when a batch could not be
 # stored: small enough that narrowing one down by trial inserts is quick.
@@ -119,7 +117,6 @@ class DuckDBWriter(Consumer):
         self._names = Codes()
         self._rows = PendingRows(self._names)
         self._touched_runs: set[str] = set()
-        self._live: dict[str, float] = {}
         self._touched_streams: set[str] = set()
         self._set_aside: list[quarantine.Quarantined] = []
         self.quarantined = 0
@@ -344,16 +341,12 @@ class DuckDBWriter(Consumer):
                 quarantine.publish_count(self.root, self.name, self.quarantined)
         if self._touched_runs and self._snapshots is not None:
             self._snapshots.due()
-        now = time.monotonic()
-        self._live.update(dict.fromkeys(self._touched_runs, now))
+        touched = self._touched_runs
         self._touched_runs, self._touched_streams = set(), set()
         if len(self._runs) > _CACHED_RUNS:
-            # The runs a commit touched lately stay (on a central host: its live runs,
-            # each touched by some of the commits, not all), so the cache holds at most
-            # those or _CACHED_RUNS; reloading one costs two queries.
-            since = now - _LIVE_RUN_S
-            self._live = {run_id: at for run_id, at in self._live.items() if at >= since}
-            self._runs = {run_id: run for run_id, run in self._runs.items() if run_id in self._live}
+            # The runs this commit touched stay (on a central host: its live runs), so the
+            # cache holds at most those or _CACHED_RUNS; reloading one costs two queries.
+            self._runs = {run_id: self._runs[run_id] for run_id in touched if run_id in self._runs}
         if len(self._names.codes) > _CACHED_NAMES:
             self._names = Codes()
             self._rows = PendingRows(self._names)
