@@ -98,7 +98,7 @@ def check_lines(
 
     ``values``: the lines already parsed (``None`` where a line is not JSON), when the
     caller has them; ``text``: bytes that hold every line (for the depth bound). Sound
-    metrics and system events with consecutive seqs (a relay's usual request) are
+    metrics, system and console events with consecutive seqs (a relay's usual request) are
     checked in whole-list passes; anything else line by line, the first problem a 400
     naming its line.
     """
