@@ -25,8 +25,8 @@ filesystems. What it costs follows what changes (``follow``, ``waddle.eventlog.p
 a finished stream is parked, and checked only rarely and cheaply (two stats) until it
 changes; the log folder, and a stream's folder, are listed again only when their
 mtime moves; where the OS has change notification (``waddle.eventlog.watch``), a parked
-stream that changes is checked at once; a stream whose writer in this process says when it grew (``Hints``: the host's
-``/ingest``) is read when it grew, and otherwise rarely.
+stream that changes is checked at once; a stream whose writer in this process says when
+it grew (``Hints``: the host's ``/ingest``) is read when it grew, and otherwise rarely.
 """
 
 from __future__ import annotations
