@@ -8,6 +8,8 @@ import builtins
 import math
 import os
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +18,8 @@ import pytest
 
 from tests.consumers.live import broadcast_while
 from tests.consumers.logs import mixed, write_run
+from tests.helpers import eventually
+from waddle.consumers import broadcast
 from waddle.consumers.base import ConsumerThread
 from waddle.consumers.broadcast import (
     MAX_CHUNK_BYTES,
@@ -34,6 +38,7 @@ from waddle.eventlog.reader import LogReader, Offset
 from waddle.eventlog.segment import list_segments, log_dir, segment_name
 
 INFO = StreamInfo("r1", "p")
+START = Offset()
 
 
 def events(first: int, count: int, **data: object) -> list[dict[str, object]]:
@@ -187,6 +192,7 @@ def test_an_idle_tail_reads_lists_and_checks_nothing(
     broadcaster = Broadcaster(root, Hub())
     reader = broadcaster.tail_reader
     offsets = broadcaster.start({})
+    reader.poll(offsets)  # the first round reads every stream (parking the finished ones)
     write_run(root, "alpha", 5, resume=True, first_step=300, project="pa")
     looked: list[object] = []
 
@@ -249,3 +255,43 @@ def test_a_broadcaster_thread_stops_promptly(root: Path) -> None:
     stopped = threading.Event()
     threading.Thread(target=lambda: (thread.stop(5), stopped.set())).start()
     assert stopped.wait(10)
+
+
+def test_finished_streams_are_not_read_again_when_the_first_client_joins(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first round parks ``alpha`` (finished); a client joining later costs it two
+    stats, not a read: with thousands of finished runs that read was seconds."""
+    write_run(root, "beta", 5, project="pa", finish=None)  # live: read every round
+    past = time.time() - 3600
+    os.utime(log_dir(root) / "alpha", (past, past))
+    reads: Counter[str] = Counter()
+    ends: list[Path] = []
+    read, end = LogReader.read, broadcast.end_offset
+    monkeypatch.setattr(
+        LogReader, "read", lambda self, s, o=START: reads.update([s]) or read(self, s, o)
+    )
+    monkeypatch.setattr(broadcast, "end_offset", lambda path: ends.append(path) or end(path))
+    hub = Hub()
+    broadcaster = Broadcaster(root, hub)
+    thread = ConsumerThread(broadcaster, root, interval=0.01, reader=broadcaster.tail_reader)
+
+    async def scenario() -> None:
+        hub.attach(asyncio.get_running_loop())
+        await asyncio.to_thread(thread.start)
+        try:
+            await asyncio.to_thread(
+                eventually, lambda: broadcaster.tail_reader.settled, 10, "the first round"
+            )
+            before, ends[:] = reads["alpha"], []
+            await asyncio.wait_for(hub.join(Subscriber()), 10)
+            rounds = reads["beta"]
+            await asyncio.to_thread(
+                eventually, lambda: reads["beta"] >= rounds + 20, 10, "20 rounds"
+            )
+            assert reads["alpha"] == before and before > 0
+            assert log_dir(root) / "alpha" not in ends
+        finally:
+            await asyncio.to_thread(thread.stop, 10)
+
+    asyncio.run(scenario())

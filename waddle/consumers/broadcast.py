@@ -301,22 +301,33 @@ class IdleSkippingReader(LogReader):
     """The broadcaster's tail: while no client is connected it reads, lists and checks
     nothing (a host tails thousands of growing streams for nobody most of the time).
 
-    When a client has joined the hub since, the next ``poll`` moves every stream's
-    offset to its end, found after the client joined, and only then arms the hub: the
-    client is not sent what arrived before it, and misses nothing after.
+    Its first round reads every stream as any tail does, so that ``follow`` parks the
+    finished ones. When a client has joined the hub since, the next ``poll`` moves every
+    stream's offset to its end (a parked stream's only if it changed), found after the
+    client joined, and only then arms the hub: the client is not sent what arrived
+    before it, and misses nothing after.
     """
 
     def __init__(self, root: Path | str, hub: Hub) -> None:
         super().__init__(root)
         self.hub = hub
+        self.settled = False
 
     def poll(self, offsets: Mapping[str, Offset]) -> list[Batch]:
-        if self.hub.idle():
+        idle = self.hub.idle()
+        if not self.settled:
+            batches = super().poll(offsets)
+            self.settled = True
+            return batches
+        if idle:
             return []
         if self.hub.armed:
             return super().poll(offsets)
         batches = []
+        parking = self._parking
         for stream in self.streams():
+            if parking is not None and parking.unchanged(stream):
+                continue
             offset = offsets.get(stream, Offset())
             end = end_offset(self.log_dir / stream)
             if (end.segment, end.position) > (offset.segment, offset.position):

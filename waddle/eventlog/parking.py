@@ -168,6 +168,11 @@ class Parking:
         every = self.reader.hint_check
         return HINT_CHECK_S if every is None else every
 
+    def unchanged(self, stream: str) -> bool:
+        """Whether ``stream`` is parked and its stamp is as it was (two stats)."""
+        parked = self.parked.get(stream)
+        return parked is not None and _stamp(parked[0]) == parked[1]
+
     def _unpark(self, stream: str) -> None:
         del self.parked[stream]
         self.awake = None
