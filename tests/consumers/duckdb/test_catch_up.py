@@ -12,7 +12,7 @@ import pytest
 from tests.consumers.logs import write_run
 from waddle.consumers.duckdb import writer as writer_module
 from waddle.consumers.duckdb.writer import DuckDBWriter
-from waddle.eventlog.reader import LogReader
+from waddle.eventlog.reader import LogReader, Offset
 from waddle.store import queries
 
 
@@ -67,3 +67,31 @@ def test_runs_a_commit_touched_stay_cached_past_the_limit(
     finally:
         writer.close()
     assert len(loads) == 4
+
+
+def test_live_runs_a_commit_missed_stay_cached_past_the_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A central host commits after each round, and a round holds only some of its live
+    runs: the others must stay cached, or each commit reloads them (two queries a run;
+    at 1,500 live runs that was 40 % of the host's CPU)."""
+    streams = [write_run(tmp_path, f"r{i}", 200) for i in range(4)]
+    monkeypatch.setattr(writer_module, "_CACHED_RUNS", 2)
+    reader = LogReader(tmp_path, batch_bytes=4096)
+    writer = DuckDBWriter(tmp_path, snapshot_interval=0)
+    writer.start({})
+    loads: list[str] = []
+    get_run = queries.get_run
+    monkeypatch.setattr(
+        queries, "get_run", lambda con, run_id: loads.append(run_id) or get_run(con, run_id)
+    )
+    offsets = {stream: Offset() for stream in streams}
+    try:
+        for group in (streams[:2], streams[2:], streams[:2]):
+            batches = [reader.read(stream, offsets[stream]) for stream in group]
+            writer.handle(batches)
+            writer.commit()
+            offsets.update((batch.stream, batch.offset) for batch in batches)
+    finally:
+        writer.close()
+    assert sorted(loads) == ["r0", "r1", "r2", "r3"]

@@ -34,6 +34,7 @@ import dataclasses
 import functools
 import logging
 import os
+import time
 from collections.abc import Mapping
 from operator import itemgetter
 from pathlib import Path
@@ -74,6 +75,7 @@ SNAPSHOT_INTERVAL_S = 1.0
 # straight into row groups, while many small ones cost about twice as much.
 SHIP_ROWS = 1 << 18
 _CACHED_RUNS = 1024
+_LIVE_S = 60.0  # a run touched this recently stays cached past _CACHED_RUNS
 _CACHED_NAMES = 1 << 16
 # Batches are redone from the log in pieces of this size when a batch could not be
 # stored: small enough that narrowing one down by trial inserts is quick.
@@ -117,6 +119,7 @@ class DuckDBWriter(Consumer):
         self._names = Codes()
         self._rows = PendingRows(self._names)
         self._touched_runs: set[str] = set()
+        self._touched_at: dict[str, float] = {}  # run id: when a commit last held it
         self._touched_streams: set[str] = set()
         self._set_aside: list[quarantine.Quarantined] = []
         self.quarantined = 0
@@ -341,12 +344,20 @@ class DuckDBWriter(Consumer):
                 quarantine.publish_count(self.root, self.name, self.quarantined)
         if self._touched_runs and self._snapshots is not None:
             self._snapshots.due()
-        touched = self._touched_runs
+        now = time.monotonic()
+        self._touched_at.update(dict.fromkeys(self._touched_runs, now))
         self._touched_runs, self._touched_streams = set(), set()
         if len(self._runs) > _CACHED_RUNS:
-            # The runs this commit touched stay (on a central host: its live runs), so the
-            # cache holds at most those or _CACHED_RUNS; reloading one costs two queries.
-            self._runs = {run_id: self._runs[run_id] for run_id in touched if run_id in self._runs}
+            # The runs touched within _LIVE_S stay (on a central host: its live runs, which
+            # a commit may touch only some of), so the cache holds at most those or
+            # _CACHED_RUNS; reloading one costs two queries.
+            horizon = now - _LIVE_S
+            self._touched_at = {
+                run_id: at
+                for run_id, at in self._touched_at.items()
+                if at >= horizon and run_id in self._runs
+            }
+            self._runs = {run_id: self._runs[run_id] for run_id in self._touched_at}
         if len(self._names.codes) > _CACHED_NAMES:
             self._names = Codes()
             self._rows = PendingRows(self._names)
@@ -373,7 +384,7 @@ class DuckDBWriter(Consumer):
     def _reset(self) -> None:
         self._names = Codes()
         self._rows = PendingRows(self._names)
-        self._runs = {}
+        self._runs, self._touched_at = {}, {}
         self._touched_runs, self._touched_streams = set(), set()
         self._set_aside = []
 
