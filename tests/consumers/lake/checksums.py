@@ -16,19 +16,7 @@ from pathlib import Path
 
 import duckdb
 
-TABLES = (
-    "runs",
-    "streams",
-    "metrics",
-    "logged_values",
-    "system",
-    "console",
-    "artifacts",
-    "media",
-    "histograms",
-    "artifact_versions",
-    "artifact_uses",
-)
+from waddle.store.lake import STORE_TABLES
 
 
 def checksums(con: duckdb.DuckDBPyConnection, source: str, columns: list[str]) -> dict[str, list]:
@@ -46,7 +34,7 @@ def main(store: str, lake: str) -> None:
     con = duckdb.connect()
     con.execute(f"ATTACH '{store}' AS store (READ_ONLY)")
     found: dict[str, dict] = {"store": {}, "lake": {}}
-    for table in TABLES:
+    for table in STORE_TABLES:
         columns = [
             name
             for (name,) in con.execute(
