@@ -130,8 +130,13 @@ class NatsIngester:
         self._stalls: dict[str, tuple[int, float, bool]] = {}
 
     def run(self, stop: threading.Event) -> None:
-        """Ingest until ``stop`` is set; broker outages are waited out with backoff."""
-        asyncio.run(self._main(stop))
+        """Ingest until ``stop`` is set or the log closes (the server stops); broker
+        outages are waited out with backoff. What was taken and not written stays
+        unacknowledged: the broker delivers it again."""
+        try:
+            asyncio.run(self._main(stop))
+        except IngestClosed:
+            logger.info("waddle ingester %s: the log closed; stopping", self.name)
 
     async def _main(self, stop: threading.Event) -> None:
         import nats.errors
@@ -313,29 +318,37 @@ class NatsIngester:
 def serve_from(settings: Settings, url: str, *, name: str | None = None) -> int:
     """``waddle serve --from URL``: the server, plus an ingester from JetStream into its log.
 
-    An ingester that fails (a bug, not an outage: those are waited out) stops the server
-    with exit code 1, so that a supervisor restarts both instead of a server that no
-    longer ingests."""
+    The ingester writes through the app's own ``IngestLog``: a stream that ``/ingest``
+    also receives has one writer, and the host's consumers are told (``Hints``) which
+    streams it grew instead of polling them. It starts once the app has, and ends when
+    the app closes that log. An ingester that fails (a bug, not an outage: those are
+    waited out) stops the server with exit code 1, so that a supervisor restarts both
+    instead of a server that no longer ingests."""
     from waddle.web.server import serve
 
-    log = IngestLog(settings.root)
-    ingester = NatsIngester(log, url, name=name or default_name(settings.root))
     stop = threading.Event()
     failed = threading.Event()
+    threads: list[threading.Thread] = []
+    ingester_name = name or default_name(settings.root)
 
-    def work() -> None:
-        try:
-            ingester.run(stop)
-        except BaseException:
-            logger.exception("waddle ingester %s stopped; stopping the server", ingester.name)
-            failed.set()
+    def start(app: Any) -> None:
+        ingester = NatsIngester(app.state.ingest_log, url, name=ingester_name)
 
-    thread = threading.Thread(target=work, name="waddle-nats-ingester", daemon=True)
-    thread.start()
+        def work() -> None:
+            try:
+                ingester.run(stop)
+            except BaseException:
+                logger.exception("waddle ingester %s stopped; stopping the server", ingester.name)
+                failed.set()
+
+        thread = threading.Thread(target=work, name="waddle-nats-ingester", daemon=True)
+        thread.start()
+        threads.append(thread)
+
     try:
-        code = serve(settings, stop=failed)
+        code = serve(settings, stop=failed, started=start)
     finally:
         stop.set()
-        thread.join()
-        log.close()
+        for thread in threads:
+            thread.join()
     return code or (1 if failed.is_set() else 0)

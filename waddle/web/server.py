@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from waddle.errors import WaddleError
 from waddle.signals import on_stop_signals
@@ -54,9 +54,13 @@ def serve(
     settings: Settings,
     announce: Callable[[str], None] | None = None,
     stop: threading.Event | None = None,
+    started: Callable[[Any], None] | None = None,
 ) -> int:
     """Serve until SIGINT/SIGTERM (or ``stop`` is set); 0 after a clean stop, 1 if the
-    app failed to start. ``announce`` gets the line with the URL once it answers."""
+    app failed to start. ``announce`` gets the line with the URL once it answers.
+    ``started`` gets the app once its lifespan has started (its ``state`` holds the
+    consumers and the ``IngestLog``), before the URL is announced: what feeds the app's
+    log from elsewhere (``waddle serve --from``) shares the app's writers and hints."""
     import uvicorn
 
     from waddle.web.app import create_app
@@ -66,8 +70,9 @@ def serve(
     raise_open_files_limit()
     sock = bind(settings.host, settings.port)
     port = sock.getsockname()[1]
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         lifespan="on",
         log_level="warning",
         access_log=False,
@@ -87,6 +92,8 @@ def serve(
         while not server.started and thread.is_alive() and time.monotonic() < deadline:
             thread.join(0.05)
         if server.started:
+            if started is not None:
+                started(app)
             url = url_of(settings.host, port, settings.token)
             (announce or _print)(f"Waddle is serving {settings.root} at {url}")
         while thread.is_alive():
