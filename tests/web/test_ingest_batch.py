@@ -15,12 +15,13 @@ from hypothesis import strategies as st
 
 import waddle
 from tests.helpers import raw_events, raw_log
+from waddle.web import ingest_log
 from waddle.web.ingest_batch import take_batch
 from waddle.web.ingest_log import IngestLog
 
 from .conftest import Server, log_fingerprint, start_server, wait_for_run
 from .events import metrics_event, run_event, stream_events
-from .test_ingest_log import FailingWriter
+from .test_ingest_log import BrokenDisk, FailingWriter
 
 LIMIT = 64 * 1024
 NDJSON = {"Content-Type": "application/x-ndjson"}
@@ -272,6 +273,30 @@ def test_a_failed_write_answers_503_in_its_part(tmp_path: Path) -> None:
     assert fine == {"stream": "fine", "status": 200, "seq": 1, "written": 2, "duplicates": 0}
     log.close()
     assert logged(tmp_path, "fine") == events
+
+
+def test_a_part_whose_fsync_failed_is_a_503_never_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ingest_log, "_SYNCFS", lambda fd: -1)  # an error on that disk
+    disk = BrokenDisk(monkeypatch, "unsynced")
+    log = IngestLog(tmp_path)
+    bad, good = stream_events("unsynced", 2, finish=False), stream_events("synced", 1)
+    body = body_of(("unsynced", bad), ("synced", good))
+    for _ in range(2):  # the relay's resend is not taken for written either
+        failed, fine = take_batch(log, body, "", LIMIT)["streams"]
+        assert (failed["status"], failed["error"], failed["seq"], failed["written"]) == (
+            503,
+            "write_failed",
+            -1,
+            0,
+        )
+        assert (fine["status"], fine["seq"]) == (200, 2)
+    disk.failing.clear()
+    failed, _ = take_batch(log, body, "", LIMIT)["streams"]
+    assert (failed["status"], failed["seq"], failed["duplicates"]) == (200, 2, 3)
+    log.close()
+    assert logged(tmp_path, "unsynced") == bad
 
 
 FUZZED = {name: stream_events(name, 2) for name in ("batchfuzza", "batchfuzzb")}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +19,12 @@ from waddle.errors import (
     StreamLockedError,
     WriteFailed,
 )
+from waddle.eventlog import writer as writer_module
 from waddle.eventlog.watch import Hints
 from waddle.eventlog.writer import StreamWriter
 from waddle.web import ingest_log
 from waddle.web.errors import domain_answer
-from waddle.web.ingest_log import DEFAULT_MAX_OPEN, MAX_OPEN_CEILING, IngestLog
+from waddle.web.ingest_log import DEFAULT_MAX_OPEN, MAX_OPEN_CEILING, IngestLog, Outcome
 
 from .events import stream_events
 
@@ -67,6 +70,7 @@ class FailingWriter:
 
     def __init__(self, room: int) -> None:
         self.next_seq = 0
+        self.synced_seq = -1
         self.room = room
         self.dropped: dict[str, int] = {}
 
@@ -78,8 +82,9 @@ class FailingWriter:
         self.next_seq += len(events)
         return len(events)
 
-    def sync(self) -> None:
-        pass
+    def sync(self) -> bool:
+        self.synced_seq = self.next_seq - 1
+        return True
 
     def close(self) -> None:
         pass
@@ -181,10 +186,101 @@ def test_a_failing_syncfs_falls_back_to_an_fsync_per_stream(
 ) -> None:
     monkeypatch.setattr(ingest_log, "_SYNCFS", lambda fd: -1)
     fsynced: list[str] = []
-    monkeypatch.setattr(StreamWriter, "sync", lambda self: fsynced.append(self.stream_dir.name))
+    real_sync = StreamWriter.sync
+    monkeypatch.setattr(
+        StreamWriter, "sync", lambda self: fsynced.append(self.stream_dir.name) or real_sync(self)
+    )
     log = IngestLog(tmp_path)
-    log.append_parts([(n, stream_events(n, 1, finish=False), None) for n in ("f1", "f2")])
+    results = log.append_parts([(n, stream_events(n, 1, finish=False), None) for n in ("f1", "f2")])
     assert sorted(fsynced) == ["f1", "f2"]
+    assert [(r.stream, r.written) for r in results] == [("f1", 2), ("f2", 2)]  # type: ignore[union-attr]
+    log.close()
+
+
+class BrokenDisk:
+    """``os.fsync`` of the writers failing (EIO) for the streams in ``failing``."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *failing: str) -> None:
+        self.failing = set(failing)
+        self.calls: list[str] = []
+        self._fsync = writer_module.os.fsync
+        monkeypatch.setattr(writer_module.os, "fsync", self)
+
+    def __call__(self, fd: int) -> None:
+        name = Path(os.readlink(f"/proc/self/fd/{fd}")).parent.name
+        self.calls.append(name)
+        if name in self.failing:
+            raise OSError(errno.EIO, "Input/output error")
+        self._fsync(fd)
+
+
+def test_a_failed_fsync_is_a_503_with_the_seq_on_disk_until_a_resend_is_synced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk = BrokenDisk(monkeypatch)
+    log = IngestLog(tmp_path)
+    events = stream_events("eio", 5, finish=False)
+    assert log.append("eio", events[:2]).seq == 1
+    disk.failing.add("eio")
+    for _ in range(2):  # the first write, then a resend while the disk still fails
+        with pytest.raises(WriteFailed) as failed:
+            log.append("eio", events)
+        assert (failed.value.stream, failed.value.held) == ("eio", 1)
+    disk.failing.clear()
+    assert log.append("eio", events) == Outcome("eio", 5, 0, 6)  # synced, then acknowledged
+    calls = len(disk.calls)
+    assert log.append("eio", events).duplicates == 6
+    assert len(disk.calls) == calls  # already on disk: no second fsync
+    log.close()
+    assert raw_events(raw_log(tmp_path, "eio")) == events
+
+
+def test_a_failed_syncfs_fails_only_the_parts_whose_fsync_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ingest_log, "_SYNCFS", lambda fd: -1)
+    BrokenDisk(monkeypatch, "bad")
+    log = IngestLog(tmp_path)
+    good, bad = stream_events("good", 1, finish=False), stream_events("bad", 1, finish=False)
+    ok, failed = log.append_parts([("good", good, None), ("bad", bad, None)])
+    assert ok == Outcome("good", 1, 2, 0)
+    assert isinstance(failed, WriteFailed)
+    assert (failed.stream, failed.held) == ("bad", -1)
+    log.close()
+
+
+def test_syncfs_is_given_one_directory_open_since_the_log_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    given: list[int] = []
+    monkeypatch.setattr(ingest_log, "_SYNCFS", lambda fd: given.append(fd) or 0)
+    log = IngestLog(tmp_path)
+    opened = os.fstat(log._dir_fd).st_ino  # type: ignore[arg-type]
+    for names in (("d1", "d2"), ("d3", "d4")):
+        log.append_parts([(n, stream_events(n, 1), None) for n in names])
+    assert len(given) == 2 and len(set(given)) == 1
+    # Still open between calls (a descriptor per call would be closed by now).
+    assert os.fstat(given[0]).st_ino == opened == (tmp_path / "log").stat().st_ino
+    log.close()
+
+
+def test_a_resumed_stream_syncs_once_before_it_acknowledges_a_resend(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = stream_events("back", 3, finish=False)
+    writer = StreamWriter(tmp_path / "log" / "back")  # a host that wrote, then stopped
+    writer.append_events(events)
+    writer.close()
+    disk = BrokenDisk(monkeypatch, "back")
+    log = IngestLog(tmp_path)
+    with pytest.raises(WriteFailed) as failed:
+        log.append("back", events)  # a duplicate, but not known to be on disk
+    assert failed.value.held == -1
+    disk.failing.clear()
+    assert log.append("back", events) == Outcome("back", 3, 0, 4)
+    assert log.append("back", events[:2]).duplicates == 2
+    assert disk.calls == ["back", "back"]  # once failing, once synced: then known
+    log.close()
 
 
 @pytest.mark.parametrize(

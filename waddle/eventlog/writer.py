@@ -102,6 +102,9 @@ class StreamWriter:
         self._next_reopen = 0.0
         self._closed = threading.Event()
         self._disowned = False
+        # The highest seq known to be on disk (fsynced); on resume nothing is known, so
+        # what the log holds counts as unsynced until the first ``sync``.
+        self.synced_seq = -1
         self._open_segment(resume)
         _live_writers.add(self)
         if fsync_interval:
@@ -311,6 +314,7 @@ class StreamWriter:
     def _roll(self) -> None:
         """Seal the active segment (fsync) and start a new one named by ``next_seq``."""
         os.fsync(self._fd)  # type: ignore[arg-type]
+        self.synced_seq = self.next_seq - 1
         self._close_fd()
         self._fd = os.open(self.stream_dir / segment_name(self.next_seq), _OPEN_FLAGS, 0o644)
         self._size = 0
@@ -337,15 +341,23 @@ class StreamWriter:
     def dropped_total(self) -> int:
         return sum(self.dropped.values())
 
-    def sync(self) -> None:
-        """fsync the active segment; a failure is logged, never raised."""
+    def sync(self) -> bool:
+        """fsync the active segment; whether it worked (a failure is logged, never raised).
+
+        On success ``synced_seq`` moves to the last seq written, so that a caller that
+        acknowledges events (the host's ``/ingest``) knows which are on disk.
+        """
         with self.lock:
             if self._fd is None:
-                return
+                return self.synced_seq == self.next_seq - 1
+            last = self.next_seq - 1
             try:
                 os.fsync(self._fd)
             except OSError as exc:
                 logger.warning("waddle: fsync of stream %s failed: %s", self.stream_dir.name, exc)
+                return False
+            self.synced_seq = last
+            return True
 
     def _sync_every(self, interval: float) -> None:
         while not self._closed.wait(interval):

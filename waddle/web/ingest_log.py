@@ -6,8 +6,12 @@ next expected seq is refused (``SeqGap``, nothing written). Requests for one str
 serialised; different streams proceed in parallel. The new events of a stream's part
 are written in one ``write``, all or none, and made durable before the answer (an
 fsync, or one ``syncfs`` for the parts of a multi-stream request), so an acknowledged
-event survives a power loss. A write that fails (a full disk) writes nothing of the
-part: ``WriteFailed`` names the highest seq held, so the sender resumes from there.
+event survives a power loss: a part whose sync failed is answered ``WriteFailed`` with
+the highest seq known to be on disk (its lines stay in the log, unacknowledged), and a
+resend of events written but not yet synced (after a failed sync, or after a restart
+that resumed the stream) is acknowledged only once they are synced. A write that fails
+(a full disk) writes nothing of the part: ``WriteFailed`` names the highest seq held, so
+the sender resumes from there.
 Refusals are ``waddle.errors.IngestError``s; ``waddle.web.errors`` makes them answers.
 
 Writers stay open (they hold each stream's lock, so a local producer of the same stream
@@ -89,6 +93,10 @@ class IngestLog:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._closed = False
+        # Open for the log's lifetime: syncfs reports the writeback errors that happened
+        # since the descriptor it is given was opened, so a fresh one per call would
+        # miss those between a write and that call's open.
+        self._dir_fd = _open_directory(self.log_dir)
 
     def append(
         self, stream: str, events: Sequence[Event], texts: list[bytes] | None = None
@@ -111,7 +119,8 @@ class IngestLog:
         returns, and the host's own readers are told which streams grew (``hints``).
         """
         results: list[Outcome | Refusal] = []
-        grown: list[tuple[str, StreamWriter, bool]] = []
+        unsynced: dict[int, StreamWriter] = {}  # result index: a writer to sync first
+        grown: list[str] = []  # told to the readers even when unsynced: the lines are there
         with contextlib.ExitStack() as held:
             for stream in sorted({stream for stream, _, _ in parts}):
                 held.enter_context(self._stream(stream))
@@ -121,15 +130,20 @@ class IngestLog:
                 except (IngestError, StreamLockedError) as exc:
                     results.append(exc)
                     continue
+                if writer is not None and outcome.seq > writer.synced_seq:
+                    unsynced[len(results)] = writer  # new events, or a resend of unsynced ones
+                if outcome.written:
+                    grown.append(stream)
                 results.append(outcome)
-                if outcome.written and writer is not None:
-                    grown.append((stream, writer, events[-1]["type"] == "finish"))
-            durable(self.log_dir, [writer for _, writer, _ in grown])
-            for stream, _, finished in grown:
-                if finished:  # its writer's descriptors are better spent on live runs
-                    self._close_writer(stream)
+            failed = durable(self._dir_fd, list(unsynced.values()))
+            for index, writer in unsynced.items():
+                outcome = cast("Outcome", results[index])
+                if writer in failed:  # not acknowledged: the sender resends them
+                    results[index] = WriteFailed(outcome.stream, writer.synced_seq, "fsync failed")
+                elif outcome.written and parts[index][1][-1]["type"] == "finish":
+                    self._close_writer(outcome.stream)  # its descriptors serve live runs better
         if self.hints is not None and grown:
-            self.hints.grew([stream for stream, _, _ in grown])
+            self.hints.grew(grown)
         return results
 
     def _write(
@@ -234,6 +248,9 @@ class IngestLog:
                 writer.close()
             if self.hints is not None:
                 self.hints.uncover(stream)
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None
 
 
 def default_max_open() -> int:
@@ -250,14 +267,19 @@ def default_max_open() -> int:
     return max(DEFAULT_MAX_OPEN, min(MAX_OPEN_CEILING, (soft - FD_RESERVE) // 2))
 
 
-def durable(directory: Path, writers: Sequence[StreamWriter]) -> None:
-    """Make what ``writers`` wrote durable: one ``syncfs`` of the filesystem holding
-    ``directory`` for several writers (Linux; a thousand fsyncs cost seconds, one syncfs
-    milliseconds), else an fsync each. Failures are logged by the writers, not raised."""
+def durable(directory: int | None, writers: Sequence[StreamWriter]) -> set[StreamWriter]:
+    """Make what ``writers`` wrote durable; the writers for which that failed.
+
+    Several writers: one ``syncfs`` of the filesystem holding the directory open as
+    ``directory`` (Linux; a thousand fsyncs cost seconds, one syncfs milliseconds); when
+    it fails (a writeback error anywhere on that filesystem since ``directory`` was
+    opened), an fsync each tells which streams it hit. One writer: its fsync.
+    """
     if len(writers) > 1 and _syncfs(directory):
-        return
-    for writer in writers:
-        writer.sync()
+        for writer in writers:
+            writer.synced_seq = writer.next_seq - 1  # under its stream's lock: no writes
+        return set()
+    return {writer for writer in writers if not writer.sync()}
 
 
 def _load_syncfs() -> Callable[[int], int] | None:
@@ -275,18 +297,21 @@ def _load_syncfs() -> Callable[[int], int] | None:
 _SYNCFS = _load_syncfs()
 
 
-def _syncfs(directory: Path) -> bool:
-    """Whether ``syncfs`` flushed the filesystem of ``directory`` (False: do it by file)."""
+def _open_directory(path: Path) -> int | None:
+    """``path`` (created if needed) open for ``syncfs``; None where that is not used."""
     if _SYNCFS is None:
-        return False
+        return None
     try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        path.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
-        return False
-    try:
-        return _SYNCFS(fd) == 0
-    finally:
-        os.close(fd)
+        return None
+
+
+def _syncfs(directory: int | None) -> bool:
+    """Whether ``syncfs`` flushed the filesystem of the open ``directory`` without an
+    error (False: do it by file)."""
+    return _SYNCFS is not None and directory is not None and _SYNCFS(directory) == 0
 
 
 def _append(
