@@ -16,9 +16,11 @@ from waddle.consumers.nats.broker import (
     STREAM,
     back_off,
     msg_id,
+    pack,
     parse_msg_id,
     setup,
     subject,
+    unpack,
 )
 from waddle.consumers.relay.client import Backoff
 from waddle.errors import UsageError
@@ -86,3 +88,12 @@ def test_a_backoff_wait_retries_after_its_step_and_ends_early_on_a_stop() -> Non
     assert asyncio.run(back_off(step, 0, lambda: False)) is True
     assert asyncio.run(back_off(Backoff(base=3600, cap=3600), 5, stopping_on_third_look)) is False
     assert len(looks) == 3
+
+
+def test_windows_are_cut_at_the_byte_limit_and_count_and_a_long_line_goes_alone() -> None:
+    lines = [b"a" * 40 + b"\n", b"b" * 40 + b"\n", b"c" * 200 + b"\n", b"d\n", b"e\n"]
+    assert pack(lines, 0, 100, 10) == [(0, 2), (2, 3), (3, 5)]
+    assert pack(lines, 1, 100, 2) == [(1, 2), (2, 3)]  # at most two messages
+    assert pack(lines, 5, 100, 10) == []
+    assert unpack(b"".join(lines[3:])) == [b"d", b"e"]
+    assert unpack(b'{"seq": 4}') == [b'{"seq": 4}']  # one event, as older relays sent it

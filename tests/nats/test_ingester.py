@@ -40,10 +40,13 @@ from waddle.web.nats_ingest import NatsIngester
 
 
 class Message:
-    """Stands in for a JetStream message: its payload, and what the ingester answered."""
+    """Stands in for a JetStream message: its payload (one event's line without its
+    newline, as older relays sent it, or a window of lines), and what the ingester
+    answered."""
 
-    def __init__(self, event: dict[str, Any]) -> None:
-        self.data = encode(event)[:-1]
+    def __init__(self, *events: dict[str, Any]) -> None:
+        lines = b"".join(encode(event) for event in events)
+        self.data = lines[:-1] if len(events) == 1 else lines
         self.answers: list[str] = []
 
     async def ack(self) -> None:
@@ -80,6 +83,37 @@ def test_a_stream_is_appended_in_seq_order_whatever_order_its_messages_come_in(
     log.close()
     assert [m.answers for m in msgs] == [["ack"], ["ack", "ack"], ["ack"], ["ack"], ["ack"]]
     assert ingester.taken == 5
+    assert log_events(tmp_path / "ingester") == {stream: events}
+
+
+def test_windows_published_again_with_other_boundaries_land_each_seq_once(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "producer"
+    settle(produce(source, "w", runs=1, steps=8, chunk=8, pause=0))
+    ((stream, logged),) = log_events(source).items()
+    events = logged[:10]
+    log = IngestLog(tmp_path / "ingester")
+    ingester = NatsIngester(log, "nats://127.0.0.1:1", name="a")
+    # A relay published 0-3 and 4-9, crashed, and published again from 2 in other cuts.
+    windows = {
+        first: Message(*events[first : last + 1])
+        for first, last in ((0, 3), (4, 9), (2, 6), (7, 8))
+    }
+
+    def take(*firsts: int) -> None:
+        asyncio.run(ingester._take(stream, [(first, windows[first]) for first in firsts]))
+
+    take(7, 2)  # past the gap at seq 0: kept
+    assert log.held(stream) == -1 and all(not m.answers for m in windows.values())
+    take(0)  # 0-3, then 4-6 from the window at 2, then 7-8: all three acknowledged
+    assert log.held(stream) == 8
+    assert {f: m.answers for f, m in windows.items()} == {0: ["ack"], 4: [], 2: ["ack"], 7: ["ack"]}
+    take(4)  # only seq 9 is new
+    take(2)  # a redelivery of what the log holds: acknowledged, nothing written
+    log.close()
+    assert windows[4].answers == ["ack"] and windows[2].answers == ["ack", "ack"]
+    assert ingester.taken == 10
     assert log_events(tmp_path / "ingester") == {stream: events}
 
 

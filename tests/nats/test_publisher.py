@@ -20,10 +20,11 @@ from tests.helpers import eventually
 from tests.nats.conftest import NatsServer, call, produce, settle
 from waddle.cli.parser import main
 from waddle.consumers.base import run_consumer
-from waddle.consumers.nats.broker import MSG_ID, STREAM
+from waddle.consumers.nats.broker import MSG_ID, STREAM, unpack
 from waddle.consumers.nats.publisher import NatsRelay, nats_relay_name
 from waddle.consumers.registry import StateStore
 from waddle.consumers.relay import parts
+from waddle.eventlog.record import encode
 
 
 def published(root: Path, url: str) -> dict[str, int]:
@@ -31,14 +32,31 @@ def published(root: Path, url: str) -> dict[str, int]:
     return {s: o.seq for s, o in StateStore(root).load(nats_relay_name(url)).items()}
 
 
-def broker_messages(url: str) -> list[tuple[str, str, dict[str, Any]]]:
-    """(subject, Nats-Msg-Id, event) of every message the stream holds, in order."""
+def broker_messages(url: str) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    """(subject, Nats-Msg-Id, events) of every message the stream holds, in order; each
+    id names the message's stream and first seq, and its events' seqs rise by one."""
 
     async def read(js: Any) -> list[Any]:
         total = (await js.stream_info(STREAM)).state.messages
         return [await js.get_msg(STREAM, seq) for seq in range(1, total + 1)]
 
-    return [(m.subject, m.headers[MSG_ID], orjson.loads(m.data)) for m in call(url, read)]
+    found = []
+    for m in call(url, read):
+        events = [orjson.loads(line) for line in unpack(m.data)]
+        stream = m.headers[MSG_ID].rpartition(":")[0]
+        assert m.headers[MSG_ID] == f"{stream}:{events[0]['seq']}"
+        assert [e["seq"] for e in events] == list(range(events[0]["seq"], events[-1]["seq"] + 1))
+        found.append((m.subject, m.headers[MSG_ID], events))
+    return found
+
+
+def broker_events(url: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """(subject, stream, event) of every event in the broker's messages, in order."""
+    return [
+        (subject, ident.rpartition(":")[0], event)
+        for subject, ident, events in broker_messages(url)
+        for event in events
+    ]
 
 
 def relay_once(root: Path, url: str) -> None:
@@ -57,20 +75,22 @@ def test_each_event_is_published_once_with_its_stream_and_seq(
     events = log_events(root)
     assert published(root, url) == last_seqs(root)
     expected = {
-        (f"waddle.events.proj-a.{stream}", f"{stream}:{event['seq']}", orjson.dumps(event))
+        (f"waddle.events.proj-a.{stream}", stream, orjson.dumps(event))
         for stream, stream_events in events.items()
         for event in stream_events
     }
-    got = broker_messages(url)
+    got = broker_events(url)
     assert len(got) == sum(len(e) for e in events.values()) == len(expected)
     assert {(s, i, orjson.dumps(e)) for s, i, e in got} == expected
+    messages = nats_server.messages()
+    assert messages < len(expected) / 50  # windows of events, not a message each
 
     # A relay that crashed after publishing and before committing sends it all again:
     # the broker acknowledges the repeats (same Nats-Msg-Id) without storing them.
     StateStore(root).publish(nats_relay_name(url), {})
     relay_once(root, url)
     assert published(root, url) == last_seqs(root)
-    assert nats_server.messages() == len(expected)
+    assert nats_server.messages() == messages
 
 
 def test_the_relay_loses_nothing_through_a_broker_outage_and_its_own_crash(
@@ -100,9 +120,23 @@ def test_the_relay_loses_nothing_through_a_broker_outage_and_its_own_crash(
         for each in relays:
             each.stop(signal.SIGKILL)
     assert sum(seq + 1 for seq in before.values()) < sum(seq + 1 for seq in expected.values())
-    assert nats_server.messages() == sum(seq + 1 for seq in expected.values())
+    held = {(stream, event["seq"]) for _, stream, event in broker_events(url)}
+    assert held == {(s, seq) for s, last in expected.items() for seq in range(last + 1)}
     ids = [msg_id for _, msg_id, _ in broker_messages(url)]
     assert len(set(ids)) == len(ids)
+
+
+def test_no_message_is_longer_than_the_relay_allows(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    root = tmp_path / "producer"
+    write_run(root, "r", 300)
+    relay = NatsRelay(root, nats_server.url, give_up_after=20, message_bytes=2000)
+    run_consumer(relay, root, threading.Event(), once=True)
+    messages = broker_messages(nats_server.url)
+    sizes = [sum(len(encode(event)) for event in events) for _, _, events in messages]
+    assert max(sizes) <= 2000 < sum(sizes) / 10
+    assert [e for _, _, events in messages for e in events] == stream_events(root, "r")
 
 
 def test_sync_publishes_what_is_on_disk_and_says_so(
@@ -113,7 +147,7 @@ def test_sync_publishes_what_is_on_disk_and_says_so(
     total = sum(seq + 1 for seq in last_seqs(root).values())
     assert main(["sync", nats_server.url, "--dir", str(root)]) == 0
     assert f"holds {total} events of 2 streams" in capsys.readouterr().err
-    assert nats_server.messages() == total
+    assert len(broker_events(nats_server.url)) == total
     nats_server.stop(signal.SIGKILL)
     settle(produce(root, "t", runs=1, steps=5, chunk=5, pause=0))
     assert main(["sync", nats_server.url, "--dir", str(root), "--timeout", "1"]) == 1
@@ -121,13 +155,8 @@ def test_sync_publishes_what_is_on_disk_and_says_so(
 
 
 def stream_messages(url: str, stream: str) -> list[dict[str, Any]]:
-    """The events the broker holds for ``stream``, checked against their ids."""
-    found = []
-    for _, ident, event in broker_messages(url):
-        if ident.rpartition(":")[0] == stream:
-            assert ident == f"{stream}:{event['seq']}"
-            found.append(event)
-    return found
+    """The events the broker holds for ``stream``."""
+    return [event for _, each, event in broker_events(url) if each == stream]
 
 
 def test_seqs_the_log_lost_are_published_as_skipped_so_the_broker_holds_no_gap(

@@ -13,9 +13,10 @@ owns is handed back (nak, with a delay that grows with each delivery), so the br
 redelivers it until its owner takes it. A run's streams (one per rank) may be owned by
 different ingesters; the lake joins them again.
 
-Delivery: exactly-once in the owner's log. A message is acknowledged only after its
-event is in the log and fsynced (``IngestLog.append``); a message redelivered after a
-crash (at or below what the log holds) is acknowledged without being written again.
+Delivery: exactly-once in the owner's log. A message (a window of a stream's events
+from the seq its id names) is acknowledged only after its events are in the log and
+fsynced (``IngestLog.append``); what the log holds already (a redelivery after a crash,
+a window a relay published again with other boundaries) is not written again.
 Ordering: messages of one stream may arrive out of order (a redelivery, a message
 handed back by another ingester); the owner keeps those past a gap unacknowledged in
 memory (telling the broker they are in progress) and appends them once the gap fills.
@@ -32,6 +33,8 @@ import socket
 import threading
 import time
 from collections import defaultdict
+from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +52,7 @@ from waddle.consumers.nats.broker import (
     check_nats_url,
     connect,
     parse_msg_id,
+    unpack,
 )
 from waddle.consumers.relay.client import Backoff
 from waddle.errors import IngestClosed, IngestError, StreamConflict, StreamLockedError
@@ -78,6 +82,42 @@ STALL_ACK_WAITS = 3
 # The most messages of one stream kept past its gap; later seqs are handed back, so that a
 # stream that waits cannot take every slot of the consumer's max_ack_pending.
 DEFAULT_HOLD = 4096
+
+
+@dataclass(slots=True)
+class Window:
+    """One message: a window of a stream's consecutive events from seq ``first``."""
+
+    first: int
+    msg: Any
+    lines: list[bytes]
+
+    @property
+    def last(self) -> int:
+        return self.first + len(self.lines) - 1
+
+
+FIRST = attrgetter("first")
+
+
+def chain(waiting: list[Window], held: int) -> tuple[list[Window], list[bytes]]:
+    """Take from ``waiting`` the windows that start at or before the seq after ``held``,
+    in order: those windows, and the lines of the seqs they add past ``held`` (a window
+    re-published with other boundaries overlaps another; each seq is taken once)."""
+    waiting.sort(key=FIRST)
+    after = held + 1
+    lines: list[bytes] = []
+    count = 0
+    for window in waiting:
+        if window.first > after:
+            break
+        count += 1
+        if window.last >= after:
+            lines += window.lines[after - window.first :]
+            after = window.last + 1
+    run = waiting[:count]
+    del waiting[:count]
+    return run, lines
 
 
 def default_name(root: Path) -> str:
@@ -122,7 +162,7 @@ class NatsIngester:
         self.taken = 0  # events written into the log (not counting duplicates)
         self._owners: dict[str, str] = {}
         self._held: dict[str, int] = {}
-        self._waiting: dict[str, dict[int, Any]] = defaultdict(dict)
+        self._waiting: dict[str, list[Window]] = defaultdict(list)
         self._touched = 0.0
         self._wait = FETCH_IDLE_S
         self._fresh: set[int] = set()  # ids of the messages kept at the last touch
@@ -216,7 +256,8 @@ class NatsIngester:
         return owner == self.name
 
     async def _take(self, stream: str, items: list[tuple[int, Any]]) -> None:
-        """Append what follows the log's last seq; ack it and repeats; keep the rest."""
+        """Append what follows the log's last seq from the messages ``items`` (each a
+        window from its first seq); ack those and repeats; keep the rest."""
         waiting = self._waiting[stream]
         held = self._held.get(stream)
         if held is None:
@@ -227,34 +268,35 @@ class NatsIngester:
             except (IngestError, StreamLockedError) as exc:
                 await self._refuse(stream, exc, [msg for _, msg in items])
                 return
-        for seq, msg in items:
-            if seq <= held:
+        for first, msg in items:
+            window = Window(first, msg, unpack(msg.data))
+            if window.last <= held:
                 await msg.ack()  # a repeat of what the log holds
             else:
-                waiting[seq] = msg
+                waiting.append(window)
         if len(waiting) > self.hold:
-            for seq in sorted(waiting)[self.hold :]:
-                await waiting.pop(seq).nak(delay=NAK_CAP_S)
-        run: list[Any] = []
-        while held + 1 + len(run) in waiting:
-            run.append(waiting.pop(held + 1 + len(run)))
-        if not run:
+            waiting.sort(key=FIRST)
+            for window in waiting[self.hold :]:
+                await window.msg.nak(delay=NAK_CAP_S)
+            del waiting[self.hold :]
+        run, lines = chain(waiting, held)
+        if not lines:
+            for window in run:
+                await window.msg.ack()
             self._note_stall(stream, held + 1)
             return
         try:
-            events = self._events(stream, run)
-            outcome = await asyncio.to_thread(
-                self.log.append, stream, events, [m.data for m in run]
-            )
+            events = self._events(stream, held + 1, lines)
+            outcome = await asyncio.to_thread(self.log.append, stream, events, lines)
         except IngestClosed:
             raise
         except (IngestError, StreamLockedError) as exc:
-            await self._refuse(stream, exc, run)
+            await self._refuse(stream, exc, [window.msg for window in run])
             return
         self._held[stream] = outcome.seq
         self.taken += outcome.written
-        for msg in run:
-            await msg.ack()
+        for window in run:
+            await window.msg.ack()
         self._note_stall(stream, outcome.seq + 1)
 
     def _note_stall(self, stream: str, awaited: int) -> None:
@@ -281,13 +323,18 @@ class NatsIngester:
                 len(self._waiting[stream]),
             )
 
-    def _events(self, stream: str, run: list[Any]) -> list[Event]:
-        """The messages' events, checked as ``/ingest`` checks them."""
+    def _events(self, stream: str, first: int, lines: list[bytes]) -> list[Event]:
+        """The events of ``lines`` (seqs from ``first`` on), checked as ``/ingest`` checks
+        them."""
         try:
-            return check_events(stream, [(i + 1, orjson.loads(m.data)) for i, m in enumerate(run)])
+            events = check_events(stream, [(i + 1, orjson.loads(x)) for i, x in enumerate(lines)])
         except (orjson.JSONDecodeError, RequestError) as exc:
             reason = f"the broker holds an event this host refuses: {exc}"
             raise IngestError(reason, stream=stream) from exc
+        if events[0]["seq"] != first:
+            reason = f"a message's events start at seq {events[0]['seq']}, its id says {first}"
+            raise IngestError(reason, stream=stream)
+        return events
 
     async def _refuse(
         self, stream: str, exc: IngestError | StreamLockedError, msgs: list[Any]
@@ -309,10 +356,10 @@ class NatsIngester:
         for stream, waiting in self._waiting.items():
             if waiting:
                 self._note_stall(stream, self._held[stream] + 1)
-            for msg in waiting.values():
-                if id(msg) not in self._fresh:  # kept since the last round of these
-                    await msg.in_progress()
-        self._fresh = {id(m) for waiting in self._waiting.values() for m in waiting.values()}
+            for window in waiting:
+                if id(window.msg) not in self._fresh:  # kept since the last round of these
+                    await window.msg.in_progress()
+        self._fresh = {id(w.msg) for waiting in self._waiting.values() for w in waiting}
 
 
 def serve_from(settings: Settings, url: str, *, name: str | None = None) -> int:

@@ -8,9 +8,10 @@ them; one key-value bucket (``waddle-owners``) records which ingester holds whic
 
 Retention: limits (not work-queue), so what the ingesters acknowledged stays in the
 broker until ``max_age`` or ``max_bytes`` drops the oldest: a new consumer (a second set
-of ingesters, a lake) can replay it. Deduplication: a publish repeats an earlier one when
-it carries the same ``Nats-Msg-Id`` (``<stream>:<seq>``) within ``duplicate_window``
-seconds; the broker then acknowledges it without storing it again. The broker remembers
+of ingesters, a lake) can replay it. A message is a window of a stream's consecutive events
+(``pack``, ``unpack``). Deduplication: a publish repeats an earlier one when it carries
+the same ``Nats-Msg-Id`` (``<stream>:<first seq>``) within ``duplicate_window`` seconds;
+the broker then acknowledges it without storing it again. The broker remembers
 every id of the window, so the window costs memory in proportion to the event rate.
 ``setup`` is idempotent: it creates what is missing and updates what differs.
 
@@ -26,7 +27,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
@@ -99,7 +100,7 @@ def subject(project: str | None, stream: str) -> str:
 
 
 def msg_id(stream: str, seq: int) -> str:
-    """The deduplication id of one event: ``<stream>:<seq>``."""
+    """The deduplication id of a window of events: ``<stream>:<first seq>``."""
     return f"{stream}:{seq}"
 
 
@@ -107,6 +108,36 @@ def parse_msg_id(value: str | None) -> tuple[str, int] | None:
     """``(stream, seq)`` of a ``Nats-Msg-Id``; None when it is not one of ours."""
     stream, _, seq = (value or "").rpartition(":")
     return (stream, int(seq)) if stream and seq.isdigit() else None
+
+
+def pack(lines: Sequence[bytes], start: int, limit: int, count: int) -> list[tuple[int, int]]:
+    """Cut ``lines[start:]`` into at most ``count`` messages of at most ``limit`` bytes
+    each (a longer line goes alone): ``(first, end)`` index ranges, consecutive.
+
+    A message is a window of a stream's consecutive events, its lines as the log holds
+    them, so that what costs per message (a publish, an ack, a delivery) is paid once
+    per window rather than once per event."""
+    windows: list[tuple[int, int]] = []
+    first, size = start, 0
+    for index in range(start, len(lines)):
+        if index > first and size + len(lines[index]) > limit:
+            windows.append((first, index))
+            if len(windows) == count:
+                return windows
+            first, size = index, 0
+        size += len(lines[index])
+    if first < len(lines):
+        windows.append((first, len(lines)))
+    return windows
+
+
+def unpack(data: bytes) -> list[bytes]:
+    """The lines of a message, without their newlines (one event's line, as older relays
+    sent it, has none)."""
+    lines = data.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    return lines
 
 
 async def connect(url: str, name: str) -> Any:

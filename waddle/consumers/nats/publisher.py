@@ -1,8 +1,11 @@
 """The relay to NATS JetStream: a durable consumer that publishes every event to the broker.
 
 ``waddle-consume --relay nats://HOST:PORT`` and ``waddle sync nats://HOST:PORT`` run it.
-Each event goes out as one message on ``waddle.events.<project>.<stream>``, its line as
-the payload and ``Nats-Msg-Id: <stream>:<seq>`` as its header (``broker``).
+A stream's consecutive events go out as one message (a window: their lines as the log
+holds them, up to ``message_bytes``) on ``waddle.events.<project>.<stream>``, with
+``Nats-Msg-Id: <stream>:<first seq>`` as its header (``broker.pack``). A window published
+again after a crash may be cut at other seqs, so the broker may keep both; the
+ingesters take each seq once whatever windows carry it.
 
 Delivery: at-least-once on the wire, exactly-once in the broker within its duplicate
 window, and exactly-once in the ingesters' logs in any case (they are idempotent by
@@ -12,7 +15,7 @@ again from its last commit and the broker drops the repeats. Offsets live in
 ``state/<name>.json``, the name being ``relay-nats-<host>-<port>``.
 
 Ordering and backpressure: the streams of a round are published concurrently; within a
-stream, events go in seq order, up to ``window`` of them awaiting their acks at once.
+stream, windows go in seq order, up to ``window`` of them awaiting their acks at once.
 ``handle`` returns when the broker acknowledged the whole round, so nothing is read past
 what is in flight. While the broker is unreachable (or has no stream: run
 ``waddle nats setup``), the round is retried with capped exponential backoff, forever
@@ -43,6 +46,7 @@ from waddle.consumers.nats.broker import (
     check_nats_url,
     connect,
     msg_id,
+    pack,
     subject,
 )
 from waddle.consumers.relay.client import Backoff
@@ -56,7 +60,11 @@ from waddle.signals import on_stop_signals
 
 logger = logging.getLogger("waddle.nats")
 
-DEFAULT_WINDOW = 1024
+# Messages of a stream awaiting their acks at once, and the most bytes of one message
+# (the server's max_payload, 1 MiB by default, less room for headers, caps it further).
+DEFAULT_WINDOW = 32
+DEFAULT_MESSAGE_BYTES = 128 << 10
+HEADER_ROOM = 4096
 DEFAULT_TIMEOUT_S = 5.0
 
 
@@ -92,6 +100,7 @@ class NatsRelay(Consumer):
         give_up_after: float | None = None,
         stop_on_failure: bool = False,
         window: int = DEFAULT_WINDOW,
+        message_bytes: int = DEFAULT_MESSAGE_BYTES,
         timeout: float = DEFAULT_TIMEOUT_S,
         backoff: Backoff | None = None,
         name: str | None = None,
@@ -103,6 +112,7 @@ class NatsRelay(Consumer):
         self.give_up_after = give_up_after
         self.stop_on_failure = stop_on_failure
         self.window = max(1, window)
+        self.message_bytes = max(1, message_bytes)
         self.timeout = timeout
         self.backoff = backoff or Backoff()
         self.failure: WaddleError | None = None
@@ -202,19 +212,18 @@ class NatsRelay(Consumer):
         return list(await asyncio.gather(*(self._publish(s, events) for s, events in work)))
 
     async def _publish(self, stream: str, events: list[Event]) -> bool:
-        """Publish ``events`` in windows, each retried until every event is acknowledged."""
+        """Publish ``events`` in windows, each retried until every message is acknowledged."""
         if not events:
             return True
         target = subject(self._project(stream), stream)
-        payloads = [encode(event)[:-1] for event in events]
+        lines = [encode(event) for event in events]
         start = 0
         attempt = 0
         while start < len(events):
             if self.stopping():
                 return False
-            end = start + self.window
             try:
-                await self._window(target, stream, events[start:end], payloads[start:end])
+                start = await self._window(target, stream, events, lines, start)
             except BrokerUnreachable as exc:
                 if not await self._wait_out(exc, attempt):
                     return False
@@ -223,21 +232,25 @@ class NatsRelay(Consumer):
             if self._outage_since is not None:
                 self._outage_since = None
                 logger.warning("waddle %s: the NATS server acknowledges again", self.name)
-            start, attempt = end, 0
+            attempt = 0
         return True
 
     async def _window(
-        self, target: str, stream: str, events: list[Event], payloads: list[bytes]
-    ) -> None:
-        """Publish one window without waiting for each ack in turn (``publish_async``);
-        ``BrokerUnreachable`` unless every one was acknowledged within ``timeout``."""
+        self, target: str, stream: str, events: list[Event], lines: list[bytes], start: int
+    ) -> int:
+        """Publish up to ``window`` messages from ``events[start]`` on without waiting for
+        each ack in turn (``publish_async``); where the next one starts, once every one
+        was acknowledged within ``timeout`` (``BrokerUnreachable`` otherwise)."""
         import nats.errors
 
         js = await self._jetstream()
+        limit = min(self.message_bytes, self._client.max_payload - HEADER_ROOM)
+        windows = pack(lines, start, limit, self.window)
         acks: list[asyncio.Future[Any]] = []
         try:
-            for event, payload in zip(events, payloads, strict=True):
-                headers = {MSG_ID: msg_id(stream, event["seq"])}
+            for first, end in windows:
+                headers = {MSG_ID: msg_id(stream, events[first]["seq"])}
+                payload = b"".join(lines[first:end])
                 acks.append(
                     await js.publish_async(
                         target, payload, wait_stall=self.timeout, headers=headers
@@ -256,6 +269,7 @@ class NatsRelay(Consumer):
         if failed or len(done) < len(acks):
             missing = len(acks) - len(done) + len(failed)
             raise BrokerUnreachable(f"{missing} of {len(acks)} publishes were not acknowledged")
+        return windows[-1][1]
 
     async def _jetstream(self) -> Any:
         """The JetStream context, connecting first if needed (a failure is transient)."""
