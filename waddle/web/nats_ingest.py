@@ -64,7 +64,8 @@ from waddle.web.settings import Settings
 
 logger = logging.getLogger("waddle.nats")
 
-DEFAULT_FETCH = 1024
+# Messages asked for at once: each is a window of up to 128 KiB (the relay's limit).
+DEFAULT_FETCH = 256
 # While messages flow a round takes what the server holds now; when it held nothing, the
 # next request waits up to this long for more (one request per wait while idle).
 FETCH_BUSY_S = 0.0
@@ -79,9 +80,10 @@ IN_PROGRESS_EVERY_S = 2.0
 # A stream kept waiting at a gap this many ack_waits is reported (once per gap): by then
 # no redelivery is bringing the seq it waits for.
 STALL_ACK_WAITS = 3
-# The most messages of one stream kept past its gap; later seqs are handed back, so that a
-# stream that waits cannot take every slot of the consumer's max_ack_pending.
-DEFAULT_HOLD = 4096
+# The most messages (windows) of one stream kept past its gap; later ones are handed back,
+# so that a stream that waits cannot take every slot of the consumer's max_ack_pending,
+# nor more than about 64 MiB of memory.
+DEFAULT_HOLD = 512
 
 
 @dataclass(slots=True)
