@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import orjson
 import pytest
 
 from waddle.consumers.registry import StateStore, destination_name
@@ -62,3 +69,124 @@ def test_a_name_per_destination_the_default_keeps_the_plain_one(
     assert name == "duckdb-" + hashlib.sha256(str(other.resolve()).encode()).hexdigest()[:8]
     assert is_valid_id(name) and destination_name("duckdb", other, default) == name
     assert destination_name("duckdb", tmp_path / "third.duckdb", default) not in ("duckdb", name)
+
+
+def journal_lines(root: Path, name: str) -> list[dict[str, object]]:
+    return [
+        orjson.loads(line)
+        for line in (root / "state" / f"{name}.journal").read_bytes().splitlines()
+    ]
+
+
+def test_a_publish_writes_only_the_offsets_that_changed(tmp_path: Path) -> None:
+    registry = StateStore(tmp_path)
+    offsets = {f"s{i}": Offset(0, 10 * i, i) for i in range(200)}
+    registry.publish("duckdb", offsets)
+    offsets = {**offsets, "s7": Offset(0, 500, 50), "new": Offset(0, 5, 0)}
+    del offsets["s3"]
+    registry.publish("duckdb", offsets)
+    registry.publish("duckdb", dict(offsets))  # nothing moved: an empty line
+    *_, moved, idle = journal_lines(tmp_path, "duckdb")
+    assert moved["offsets"] == {
+        "s7": Offset(0, 500, 50).to_json(),
+        "new": {**Offset(0, 5, 0).to_json()},
+        "s3": None,
+    }
+    assert idle["offsets"] == {}
+    assert StateStore(tmp_path).load("duckdb") == offsets
+    registry.settle("duckdb")  # a clean stop: the snapshot alone holds every offset
+    snapshot = json.loads((tmp_path / "state" / "duckdb.json").read_text())
+    assert {s: Offset.from_json(o) for s, o in snapshot["offsets"].items()} == offsets
+
+
+def test_a_torn_journal_line_and_a_stale_journal_are_not_read(tmp_path: Path) -> None:
+    registry = StateStore(tmp_path)
+    registry.publish("relay", {"a": Offset(0, 10, 1)})
+    registry.publish("relay", {"a": Offset(0, 20, 2)})
+    journal = tmp_path / "state" / "relay.journal"
+    whole = journal.read_bytes()
+    line = orjson.dumps({"updated_at": 1.0, "offsets": {"a": Offset(0, 30, 3).to_json()}})
+    for cut in (1, len(line) // 2, len(line)):  # killed mid-write: no newline yet
+        journal.write_bytes(whole + line[:cut])
+        assert StateStore(tmp_path).load("relay") == {"a": Offset(0, 20, 2)}
+    stale = whole.replace(b'{"journal":1}', b'{"journal":0}')
+    journal.write_bytes(stale + line + b"\n")  # left from before the snapshot
+    assert StateStore(tmp_path).load("relay") == {"a": Offset(0, 10, 1)}
+
+
+def test_a_snapshot_from_before_journals_is_read_and_replaced(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    old = {"name": "duckdb", "updated_at": 5.0, "offsets": {"a": Offset(1, 2, 3).to_json()}}
+    (state / "duckdb.json").write_bytes(orjson.dumps(old))
+    registry = StateStore(tmp_path)
+    assert registry.load("duckdb") == {"a": Offset(1, 2, 3)}
+    assert [r.updated_at for r in registry.registered()] == [5.0]
+    registry.publish("duckdb", {"a": Offset(1, 2, 3), "b": Offset(0, 4, 1)})
+    registry.publish("duckdb", {"a": Offset(1, 9, 4), "b": Offset(0, 4, 1)})
+    assert StateStore(tmp_path).load("duckdb") == {"a": Offset(1, 9, 4), "b": Offset(0, 4, 1)}
+
+
+def test_a_snapshot_another_store_wrote_is_not_continued_by_a_stale_journal(
+    tmp_path: Path,
+) -> None:
+    first, second = StateStore(tmp_path), StateStore(tmp_path)
+    first.publish("x", {"a": Offset(0, 1, 0)})
+    second.publish("x", {"a": Offset(0, 2, 1)})
+    first.publish("x", {"a": Offset(0, 3, 2)})
+    assert StateStore(tmp_path).load("x") == {"a": Offset(0, 3, 2)}
+    assert registry_files(tmp_path) == ["x.journal", "x.json"]
+
+
+def registry_files(root: Path) -> list[str]:
+    return sorted(p.name for p in (root / "state").iterdir())
+
+
+PUBLISHER = """
+import sys
+from waddle.consumers.registry import StateStore
+from waddle.eventlog.reader import Offset
+registry = StateStore(sys.argv[1])
+offsets = registry.load("p")
+step = offsets["all"].seq if offsets else 0
+while True:
+    step += 1
+    offsets = {**offsets, "all": Offset(0, step, step), f"s{step % 7}": Offset(0, step, step)}
+    if step % 11 == 0:
+        offsets.pop(f"s{step % 7}")
+    registry.publish("p", offsets)
+    print(step, flush=True)
+"""
+
+
+def consistent(offsets: dict[str, Offset]) -> bool:
+    """Whether ``offsets`` are those of one whole publish of ``PUBLISHER``."""
+    last = offsets["all"].seq
+    for lane in range(7):
+        steps = [s for s in range(1, last + 1) if s % 7 == lane]
+        kept = steps and steps[-1] % 11 != 0
+        expected = Offset(0, steps[-1], steps[-1]) if kept else None
+        if offsets.get(f"s{lane}") != expected:
+            return False
+    return True
+
+
+def test_offsets_survive_sigkill_at_any_moment_whole(tmp_path: Path) -> None:
+    """A publisher killed at random moments (mid-append, mid-snapshot) leaves the offsets
+    of one whole publish, never fewer than the last that returned, never a torn one."""
+    rng = random.Random(14)
+    for _ in range(6):
+        child = subprocess.Popen(
+            [sys.executable, "-c", PUBLISHER, str(tmp_path)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert child.stdout is not None
+        printed = int(child.stdout.readline())  # it has published at least once
+        time.sleep(rng.uniform(0.05, 0.6))
+        child.send_signal(signal.SIGKILL)
+        out, _ = child.communicate(timeout=30)
+        printed = max([printed, *map(int, out.split())])
+        offsets = StateStore(tmp_path).load("p")
+        assert offsets["all"].seq >= printed and consistent(offsets)
+    assert offsets["all"].seq > 1000  # the journal was folded into snapshots on the way

@@ -251,8 +251,11 @@ class _Loop:
                 if time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
                     commit(publish_now=False)
             commit()
+            if consumer.durable:
+                self.registry.settle(consumer.name)  # the snapshot alone holds them all
             return self.committed
         finally:
+            self.registry.release(consumer.name)
             consumer.close()
 
 
