@@ -53,6 +53,25 @@ def test_bytes_land_under_their_hash_once(tmp_path: Path, size: int) -> None:
     assert store.verify(ref.sha256) and not leftovers(store)
 
 
+def test_content_stored_lately_is_looked_for_not_written_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same table logged at every step: the store remembers the digest and finds the
+    blob with a stat instead of making a file that the link then refuses. What it
+    remembers is checked: a blob removed since (retention) is written again."""
+    store = BlobStore(tmp_path)
+    data = os.urandom(1000)
+    ref = store.put_bytes(data)
+    opened: list[str] = []
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda path, *a: opened.append(path) or real_open(path, *a))
+    assert [store.put_bytes(data) for _ in range(3)] == [ref] * 3
+    assert opened == []
+    store.path(ref.sha256).unlink()
+    assert store.put_bytes(data) == ref
+    assert store.verify(ref.sha256) and len(opened) == 1
+
+
 # A child that writes one blob and is SIGKILLed halfway through writing its bytes.
 KILLED_MID_WRITE = """
 import os, signal, sys

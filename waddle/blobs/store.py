@@ -60,6 +60,9 @@ _NO_LINK = frozenset(
 # Blobs larger than this look for a stored copy before writing: writing them twice
 # costs more than the look (small ones let the link find the copy)
 CHECK_FIRST = 1 << 16
+# How many digests a store remembers having stored: content it stored lately (the same
+# table logged every step) is looked for (one stat) before a file is made for it again
+REMEMBERED = 4096
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,7 @@ class BlobStore:
         self._tmp = f"{self.dir}/{TMP_NAME}"
         self._unnamed = _UNNAMED_OK
         self._fanned = False  # the fan-out folders are being made (or were)
+        self._stored: set[str] = set()  # digests put lately (at most REMEMBERED)
 
     def sync(self) -> None:
         """Make the blobs written without their own fsync durable (one ``os.sync``)."""
@@ -142,18 +146,24 @@ class BlobStore:
         """Store ``data``; a blob already stored is not written again.
 
         The producer's path for media: raw ``os`` calls, no existence check for small
-        blobs where an unnamed file is linked (the link itself finds a copy), folders made
-        only when missing, so that a small image costs about its encoding.
+        blobs where an unnamed file is linked (the link itself finds a copy) unless this
+        store put the same content lately (a table logged at every step: one stat, not
+        a file made and dropped), folders made only when missing, so that a small image
+        costs about its encoding.
         """
         digest = hashlib.sha256(data).hexdigest()
         final = f"{self.dir}/{digest[:2]}/{digest}"
         if not self._fanned:
             self._fanned = True
             threading.Thread(target=_fan_out, args=(self.dir,), daemon=True).start()
-        if (len(data) > CHECK_FIRST or not self._unnamed) and os.path.exists(final):
+        look = digest in self._stored or len(data) > CHECK_FIRST or not self._unnamed
+        if look and os.path.exists(final):  # a stat: a file made for nothing costs more
             return BlobRef(digest, len(data))
         if not (self._unnamed and self._link_unnamed(data, final)):
             self._put_renamed(data, digest, final)
+        if len(self._stored) >= REMEMBERED:
+            self._stored.clear()
+        self._stored.add(digest)
         return BlobRef(digest, len(data))
 
     def _link_unnamed(self, data: bytes, final: str) -> bool:

@@ -35,18 +35,22 @@ class Table(Media):
         if columns is None:
             columns = [f"Column_{i + 1}" for i in range(len(data[0]))] if data else []
         self.columns: list[str] = [str(name) for name in columns]
-        self.data: list[list[Any]] = []
-        for row in data or ():
-            self.add_data(*row)
+        self.data: list[list[Any]] = [list(row) for row in data or ()]
+        width = len(self.columns)
+        if any(size != width for size in set(map(len, self.data))):  # one check per width
+            self._check_width(next(row for row in self.data if len(row) != width))
 
     def add_data(self, *row: Any) -> None:
         """Append one row; UsageError when it does not have one cell per column."""
+        self._check_width(row)
+        self.data.append(list(row))
+
+    def _check_width(self, row: Sequence[Any]) -> None:
         if len(row) != len(self.columns):
             raise UsageError(
                 f"Table row has {len(row)} cells but the table has {len(self.columns)} "
                 f"columns ({', '.join(self.columns)})"
             )
-        self.data.append(list(row))
 
     def add_column(self, name: str, data: Sequence[Any]) -> None:
         """Append a column; UsageError when it does not have one cell per row."""
@@ -61,18 +65,24 @@ class Table(Media):
         return [row[index] for row in self.data]
 
     def to_value(self, store: BlobStore) -> dict[str, Any]:
-        rows = [
-            [cell.to_value(store) if isinstance(cell, Media) else cell for cell in row]
-            for row in self.data
-        ]
+        """The table's JSON as a blob. The rows go to orjson as they are: a media cell
+        (an image) reaches ``default``, which writes its blob and gives its typed value,
+        so a table without media costs no Python work per cell."""
+
+        def cell(value: Any) -> Any:
+            return value.to_value(store) if isinstance(value, Media) else _to_plain(value)
+
         try:
             body = orjson.dumps(
-                {"columns": self.columns, "data": rows},
-                default=_to_plain,
+                {"columns": self.columns, "data": self.data},
+                default=cell,
                 option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS,
             )
         except TypeError as exc:
-            raise EncodeError("Table", rows, f"a cell cannot be written as JSON ({exc})") from exc
+            if isinstance(exc.__cause__, OSError):  # a media cell's blob: I/O trouble
+                raise exc.__cause__ from None
+            reason = f"a cell cannot be written as JSON ({exc})"
+            raise EncodeError("Table", self.data, reason) from exc
         ref = store.put_bytes(body)
         return {
             "_type": "table",
