@@ -186,6 +186,7 @@ class DuckDBWriter(Consumer):
         if self._pause is None:
             self._pause = contextlib.ExitStack()
             self._pause.enter_context(collector.paused())
+        self._load_runs([self._run_of(batch) for batch in batches if batch.events])
         for batch in batches:
             before = self.taken.get(batch.stream, Offset())
             events = _open(self.fresh(batch))
@@ -282,19 +283,49 @@ class DuckDBWriter(Consumer):
     def _run_row(self, run_id: str) -> fold.RunRow:
         run = self._runs.get(run_id)
         if run is None:
-            run = fold.RunRow(run_id)
-            with self.cursor() as cursor:
-                found = queries.get_run(cursor, run_id)
-                if found is not None:
-                    for key, value in found.items():
-                        setattr(run, key, value)
-                    run.config, run.summary = run.config or {}, run.summary or {}
-                    run.context, run.tags = run.context or {}, list(run.tags or [])
-                    (run.lead_rank,) = cursor.execute(  # type: ignore[misc]  # min(): one row
-                        "SELECT min(rank) FROM streams WHERE run_id = ?", [run_id]
-                    ).fetchone()
-            self._runs[run_id] = run
+            self._load_runs([run_id])
+            run = self._runs[run_id]
         return run
+
+    def _run_of(self, batch: Batch) -> str:
+        """The run id that ``batch``'s stream belongs to (as ``_stream_row`` finds it)."""
+        row = self._streams.get(batch.stream)
+        if row is not None:
+            return row.run_id
+        first = batch.events[0]
+        run_id = first.get("run_id") if first.get("type") == "run" else None
+        return run_id if type(run_id) is str else run_id_of_stream(batch.stream)
+
+    def _load_runs(self, run_ids: list[str]) -> None:
+        """Cache the rows of ``run_ids`` not cached yet, as committed (new ones empty).
+
+        Two queries for all of them: a central host meets thousands of runs at once (its
+        start, a fleet starting), and two queries per run cost it seconds.
+        """
+        missing = [run_id for run_id in dict.fromkeys(run_ids) if run_id not in self._runs]
+        if not missing:
+            return
+        with self.cursor() as cursor:
+            found = queries.get_runs(cursor, missing)
+            leads = dict(
+                cursor.execute(
+                    "SELECT run_id, min(rank) FROM streams "
+                    "WHERE run_id IN (SELECT unnest(?::VARCHAR[])) GROUP BY run_id",
+                    [list(found)],
+                ).fetchall()
+                if found
+                else []
+            )
+        for run_id in missing:
+            run = fold.RunRow(run_id)
+            values = found.get(run_id)
+            if values is not None:
+                for key, value in values.items():
+                    setattr(run, key, value)
+                run.config, run.summary = run.config or {}, run.summary or {}
+                run.context, run.tags = run.context or {}, list(run.tags or [])
+                run.lead_rank = leads.get(run_id)
+            self._runs[run_id] = run
 
     def _ship(self) -> None:
         """Hand the rows gathered so far to the database thread (it inserts them now).
