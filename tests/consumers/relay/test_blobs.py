@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import orjson
 import pytest
 
 import waddle
@@ -32,7 +33,7 @@ from waddle.blobs.store import BlobStore
 from waddle.consumers.base import run_consumer
 from waddle.consumers.relay import blobs as relay_blobs
 from waddle.consumers.relay.consumer import RelayConsumer
-from waddle.paths import blobs_dir
+from waddle.paths import blobs_dir, log_dir
 
 TOKEN = "blob-relay-token"
 # Real runs logging images, lists of images, histograms, tables with image cells and a
@@ -237,3 +238,29 @@ def test_an_artifact_version_brings_its_manifest_and_files(tmp_path: Path, host:
     files = {hashlib.sha256(p.read_bytes()).hexdigest() for p in data.iterdir()}
     assert files < set(local)  # the files, and the manifest naming them
     assert blob_set(host.root) == local
+
+
+def test_a_blob_named_through_an_escaped_key_is_still_sent(tmp_path: Path, host: Server) -> None:
+    # Lines without the word "sha256" skip the walk for blobs; a key spelled with \u
+    # escapes names a blob all the same, so such lines are walked.
+    root = tmp_path / "machine"
+    value = image_value(BlobStore(root), b"\x89PNG\r\n\x1a\nescaped")
+    write_stream(root, "escaped", [])
+    line = orjson.dumps({"seq": 1, "ts": 1.0, "type": "metrics", "step": 0, "data": {"img": value}})
+    line = line.replace(b'"sha256"', b'"sha\\u0032\\u00356"')
+    assert b"sha256" not in line and orjson.loads(line)["data"]["img"] == value
+    (segment,) = (log_dir(root) / "escaped").glob("*.ndjson")
+    with open(segment, "ab") as handle:
+        handle.write(line + b"\n")
+    relay = relay_once(root, host.url)
+    assert not relay.parked and relay.failure is None
+    assert set(blob_set(host.root)) == {value["sha256"]}
+    assert relayed(root, host.url) == {"escaped": 1}
+
+
+def test_only_lines_that_may_name_a_blob_are_walked() -> None:
+    plain = b'{"seq":3,"ts":1.0,"type":"metrics","step":2,"data":{"loss":0.5}}\n'
+    named = plain.replace(b'{"loss":0.5}', b'{"img":{"_type":"image","sha256":"ab"}}')
+    assert not relay_blobs.may_name_blobs(plain * 3)
+    assert relay_blobs.may_name_blobs(plain + named)
+    assert relay_blobs.may_name_blobs(plain.replace(b"loss", b"\\u006coss"))
