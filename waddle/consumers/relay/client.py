@@ -176,7 +176,10 @@ class IngestClient(KeepAlive):
         Raises as ``post`` does for the request as a whole (``HostDenied`` with status
         404 or 405: the host has no ``/ingest/batch``).
         """
-        body = b"".join(part_header(stream, count) + lines for stream, count, lines in parts)
+        chunks: list[bytes] = []
+        for stream, count, lines in parts:
+            chunks += (part_header(stream, count), lines)  # one copy of the lines, in join
+        body = b"".join(chunks)
         status, payload = self._request("/ingest/batch", body)
         answer = _json(payload)
         entries = answer.get("streams") if status == 200 else None
