@@ -130,6 +130,7 @@ def relay_cost(root: Path, rounds: int = 3) -> dict[str, float]:
     from waddle.eventlog.record import encode
 
     timings: dict[str, list[float]] = {"read": [], "as held": [], "encoded": []}
+    logs = str(root / "log")
     for _ in range(rounds):
         reader, spent, events = LogReader(root), dict.fromkeys(timings, 0.0), 0
         for stream in reader.streams():
@@ -141,7 +142,7 @@ def relay_cost(root: Path, rounds: int = 3) -> dict[str, float]:
                 if not batch.events:
                     break
                 began = time.process_time()
-                gzip.compress(log_lines(root, batch, offset, batch.events) or b"", 1, mtime=0)
+                gzip.compress(log_lines(logs, batch, offset, batch.events) or b"", 1, mtime=0)
                 spent["as held"] += time.process_time() - began
                 began = time.process_time()
                 gzip.compress(b"".join(map(encode, batch.events)), 1, mtime=0)
@@ -153,9 +154,71 @@ def relay_cost(root: Path, rounds: int = 3) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in timings.items()}
 
 
+def child_rounds(root: Path, url: str, streams: int, rounds: int, events: int) -> dict[str, float]:
+    """The relay's CPU per live stream per round, in this process, to a host in another:
+    ``streams`` streams each grow by ``events`` metric events before each of ``rounds``
+    rounds (written outside the clock); a round reads each stream once (``read``), then
+    the relay packs, sends and commits it (``relay``: its sending threads included)."""
+    from waddle.consumers.relay.consumer import RelayConsumer
+    from waddle.eventlog.reader import LogReader, Offset
+    from waddle.eventlog.segment import log_dir
+    from waddle.eventlog.writer import StreamWriter
+
+    names = [f"live{i:05d}" for i in range(streams)]
+    writers = [StreamWriter(log_dir(root) / name) for name in names]
+    for name, writer in zip(names, writers, strict=True):
+        writer.append("run", {"run_id": name, "project": FLEET_PROJECT, "name": "p",
+                              "config": {}, "tags": [], "notes": None, "group": None,
+                              "job_type": None, "context": {"host": "bench"}})  # fmt: skip
+    relay, reader = RelayConsumer(root, url, linger=0), LogReader(root)
+    relay.start({})
+    offsets = dict.fromkeys(names, Offset())
+    spent = {"read": 0.0, "relay": 0.0}
+    for index in range(rounds + 1):
+        for step, writer in enumerate(writers * events):
+            writer.append("metrics", {"step": index * events + step // streams,
+                                      "data": {"loss": 0.5, "acc": 0.5, "lr": 1e-3,
+                                               "grad_norm": 1.0}})  # fmt: skip
+        began = time.process_time()
+        batches = [reader.read(name, offsets[name]) for name in names]
+        read = time.process_time()
+        relay.handle(batches)
+        committed = relay.commit()
+        if index:  # the first round creates the runs on the host: not a live round
+            spent["read"] += read - began
+            spent["relay"] += time.process_time() - read
+        offsets = {name: committed[name] for name in names}
+    relay.close()
+    for writer in writers:
+        writer.close()
+    assert relay.failure is None and not relay.parked, (relay.failure, relay.parked)
+    per = streams * rounds
+    return {"read_us": spent["read"] / per * 1e6, "relay_us": spent["relay"] / per * 1e6}
+
+
+def round_cost(
+    scratch: Path, streams: int, rounds: int, events: int, baseline: Path | None
+) -> dict[str, dict[str, float]]:
+    """``child_rounds`` against a fresh ``waddle serve``, for this version and, with
+    ``baseline``, for that one too (one after the other, each in a fresh process)."""
+    results: dict[str, dict[str, float]] = {}
+    versions = {"this": None, "baseline": baseline} if baseline else {"this": None}
+    for label, version in versions.items():
+        host, url = start_host(scratch / f"rounds-host-{label}")
+        try:
+            args = [str(scratch / f"rounds-{label}"), url, str(streams), str(rounds)]
+            results[label] = child("rounds", *args, str(events), version=version)
+        finally:
+            host.terminate()
+            host.wait(60)
+            if host.stdout is not None:
+                host.stdout.close()
+    return results
+
+
 def start_host(root: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
     command = [sys.executable, "-m", "waddle", "serve", "--dir", str(root), *extra]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WADDLE_")}
+    env = {k: v for k, v in versioned(None).items() if not k.startswith("WADDLE_")}
     env["PYTHONUNBUFFERED"] = "1"
     proc = subprocess.Popen(
         [*command, "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env
@@ -167,11 +230,24 @@ def start_host(root: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("waddle serve printed no URL")
 
 
-def child(*args: str) -> dict[str, float]:
+def child(*args: str, version: Path | None = None) -> dict[str, float]:
+    """Run ``--child ARGS`` in a fresh process; ``version``: a folder holding the ``waddle``
+    package to import instead of this one."""
     out = subprocess.run(
-        [sys.executable, __file__, "--child", *args], check=True, capture_output=True, text=True
+        [sys.executable, __file__, "--child", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=versioned(version),
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def versioned(version: Path | None) -> dict[str, str]:
+    """The environment of a child that imports ``waddle`` from ``version`` (else from here)."""
+    path = [str(version)] if version else []
+    path += [str(HERE.parent), os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))}
 
 
 def one_round(root: Path, scratch: Path, index: int) -> dict[str, dict[str, float]]:
@@ -274,12 +350,15 @@ def fan_in(
     host, url = start_host(host_root, *host_args)
     schedule = scratch / "began.json"
     args = [str(root), str(streams), str(rate), str(warmup + seconds), str(schedule)]
-    generator = subprocess.Popen([sys.executable, __file__, "--child", "generate", *args])
+    generator = subprocess.Popen(
+        [sys.executable, __file__, "--child", "generate", *args], env=versioned(None)
+    )
     while not (log_dir_of(root)).is_dir():
         time.sleep(0.05)
     relay = subprocess.Popen(
         [sys.executable, "-m", "waddle", "relay", url, "--dir", str(root)],
         stderr=subprocess.DEVNULL,
+        env=versioned(None),
     )
     procs = {"host": host, "relay": relay, "generator": generator}
     if baseline is not None:
@@ -287,7 +366,8 @@ def fan_in(
         procs["baseline"] = subprocess.Popen(
             [sys.executable, "-m", "waddle", "relay", other, "--dir", str(root)],
             stderr=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONPATH": str(baseline)},
+            env=versioned(baseline),
+            cwd=baseline,  # ``-m`` puts the working folder first on the path
         )
     seen: dict[str, list[tuple[float, int]]] = {}
 
@@ -366,6 +446,13 @@ def main() -> int:
         help="with --fan-in: a folder holding another version's waddle package (e.g. from "
         "`git archive REV waddle | tar -x -C DIR`), relayed beside this one: CPU side by side",
     )
+    parser.add_argument(
+        "--round-cost",
+        type=int,
+        metavar="STREAMS",
+        help="the relay's CPU per live stream per round (--rate events each), in one process",
+    )
+    parser.add_argument("--live-rounds", type=int, default=20, help="rounds for --round-cost")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -376,9 +463,19 @@ def main() -> int:
             return 0
         if kind == "floor":
             result = child_floor(Path(rest[0]), Path(rest[1]))
+        elif kind == "rounds":
+            root, url, streams, rounds, events = rest
+            result = child_rounds(Path(root), url, int(streams), int(rounds), int(events))
         else:
             result = child_relay(Path(rest[0]), rest[1], Path(rest[2]), int(rest[3]))
         print(json.dumps(result))
+        return 0
+    if args.round_cost:
+        with tempfile.TemporaryDirectory(prefix="waddle-bench-rounds-") as tmp:
+            costs = round_cost(
+                Path(tmp), args.round_cost, args.live_rounds, int(args.rate), args.baseline
+            )
+        report_round_cost(costs, args.round_cost, int(args.rate))
         return 0
     if args.fan_in:
         with tempfile.TemporaryDirectory(prefix="waddle-bench-fanin-") as tmp:
@@ -445,6 +542,23 @@ def report_fan_in(result: dict[str, float]) -> None:
         )
     met = result["p99_s"] <= TARGET_P99_S and result["missing"] == 0
     print(f"\ntarget p99 <= {TARGET_P99_S:g} s, nothing missing: {'met' if met else 'NOT met'}")
+
+
+def report_round_cost(costs: dict[str, dict[str, float]], streams: int, events: int) -> None:
+    print(
+        f"CPU per live stream per round ({streams:,} streams, {events} events each a round; "
+        f"load average {os.getloadavg()[0]:.2f}):\n\n| relay | reading | packing, sending, "
+        "committing | together |\n|---|---:|---:|---:|"
+    )
+    for label, cost in costs.items():
+        together = cost["read_us"] + cost["relay_us"]
+        print(
+            f"| {label} | {cost['read_us']:.0f} us | {cost['relay_us']:.0f} us "
+            f"| {together:.0f} us |"
+        )
+    if "baseline" in costs:
+        ratio = costs["baseline"]["relay_us"] / max(costs["this"]["relay_us"], 1e-9)
+        print(f"\npacking, sending, committing: {ratio:.2f}x less than the baseline")
 
 
 def report(rounds: list[dict[str, dict[str, float]]], events: int) -> None:
