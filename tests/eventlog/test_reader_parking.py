@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from tests.helpers import eventually
-from waddle.eventlog import watch
+from waddle.eventlog import parking, watch
+from waddle.eventlog.parking import Parking
 from waddle.eventlog.reader import Batch, LogReader, Offset
 from waddle.eventlog.writer import StreamWriter
 
@@ -179,3 +180,44 @@ def test_a_poll_of_its_own_reads_every_stream(tmp_path: Path) -> None:
     for _ in range(3):
         assert reader.poll(offsets) == []
     assert reader.reads["done"] == 4
+
+
+class FrozenClock:
+    """``time`` for ``waddle.eventlog.parking`` with a monotonic clock that moves on demand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return time.time()
+
+
+def test_a_recent_log_folder_is_listed_again_rarely_and_still_shows_every_stream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new stream makes the log folder's mtime recent: later rounds do not list it
+    again each time (10,000 streams made that a cost of every round for 2 s), yet a
+    second stream created in the same clock tick (the mtime unchanged) is found."""
+    log = tmp_path / "log"
+    write(tmp_path, "done", 2)
+    clock = FrozenClock()
+    monkeypatch.setattr(parking, "time", clock)
+    listings: list[str] = []
+    listdir = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda path=".": listings.append(str(path)) or listdir(path))
+    rounds = Parking(LogReader(tmp_path, notify=False))
+    assert rounds.due() == ["done"]
+    write(tmp_path, "fresh", 1)
+    assert rounds.due() == ["done", "fresh"]
+    tick = os.stat(log).st_mtime_ns
+    for _ in range(20):
+        rounds.due()
+    (log / "same-tick").mkdir()
+    os.utime(log, ns=(tick, tick))
+    assert "same-tick" not in rounds.due()
+    clock.now += parking._RACY_RELIST_S
+    assert rounds.due() == ["done", "fresh", "same-tick"]
+    assert listings.count(str(log)) == 3

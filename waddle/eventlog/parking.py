@@ -15,8 +15,11 @@ Two kinds of streams are not read every round:
   otherwise only once per ``hint_check`` seconds, in turn: the rare check that finds an
   event whose hint went missing. The first round of ``follow`` reads every stream.
 
-The log folder is listed only when its mtime moves, while it is recent, or every
-``_RELIST_S`` seconds.
+The log folder is listed when its mtime moves, every ``_RACY_RELIST_S`` seconds while
+the last listing was taken within ``_RACY_S`` of that mtime (a second stream created in
+the same clock tick leaves the mtime as it was), and every ``_RELIST_S`` seconds. A
+listing costs one ``listdir``; the present streams are rebuilt only when it differs
+from the one before, so a log of 10,000 finished runs pays little for a new one.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import TYPE_CHECKING
 from waddle.eventlog.seek import event_before
 from waddle.eventlog.segment import segment_name
 from waddle.eventlog.watch import Watcher
+from waddle.ids import is_valid_id
 
 if TYPE_CHECKING:
     from waddle.eventlog.reader import Batch, LogReader, Offset
@@ -40,6 +44,7 @@ PARK_CHECK_NOTIFIED_S = 60.0
 HINT_CHECK_S = 10.0
 _RELIST_S = 30.0
 _RACY_S = 2.0
+_RACY_RELIST_S = 0.25
 
 _Stamp = tuple[int, int, int, int, int]
 
@@ -107,6 +112,8 @@ class Parking:
         self.present: set[str] = set()
         self.listed_key: tuple[int, int] | None = None
         self.listed_at = -math.inf
+        self.listed_racy = False
+        self.names: set[str] = set()
         self.awake: list[str] | None = None
         self.hints = reader.hints
         self.sweep = _Turns()
@@ -236,21 +243,32 @@ class Parking:
             folder = os.stat(self.log_dir)
         except FileNotFoundError:
             self.listed, self.present, self.listed_key, self.awake = [], set(), None, None
+            self.names = set()
             return
         key = (folder.st_ino, folder.st_mtime_ns)
         now = time.monotonic()
-        recent = time.time() - folder.st_mtime < _RACY_S
-        if not (force or recent or key != self.listed_key or now - self.listed_at > _RELIST_S):
+        racy = self.listed_racy and now - self.listed_at >= _RACY_RELIST_S
+        if not (force or racy or key != self.listed_key or now - self.listed_at > _RELIST_S):
             return
-        self.listed, self.listed_key, self.listed_at = self.reader.streams(), key, now
-        present = set(self.listed)
+        self.listed_key, self.listed_at = key, now
+        self.listed_racy = time.time() - folder.st_mtime < _RACY_S
+        try:
+            names = set(os.listdir(self.log_dir))
+        except FileNotFoundError:
+            names = set()
+        if names != self.names:
+            self._moved(names)
+
+    def _moved(self, names: set[str]) -> None:
+        """Take a listing that differs from the last: what came and went, nothing else."""
+        came = [n for n in names - self.names if is_valid_id(n) and os.path.isdir(self.log_dir / n)]
+        gone = self.present - names
+        self.names = names
+        self.present = (self.present - gone).union(came)
+        self.listed = sorted(self.present)
         if self.pending is not None:  # a new stream is read once, hinted or not
-            self.pending |= present - self.present
-        self.present = present
-        for stream in [s for s in self.parked if s not in present]:
-            del self.parked[stream]
-        for stream in [s for s in self.last if s not in present]:
-            del self.last[stream]
-        if self.pending is not None:
-            self.pending &= present
+            self.pending = (self.pending - gone).union(came)
+        for stream in gone:
+            self.parked.pop(stream, None)
+            self.last.pop(stream, None)
         self.awake = None
