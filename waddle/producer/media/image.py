@@ -97,17 +97,20 @@ def as_pixels(data: Any) -> np.ndarray:
     import numpy as np  # here: `import waddle` does not load numpy
 
     chw = False
-    if type(data).__module__.startswith("PIL."):
-        if data.mode not in _PIL_MODES_KEPT:
-            data = data.convert("RGBA" if "A" in data.getbands() else "RGB")
-        data = np.asarray(data)
-    elif hasattr(data, "detach") and hasattr(data, "cpu"):  # a torch tensor
-        data = data.detach().cpu().numpy()
-        chw = True
-    try:
-        array = np.asarray(data)
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"Image() cannot read {type(data).__qualname__} as pixels") from exc
+    if type(data) is np.ndarray:  # the common case: none of the probes below
+        array = data
+    else:
+        if type(data).__module__.startswith("PIL."):
+            if data.mode not in _PIL_MODES_KEPT:
+                data = data.convert("RGBA" if "A" in data.getbands() else "RGB")
+            data = np.asarray(data)
+        elif hasattr(data, "detach") and hasattr(data, "cpu"):  # a torch tensor
+            data = data.detach().cpu().numpy()
+            chw = True
+        try:
+            array = np.asarray(data)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"Image() cannot read {type(data).__qualname__} as pixels") from exc
     if array.ndim == 3 and array.shape[-1] not in _CHANNELS and array.shape[0] in _CHANNELS:
         chw = True
     if array.ndim == 3 and chw:
