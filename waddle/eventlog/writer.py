@@ -131,6 +131,7 @@ class StreamWriter:
         segments = list_segments(self.stream_dir) if resume else []
         first = segments[-1] if segments else self.next_seq
         self._fd = os.open(self.stream_dir / segment_name(first), _OPEN_FLAGS, 0o644)
+        self._segment = first
         self._size = os.fstat(self._fd).st_size
         self._checked_seq = self.next_seq
         self._set_limit()
@@ -317,7 +318,14 @@ class StreamWriter:
         self.synced_seq = self.next_seq - 1
         self._close_fd()
         self._fd = os.open(self.stream_dir / segment_name(self.next_seq), _OPEN_FLAGS, 0o644)
+        self._segment = self.next_seq
         self._size = 0
+
+    @property
+    def end(self) -> tuple[int, int]:
+        """Where the next line goes: the active segment (its first seq) and its size (a
+        reader's offset after the last line written, for ``/ingest``'s hand-off)."""
+        return self._segment, self._size
 
     def count_dropped(self, cause: str, n: int = 1) -> None:
         """Count ``n`` things lost to I/O trouble outside the log (a blob the disk refused):

@@ -5,7 +5,8 @@ own, each through the one run loop (``waddle.consumers.base``): the DuckDB write
 the tables the read endpoints query, and the live broadcaster feeds ``/ws``. ``/ingest``
 is a producer into the same log, so what relays send reaches both like local runs do;
 it tells them which streams it grew (``Hints``), so they read a relayed stream when it
-grew rather than every poll.
+grew rather than every poll, and hands the DuckDB writer the events it wrote
+(``Handoff``), so that it does not parse them again.
 On shutdown the ingest writers close (fsync, locks released), then each consumer stops
 after its current round with its offsets committed.
 """
@@ -29,6 +30,7 @@ from starlette.routing import Route, WebSocketRoute
 
 from waddle.consumers.base import ConsumerThread
 from waddle.consumers.broadcast import Broadcaster
+from waddle.consumers.duckdb.handoff import Handoff, HandoffReader
 from waddle.consumers.duckdb.writer import DuckDBWriter
 from waddle.consumers.relay.consumer import RelayConsumer
 from waddle.errors import StoreError, UsageError
@@ -105,13 +107,16 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     state.reader = LogReader(settings.root)
     # /ingest tells the consumers which streams it grew: they need not poll those.
     hints = Hints()
-    state.ingest_log = IngestLog(settings.root, hints=hints)
+    # ... and hands the events it wrote to the DuckDB writer, which then need not parse
+    # the same lines again (it reads the log whenever a hand-off is missing).
+    handoff = Handoff()
+    state.ingest_log = IngestLog(settings.root, hints=hints, handoff=handoff)
     writer = DuckDBWriter(settings.root, settings.database)
     writing = ConsumerThread(
         writer,
         settings.root,
         interval=settings.poll_interval,
-        reader=LogReader(settings.root, hints=hints.subscribe()),
+        reader=HandoffReader(settings.root, hints=hints.subscribe(), handoff=handoff),
     )
     state.broadcaster = Broadcaster(settings.root)
     state.broadcaster.hub.attach(asyncio.get_running_loop())

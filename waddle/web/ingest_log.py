@@ -37,6 +37,7 @@ from typing import Any, cast
 
 import orjson
 
+from waddle.consumers.duckdb.handoff import Handoff
 from waddle.errors import (
     IngestClosed,
     IngestError,
@@ -47,6 +48,7 @@ from waddle.errors import (
     WriteFailed,
 )
 from waddle.event_types import Event
+from waddle.eventlog.reader import Offset
 from waddle.eventlog.segment import list_segments, log_dir, segment_name
 from waddle.eventlog.watch import Hints
 from waddle.eventlog.writer import StreamWriter
@@ -82,13 +84,21 @@ class IngestLog:
     """Appends already-validated events with consecutive seqs to ``<root>/log``."""
 
     def __init__(
-        self, root: Path, *, max_open: int | None = None, hints: Hints | None = None
+        self,
+        root: Path,
+        *,
+        max_open: int | None = None,
+        hints: Hints | None = None,
+        handoff: Handoff | None = None,
     ) -> None:
         """``max_open``: writers kept open (default: what the descriptor limit allows);
-        ``hints``: told which streams this log opened, closed and grew."""
+        ``hints``: told which streams this log opened, closed and grew; ``handoff``:
+        given each part's new events once they are durable (the host's DuckDB writer
+        takes them instead of parsing the same lines again)."""
         self.log_dir = log_dir(root)
         self.max_open = default_max_open() if max_open is None else max_open
         self.hints = hints
+        self.handoff = handoff
         self._writers: OrderedDict[str, StreamWriter] = OrderedDict()
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -140,11 +150,28 @@ class IngestLog:
                 outcome = cast("Outcome", results[index])
                 if writer in failed:  # not acknowledged: the sender resends them
                     results[index] = WriteFailed(outcome.stream, writer.synced_seq, "fsync failed")
-                elif outcome.written and parts[index][1][-1]["type"] == "finish":
+                if not outcome.written:
+                    continue
+                if self.handoff is not None:
+                    self._hand_off(writer, outcome, parts[index], writer in failed)
+                if parts[index][1][-1]["type"] == "finish" and writer not in failed:
                     self._close_writer(outcome.stream)  # its descriptors serve live runs better
         if self.hints is not None and grown:
             self.hints.grew(grown)
         return results
+
+    def _hand_off(self, writer: StreamWriter, outcome: Outcome, part: Part, failed: bool) -> None:
+        """Give ``handoff`` the events ``outcome`` wrote, with their offsets in the log;
+        lines it cannot take as they are (not NDJSON, a non-finite value, which a reader
+        of the log turns back into a float; unsynced) as a gap to read from the log."""
+        assert self.handoff is not None
+        _, events, texts = part
+        fresh, lines = events[outcome.duplicates :], (texts or [])[outcome.duplicates :]
+        segment, position = writer.end
+        size = sum(map(len, lines)) + len(lines)
+        start = Offset(segment, position - size, fresh[0]["seq"] - 1)
+        given = None if failed or not lines or _non_finite(lines) else fresh
+        self.handoff.give(outcome.stream, start, Offset(segment, position, outcome.seq), given)
 
     def _write(
         self, stream: str, events: Sequence[Event], texts: list[bytes] | None
@@ -234,6 +261,8 @@ class IngestLog:
             writer = self._writers.pop(stream, None)
         if self.hints is not None:
             self.hints.uncover(stream)
+        if self.handoff is not None:
+            self.handoff.forget(stream)
         if writer is not None:
             writer.close()
 
@@ -312,6 +341,12 @@ def _syncfs(directory: int | None) -> bool:
     """Whether ``syncfs`` flushed the filesystem of the open ``directory`` without an
     error (False: do it by file)."""
     return _SYNCFS is not None and directory is not None and _SYNCFS(directory) == 0
+
+
+def _non_finite(lines: list[bytes]) -> bool:
+    """Whether ``lines`` may spell a non-finite number (``"NaN"``, ``"Infinity"``)."""
+    text = b"".join(lines)
+    return text.find(b'NaN"') >= 0 or text.find(b'Infinity"') >= 0
 
 
 def _append(

@@ -1,0 +1,141 @@
+"""``/ingest``'s hand-off to the DuckDB writer: the tables and offsets it commits are the
+ones reading the log gives, whatever hand-offs are lost, stale or out of line."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.consumers.logs import read_tables
+from tests.web.events import finish_event, metrics_event, run_event
+from waddle.consumers.base import run_consumer
+from waddle.consumers.duckdb.handoff import Handoff, HandoffReader
+from waddle.consumers.duckdb.writer import DuckDBWriter
+from waddle.eventlog import reader as reader_module
+from waddle.eventlog.reader import Offset
+from waddle.web.ingest import check_lines, numbered_lines
+from waddle.web.ingest_log import IngestLog
+
+STREAMS = ("h1", "h2", "h3")
+ROUNDS = 6
+
+
+def rounds() -> list[list[tuple[str, list[dict[str, Any]]]]]:
+    """Each round: every stream's next events (a run event first, a finish last)."""
+    made = []
+    for index in range(ROUNDS):
+        parts = []
+        for stream in STREAMS:
+            first = 1 + index * 5
+            events: list[dict[str, Any]] = [run_event(stream)] if index == 0 else []
+            events += [metrics_event(seq) for seq in range(first, first + 5)]
+            if stream == "h2" and index == 2:
+                events[-1]["data"] = {"loss": "NaN"}  # as the log spells a NaN
+            if index == ROUNDS - 1:
+                events.append(finish_event(first + 5))
+            parts.append((stream, events))
+        made.append(parts)
+    return made
+
+
+def ingest(log: IngestLog, parts: list[tuple[str, list[dict[str, Any]]]]) -> None:
+    """Check and write the parts as ``/ingest/batch`` does (NDJSON lines as received)."""
+    checked = []
+    for stream, events in parts:
+        body = b"".join(orjson.dumps(event) + b"\n" for event in events)
+        values, lines = check_lines(stream, numbered_lines(body), text=body)
+        checked.append((stream, values, lines))
+    log.append_parts(checked)
+
+
+def lose_none(calls: int) -> bool:
+    return False
+
+
+def lose_every_other(calls: int) -> bool:
+    return calls % 2 == 1
+
+
+def lose_all(calls: int) -> bool:
+    return True
+
+
+@pytest.mark.parametrize("lose", [lose_none, lose_every_other, lose_all])
+@pytest.mark.parametrize("max_events", [1 << 18, 8])
+def test_the_writer_commits_what_reading_the_log_commits(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    lose: Callable[[int], bool],
+    max_events: int,
+) -> None:
+    """Rounds of ingest, each followed by a writer round or not (hand-offs merged, or
+    stale once the log was read past them); some hand-offs lost, or more than the limit
+    held. The tables and offsets equal a writer's that only read the log."""
+    root = tmp_path / "host"
+    handoff = Handoff(max_events=max_events)
+    give = handoff.give
+    calls = [0]
+
+    def giving(stream: str, start: Offset, end: Offset, events: Any) -> None:
+        calls[0] += 1
+        give(stream, start, end, None if lose(calls[0]) else events)
+
+    monkeypatch.setattr(handoff, "give", giving)
+    decoded: list[bytes] = []
+    decode = reader_module.decode
+    monkeypatch.setattr(reader_module, "decode", lambda *a: decoded.append(a[0]) or decode(*a))
+    log = IngestLog(root, handoff=handoff)
+    writer = DuckDBWriter(root, root / "handed.duckdb", snapshot_interval=0)
+    writer.start({})
+    reader = HandoffReader(root, handoff=handoff)
+    try:
+        for index, parts in enumerate(rounds()):
+            ingest(log, parts)
+            if index % 3 != 1:  # every third round the writer waits: hand-offs pile up
+                writer.handle(reader.poll(writer.taken))
+                writer.commit()
+        while batches := reader.poll(writer.taken):
+            writer.handle(batches)
+        writer.commit()
+    finally:
+        writer.close()
+        log.close()
+    monkeypatch.setattr(reader_module, "decode", decode)
+    reference = root / "read.duckdb"
+    run_consumer(
+        DuckDBWriter(root, reference, snapshot_interval=0), root, threading.Event(), once=True
+    )
+    assert read_tables(root / "handed.duckdb") == read_tables(reference)
+    parsed = sum(chunk.count(b"\n") for chunk in decoded)  # events read from the log
+    total = sum(len(events) for parts in rounds() for _, events in parts)
+    if lose is lose_all:
+        assert parsed == total
+    elif lose is lose_none and max_events > 8:
+        # From the log: the part with a NaN, and what a finish left (its writer closed).
+        assert parsed < total / 2
+
+
+def test_a_hand_off_serves_only_the_offset_it_continues() -> None:
+    handoff = Handoff(max_events=4)
+    first, second = [metrics_event(1)], [metrics_event(2)]
+    handoff.give("s", Offset(0, 10, 0), Offset(0, 20, 1), first)
+    handoff.give("s", Offset(0, 20, 1), Offset(0, 30, 2), second)
+    assert handoff.take("s", Offset(0, 0, -1)) is None  # a gap before it: read the log
+    batch = handoff.take("s", Offset(0, 10, 0))
+    assert batch is not None
+    assert (batch.events, batch.offset, batch.drained) == (first + second, Offset(0, 30, 2), True)
+    assert handoff.take("s", Offset(0, 30, 2)) is None  # taken: nothing twice
+    handoff.give("s", Offset(0, 30, 2), Offset(0, 40, 3), [metrics_event(3)])
+    handoff.give("s", Offset(0, 40, 3), Offset(0, 50, 4), None)  # written, not handed off
+    batch = handoff.take("s", Offset(0, 30, 2))
+    assert batch is not None and batch.offset == Offset(0, 40, 3)
+    assert not batch.drained  # the log holds more: the reader comes back for it
+    handoff.give("s", Offset(0, 50, 4), Offset(0, 60, 5), [metrics_event(5)])
+    assert handoff.take("s", Offset(0, 60, 5)) is None  # read from the log already: stale
+    handoff.give("s", Offset(1, 0, 5), Offset(1, 60, 10), [metrics_event(n) for n in range(6, 11)])
+    assert handoff.take("s", Offset(1, 0, 5)) is None  # past the limit: not held
