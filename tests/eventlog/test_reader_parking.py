@@ -182,6 +182,48 @@ def test_a_poll_of_its_own_reads_every_stream(tmp_path: Path) -> None:
     assert reader.reads["done"] == 4
 
 
+def open_segments(root: Path) -> set[str]:
+    """The streams of which this process holds a segment open."""
+    log = str(root / "log")
+    held = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith(log) and target.endswith(".ndjson"):
+            held.add(Path(target).parent.name)
+    return held
+
+
+def test_follow_keeps_a_live_segment_open_until_the_stream_is_parked(
+    tmp_path: Path, tail_of: Any
+) -> None:
+    """A stream read every round is read through a descriptor kept open (no open and
+    close per round); a parked stream, and every stream once ``follow`` ends, holds none."""
+    _, tail = started(tmp_path, tail_of, "polling")
+    eventually(lambda: open_segments(tmp_path) == {"live"}, timeout=10, what="live kept open")
+    write(tmp_path, "live", 2)
+    eventually(lambda: tail.types("live")[-1:] == ["finish"], timeout=10, what="its finish")
+    eventually(lambda: open_segments(tmp_path) == set(), timeout=10, what="live closed")
+    write(tmp_path, "other", 3, finish=False)
+    eventually(lambda: open_segments(tmp_path) == {"other"}, timeout=10, what="other open")
+    tail.stop.set()
+    tail.thread.join(10)
+    assert open_segments(tmp_path) == set()
+
+
+def test_a_live_stream_created_again_is_not_read_through_the_old_descriptor(
+    tmp_path: Path, tail_of: Any
+) -> None:
+    _, tail = started(tmp_path, tail_of, "polling")
+    eventually(lambda: open_segments(tmp_path) == {"live"}, timeout=10, what="live kept open")
+    shutil.rmtree(tmp_path / "log" / "live")
+    write(tmp_path, "live", 2, finish=False)
+    eventually(lambda: tail.restarted == ["live"], timeout=10, what="the new epoch")
+    eventually(lambda: tail.seqs("live") == [0, 1], timeout=10, what="its events")
+
+
 class FrozenClock:
     """``time`` for ``waddle.eventlog.parking`` with a monotonic clock that moves on demand."""
 

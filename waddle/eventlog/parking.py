@@ -32,7 +32,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from waddle.eventlog.seek import event_before
-from waddle.eventlog.segment import segment_name
+from waddle.eventlog.segment import OpenSegments, segment_name
 from waddle.eventlog.watch import Watcher
 from waddle.ids import is_valid_id
 
@@ -105,6 +105,7 @@ class Parking:
         self.reader = reader
         self.log_dir = reader.log_dir
         self.watcher: Watcher | None = None
+        self.files = OpenSegments()
         self.parked: dict[str, Parked] = {}
         self.last: dict[str, tuple[Offset, str | None]] = {}
         self.turns = _Turns()
@@ -128,6 +129,7 @@ class Parking:
             self.watcher.start()
 
     def close(self) -> None:
+        self.files.close()
         if self.watcher is not None:
             self.watcher.stop()
 
@@ -226,6 +228,7 @@ class Parking:
             self.parked[stream] = stamp
             self.awake = None
             self.turns.add(stream)
+            self.files.forget(stream)
 
     def _to_check(self, changed: set[str]) -> list[str]:
         """Parked streams due for a check: those the watcher named, and the next few in
@@ -271,4 +274,5 @@ class Parking:
         for stream in gone:
             self.parked.pop(stream, None)
             self.last.pop(stream, None)
+            self.files.forget(stream)
         self.awake = None

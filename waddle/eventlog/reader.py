@@ -39,7 +39,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from waddle.eventlog.parking import Parking
 from waddle.eventlog.record import BadLine, decode
@@ -58,6 +58,8 @@ logger = logging.getLogger("waddle.eventlog")
 DEFAULT_BATCH_BYTES = 1 << 20
 DEFAULT_POLL_INTERVAL = 0.05
 _RACY_S = 2.0  # how recent a folder's mtime may change again within its clock tick
+
+_Key = tuple[int, int]  # a folder's inode and mtime: what changes when its entries do
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +135,10 @@ class LogReader:
         self.park_check = park_check
         self.hints = hints
         self.hint_check = hint_check
+        self._log_dir = str(self.log_dir)
         self._parking: Parking | None = None
-        self._listed: dict[str, tuple[tuple[int, int], list[int]]] = {}
+        self._follower: int | None = None
+        self._listed: dict[str, tuple[_Key, list[int]]] = {}
 
     def streams(self) -> list[str]:
         """The stream ids present now (folders with a valid id), sorted."""
@@ -154,8 +158,8 @@ class LogReader:
         or the offset is not at the start of a line), the stream was deleted and created
         again behind it: that is reported, and the stream is read from its start.
         """
-        stream_dir = self.log_dir / stream
-        segments = self._segments(stream, stream_dir)
+        stream_dir = os.path.join(self._log_dir, stream)  # no ``Path`` per stream and read
+        segments, key = self._segments(stream, stream_dir)
         scan = _Scan(stream, stream_dir, segments, offset)
         if segments and offset.segment > segments[-1]:
             offset = scan.restart(offset)
@@ -166,7 +170,8 @@ class LogReader:
                 offset = scan.enter(next(s for s in segments if s > offset.segment), offset)
             sealed = offset.segment != segments[-1]
             name = segment_name(offset.segment)
-            chunk, at_end, fits = self._read_chunk(stream_dir / name, offset.position)
+            path = os.path.join(stream_dir, name)
+            chunk, at_end, fits = self._read_chunk(stream, path, offset.position, key)
             drained = at_end and not sealed
             if not fits:
                 offset = scan.restart(offset)
@@ -194,9 +199,10 @@ class LogReader:
         taken = cast("list[Event]", fresh)
         return Batch(stream, taken, offset, scan.corrupt, scan.restarted, drained)
 
-    def _segments(self, stream: str, stream_dir: Path) -> list[int]:
+    def _segments(self, stream: str, stream_dir: str) -> tuple[list[int], _Key | None]:
         """``list_segments``, listed again only when the stream's folder changed: a
         segment added (rotation) or deleted, or the stream created again (a new inode).
+        Also the folder's key (inode, mtime) when it vouches for the listing, else None.
 
         A folder modified within ``_RACY_S`` seconds is listed every time: a second change
         within the same clock tick would leave its mtime as it was.
@@ -205,39 +211,40 @@ class LogReader:
             folder = os.stat(stream_dir)
         except FileNotFoundError:
             self._listed.pop(stream, None)
-            return []
+            return [], None
         key = (folder.st_ino, folder.st_mtime_ns)
         listed = self._listed.get(stream)
         if listed is not None and listed[0] == key:
-            return listed[1]
-        segments = list_segments(stream_dir)
+            return listed[1], key
+        segments = list_segments(Path(stream_dir))
         if time.time() - folder.st_mtime > _RACY_S:
             self._listed[stream] = (key, segments)
-        return segments
+            return segments, key
+        return segments, None
 
-    def _read_chunk(self, path: Path, position: int) -> tuple[bytes, bool, bool]:
+    def _read_chunk(
+        self, stream: str, path: str, position: int, key: _Key | None
+    ) -> tuple[bytes, bool, bool]:
         """Bytes from ``position``: a batch's worth, more until it holds two lines (a long
         line is read whole, and so is the line that tells what a seq jump before it is).
 
         Also says whether the read reached the end of the file, and whether ``position``
-        fits the file (``_fits``).
+        fits the file (``_fits``). Inside ``follow`` the segment stays open between reads
+        while the stream's folder vouches for it (``key``, ``OpenSegments``).
         """
-        size = self.batch_bytes
+        parking = self._parking
         try:
-            with open(path, "rb") as handle:
-                fits = _fits(handle, position)
-                handle.seek(position)
-                chunk = handle.read(size)
-                while len(chunk) == size and _lines(chunk) < 2 and size <= MAX_LINE_BYTES:
-                    more = handle.read(size)
-                    chunk += more
-                    size *= 2
-                    if not more:
-                        break
-                at_end = handle.read(1) == b""
+            if parking is None or threading.get_ident() != self._follower:
+                fd, kept = os.open(path, os.O_RDONLY | os.O_CLOEXEC), False
+            else:
+                fd, kept = parking.files.open(stream, path, key)
         except FileNotFoundError:
             return b"", True, True
-        return chunk, at_end, fits
+        try:
+            return _read_at(fd, position, self.batch_bytes)
+        finally:
+            if not kept:
+                os.close(fd)
 
     def poll(self, offsets: Mapping[str, Offset]) -> list[Batch]:
         """One non-empty batch per stream that has news (new streams start at the start).
@@ -273,6 +280,7 @@ class LogReader:
         """
         current = dict(offsets)
         self._parking = parking = Parking(self)
+        self._follower = threading.get_ident()
         idle = False
         try:
             while not stop.is_set():
@@ -287,7 +295,7 @@ class LogReader:
                     stop.wait(interval)
                     idle = True
         finally:
-            self._parking = None
+            self._parking = self._follower = None
             parking.close()
 
 
@@ -338,18 +346,36 @@ def _lines(chunk: bytes) -> int:
     return 0 if first < 0 else 1 if chunk.find(b"\n", first + 1) < 0 else 2
 
 
-def _fits(handle: BinaryIO, position: int) -> bool:
-    """Whether ``position`` is a place this reader leaves offsets at: 0, just after a
-    ``\\n``, the end of the file (after a sealed segment's torn line), or inside an
-    over-long line. Anywhere else (past the end, inside a line) the file was replaced."""
-    if not position:
+def _read_at(fd: int, position: int, size: int) -> tuple[bytes, bool, bool]:
+    """``_read_chunk`` of an open segment: the byte before ``position`` comes with the
+    first read, so checking that the offset fits costs no extra call in the common case."""
+    if position:
+        data = os.pread(fd, size + 1, position - 1)
+        lead, chunk = data[:1], data[1:]
+        fits = lead == b"\n" or _fits(fd, position, lead)
+    else:
+        chunk, fits = os.pread(fd, size, 0), True
+    while len(chunk) == size and _lines(chunk) < 2 and size <= MAX_LINE_BYTES:
+        more = os.pread(fd, size, position + len(chunk))
+        chunk += more
+        size *= 2
+        if not more:
+            break
+    at_end = len(chunk) < size or not os.pread(fd, 1, position + len(chunk))
+    return chunk, at_end, fits
+
+
+def _fits(fd: int, position: int, lead: bytes) -> bool:
+    """Whether ``position`` (after the byte ``lead``, not a newline) is a place this
+    reader leaves offsets at: the end of the file (after a sealed segment's torn line),
+    or inside an over-long line. Anywhere else (past the end, inside a line) the file was
+    replaced."""
+    if not lead:
+        return False
+    if os.fstat(fd).st_size == position:
         return True
-    handle.seek(position - 1)
-    lead = handle.read(1)
-    if lead == b"\n" or not lead:
-        return bool(lead)
-    end = os.fstat(handle.fileno()).st_size
-    return end == position or line_start(handle, position) is None
+    with os.fdopen(fd, "rb", closefd=False) as handle:
+        return line_start(handle, position) is None
 
 
 class _Scan:
@@ -362,16 +388,19 @@ class _Scan:
     broadcaster does), so only the file says what is missing.
     """
 
-    def __init__(self, stream: str, stream_dir: Path, segments: list[int], offset: Offset) -> None:
+    def __init__(self, stream: str, stream_dir: str, segments: list[int], offset: Offset) -> None:
         self.stream = stream
         self.segments = segments
         self.corrupt: list[Corruption] = []
         self.restarted = False
         self.expected: int | None = offset.seq + 1 if offset.seq >= 0 else None
-        self.verify: tuple[Path, int] | None = None
+        self.verify: tuple[str, int] | None = None
         if offset.segment in segments:
             if offset.position:
-                self.verify = (stream_dir / segment_name(offset.segment), offset.position)
+                self.verify = (
+                    os.path.join(stream_dir, segment_name(offset.segment)),
+                    offset.position,
+                )
             else:
                 self.expected = offset.segment
 

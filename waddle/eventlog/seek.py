@@ -31,7 +31,7 @@ def line_start(handle: BinaryIO, end: int) -> int | None:
     return 0 if lowest == 0 else None
 
 
-def event_before(path: Path, position: int) -> dict[str, Any] | None:
+def event_before(path: Path | str, position: int) -> dict[str, Any] | None:
     """The event on the line that ends just before ``position``; None if it has none."""
     if position <= 0:
         return None
@@ -48,7 +48,7 @@ def event_before(path: Path, position: int) -> dict[str, Any] | None:
     return events[0] if events else None
 
 
-def seq_before(path: Path, position: int) -> int | None:
+def seq_before(path: Path | str, position: int) -> int | None:
     """The seq of the line that ends just before ``position``; None if it has none."""
     event = event_before(path, position)
     return None if event is None else event["seq"]
