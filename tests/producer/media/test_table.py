@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -76,6 +77,23 @@ def test_an_image_cell_that_cannot_be_stored_drops_the_table_counted(
     (event,) = of_type(read_events(), "metrics")
     assert event["data"] == {"loss": 1.0}
     assert of_type(read_events(), "finish")[0]["dropped"] == {"blob ENOSPC": 1}
+
+
+@pytest.mark.parametrize("raised", [KeyboardInterrupt, waddle.UsageError, OSError])
+def test_what_a_media_cell_raises_is_raised_as_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, raised: type[BaseException]
+) -> None:
+    """orjson turns whatever its ``default`` hook raises into a TypeError; Ctrl-C while an
+    image cell's blob is written must stay a KeyboardInterrupt (and I/O trouble an
+    OSError, which the run counts), not become a table that "is not JSON"."""
+
+    def interrupted(self: BlobStore, data: bytes) -> BlobRef:
+        raise raised("while the blob was written")
+
+    monkeypatch.setattr(BlobStore, "put_bytes", interrupted)
+    table = waddle.Table(columns=["img"], data=[[waddle.Image(np.zeros((2, 2)))]])
+    with pytest.raises(raised, match="while the blob was written"):
+        table.to_value(BlobStore(tmp_path))
 
 
 def test_a_cell_that_is_not_json_fails_at_the_call() -> None:

@@ -79,8 +79,9 @@ class Table(Media):
                 option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS,
             )
         except TypeError as exc:
-            if isinstance(exc.__cause__, OSError):  # a media cell's blob: I/O trouble
-                raise exc.__cause__ from None
+            cause = exc.__cause__  # orjson wraps whatever ``default`` raised in a TypeError
+            if cause is not None and type(cause) is not TypeError:
+                raise cause from None  # a cell's own: its blob's I/O trouble, misuse, Ctrl-C
             reason = f"a cell cannot be written as JSON ({exc})"
             raise EncodeError("Table", self.data, reason) from exc
         ref = store.put_bytes(body)
