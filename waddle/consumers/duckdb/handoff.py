@@ -12,9 +12,11 @@ the reader's offset (same segment, byte and seq), so the batch it makes is the o
 log would have given, with the same end offset, which the writer commits in the same
 transaction as its rows. A hand-off that is missing (never given: a JSON body, a value
 that is not finite, a failed sync; dropped past ``MAX_EVENTS``; taken by a writer that
-restarted since), stale (behind the offset) or not contiguous (a segment rolled over) is
-no error: that read goes to the log. So a lost hand-off delays an event by one read at
-most, never loses or doubles it. Memory: at most ``MAX_EVENTS`` events wait.
+restarted since), stale (behind the offset) or not contiguous is no error: that read
+goes to the log. A part that starts a new segment continues the part before it (the
+writer rolled over after it: nothing else writes a stream while ``/ingest`` holds it).
+So a lost hand-off delays an event by one read at most, never loses or doubles it.
+Memory: at most ``MAX_EVENTS`` events wait.
 """
 
 from __future__ import annotations
@@ -53,6 +55,11 @@ class Handoff:
         """``events`` were written (and synced) from ``start`` to ``end`` of ``stream``'s
         log; ``None``: lines were written there that are not handed off (read the log)."""
         with self._lock:
+            last = self._last.get(stream)
+            if last is not None and start.position == 0 and start.seq == last.seq:
+                # The writer rolled over to a new segment: the one before ends where the
+                # last part did, so a reader there goes on here, as reading the log would.
+                start = last
             self._last[stream] = end
             if events is None or self._held + len(events) > self.max_events:
                 return
