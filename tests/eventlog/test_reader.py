@@ -300,3 +300,21 @@ def test_a_stream_folder_is_listed_again_only_when_it_changed(
     (stream_dir / segment_name(45)).write_bytes(metrics_line(45))  # rotated
     read()
     assert seqs == list(range(46)) and len(listed) > 1
+
+
+@pytest.mark.parametrize("start", [0, 1], ids=["from the start", "from an offset"])
+def test_a_read_takes_a_whole_batch_beyond_its_first_small_read(tmp_path: Path, start: int) -> None:
+    """A read asks for 64 KiB first (a live stream's news is small) and the rest of the
+    batch after it: a batch still holds every whole line within ``batch_bytes``."""
+    lines = [metrics_line(seq, pad=300) for seq in range(1000)]
+    stream_dir = tmp_path / "log" / STREAM
+    stream_dir.mkdir(parents=True)
+    (stream_dir / segment_name(0)).write_bytes(b"".join(lines))
+    position = len(lines[0]) if start else 0
+    offset = Offset(0, position, 0) if start else Offset()
+    ends = list(accumulate(len(line) for line in lines[start:]))
+    whole = [end for end in ends if end <= 200_000]
+    batch = LogReader(tmp_path, batch_bytes=200_000).read(STREAM, offset)
+    assert [event["seq"] for event in batch.events] == list(range(start, start + len(whole)))
+    assert batch.offset == Offset(0, position + whole[-1], start + len(whole) - 1)
+    assert len(whole) > 2 * (64 << 10) // len(lines[0]) and not batch.drained
