@@ -12,14 +12,22 @@
 * ``batch``: CPU per event of the host's ingest (check and write, no HTTP) for the same
   events sent as one ``/ingest/batch`` body against one single-stream body per stream
   (each paying its fsync, as in the server).
+* ``backlog``: a relay's backlog (BACKLOG events in 4 streams, gzip bodies of 2,000
+  events a stream) through ``/ingest/batch``'s code (no HTTP) into the host's DuckDB
+  writer following the log, as ``waddle serve`` wires them: once with ``/ingest``
+  handing its events to the writer (``Handoff``), once with the writer reading them
+  back from the log (before). Reported: the process's CPU per event (all threads,
+  DuckDB's too) and events/s from the first body to the last event committed.
 
     python benchmarks/bench_host.py                      # 3,000 streams, ~2 minutes
     python benchmarks/bench_host.py --streams 1000 --seconds 10
+    python benchmarks/bench_host.py --only backlog       # ~1 minute
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import math
 import statistics
 import sys
@@ -33,6 +41,9 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from waddle.consumers.base import ConsumerThread
+from waddle.consumers.duckdb.handoff import Handoff, HandoffReader
+from waddle.consumers.duckdb.writer import DuckDBWriter
 from waddle.eventlog.reader import LogReader
 from waddle.eventlog.watch import Hints
 from waddle.web import ingest_log
@@ -162,6 +173,44 @@ def batch_cost(root: Path, streams: int, as_batch: bool) -> float:
     return 1e6 * took / (10 * streams)
 
 
+def backlog(root: Path, total: int, handed: bool) -> dict[str, float]:
+    """Ingest ``total`` events of 4 streams while the DuckDB writer follows the log."""
+    streams, per_part = 4, 2000
+    hints, handoff = Hints(), Handoff()
+    log = IngestLog(root, hints=hints, handoff=handoff if handed else None)
+    reader_hints = hints.subscribe()
+    reader = (
+        HandoffReader(root, hints=reader_hints, handoff=handoff)
+        if handed
+        else LogReader(root, hints=reader_hints)
+    )
+    now = time.time()
+    names = [f"k{i}" for i in range(streams)]
+    bodies = []
+    for first in range(0, total // streams, per_part):
+        parts = []
+        for n in names:
+            lines = b"".join(orjson.dumps(e) + b"\n" for e in events_of(n, first, per_part, now))
+            parts.append(b'{"stream":"%s","events":%d}\n' % (n.encode(), per_part) + lines)
+        bodies.append(gzip.compress(b"".join(parts), 1))
+    events = len(bodies) * per_part * streams
+    writer = DuckDBWriter(root, root / "host.duckdb", snapshot_interval=0)
+    thread = ConsumerThread(writer, root, interval=0.05, reader=reader)
+    thread.start()
+    cursor = writer.cursor()
+    started, cpu = time.perf_counter(), time.process_time()
+    for body in bodies:
+        take_batch(log, body, "gzip", 1 << 30)
+    query = "SELECT coalesce(sum(seq + 1), 0) FROM _waddle.offsets"
+    while cursor.execute(query).fetchone()[0] < events:  # type: ignore[index]
+        time.sleep(0.02)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    cursor.close()
+    thread.stop()
+    log.close()
+    return {"us_per_event": 1e6 * cpu / events, "events_per_s": events / wall}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", type=int, default=3000)
@@ -171,28 +220,43 @@ def main() -> None:
     parser.add_argument(
         "--relays", type=int, default=1, help="requests a second, each a share of the streams"
     )
+    parser.add_argument("--backlog", type=int, default=400_000, help="events of ``backlog``")
+    parser.add_argument("--only", choices=("tail", "sync", "batch", "backlog"))
     args = parser.parse_args()
+    modes = {args.only} if args.only else {"tail", "sync", "batch", "backlog"}
     results: dict[str, list[Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for attempt in range(args.repeat):
-            for hinted in (True, False):
+            for handed in (True, False) if "backlog" in modes else ():
+                key = "backlog handed" if handed else "backlog read"
+                results.setdefault(key, []).append(
+                    backlog(Path(tmp) / f"backlog{attempt}{handed}", args.backlog, handed)
+                )
+            for hinted in (True, False) if "tail" in modes else ():
                 root = Path(tmp) / f"tail{attempt}{hinted}"
                 key = "tail hinted" if hinted else "tail polled"
                 results.setdefault(key, []).append(
                     tail(root, args.streams, args.rate, args.seconds, hinted, args.relays)
                 )
-            for fs in (True, False):
+            for fs in (True, False) if "sync" in modes else ():
                 key = "sync syncfs" if fs else "sync fsync each"
                 results.setdefault(key, []).append(
                     sync(Path(tmp) / f"sync{attempt}{fs}", args.streams, fs)
                 )
-            for whole in (True, False):
+            for whole in (True, False) if "batch" in modes else ():
                 key = "ingest batch" if whole else "ingest per stream"
                 results.setdefault(key, []).append(
                     batch_cost(Path(tmp) / f"batch{attempt}{whole}", args.streams, whole)
                 )
     print(f"{args.streams} streams, {args.rate} events/s each, medians of {args.repeat}")
+    for mode in ("backlog handed", "backlog read"):
+        if mode in results:
+            cost = statistics.median(r["us_per_event"] for r in results[mode])
+            rate = statistics.median(r["events_per_s"] for r in results[mode])
+            print(f"  {mode:18} {cost:8.2f} us CPU per event  {rate:10,.0f} events/s")
     for mode in ("tail hinted", "tail polled"):
+        if mode not in results:
+            continue
         runs = results[mode]
         cpu = statistics.median(r["cpu_per_s"] for r in runs)
         p50 = statistics.median(r["p50_ms"] for r in runs)
@@ -200,9 +264,11 @@ def main() -> None:
         print(f"  {mode:18} reader CPU {100 * cpu:5.1f}% of a core", end="")
         print(f"  p50 {p50:6.1f} ms  p99 {p99:6.1f} ms")
     for mode in ("sync syncfs", "sync fsync each"):
-        print(f"  {mode:18} {1000 * statistics.median(results[mode]):8.1f} ms per request")
+        if mode in results:
+            print(f"  {mode:18} {1000 * statistics.median(results[mode]):8.1f} ms per request")
     for mode in ("ingest batch", "ingest per stream"):
-        print(f"  {mode:18} {statistics.median(results[mode]):8.2f} us CPU per event")
+        if mode in results:
+            print(f"  {mode:18} {statistics.median(results[mode]):8.2f} us CPU per event")
 
 
 if __name__ == "__main__":
