@@ -16,11 +16,13 @@ The run's one ``os.sync`` at finish is timed on its own. Histograms: ``log()`` o
 Peers: Waddle, wandb (offline) and Trackio (local), each round in a fresh process per
 tracker, interleaved (waddle, wandb, trackio, waddle, ...): the same 64x64 images (one
 ``Image`` per step; the first, which pays lazy imports, timed on its own), then one
-``Histogram`` of 10,000 values per step, then ten logs of a 100-row ``Table``, through
-each tracker's own classes. Reported: the process from start to exit (the wait for any
-service process it started included), and inside it import, init, each loop and
-finish. A peer that is not installed is named and skipped; install the peers in a
-separate environment and run this script with its Python:
+``Histogram`` of 10,000 values per step, then ten logs of a 100-row ``Table`` (the
+same rows: a content-addressed store finds it stored), then ten tables whose rows
+differ (each one a new file), through each tracker's own classes. Reported: the process
+from start to exit (the wait for any service process it started included), and inside
+it import, init, each loop and finish. A peer that is not installed is named and
+skipped; install the peers in a separate environment and run this script with its
+Python:
 
     python3 -m venv /work/venv-bench
     /work/venv-bench/bin/pip install -e . wandb trackio numpy pillow
@@ -51,7 +53,16 @@ from peers.trackers import OFFLINE_ENV, tracker
 
 SIZES = (64, 512)
 PEERS = ("waddle", "wandb", "trackio")
-PEER_PHASES = ("import", "init", "first image", "images", "histograms", "tables", "finish")
+PEER_PHASES = (
+    "import",
+    "init",
+    "first image",
+    "images",
+    "histograms",
+    "tables",
+    "new tables",
+    "finish",
+)
 HISTOGRAM_VALUES = 10_000
 TABLE_ROWS, TABLES = 100, 10
 WORKER_TIMEOUT_S = 600
@@ -223,6 +234,9 @@ def peer_worker(name: str, images: int, folder: Path) -> dict[str, float]:
     pictures = pixels(64, images, seed=7)
     values = np.random.default_rng(0).normal(size=(images, HISTOGRAM_VALUES))
     rows = [[i, f"label {i}", i / TABLE_ROWS] for i in range(TABLE_ROWS)]
+    new_rows = [
+        [[i, f"label {i}", (i + t) / TABLE_ROWS] for i in range(TABLE_ROWS)] for t in range(TABLES)
+    ]
     start = time.perf_counter()
     log({"img": module.Image(pictures[0])}, step=0)  # lazy imports (PIL, ...) land here
     seconds["first image"] = time.perf_counter() - start
@@ -238,6 +252,10 @@ def peer_worker(name: str, images: int, folder: Path) -> dict[str, float]:
     for step in range(2 * images, 2 * images + TABLES):
         log({"t": module.Table(columns=["id", "label", "score"], data=rows)}, step=step)
     seconds["tables"] = time.perf_counter() - start
+    start = time.perf_counter()
+    for step, table_rows in enumerate(new_rows, start=2 * images + TABLES):
+        log({"t": module.Table(columns=["id", "label", "score"], data=table_rows)}, step=step)
+    seconds["new tables"] = time.perf_counter() - start
     start = time.perf_counter()
     adapter.finish()
     seconds["finish"] = time.perf_counter() - start
@@ -297,9 +315,11 @@ def peers_side_by_side(names: list[str], images: int, rounds: int) -> None:
     }
     print(
         f"\nPeers: {images} images 64x64, {images} histograms of {HISTOGRAM_VALUES:,} values, "
-        f"{TABLES} tables of {TABLE_ROWS} rows; medians of {rounds} fresh processes each"
+        f"{TABLES} tables of {TABLE_ROWS} rows logged again, then {TABLES} new ones; medians "
+        f"of {rounds} fresh processes each"
     )
     header = ("process s", "import s", "init s", "1st img ms", "µs/image", "µs/hist", "ms/table")
+    header = (*header, "ms/new tbl")
     print(f"{'':10}" + "".join(f"{h:>11}" for h in (*header, "finish s")) + f"{'files':>8}")
     for name, m in medians.items():
         cells = (
@@ -310,6 +330,7 @@ def peers_side_by_side(names: list[str], images: int, rounds: int) -> None:
             m["images"] / (images - 1) * 1e6,
             m["histograms"] / images * 1e6,
             m["tables"] / TABLES * 1e3,
+            m["new tables"] / TABLES * 1e3,
             m["finish"],
         )
         print(f"{name:10}" + "".join(f"{c:11.2f}" for c in cells) + f"{m['files']:8.0f}")
@@ -319,7 +340,7 @@ def peers_side_by_side(names: list[str], images: int, rounds: int) -> None:
             if name != "waddle":
                 ratios = ", ".join(
                     f"{key} {m[key] / base[key]:.1f}x"
-                    for key in ("process", "images", "histograms", "tables")
+                    for key in ("process", "images", "histograms", "tables", "new tables")
                 )
                 print(f"{name} / waddle: {ratios}")
 
