@@ -18,20 +18,31 @@ and at least 0.3x the floor.
 ``--fan-in STREAMS`` measures the other regime, many live runs, with three processes on
 the machine: a generator writes STREAMS live runs (each ``--rate`` metric events per
 second), ``waddle relay`` tails them into a central ``waddle serve``. After ``--warmup``
-seconds, for ``--seconds`` of steady state, every event's latency from its write to the
-host's tables is measured (the host's ``GET /runs`` is polled for each run's last step
-every 0.25 s, so each latency is an upper bound), with the CPU of each process. Target:
-3,000 runs at 10 events/s, p99 within 2 s and nothing missing.
+seconds, for ``--seconds`` of steady state, the latency from each event's write to the
+host's tables is measured on one run in ten (tagged ``probed``): the host's ``GET /runs``
+for those runs is polled every 0.25 s for each one's last step, and a step counts from
+when its writing began to when the answer that first showed it arrived, so each latency
+is an upper bound. "Never in tables" counts the events of every run, from one probe of
+all runs after a drain. Polling every run's row instead cost the host 0.085 cores and
+0.5 s per probe at 2,000 runs on a loaded VM (the probe itself slowed the host and
+stretched the bound); the command prints what probing costs the host, both ways,
+measured after the fleet stops. It also prints each process's CPU. Target: 3,000 runs at
+10 events/s, p99 within 2 s and nothing missing.
 
     python benchmarks/bench_relay.py                          # 1,000,000 events, 3 rounds
     python benchmarks/bench_relay.py --events 200000 --rounds 1   # smoke test, ~30 s
-    python benchmarks/bench_relay.py --fan-in 3000 --rate 10  # ~80 s
-    python benchmarks/bench_relay.py --fan-in 1000 --seconds 30 --baseline DIR  # ~60 s
+    python benchmarks/bench_relay.py --fan-in 3000 --rate 10  # ~100 s
+    python benchmarks/bench_relay.py --fan-in 1000 --seconds 30 --baseline DIR  # ~80 s
+    python benchmarks/bench_relay.py --round-cost 3000 --baseline DIR  # ~3 min
 
 ``--baseline DIR`` runs a second relay, another version's ``waddle`` package (DIR holds
 it, e.g. ``git archive REV waddle | tar -x -C DIR``), beside this one over the same
 streams to the same host, and prints both relays' CPU: a ratio that holds on a loaded
-machine.
+machine. ``--round-cost STREAMS`` measures the relay alone, in CPU seconds (which hold
+better than wall time on a loaded machine): STREAMS live streams grow by ``--rate``
+events before each of ``--live-rounds`` rounds, and a round is read (the shared read
+path), then packed, sent to a ``waddle serve`` and committed by a ``RelayConsumer``; it
+prints both per stream per round, with ``--baseline`` for that version too.
 """
 
 from __future__ import annotations
@@ -268,7 +279,13 @@ def one_round(root: Path, scratch: Path, index: int) -> dict[str, dict[str, floa
 
 FLEET_PROJECT = "fleet"
 SAMPLE_S = 0.25
+# Latency is measured on one run in this many (tagged ``probed``), spread over the order
+# in which the relay packs them: probing all 3,000 runs' rows every 0.25 s cost the host
+# 0.085 cores and took 0.5 s per probe on a loaded VM, both skewing what it measured.
+PROBED_ONE_IN = 10
+PROBE_TAG = "probed"
 DRAIN_S = 5.0
+PROBE_CHECK_S = 5.0
 
 
 def child_generate(root: Path, streams: int, rate: float, seconds: float, out: Path) -> None:
@@ -280,7 +297,8 @@ def child_generate(root: Path, streams: int, rate: float, seconds: float, out: P
     writers = [StreamWriter(log_dir(root) / f"proc{i:05d}") for i in range(streams)]
     for i, writer in enumerate(writers):
         writer.append("run", {"run_id": f"proc{i:05d}", "project": FLEET_PROJECT, "name": "p",
-                              "config": {}, "tags": [], "notes": None, "group": None,
+                              "config": {}, "notes": None, "group": None,
+                              "tags": [PROBE_TAG] if i % PROBED_ONE_IN == 0 else [],
                               "job_type": None, "context": {"host": "bench"}})  # fmt: skip
     began: list[float] = []
     started = time.time()
@@ -296,12 +314,16 @@ def child_generate(root: Path, streams: int, rate: float, seconds: float, out: P
     out.write_text(json.dumps(began))
 
 
-def sample_tables(url: str, seen: dict[str, list[tuple[float, int]]]) -> None:
-    """Note each run's last step in the host's tables (``GET /runs``), stamped with the
-    time the answer arrived (so a latency measured from it is an upper bound)."""
+def sample_tables(
+    url: str, seen: dict[str, list[tuple[float, int]]], tag: str | None = PROBE_TAG
+) -> None:
+    """Note each run's last step in the host's tables (``GET /runs``; only the runs tagged
+    ``tag``, unless None), stamped with the time the answer arrived (so a latency measured
+    from it is an upper bound)."""
     import urllib.request
 
-    with urllib.request.urlopen(f"{url}/runs?project={FLEET_PROJECT}&limit=10000") as answer:
+    which = f"project={FLEET_PROJECT}&limit=10000" + (f"&tag={tag}" if tag else "")
+    with urllib.request.urlopen(f"{url}/runs?{which}") as answer:
         rows = json.loads(answer.read())["runs"]
     now = time.time()
     for row in rows:
@@ -347,40 +369,42 @@ def fan_in(
     same streams to the same host beside this one (its URL names the host ``localhost``,
     so it keeps offsets of its own; the host acknowledges what the other one sent)."""
     root, host_root = scratch / "fleet", scratch / "fleet-host"
-    host, url = start_host(host_root, *host_args)
     schedule = scratch / "began.json"
-    args = [str(root), str(streams), str(rate), str(warmup + seconds), str(schedule)]
-    generator = subprocess.Popen(
-        [sys.executable, __file__, "--child", "generate", *args], env=versioned(None)
-    )
-    while not (log_dir_of(root)).is_dir():
-        time.sleep(0.05)
-    relay = subprocess.Popen(
-        [sys.executable, "-m", "waddle", "relay", url, "--dir", str(root)],
-        stderr=subprocess.DEVNULL,
-        env=versioned(None),
-    )
-    procs = {"host": host, "relay": relay, "generator": generator}
-    if baseline is not None:
-        other = url.replace("127.0.0.1", "localhost")
-        procs["baseline"] = subprocess.Popen(
-            [sys.executable, "-m", "waddle", "relay", other, "--dir", str(root)],
-            stderr=subprocess.DEVNULL,
-            env=versioned(baseline),
-            cwd=baseline,  # ``-m`` puts the working folder first on the path
-        )
+    host, url = start_host(host_root, *host_args)
+    procs: dict[str, subprocess.Popen[bytes]] = {"host": host}
     seen: dict[str, list[tuple[float, int]]] = {}
+    probes = [0]
 
-    def sample_until(done: Callable[[], bool]) -> None:
+    def sample_until(done: Callable[[], bool], every: float = SAMPLE_S) -> None:
         while not done():
             sample_tables(url, seen)
-            time.sleep(SAMPLE_S)
+            probes[0] += 1
+            time.sleep(every)
 
     try:
+        args = [str(root), str(streams), str(rate), str(warmup + seconds), str(schedule)]
+        generator = procs["generator"] = subprocess.Popen(
+            [sys.executable, __file__, "--child", "generate", *args], env=versioned(None)
+        )
+        while not (log_dir_of(root)).is_dir():
+            time.sleep(0.05)
+        procs["relay"] = subprocess.Popen(
+            [sys.executable, "-m", "waddle", "relay", url, "--dir", str(root)],
+            stderr=subprocess.DEVNULL,
+            env=versioned(None),
+        )
+        if baseline is not None:
+            other = url.replace("127.0.0.1", "localhost")
+            procs["baseline"] = subprocess.Popen(
+                [sys.executable, "-m", "waddle", "relay", other, "--dir", str(root)],
+                stderr=subprocess.DEVNULL,
+                env=versioned(baseline),
+                cwd=baseline,  # ``-m`` puts the working folder first on the path
+            )
         started = time.time()
         sample_until(lambda: time.time() - started >= warmup or generator.poll() is not None)
         before = {name: cpu_seconds(psutil.Process(p.pid)) for name, p in procs.items()}
-        window_start = time.time()
+        window_start, probes[0] = time.time(), 0
         after = dict(before)
 
         def generated() -> bool:
@@ -391,22 +415,34 @@ def fan_in(
 
         sample_until(generated)
         elapsed = time.time() - window_start
+        interval = elapsed / max(probes[0], 1)
         for name in procs.keys() - {"generator"}:
             after[name] = cpu_seconds(psutil.Process(procs[name].pid))
         used = {name: after[name] - before[name] for name in procs}
         drained = time.time() + DRAIN_S
         sample_until(lambda: time.time() >= drained)
+        final: dict[str, list[tuple[float, int]]] = {}
+        sample_tables(url, final, tag=None)
+        if caught_up(url, streams, len(json.loads(schedule.read_text())) - 1):
+            probe_cpu = probe_cost(host, lambda: sample_tables(url, {}))
+            probe_all_cpu = probe_cost(host, lambda: sample_tables(url, {}, tag=None))
+        else:
+            probe_cpu = probe_all_cpu = math.nan
     finally:
-        for proc in [p for name, p in procs.items() if name != "generator"]:
-            proc.terminate()
+        for name, proc in procs.items():
+            if name != "generator":
+                proc.terminate()
             proc.wait(60)
         if host.stdout is not None:
             host.stdout.close()
-        generator.wait(60)
     began = json.loads(schedule.read_text())
-    found, missing = latencies(seen, began, (began[0] + warmup, began[0] + warmup + seconds))
+    window = (began[0] + warmup, began[0] + warmup + seconds)
+    found, unseen = latencies(seen, began, window)
     found.sort()
-    count = len(found) + missing
+    count = len(found) + unseen
+    every = {f"proc{i:05d}": final.get(f"proc{i:05d}", [(0.0, -1)])[-1][1] for i in range(streams)}
+    missing = sum(1 for step, at in enumerate(began) if window[0] <= at < window[1]
+                  for last in every.values() if last < step)  # fmt: skip
     return {
         "streams": streams,
         "rate": rate,
@@ -416,8 +452,39 @@ def fan_in(
         "p99_s": found[int(count * 0.99)] if int(count * 0.99) < len(found) else math.inf,
         "max_s": found[-1] if found else math.inf,
         "missing": float(missing),
+        "probe_interval_s": interval,
+        "probe_cpu": probe_cpu,
+        "probe_all_cpu": probe_all_cpu,
         **{f"{name}_cpu": used[name] / elapsed for name in procs},
     }
+
+
+def caught_up(url: str, streams: int, step: int, timeout: float = 60.0) -> bool:
+    """Whether every run's ``step`` reaches the host's tables within ``timeout`` (so that
+    the host is idle when what a probe costs it is measured)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        rows: dict[str, list[tuple[float, int]]] = {}
+        sample_tables(url, rows, tag=None)
+        if len(rows) == streams and all(marks and marks[-1][1] >= step for marks in rows.values()):
+            return True
+        time.sleep(1.0)
+    return False
+
+
+def probe_cost(host: subprocess.Popen[bytes], probe: Callable[[], None]) -> float:
+    """The host's CPU (cores) that probing its tables every ``SAMPLE_S`` costs, measured
+    once the fleet has stopped: the host's CPU while probed less its CPU while not."""
+    process = psutil.Process(host.pid)
+    used = {}
+    for probed in (False, True):
+        cpu, began = cpu_seconds(process), time.time()
+        while time.time() - began < PROBE_CHECK_S:
+            if probed:
+                probe()
+            time.sleep(SAMPLE_S)
+        used[probed] = (cpu_seconds(process) - cpu) / (time.time() - began)
+    return used[True] - used[False]
 
 
 def log_dir_of(root: Path) -> Path:
@@ -520,8 +587,10 @@ def main() -> int:
 def report_fan_in(result: dict[str, float]) -> None:
     print(
         f"load average {os.getloadavg()[0]:.2f}; {os.cpu_count()} CPUs; event to table, over "
-        f"{result['seconds']:g} s of steady state (an upper bound: tables sampled every "
-        f"{SAMPLE_S:g} s)\n"
+        f"{result['seconds']:g} s of steady state (an upper bound: the host's tables probed "
+        f"every {result['probe_interval_s']:.2f} s on one run in {PROBED_ONE_IN}; probing "
+        f"every {SAMPLE_S:g} s costs the host {result['probe_cpu']:.3f} cores, "
+        f"{result['probe_all_cpu']:.3f} for every run's row, measured after)\n"
     )
     print(
         "| live runs | events/s | p50 | p99 | max | never in tables | host CPU | relay CPU "
