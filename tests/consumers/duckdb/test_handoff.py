@@ -18,7 +18,7 @@ from waddle.consumers.base import run_consumer
 from waddle.consumers.duckdb.handoff import Handoff, HandoffReader
 from waddle.consumers.duckdb.writer import DuckDBWriter
 from waddle.eventlog import reader as reader_module
-from waddle.eventlog.reader import Offset
+from waddle.eventlog.reader import Batch, Offset
 from waddle.eventlog.segment import DEFAULT_SEGMENT_BYTES
 from waddle.eventlog.writer import StreamWriter
 from waddle.web import ingest_log
@@ -141,16 +141,19 @@ def test_a_hand_off_serves_only_the_offset_it_continues() -> None:
     batch = handoff.take("s", Offset(0, 10, 0))
     assert batch is not None
     assert (batch.events, batch.offset, batch.drained) == (first + second, Offset(0, 30, 2), True)
-    assert handoff.take("s", Offset(0, 30, 2)) is None  # taken: nothing twice
+    assert handoff.take("s", Offset(0, 30, 2)) == Batch("s", [], Offset(0, 30, 2), drained=True)
     handoff.give("s", Offset(0, 30, 2), Offset(0, 40, 3), [metrics_event(3)])
     handoff.give("s", Offset(0, 40, 3), Offset(0, 50, 4), None)  # written, not handed off
     batch = handoff.take("s", Offset(0, 30, 2))
     assert batch is not None and batch.offset == Offset(0, 40, 3)
     assert not batch.drained  # the log holds more: the reader comes back for it
     handoff.give("s", Offset(0, 50, 4), Offset(0, 60, 5), [metrics_event(5)])
-    assert handoff.take("s", Offset(0, 60, 5)) is None  # read from the log already: stale
+    # Read from the log already: the part is stale, and nothing was written after it.
+    assert handoff.take("s", Offset(0, 60, 5)) == Batch("s", [], Offset(0, 60, 5), drained=True)
     handoff.give("s", Offset(6, 0, 5), Offset(6, 10, 6), [metrics_event(6)])  # rolled over
     batch = handoff.take("s", Offset(0, 60, 5))
     assert batch is not None and batch.offset == Offset(6, 10, 6)
     handoff.give("s", Offset(6, 10, 6), Offset(6, 60, 11), [metrics_event(n) for n in range(7, 12)])
     assert handoff.take("s", Offset(6, 10, 6)) is None  # past the limit: not held
+    handoff.forget("s")  # its writer closed: someone else may write the stream
+    assert handoff.take("s", Offset(6, 60, 11)) is None

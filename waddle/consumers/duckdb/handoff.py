@@ -67,26 +67,28 @@ class Handoff:
             self._held += len(events)
 
     def take(self, stream: str, offset: Offset) -> Batch | None:
-        """The batch of the hand-offs that continue ``offset`` without a gap, or None."""
+        """The batch of the hand-offs that continue ``offset`` without a gap; an empty
+        one when ``offset`` is where ``/ingest`` last wrote (the reader's check of a
+        hinted stream, 3,000 a second on a host of 3,000 live runs, costs no read); None
+        when the log must be read."""
         with self._lock:
             chunks = self._chunks.get(stream)
-            if not chunks:
-                return None
-            while chunks and _at_or_before(chunks[0].end, offset):
-                self._held -= len(chunks.popleft().events)  # stale: read already
             events: list[Event] = []
             end = offset
+            while chunks and _at_or_before(chunks[0].end, offset):
+                self._held -= len(chunks.popleft().events)  # stale: read already
             while chunks and chunks[0].start == end:
                 chunk = chunks.popleft()
                 events += chunk.events
                 end = chunk.end
                 self._held -= len(chunk.events)
-            if not chunks:
+            if chunks is not None and not chunks:
                 del self._chunks[stream]
-            if not events:
-                return None
-            # Drained when nothing was written after it; else the reader comes back.
-            return Batch(stream, events, end, drained=self._last.get(stream) == end)
+            written = self._last.get(stream)
+            if events or written == offset:
+                # Drained when nothing was written after it; else the reader comes back.
+                return Batch(stream, events, end, drained=written == end)
+            return None
 
     def forget(self, stream: str) -> None:
         """Drop what waits for ``stream`` (its writer closed: a local producer may take it)."""
