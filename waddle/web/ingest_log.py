@@ -243,6 +243,8 @@ class IngestLog:
 
     def _evict(self) -> None:
         """Close least recently used writers past ``max_open``, skipping busy ones."""
+        if len(self._writers) <= self.max_open:
+            return  # the usual case: no copy of thousands of names per writer opened
         for stream in list(self._writers):
             if len(self._writers) <= self.max_open:
                 return
