@@ -23,7 +23,7 @@ __all__ = ["Audio", "Histogram", "Image", "Media", "Table", "Video", "typed_valu
 
 def is_media(value: object) -> bool:
     """A media value, or a non-empty list of them (wandb logs a list of images so)."""
-    if isinstance(value, list | tuple):
+    if isinstance(value, (list, tuple)):
         return bool(value) and all(isinstance(item, Media) for item in value)
     return isinstance(value, Media)
 
@@ -37,7 +37,7 @@ def typed_values(
     values are kept."""
     out: dict[str, Any] | None = None
     for key, value in data.items():
-        if is_media(value):
+        if isinstance(value, Media) or is_media(value):
             converted: Any = _MISSING
             try:
                 if isinstance(value, Media):

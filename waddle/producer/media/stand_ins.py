@@ -25,7 +25,10 @@ _PROBED = frozenset(("ndim", "tolist", "item", "shape", "dtype", "model_dump", "
 class MediaStandIn:
     """A value of a wandb media type that Waddle does not record yet."""
 
+    made = False  # whether any was made in this process: until then log() looks for none
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        MediaStandIn.made = True
         name = type(self).__name__
         termwarn(
             f"wandb.{name} is not recorded by Waddle; "
@@ -75,6 +78,8 @@ plot = _PlotModule()
 
 def without_stand_ins(data: Mapping[str, Any]) -> Mapping[str, Any]:
     """``data`` less its stand-in values (alone or in a list); ``data`` itself if none."""
+    if not MediaStandIn.made:
+        return data
     dropped = [key for key, value in data.items() if _is_stand_in(value)]
     if not dropped:
         return data
@@ -82,6 +87,6 @@ def without_stand_ins(data: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _is_stand_in(value: object) -> bool:
-    if isinstance(value, list | tuple):
+    if isinstance(value, (list, tuple)):
         return bool(value) and all(isinstance(item, MediaStandIn) for item in value)
     return isinstance(value, MediaStandIn)
