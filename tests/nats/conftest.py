@@ -19,8 +19,9 @@ from tests.helpers import eventually
 from waddle.consumers.nats.broker import STREAM, Layout, setup
 
 STOP_TIMEOUT_S = 20.0
-# Short, so that messages a killed ingester held come back within a test's time.
-TEST_LAYOUT = Layout(ack_wait_s=2.0)
+# Short, so that messages and partitions a killed ingester held come back within a
+# test's time; four partitions, so that two ingesters share them.
+TEST_LAYOUT = Layout(ack_wait_s=2.0, partitions=4, lease_s=2.0)
 PRODUCER = Path(__file__).with_name("producer.py")
 
 

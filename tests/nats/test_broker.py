@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import zlib
 from contextlib import redirect_stdout
 
 import pytest
@@ -11,13 +12,16 @@ import pytest
 from tests.nats.conftest import NatsServer, call, free_port
 from waddle.cli.parser import main
 from waddle.consumers.nats.broker import (
-    CONSUMER,
-    OWNERS,
+    LEASES,
+    MEMBERS,
     STREAM,
+    Layout,
     back_off,
+    consumer_name,
     msg_id,
     pack,
     parse_msg_id,
+    partition,
     setup,
     subject,
     unpack,
@@ -46,12 +50,19 @@ def test_setup_creates_the_layout_once_and_updates_its_limits(nats_server: NatsS
     assert "exists" in again
     assert nats_server.stream_info().config.duplicate_window == 90
 
-    consumer = call(url, lambda js: js.consumer_info(STREAM, CONSUMER))
-    assert consumer.config.durable_name == CONSUMER
-    assert consumer.config.ack_policy == "explicit"
-    assert consumer.config.max_deliver == -1
+    assert config.metadata["waddle_partitions"] == "4"  # as the fixture set it up
+    for where in range(4):
+        consumer = call(url, lambda js, w=where: js.consumer_info(STREAM, consumer_name(w)))
+        assert consumer.config.durable_name == f"waddle-ingest-{where}"
+        assert consumer.config.filter_subject == f"waddle.events.{where}.>"
+        assert consumer.config.ack_policy == "explicit"
+        assert consumer.config.max_deliver == -1
     names = call(url, lambda js: js.streams_info())
-    assert {info.config.name for info in names} == {STREAM, f"KV_{OWNERS}"}
+    assert {info.config.name for info in names} == {STREAM, f"KV_{LEASES}", f"KV_{MEMBERS}"}
+    leases = call(url, lambda js: js.stream_info(f"KV_{LEASES}"))
+    assert leases.config.max_age == 15  # the default lease, set again by the last setup
+    with pytest.raises(UsageError, match="has 4 partitions, not 8"):
+        setup(url, Layout(partitions=8))
 
 
 def test_setup_without_a_server_says_how_to_start_one() -> None:
@@ -62,9 +73,11 @@ def test_setup_without_a_server_says_how_to_start_one() -> None:
 
 
 def test_subjects_carry_project_and_stream_as_single_tokens() -> None:
-    assert subject("vision", "abc123") == "waddle.events.vision.abc123"
-    assert subject("my.proj *>", "abc123.2") == "waddle.events.my_proj_.abc123_2"
-    assert subject(None, "abc") == "waddle.events._.abc"
+    assert zlib.crc32(b"abc123") % 16 == 12  # the partition: CRC-32 of the id, modulo P
+    assert subject("vision", "abc123", 16) == "waddle.events.12.vision.abc123"
+    assert subject("my.proj *>", "abc123.2", 1) == "waddle.events.0.my_proj_.abc123_2"
+    assert subject(None, "abc", 1) == "waddle.events.0._.abc"
+    assert partition("abc123", 16) == 12
 
 
 @pytest.mark.parametrize("stream", ["abc", "abc.3", "a-b_c.d"])

@@ -6,6 +6,7 @@ one is SIGKILLed twice, and the Parquet lake both ingesters export to."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -29,9 +30,10 @@ from tests.consumers.relay.support import (
     reference_db,
 )
 from tests.helpers import eventually
-from tests.nats.conftest import NatsServer, produce, settle
+from tests.nats.conftest import NatsServer, call, produce, settle
 from tests.nats.test_publisher import published
 from tests.web.conftest import Server, start_server
+from waddle.consumers.nats.broker import LEASES
 from waddle.eventlog.record import encode
 from waddle.eventlog.segment import log_dir
 from waddle.eventlog.writer import StreamWriter
@@ -59,6 +61,17 @@ class Message:
         self.answers.append("wip")
 
 
+def offline(log: IngestLog, **options: Any) -> NatsIngester:
+    """An ingester without a broker: ``_take`` alone, with no backfill to read from."""
+    ingester = NatsIngester(log, "nats://127.0.0.1:1", name="a", **options)
+
+    async def no_backfill(stream: str, waiting: list[Any], held: int) -> None:
+        return None
+
+    ingester._backfill = no_backfill  # type: ignore[method-assign]
+    return ingester
+
+
 def test_a_stream_is_appended_in_seq_order_whatever_order_its_messages_come_in(
     tmp_path: Path,
 ) -> None:
@@ -67,7 +80,7 @@ def test_a_stream_is_appended_in_seq_order_whatever_order_its_messages_come_in(
     ((stream, logged),) = log_events(source).items()
     events = logged[:5]  # the run event and metrics
     log = IngestLog(tmp_path / "ingester")
-    ingester = NatsIngester(log, "nats://127.0.0.1:1", name="a")
+    ingester = offline(log)
     msgs = [Message(event) for event in events]
 
     def take(*seqs: int) -> None:
@@ -94,7 +107,7 @@ def test_windows_published_again_with_other_boundaries_land_each_seq_once(
     ((stream, logged),) = log_events(source).items()
     events = logged[:10]
     log = IngestLog(tmp_path / "ingester")
-    ingester = NatsIngester(log, "nats://127.0.0.1:1", name="a")
+    ingester = offline(log)
     # A relay published 0-3 and 4-9, crashed, and published again from 2 in other cuts.
     windows = {
         first: Message(*events[first : last + 1])
@@ -125,7 +138,7 @@ def test_a_stream_held_at_a_gap_is_reported_once_and_keeps_at_most_hold_messages
     ((stream, logged),) = log_events(source).items()
     log = IngestLog(tmp_path / "ingester")
     # ack_wait 0: a stream still at its gap on the next look has waited long enough.
-    ingester = NatsIngester(log, "nats://127.0.0.1:1", name="a", ack_wait=0.0, hold=2)
+    ingester = offline(log, ack_wait=0.0, hold=2)
     msgs = [Message(event) for event in logged[:7]]
 
     def take(*seqs: int) -> None:
@@ -156,7 +169,7 @@ def test_a_stream_another_writer_holds_is_handed_back_not_fatal(tmp_path: Path) 
     ((stream, events),) = log_events(source).items()
     root = tmp_path / "ingester"
     log = IngestLog(root)
-    ingester = NatsIngester(log, "nats://127.0.0.1:1", name="a")
+    ingester = offline(log)
     msgs = [Message(event) for event in events]
     local = StreamWriter(log_dir(root) / stream)  # a producer of the same id on this host
     try:
@@ -265,5 +278,103 @@ def test_every_event_lands_exactly_once_across_relays_broker_and_ingesters(
     assert len(combined(references)) == 6 * 2  # six runs, loss and acc
     lake = tmp_path / "lake"  # one lake that both ingesters write
     for root in (a_root, b_root):
+        export_lake(root, lake)
+    assert lake_checksums(lake) == combined(references)
+
+
+def lease_holders(url: str) -> Counter[str]:
+    """How many partitions each ingester leases now."""
+
+    async def read(js: Any) -> Counter[str]:
+        from nats.js.errors import NoKeysError, NotFoundError
+
+        kv = await js.key_value(LEASES)
+        holders: Counter[str] = Counter()
+        try:
+            keys = await kv.keys()
+        except NoKeysError:
+            return holders
+        for key in keys:
+            with contextlib.suppress(NotFoundError):  # released since it was listed
+                holders[(await kv.get(key)).value.decode()] += 1
+        return holders
+
+    return Counter(call(url, read))
+
+
+def is_prefix(copy: list[dict[str, Any]], whole: list[dict[str, Any]]) -> bool:
+    return copy == whole[: len(copy)]
+
+
+def finished_copies(roots: list[Path]) -> dict[str, list[dict[str, Any]]]:
+    """The streams that end with their finish in the log of one of ``roots`` (each in one
+    only); the other copies are checked to be prefixes of them."""
+    copies = [log_events(root) for root in roots]
+    whole: dict[str, list[dict[str, Any]]] = {}
+    for each in copies:
+        for stream, events in each.items():
+            if events[-1]["type"] == "finish":
+                assert stream not in whole, f"{stream} finished in two logs"
+                whole[stream] = events
+    for each in copies:
+        assert all(is_prefix(events, whole[s]) for s, events in each.items())
+    return whole
+
+
+@pytest.mark.slow
+def test_a_dead_ingesters_partitions_are_taken_over_and_a_new_one_gets_its_share(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    url = nats_server.url
+    first, second = tmp_path / "machine1", tmp_path / "machine2"
+    a_root, b_root, c_root = (tmp_path / f"ingester-{n}" for n in "abc")
+    servers = [ingester(a_root, url, "a"), ingester(b_root, url, "b")]
+    relays = [Relay(first, url)]
+    load = None
+    try:
+        eventually(lambda: lease_holders(url) == {"a": 2, "b": 2}, 30, "two shares")
+        # Six runs over the four partitions (t0-t5: 1, 3, 1, 3, 0, 2), finished together.
+        load = produce(first, "t", runs=6, steps=3000, chunk=50, pause=0.1)
+        eventually(lambda: last_seqs(a_root), 30, "ingester a to take live streams")
+        assert load.poll() is None  # so every stream a holds is unfinished
+        servers[0].stop(signal.SIGKILL)  # mid-load, never restarted
+        settle(load)
+        expected = last_seqs(first)
+        eventually(lambda: published(first, url) == expected, 60, "the relay")
+        # b took a's partitions, and read the start of a's streams from the broker.
+        eventually(lambda: last_seqs(b_root) == expected, 90, "ingester b to hold it all")
+        assert lease_holders(url) == {"b": 4}
+
+        servers.append(ingester(c_root, url, "c"))  # b gives up its surplus to c
+        eventually(lambda: lease_holders(url) == {"b": 2, "c": 2}, 30, "shares again")
+        relays.append(Relay(second, url))
+        settle(produce(second, "u", runs=8, steps=300, chunk=100, pause=0.05))
+        later = last_seqs(second)
+        eventually(lambda: published(second, url) == later, 60, "the second relay")
+
+        def split() -> bool:
+            b, c = last_seqs(b_root), last_seqs(c_root)
+            return {s: c.get(s, b.get(s)) for s in later} == later
+
+        eventually(split, 90, "b and c to share the new streams")
+        assert set(last_seqs(c_root)) and set(last_seqs(c_root)) <= set(later)
+        for server in servers[1:]:
+            held = last_seqs(server.root)
+            eventually(lambda r=server.root, h=held: caught_up(r, "duckdb", h), 60, "tables")
+            assert server.stop() == 0, server.stderr()
+        for relay in relays:
+            assert relay.stop() == 0, relay.stderr()
+    finally:
+        for each in [*servers, *relays]:
+            each.stop(signal.SIGKILL)
+        if load is not None:
+            load.kill()
+            load.communicate()
+    sources = {**log_events(first), **log_events(second)}
+    assert finished_copies([a_root, b_root, c_root]) == sources
+    assert log_events(b_root).keys() >= expected.keys()  # a's streams too, each whole
+    references = [reference_db(f, tmp_path / f"{f.name}.duckdb") for f in (first, second)]
+    lake = tmp_path / "lake"
+    for root in (a_root, b_root, c_root):  # a's copies are unfinished: not exported
         export_lake(root, lake)
     assert lake_checksums(lake) == combined(references)

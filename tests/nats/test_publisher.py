@@ -20,7 +20,7 @@ from tests.helpers import eventually
 from tests.nats.conftest import NatsServer, call, produce, settle
 from waddle.cli.parser import main
 from waddle.consumers.base import run_consumer
-from waddle.consumers.nats.broker import MSG_ID, STREAM, unpack
+from waddle.consumers.nats.broker import MSG_ID, STREAM, subject, unpack
 from waddle.consumers.nats.publisher import NatsRelay, nats_relay_name
 from waddle.consumers.registry import StateStore
 from waddle.consumers.relay import parts
@@ -75,7 +75,7 @@ def test_each_event_is_published_once_with_its_stream_and_seq(
     events = log_events(root)
     assert published(root, url) == last_seqs(root)
     expected = {
-        (f"waddle.events.proj-a.{stream}", stream, orjson.dumps(event))
+        (subject("proj-a", stream, 4), stream, orjson.dumps(event))
         for stream, stream_events in events.items()
         for event in stream_events
     }

@@ -174,6 +174,8 @@ def _nats(args: argparse.Namespace) -> int:
         duplicate_window_s=args.duplicate_window,
         replicas=args.replicas,
         ack_wait_s=args.ack_wait,
+        partitions=args.partitions,
+        lease_s=args.lease,
     )
     for line in setup(args.url, layout):
         print(line)
@@ -311,8 +313,8 @@ def _add_nats(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "set up NATS JetStream for relays and ingesters past one host",
         _nats,
         [],
-        "setup: create (or update) the stream, the ingesters' durable consumer and the "
-        "owners bucket on the server at --url; idempotent (docs/nats.md).",
+        "setup: create (or update) the stream, the durable consumer of each partition and "
+        "the lease buckets on the server at --url; idempotent (docs/nats.md).",
     )
     nats.add_argument("action", choices=("setup",))
     nats.add_argument("--url", required=True, help="the NATS server, nats://HOST:PORT")
@@ -337,6 +339,19 @@ def _add_nats(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=float,
         default=broker.DEFAULT_ACK_WAIT_S,
         help="seconds before a message a dead ingester took goes to another (default %(default)s)",
+    )
+    nats.add_argument(
+        "--partitions",
+        type=int,
+        help=f"partitions of a new stream (default {broker.DEFAULT_PARTITIONS}); "
+        "fixed once the stream exists",
+    )
+    nats.add_argument(
+        "--lease",
+        type=float,
+        default=broker.DEFAULT_LEASE_S,
+        help="seconds a dead ingester's partitions wait before another takes them "
+        "(default %(default)s)",
     )
 
 

@@ -1,28 +1,27 @@
 """``waddle serve --from nats://HOST:PORT``: an ingester that takes events from JetStream.
 
-Several ingesters (on one machine or many) pull from the one durable consumer that
-``waddle nats setup`` creates, so each message is delivered to one of them at a time,
-and each appends what it takes into its own log through ``IngestLog`` (as ``/ingest``
-does); the server's usual consumers (the DuckDB writer, the live feed) take it from there.
+Several ingesters (on one machine or many) share the stream's partitions: each leases
+its share in the broker (``waddle.consumers.nats.leases``) and pulls only the durable
+consumers of the partitions it holds, so every message reaches the one ingester that
+appends its stream, the first time. Each appends what it takes into its server's own
+log through the app's ``IngestLog`` (as ``/ingest`` does); the server's usual consumers
+(the DuckDB writer, the live feed) take it from there. A run's streams (one per rank)
+may be in different partitions, so on different ingesters; the lake joins them again.
 
-Ownership: a stream's events must all land in one log, in seq order, so the first
-ingester that meets a stream claims it in the broker's ``waddle-owners`` bucket (an
-atomic create: one claim wins) under its ``name``, and keeps it across restarts (the
-name is stable: host and folder by default). A message for a stream another ingester
-owns is handed back (nak, with a delay that grows with each delivery), so the broker
-redelivers it until its owner takes it. A run's streams (one per rank) may be owned by
-different ingesters; the lake joins them again.
+Delivery: exactly-once in the log. A message (a window of a stream's events from the
+seq its id names) is acknowledged only after its events are in the log and fsynced
+(``IngestLog.append``); what the log holds already (a redelivery after a crash, a window
+a relay published again with other boundaries) is not written again.
+Ordering: windows of a stream past a gap (a redelivery still to come) wait
+unacknowledged in memory (reported in progress to the broker) until the gap fills.
 
-Delivery: exactly-once in the owner's log. A message (a window of a stream's events
-from the seq its id names) is acknowledged only after its events are in the log and
-fsynced (``IngestLog.append``); what the log holds already (a redelivery after a crash,
-a window a relay published again with other boundaries) is not written again.
-Ordering: messages of one stream may arrive out of order (a redelivery, a message
-handed back by another ingester); the owner keeps those past a gap unacknowledged in
-memory (telling the broker they are in progress) and appends them once the gap fills.
-Memory is bounded by the consumer's ``max_ack_pending``. While the owner of a stream is
-down, that stream waits in the broker (its messages are handed back and forth among the
-others, with growing delays); the other streams go on.
+Moves: when a partition moves here (its holder died, or released it to even out the
+shares), its live streams arrive from where the other ingester stopped. The first time
+a stream waits at a gap for a seq, the missing seqs are read from the broker's stream
+(``windows.backfill``: retention keeps them), so every ingester's copy of a stream is
+gapless from seq 0. The ingester it moved from keeps the prefix it had written: an
+unfinished copy (docs/nats.md says what that means for the read side). A stream whose
+start retention dropped stays at its gap, with one error naming it.
 """
 
 from __future__ import annotations
@@ -33,27 +32,32 @@ import socket
 import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass
-from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from waddle.consumers.nats.broker import (
-    CONSUMER,
     DEFAULT_ACK_WAIT_S,
+    DEFAULT_LEASE_S,
+    LEASES,
+    MEMBERS,
     MSG_ID,
-    OWNERS,
     STREAM,
+    NotSetUp,
     Puller,
     PullRefused,
     back_off,
     check_nats_url,
     connect,
+    consumer_name,
     parse_msg_id,
+    partition,
+    partitions_of,
     unpack,
 )
+from waddle.consumers.nats.leases import Leases
+from waddle.consumers.nats.windows import Window, backfill, chain
 from waddle.consumers.relay.client import Backoff
 from waddle.errors import IngestClosed, IngestError, StreamConflict, StreamLockedError
 from waddle.event_types import Event
@@ -70,10 +74,7 @@ DEFAULT_FETCH = 256
 # next request waits up to this long for more (one request per wait while idle).
 FETCH_BUSY_S = 0.0
 FETCH_IDLE_S = 0.5
-# Handing a message back: redelivered soon while its owner is likely up and merely did
-# not pull it, then slower (its owner may be down).
-NAK_BASE_S = 0.01
-NAK_QUICK_DELIVERIES = 10
+# A message handed back (past the hold, or refused by the log) comes round after this.
 NAK_CAP_S = 5.0
 # A message kept past a gap is reported in progress this often (well under ack_wait).
 IN_PROGRESS_EVERY_S = 2.0
@@ -86,62 +87,13 @@ STALL_ACK_WAITS = 3
 DEFAULT_HOLD = 512
 
 
-@dataclass(slots=True)
-class Window:
-    """One message: a window of a stream's consecutive events from seq ``first``."""
-
-    first: int
-    msg: Any
-    lines: list[bytes]
-
-    @property
-    def last(self) -> int:
-        return self.first + len(self.lines) - 1
-
-
-FIRST = attrgetter("first")
-
-
-def chain(waiting: list[Window], held: int) -> tuple[list[Window], list[bytes]]:
-    """Take from ``waiting`` the windows that start at or before the seq after ``held``,
-    in order: those windows, and the lines of the seqs they add past ``held`` (a window
-    re-published with other boundaries overlaps another; each seq is taken once)."""
-    waiting.sort(key=FIRST)
-    after = held + 1
-    lines: list[bytes] = []
-    count = 0
-    for window in waiting:
-        if window.first > after:
-            break
-        count += 1
-        if window.last >= after:
-            lines += window.lines[after - window.first :]
-            after = window.last + 1
-    run = waiting[:count]
-    del waiting[:count]
-    return run, lines
-
-
 def default_name(root: Path) -> str:
     """An ingester's stable name: this host and its folder."""
     return f"{socket.gethostname()}:{root.resolve()}"
 
 
-def owner_key(stream: str) -> str:
-    """The bucket key of a stream: its id, or its hex when the id is no valid key."""
-    if stream.endswith(".") or ".." in stream:
-        return "x" + stream.encode().hex()
-    return stream
-
-
-def nak_delay(deliveries: int) -> float:
-    """How long a handed-back message waits before it is delivered again."""
-    slower = max(deliveries - NAK_QUICK_DELIVERIES, 0)
-    return min(NAK_CAP_S, NAK_BASE_S * 2.0 ** min(slower, 20))
-
-
 class NatsIngester:
-    """Pulls events from the shared durable consumer into ``log`` until stopped."""
+    """Pulls the partitions it leases into ``log`` until stopped."""
 
     def __init__(
         self,
@@ -159,12 +111,16 @@ class NatsIngester:
         self.name = name
         self.fetch = fetch
         self.backoff = backoff or Backoff()
-        self.ack_wait = ack_wait  # the consumer's, read from the server on connecting
+        self.ack_wait = ack_wait  # the consumers', read from the server on connecting
         self.hold = max(1, hold)
         self.taken = 0  # events written into the log (not counting duplicates)
-        self._owners: dict[str, str] = {}
+        self.partitions = 1  # read from the stream on connecting
+        self._client: Any = None
+        self._pullers: dict[int, Puller] = {}
+        self._moves: list[tuple[set[int], set[int]]] = []  # lease rounds not yet applied
         self._held: dict[str, int] = {}
         self._waiting: dict[str, list[Window]] = defaultdict(list)
+        self._backfilled: dict[str, int] = {}  # per stream, the seq a backfill looked for
         self._touched = 0.0
         self._wait = FETCH_IDLE_S
         self._fresh: set[int] = set()  # ids of the messages kept at the last touch
@@ -183,29 +139,78 @@ class NatsIngester:
     async def _main(self, stop: threading.Event) -> None:
         import nats.errors
 
-        client: Any = None
         attempt = 0
+        leases: Leases | None = None
         try:
             while not stop.is_set():
+                renewing: asyncio.Task[None] | None = None
                 try:
-                    if client is None or client.is_closed:
-                        client = await connect(self.url, f"ingester {self.name}")
-                        self._waiting.clear()  # their acks went with the old client
-                        self._stalls.clear()
-                    js = client.jetstream()
-                    info = await js.consumer_info(STREAM, CONSUMER)
-                    self.ack_wait = info.config.ack_wait or self.ack_wait
-                    owners = await js.key_value(OWNERS)
-                    puller = Puller(client)
+                    leases = await self._connect(leases)
+                    lease_s = await self._lease_s()
+                    renewing = asyncio.create_task(self._renew(leases, lease_s))
                     while not stop.is_set():
-                        await self._round(puller, owners)
+                        if renewing.done():
+                            renewing.result()  # an outage while renewing: raise it here
+                        await self._round()
                         attempt = 0
-                except (nats.errors.Error, OSError, asyncio.TimeoutError, PullRefused) as exc:
+                except (
+                    nats.errors.Error,
+                    OSError,
+                    asyncio.TimeoutError,
+                    PullRefused,
+                    NotSetUp,
+                ) as exc:
                     await self._wait_out(exc, attempt, stop)
                     attempt += 1
+                finally:
+                    if renewing is not None:
+                        renewing.cancel()
         finally:
-            if client is not None:
-                await client.close()
+            await self._leave(leases)
+
+    async def _connect(self, leases: Leases | None) -> Leases:
+        """A connection (a new one after an outage), and the leases to renew over it."""
+        if self._client is None or self._client.is_closed:
+            self._client = await connect(self.url, f"ingester {self.name}")
+            self._waiting.clear()  # their acks went with the old client
+            self._stalls.clear()
+            self._pullers.clear()
+        js = self._client.jetstream()
+        self.partitions = await partitions_of(js)
+        info = await js.consumer_info(STREAM, consumer_name(0))
+        self.ack_wait = info.config.ack_wait or self.ack_wait
+        buckets = (await js.key_value(LEASES), await js.key_value(MEMBERS))
+        if leases is None:
+            leases = Leases(self.name, self.partitions, *buckets)
+        leases.leases, leases.members = buckets
+        self._pullers = {p: Puller(self._client, consumer_name(p)) for p in leases.held}
+        self._moves.clear()  # the leases held are the pullers now
+        return leases
+
+    async def _lease_s(self) -> float:
+        """The lease, as the bucket's ``max_age`` says (``waddle nats setup --lease``)."""
+        info = await self._client.jetstream().stream_info(f"KV_{LEASES}")
+        return float(info.config.max_age or DEFAULT_LEASE_S)
+
+    async def _renew(self, leases: Leases, lease_s: float) -> None:
+        """Renew, give up and take partitions every third of the lease (``Leases``)."""
+        while True:
+            self._moves.append(await leases.round())
+            await asyncio.sleep(lease_s / 3)
+
+    async def _leave(self, leases: Leases | None) -> None:
+        """On a stop: give the partitions up at once (not one lease later) and close."""
+        import nats.errors
+
+        client, self._client = self._client, None
+        if client is None:
+            return
+        if leases is not None and not client.is_closed:
+            try:
+                await asyncio.wait_for(leases.release_all(), 5.0)
+            except (nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
+                logger.info("waddle ingester %s: leases left to expire (%s)", self.name, exc)
+        await client.close()
 
     async def _wait_out(self, exc: BaseException, attempt: int, stop: threading.Event) -> None:
         if attempt == 0:
@@ -219,43 +224,48 @@ class NatsIngester:
             )
         await back_off(self.backoff, attempt, stop.is_set)
 
-    async def _round(self, puller: Puller, owners: Any) -> None:
-        """Fetch one batch and take it; keep messages waiting past a gap alive."""
-        msgs = await puller.fetch(self.fetch, self._wait)
-        self._wait = FETCH_BUSY_S if msgs else FETCH_IDLE_S
+    async def _round(self) -> None:
+        """Fetch from every partition held and take it; keep messages past a gap alive."""
+        await self._apply_moves()
+        if not self._pullers:
+            await asyncio.sleep(FETCH_IDLE_S)
+            return
+        pulled = await asyncio.gather(
+            *(puller.fetch(self.fetch, self._wait) for puller in self._pullers.values())
+        )
+        await self._apply_moves()  # a lease lost meanwhile: what it brought goes back
+        self._wait = FETCH_BUSY_S if any(pulled) else FETCH_IDLE_S
         by_stream: dict[str, list[tuple[int, Any]]] = defaultdict(list)
-        for msg in msgs:
+        for msg in (msg for msgs in pulled for msg in msgs):
             found = parse_msg_id((msg.headers or {}).get(MSG_ID))
             if found is None:
                 logger.error("waddle ingester: a message without %s on %s", MSG_ID, msg.subject)
                 await msg.term()
-                continue
-            by_stream[found[0]].append((found[1], msg))
-        for stream, items in by_stream.items():
-            if await self._owns(owners, stream):
-                await self._take(stream, items)
+            elif partition(found[0], self.partitions) not in self._pullers:
+                await msg.nak()
             else:
-                for _, msg in items:
-                    await msg.nak(delay=nak_delay(msg.metadata.num_delivered))
+                by_stream[found[0]].append((found[1], msg))
+        for stream, items in by_stream.items():
+            await self._take(stream, items)
         await self._keep_waiting_alive()
 
-    async def _owns(self, owners: Any, stream: str) -> bool:
-        """Whether this ingester owns ``stream``; claims it when nobody does yet."""
-        from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
-
-        owner = self._owners.get(stream)
-        key = owner_key(stream)
-        while owner is None:
-            try:
-                owner = (await owners.get(key)).value.decode()
-            except KeyNotFoundError:
-                try:
-                    await owners.create(key, self.name.encode())
-                    owner = self.name
-                except KeyWrongLastSequenceError:
-                    continue  # another ingester claimed it first: read whose it is
-            self._owners[stream] = owner
-        return owner == self.name
+    async def _apply_moves(self) -> None:
+        """Pull the partitions taken, stop pulling those given up; hand back what this
+        ingester kept of the latter's streams, for their new holder."""
+        while self._moves:
+            taken, lost = self._moves.pop(0)
+            for where in lost:
+                puller = self._pullers.pop(where, None)
+                if puller is not None:
+                    await puller.close()
+                for stream in [s for s in self._waiting if partition(s, self.partitions) == where]:
+                    for window in self._waiting.pop(stream):
+                        if window.msg is not None:
+                            await window.msg.nak()
+                    self._stalls.pop(stream, None)
+                    self._backfilled.pop(stream, None)
+            for where in taken - self._pullers.keys():
+                self._pullers[where] = Puller(self._client, consumer_name(where))
 
     async def _take(self, stream: str, items: list[tuple[int, Any]]) -> None:
         """Append what follows the log's last seq from the messages ``items`` (each a
@@ -277,14 +287,15 @@ class NatsIngester:
             else:
                 waiting.append(window)
         if len(waiting) > self.hold:
-            waiting.sort(key=FIRST)
-            for window in waiting[self.hold :]:
-                await window.msg.nak(delay=NAK_CAP_S)
+            waiting.sort(key=lambda window: window.first)
+            await _answer(waiting[self.hold :], "nak", delay=NAK_CAP_S)
             del waiting[self.hold :]
         run, lines = chain(waiting, held)
+        if not lines and waiting and self._backfilled.get(stream) != held + 1:
+            await self._backfill(stream, waiting, held)
+            run, lines = chain(waiting, held)
         if not lines:
-            for window in run:
-                await window.msg.ack()
+            await _answer(run, "ack")
             self._note_stall(stream, held + 1)
             return
         try:
@@ -297,9 +308,30 @@ class NatsIngester:
             return
         self._held[stream] = outcome.seq
         self.taken += outcome.written
-        for window in run:
-            await window.msg.ack()
+        await _answer(run, "ack")
         self._note_stall(stream, outcome.seq + 1)
+
+    async def _backfill(self, stream: str, waiting: list[Window], held: int) -> None:
+        """Read the seqs ``stream`` lacks before its first waiting window from the broker
+        (it moved here mid-way, or a redelivery is slow): once per seq awaited."""
+        self._backfilled[stream] = held + 1
+        subject = next(w.msg.subject for w in waiting if w.msg is not None)
+        upto = min(window.first for window in waiting)
+        found, reached = await backfill(self._client, stream, subject, held, upto, self.fetch)
+        waiting += found
+        if reached < upto:
+            logger.error(
+                "waddle ingester %s: stream %r stops at seq %d: the broker no longer holds "
+                "seqs %d to %d (retention dropped them) and this ingester's log lacks them. "
+                "To continue it here, publish the stream again from its start (on its "
+                "relay's machine: `waddle consumers rm relay-nats-HOST-PORT`, then `waddle "
+                "sync nats://...`)",
+                self.name,
+                stream,
+                reached,
+                reached,
+                upto - 1,
+            )
 
     def _note_stall(self, stream: str, awaited: int) -> None:
         """Report once a stream kept waiting for seq ``awaited`` past ``STALL_ACK_WAITS``
@@ -347,7 +379,8 @@ class NatsIngester:
             level, "waddle ingester %s: stream %r: %s; retried later", self.name, stream, exc
         )
         for msg in msgs:
-            await msg.nak(delay=NAK_CAP_S)
+            if msg is not None:
+                await msg.nak(delay=NAK_CAP_S)
 
     async def _keep_waiting_alive(self) -> None:
         """Tell the broker the messages kept past a gap are in progress (no redelivery)."""
@@ -359,9 +392,16 @@ class NatsIngester:
             if waiting:
                 self._note_stall(stream, self._held[stream] + 1)
             for window in waiting:
-                if id(window.msg) not in self._fresh:  # kept since the last round of these
-                    await window.msg.in_progress()
+                if window.msg is not None and id(window.msg) not in self._fresh:
+                    await window.msg.in_progress()  # kept since the last round of these
         self._fresh = {id(w.msg) for waiting in self._waiting.values() for w in waiting}
+
+
+async def _answer(windows: list[Window], how: str, **options: float) -> None:
+    """Ack or nak the messages of ``windows`` (a backfilled one has none)."""
+    for window in windows:
+        if window.msg is not None:
+            await getattr(window.msg, how)(**options)
 
 
 def serve_from(settings: Settings, url: str, *, name: str | None = None) -> int:

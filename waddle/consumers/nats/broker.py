@@ -1,10 +1,13 @@
 """The JetStream layout Waddle uses, and ``waddle nats setup`` that creates it.
 
 One stream (``WADDLE``) holds every event relays publish, on the subject
-``waddle.events.<project>.<stream>`` (``subject``); one durable pull consumer
-(``waddle-ingest``) is shared by every ingester, so each message is handled by one of
-them; one key-value bucket (``waddle-owners``) records which ingester holds which stream
-(a stream's events must all land in one log, in seq order).
+``waddle.events.<partition>.<project>.<stream>`` (``subject``): the partition is a
+stable hash of the stream id (CRC-32 modulo P, ``partition``), so all of a stream's
+events are in one partition. P is fixed when the stream is created (``--partitions``)
+and kept in its metadata, where relays and ingesters read it (``partitions_of``). Each
+partition has a durable pull consumer (``waddle-ingest-<p>``); an ingester pulls the
+partitions it leases in the ``waddle-leases`` bucket, whose entries expire unless
+renewed, and counts the live ingesters in ``waddle-members`` (``waddle.web.nats_lease``).
 
 Retention: limits (not work-queue), so what the ingesters acknowledged stays in the
 broker until ``max_age`` or ``max_bytes`` drops the oldest: a new consumer (a second set
@@ -27,6 +30,7 @@ import logging
 import re
 import threading
 import time
+import zlib
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -41,8 +45,13 @@ logger = logging.getLogger("waddle.nats")
 
 STREAM = "WADDLE"
 SUBJECT_PREFIX = "waddle.events"
-CONSUMER = "waddle-ingest"
-OWNERS = "waddle-owners"
+CONSUMER_PREFIX = "waddle-ingest-"
+LEASES = "waddle-leases"
+MEMBERS = "waddle-members"
+PARTITIONS_KEY = "waddle_partitions"
+DEFAULT_PARTITIONS = 16
+# A lease not renewed within this long is free: a dead ingester's partitions wait so long.
+DEFAULT_LEASE_S = 15.0
 MSG_ID = "Nats-Msg-Id"
 DAY_S = 86400.0
 DEFAULT_MAX_AGE_S = 7 * DAY_S
@@ -64,6 +73,10 @@ class PullRefused(TransientError):
     """The server refused a pull request (409: the consumer was deleted or is busy)."""
 
 
+class NotSetUp(TransientError):
+    """The server has no Waddle stream, or one without partitions: ``waddle nats setup``."""
+
+
 @dataclass(frozen=True)
 class Layout:
     """What ``setup`` creates: limits of the stream, and the consumer's redelivery."""
@@ -74,6 +87,8 @@ class Layout:
     replicas: int = 1
     ack_wait_s: float = DEFAULT_ACK_WAIT_S
     max_ack_pending: int = DEFAULT_MAX_ACK_PENDING
+    partitions: int | None = None  # None: DEFAULT_PARTITIONS for a new stream, else kept
+    lease_s: float = DEFAULT_LEASE_S
 
 
 def check_nats_url(url: str) -> str:
@@ -94,9 +109,35 @@ def token(value: str) -> str:
     return _NOT_A_TOKEN.sub("_", value)[:128] or "_"
 
 
-def subject(project: str | None, stream: str) -> str:
-    """The subject of a stream's events: ``waddle.events.<project>.<stream>``."""
-    return f"{SUBJECT_PREFIX}.{token(project or '_')}.{token(stream)}"
+def partition(stream: str, partitions: int) -> int:
+    """The partition of a stream: CRC-32 of its id's UTF-8 bytes, modulo ``partitions``
+    (stable across processes and versions, unlike Python's ``hash``)."""
+    return zlib.crc32(stream.encode()) % partitions
+
+
+def subject(project: str | None, stream: str, partitions: int) -> str:
+    """The subject of a stream's events: ``waddle.events.<partition>.<project>.<stream>``."""
+    where = partition(stream, partitions)
+    return f"{SUBJECT_PREFIX}.{where}.{token(project or '_')}.{token(stream)}"
+
+
+def consumer_name(where: int) -> str:
+    """The durable consumer of partition ``where``."""
+    return f"{CONSUMER_PREFIX}{where}"
+
+
+async def partitions_of(js: Any) -> int:
+    """P, from the stream's metadata; ``NotSetUp`` when there is no such stream yet."""
+    from nats.js.errors import NotFoundError
+
+    try:
+        info = await js.stream_info(STREAM)
+    except NotFoundError as exc:
+        raise NotSetUp(f"the NATS server has no stream {STREAM}") from exc
+    value = (info.config.metadata or {}).get(PARTITIONS_KEY, "")
+    if not value.isdigit() or int(value) < 1:
+        raise NotSetUp(f"the stream {STREAM} has no partitions (set up by an older Waddle)")
+    return int(value)
 
 
 def msg_id(stream: str, seq: int) -> str:
@@ -178,10 +219,26 @@ async def connect(url: str, name: str) -> Any:
 
 
 async def ensure(js: Any, layout: Layout) -> list[str]:
-    """Create or update the stream, the consumer and the owners bucket; what was done."""
+    """Create or update the stream, the consumers and the buckets; what was done."""
     from nats.js import api
     from nats.js.errors import NotFoundError
 
+    try:
+        held = await partitions_of(js)
+    except NotSetUp as exc:
+        if isinstance(exc.__cause__, NotFoundError):
+            held = None
+        else:
+            raise UsageError(
+                f"{exc}; delete it (nats stream rm {STREAM}) after the ingesters took "
+                "everything, then run setup again"
+            ) from exc
+    count = layout.partitions or held or DEFAULT_PARTITIONS
+    if held is not None and count != held:
+        raise UsageError(
+            f"the stream {STREAM} has {held} partitions, not {count}: a stream's partition "
+            "would change mid-way. Keep --partitions, or start a new stream (docs/nats.md)"
+        )
     stream = api.StreamConfig(
         name=STREAM,
         subjects=[f"{SUBJECT_PREFIX}.>"],
@@ -192,30 +249,51 @@ async def ensure(js: Any, layout: Layout) -> list[str]:
         max_bytes=layout.max_bytes,
         duplicate_window=layout.duplicate_window_s,
         num_replicas=layout.replicas,
+        metadata={PARTITIONS_KEY: str(count)},
     )
-    done = []
-    try:
-        await js.stream_info(STREAM)
-    except NotFoundError:
+    if held is None:
         await js.add_stream(stream)
-        done.append(f"created stream {STREAM}")
+        done = [f"created stream {STREAM} with {count} partitions"]
     else:
         await js.update_stream(stream)
-        done.append(f"stream {STREAM} exists (limits updated)")
-    consumer = api.ConsumerConfig(
-        durable_name=CONSUMER,
-        ack_policy=api.AckPolicy.EXPLICIT,
-        deliver_policy=api.DeliverPolicy.ALL,
-        ack_wait=layout.ack_wait_s,
-        max_deliver=-1,
-        max_ack_pending=layout.max_ack_pending,
-        num_replicas=layout.replicas,
-    )
-    await js.add_consumer(STREAM, consumer)
-    done.append(f"durable consumer {CONSUMER} ready")
-    await js.create_key_value(bucket=OWNERS, history=1, replicas=layout.replicas)
-    done.append(f"owners bucket {OWNERS} ready")
+        done = [f"stream {STREAM} exists, {count} partitions (limits updated)"]
+    for where in range(count):
+        consumer = api.ConsumerConfig(
+            durable_name=consumer_name(where),
+            filter_subject=f"{SUBJECT_PREFIX}.{where}.>",
+            ack_policy=api.AckPolicy.EXPLICIT,
+            deliver_policy=api.DeliverPolicy.ALL,
+            ack_wait=layout.ack_wait_s,
+            max_deliver=-1,
+            max_ack_pending=layout.max_ack_pending,
+            num_replicas=layout.replicas,
+        )
+        await js.add_consumer(STREAM, consumer)
+    done.append(f"durable consumers {consumer_name(0)} to {consumer_name(count - 1)} ready")
+    for bucket in (LEASES, MEMBERS):
+        await _bucket(js, bucket, layout)
+    done.append(f"buckets {LEASES} and {MEMBERS} ready (lease {layout.lease_s:g} s)")
     return done
+
+
+async def _bucket(js: Any, bucket: str, layout: Layout) -> None:
+    """Create a bucket whose entries expire after the lease, or set its lease anew."""
+    from nats.js.errors import BadRequestError, NotFoundError
+
+    try:
+        info = await js.stream_info(f"KV_{bucket}")
+    except NotFoundError:
+        await js.create_key_value(
+            bucket=bucket, history=1, ttl=layout.lease_s, replicas=layout.replicas
+        )
+        return
+    config = info.config
+    config.max_age = layout.lease_s
+    config.duplicate_window = min(config.duplicate_window or layout.lease_s, layout.lease_s)
+    try:
+        await js.update_stream(config)
+    except BadRequestError as exc:
+        raise UsageError(f"cannot change the lease of bucket {bucket}: {exc}") from exc
 
 
 def setup(url: str, layout: Layout | None = None, *, timeout: float = 30.0) -> list[str]:
@@ -284,7 +362,7 @@ async def _cancel_all() -> None:
 
 
 class Puller:
-    """Pulls batches from the durable consumer with one standing inbox.
+    """Pulls batches from one consumer with one standing inbox.
 
     A pull request asks for up to ``batch`` messages and expires after ``wait`` seconds;
     the server sends what it has as it comes and ends the request with a status (408 when
@@ -292,11 +370,11 @@ class Puller:
     late are taken by the next ``fetch``: they are delivered to this client all the same.
     """
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, consumer: str) -> None:
         self.client = client
         self.inbox = client.new_inbox()
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
-        self.subject = f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{CONSUMER}"
+        self.subject = f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{consumer}"
         self._sub: Any = None
 
     async def fetch(self, batch: int, wait: float) -> list[Any]:
@@ -326,3 +404,9 @@ class Puller:
             elif status == "409":
                 raise PullRefused(f"the server refused a pull: {msg.headers}")
         return msgs
+
+    async def close(self) -> None:
+        """Stop taking messages (those delivered later go back after ``ack_wait``)."""
+        if self._sub is not None:
+            sub, self._sub = self._sub, None
+            await sub.unsubscribe()

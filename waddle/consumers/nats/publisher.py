@@ -2,7 +2,8 @@
 
 ``waddle-consume --relay nats://HOST:PORT`` and ``waddle sync nats://HOST:PORT`` run it.
 A stream's consecutive events go out as one message (a window: their lines as the log
-holds them, up to ``message_bytes``) on ``waddle.events.<project>.<stream>``, with
+holds them, up to ``message_bytes``) on ``waddle.events.<partition>.<project>.<stream>``
+(the partitions are read from the stream on connecting), with
 ``Nats-Msg-Id: <stream>:<first seq>`` as its header (``broker.pack``). A window published
 again after a crash may be cut at other seqs, so the broker may keep both; the
 ingesters take each seq once whatever windows carry it.
@@ -42,11 +43,13 @@ from waddle.consumers.base import Consumer, Offsets, run_consumer
 from waddle.consumers.nats.broker import (
     MSG_ID,
     Loop,
+    NotSetUp,
     back_off,
     check_nats_url,
     connect,
     msg_id,
     pack,
+    partitions_of,
     subject,
 )
 from waddle.consumers.relay.client import Backoff
@@ -124,6 +127,7 @@ class NatsRelay(Consumer):
         self._connecting = asyncio.Lock()
         self._outage_since: float | None = None
         self._parked: set[str] = set()
+        self._partitions = 1  # read from the stream on connecting
 
     def start(self, offsets: Mapping[str, Offset]) -> Offsets:
         """Resume from the published offsets: exactly what the broker acknowledged."""
@@ -215,7 +219,6 @@ class NatsRelay(Consumer):
         """Publish ``events`` in windows, each retried until every message is acknowledged."""
         if not events:
             return True
-        target = subject(self._project(stream), stream)
         lines = [encode(event) for event in events]
         start = 0
         attempt = 0
@@ -223,7 +226,7 @@ class NatsRelay(Consumer):
             if self.stopping():
                 return False
             try:
-                start = await self._window(target, stream, events, lines, start)
+                start = await self._window(stream, events, lines, start)
             except BrokerUnreachable as exc:
                 if not await self._wait_out(exc, attempt):
                     return False
@@ -236,7 +239,7 @@ class NatsRelay(Consumer):
         return True
 
     async def _window(
-        self, target: str, stream: str, events: list[Event], lines: list[bytes], start: int
+        self, stream: str, events: list[Event], lines: list[bytes], start: int
     ) -> int:
         """Publish up to ``window`` messages from ``events[start]`` on without waiting for
         each ack in turn (``publish_async``); where the next one starts, once every one
@@ -244,6 +247,7 @@ class NatsRelay(Consumer):
         import nats.errors
 
         js = await self._jetstream()
+        target = subject(self._project(stream), stream, self._partitions)
         limit = min(self.message_bytes, self._client.max_payload - HEADER_ROOM)
         windows = pack(lines, start, limit, self.window)
         acks: list[asyncio.Future[Any]] = []
@@ -272,15 +276,19 @@ class NatsRelay(Consumer):
         return windows[-1][1]
 
     async def _jetstream(self) -> Any:
-        """The JetStream context, connecting first if needed (a failure is transient)."""
+        """The JetStream context, connecting first if needed and reading the stream's
+        partitions (a failure, or a server not set up yet, is transient)."""
         async with self._connecting:  # the streams of a round share one connection
             if self._client is None or self._client.is_closed:
                 import nats.errors
 
                 try:
                     self._client = await connect(self.url, self.name)
-                except (nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
-                    raise BrokerUnreachable(f"cannot connect to {self.url}: {exc!r}") from exc
+                    self._partitions = await partitions_of(self._client.jetstream())
+                except (nats.errors.Error, OSError, asyncio.TimeoutError, NotSetUp) as exc:
+                    if self._client is not None:
+                        await self._client.close()
+                    raise BrokerUnreachable(f"cannot publish to {self.url}: {exc!r}") from exc
         return self._client.jetstream()
 
     async def _wait_out(self, exc: BrokerUnreachable, attempt: int) -> bool:
