@@ -12,12 +12,13 @@
 * ``batch``: CPU per event of the host's ingest (check and write, no HTTP) for the same
   events sent as one ``/ingest/batch`` body against one single-stream body per stream
   (each paying its fsync, as in the server).
-* ``backlog``: a relay's backlog (BACKLOG events in 4 streams, gzip bodies of 2,000
-  events a stream) through ``/ingest/batch``'s code (no HTTP) into the host's DuckDB
-  writer following the log, as ``waddle serve`` wires them: once with ``/ingest``
-  handing its events to the writer (``Handoff``), once with the writer reading them
-  back from the log (before). Reported: the process's CPU per event (all threads,
-  DuckDB's too) and events/s from the first body to the last event committed.
+* ``backlog``: a relay's backlog (BACKLOG events of 4 values in 4 streams, as
+  ``bench_relay.py``'s; gzip bodies of 2,000 events a stream) through
+  ``/ingest/batch``'s code (no HTTP) into the host's DuckDB writer following the log,
+  as ``waddle serve`` wires them: once with ``/ingest`` handing its events to the
+  writer (``Handoff``), once with the writer reading them back from the log (before).
+  Reported: the process's CPU per event (all threads, DuckDB's too) and events/s from
+  the first body to the last event committed.
 
     python benchmarks/bench_host.py                      # 3,000 streams, ~2 minutes
     python benchmarks/bench_host.py --streams 1000 --seconds 10
@@ -51,15 +52,21 @@ from waddle.web.ingest import _prepare
 from waddle.web.ingest_batch import take_batch
 from waddle.web.ingest_log import IngestLog
 
+TWO = {"loss": 0.5, "acc": 0.1}
+# What bench_relay.py's backlog logs: four values an event.
+FOUR = {"loss": 0.123456, "acc": 0.5, "lr": 1e-3, "grad_norm": 1.0}
 
-def events_of(stream: str, first: int, count: int, now: float) -> list[dict[str, Any]]:
+
+def events_of(
+    stream: str, first: int, count: int, now: float, data: dict[str, float] = TWO
+) -> list[dict[str, Any]]:
     if first == 0:
         run = {"seq": 0, "ts": now, "type": "run", "run_id": stream, "project": "bench",
                "name": stream, "config": {}, "tags": [], "notes": None, "group": None,
                "job_type": None, "context": {"host": "bench"}}  # fmt: skip
-        return [run, *events_of(stream, 1, count - 1, now)]
+        return [run, *events_of(stream, 1, count - 1, now, data)]
     return [
-        {"seq": s, "ts": now, "type": "metrics", "step": s, "data": {"loss": 0.5, "acc": 0.1}}
+        {"seq": s, "ts": now, "type": "metrics", "step": s, "data": data}
         for s in range(first, first + count)
     ]
 
@@ -190,7 +197,8 @@ def backlog(root: Path, total: int, handed: bool) -> dict[str, float]:
     for first in range(0, total // streams, per_part):
         parts = []
         for n in names:
-            lines = b"".join(orjson.dumps(e) + b"\n" for e in events_of(n, first, per_part, now))
+            made = events_of(n, first, per_part, now, FOUR)
+            lines = b"".join(orjson.dumps(e) + b"\n" for e in made)
             parts.append(b'{"stream":"%s","events":%d}\n' % (n.encode(), per_part) + lines)
         bodies.append(gzip.compress(b"".join(parts), 1))
     events = len(bodies) * per_part * streams
