@@ -14,7 +14,9 @@ names folder sizes (0 and 10,000 finished runs of 10 events by default, written 
 started and caught up before the first round, so every measurement has the same
 process layout (every server up, one producer, one client); rounds interleave the sizes
 (A B, B A, ...) and the table gives each size's medians and its ratio to the first size,
-taken round by round, so that load on a shared machine hits both sides alike.
+taken round by round, so that load on a shared machine hits both sides alike. It also
+gives the server's CPU (user + system, psutil) per event over each measurement: a figure
+that holds better than latency on a loaded machine.
 
     python benchmarks/bench_live.py                        # 0 and 10,000 finished runs, ~3 min
     python benchmarks/bench_live.py --finished 0 --rates 1000,20000,50000 --seconds 10
@@ -109,8 +111,15 @@ def start_caught_up(root: Path, finished: int) -> tuple[subprocess.Popen[bytes],
     return server, url.replace("http://", "ws://") + "/ws"
 
 
+def cpu_seconds(pid: int) -> float:
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
 def run_rounds(
-    servers: dict[int, tuple[Path, str]], rates: list[float], seconds: float, rounds: int
+    servers: dict[int, tuple[Path, str, int]], rates: list[float], seconds: float, rounds: int
 ) -> list[dict[str, float]]:
     """Every round's figures; the folder sizes alternate order from one round to the next."""
     results = []
@@ -118,10 +127,12 @@ def run_rounds(
     for round_ in range(rounds):
         for rate in rates:
             for finished in sizes if round_ % 2 == 0 else sizes[::-1]:
-                root, ws_url = servers[finished]
+                root, ws_url, pid = servers[finished]
                 run_id = f"live{int(rate)}r{round_}"
                 load = os.getloadavg()[0]
+                cpu = cpu_seconds(pid)
                 latencies = asyncio.run(measure(ws_url, root, run_id, rate, seconds))
+                cpu = cpu_seconds(pid) - cpu
                 results.append(
                     {
                         "finished": finished,
@@ -132,6 +143,7 @@ def run_rounds(
                         "p50_ms": 1000 * statistics.median(latencies),
                         "p99_ms": 1000 * percentile(latencies, 0.99),
                         "max_ms": 1000 * max(latencies),
+                        "server_us_per_event": 1e6 * cpu / (rate * seconds),
                     }
                 )
     return results
@@ -149,8 +161,11 @@ def ratio(
 def report(results: list[dict[str, float]], sizes: list[int], rates: list[float]) -> None:
     """Markdown table: each size's medians over rounds and its paired ratio to ``sizes[0]``."""
     print(f"\nLive latency, log() to WebSocket client ({os.cpu_count()} CPUs, default settings)\n")
-    print("| finished runs | calls/s | events | p50 ms | p99 ms | max ms | p50 ratio | p99 ratio |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| finished runs | calls/s | events | p50 ms | p99 ms | max ms | p50 ratio | p99 ratio "
+        "| server CPU µs/event | CPU ratio |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for rate in rates:
         for finished in sizes:
             rows = [r for r in results if r["rate"] == rate and r["finished"] == finished]
@@ -158,13 +173,14 @@ def report(results: list[dict[str, float]], sizes: list[int], rates: list[float]
             p99 = statistics.median(r["p99_ms"] for r in rows)
             worst = max(r["max_ms"] for r in rows)
             events = sum(r["events"] for r in rows)
-            ratios = " | ".join(
+            cpu = statistics.median(r["server_us_per_event"] for r in rows)
+            ratios = [
                 f"{ratio(results, finished, sizes[0], rate, key):.2f}x"
-                for key in ("p50_ms", "p99_ms")
-            )
+                for key in ("p50_ms", "p99_ms", "server_us_per_event")
+            ]
             print(
                 f"| {finished:,} | {rate:,.0f} | {events:,} | {p50:.1f} | {p99:.1f} "
-                f"| {worst:.1f} | {ratios} |"
+                f"| {worst:.1f} | {ratios[0]} | {ratios[1]} | {cpu:.1f} | {ratios[2]} |"
             )
     loads = [r["load"] for r in results]
     print(f"\nload average (1 min) as each measurement began: {min(loads):.1f} to {max(loads):.1f}")
@@ -199,14 +215,14 @@ def main() -> None:
     sizes = [int(n) for n in args.finished.split(",")]
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {time.strftime('%F %T %Z')}")
     with tempfile.TemporaryDirectory(prefix="waddle-bench-live-") as folder:
-        servers: dict[int, tuple[Path, str]] = {}
+        servers: dict[int, tuple[Path, str, int]] = {}
         procs = []
         try:
             for finished in sizes:
                 root = Path(folder) / f"root{finished}"
                 server, ws_url = start_caught_up(root, finished)
                 procs.append(server)
-                servers[finished] = (root, ws_url)
+                servers[finished] = (root, ws_url, server.pid)
             time.sleep(SETTLE_S)
             results = run_rounds(servers, rates, args.seconds, args.rounds)
         finally:
