@@ -107,13 +107,14 @@ class StateStore:
             self._compact(name, offsets)
             return
         published = journal.published
-        changed: dict[str, dict[str, int] | None] = {}
-        added = 0
-        for stream, offset in offsets.items():
-            before = published.get(stream)
-            if before is not offset and before != offset:
-                changed[stream] = offset.to_json()
-                added += before is None
+        was = published.get
+        # Identity first, in one comprehension: a consumer hands back the same ``Offset``
+        # for a stream that did not move, so only the few that did are compared.
+        moved = [stream for stream, offset in offsets.items() if was(stream) is not offset]
+        changed: dict[str, dict[str, int] | None] = {
+            stream: offsets[stream].to_json() for stream in moved if was(stream) != offsets[stream]
+        }
+        added = sum(stream not in published for stream in moved)
         gone = [] if len(published) + added == len(offsets) else published.keys() - offsets
         changed.update(dict.fromkeys(gone))
         line = orjson.dumps({"updated_at": time.time(), "offsets": changed}) + b"\n"
