@@ -11,10 +11,10 @@ A consumer is an object with a ``name``, a ``durable`` flag and four methods::
 tails the log through ``LogReader.follow`` (or catches up once), hands every round of
 batches to ``handle``, commits whenever it has caught up with the log (and every second
 while it works through a backlog: fewer, larger transactions), publishes the
-committed offsets to ``state/<name>.json`` (when caught up, at most once a second while
-catching up, and at the end) and always closes it. With a ``Retry``, a transient failure
-(a full disk) closes the consumer and starts it again after a backoff instead of ending
-the loop (``waddle.consumers.retry``).
+committed offsets to ``state/<name>.json`` (at most once a second, caught up or not: a
+later idle moment publishes what is left; and at the end) and always closes it. With a
+``Retry``, a transient failure (a full disk) closes the consumer and starts it again
+after a backoff instead of ending the loop (``waddle.consumers.retry``).
 
 Delivery: within one run of the loop every event reaches ``handle`` once, in seq order
 per stream (no order across streams); a restart resumes from what ``start`` returned.
@@ -230,9 +230,11 @@ class _Loop:
             pending = unpublished = False
             last_commit = time.monotonic()
 
-            def commit(*, publish_now: bool = True) -> None:
+            def commit(*, publish_now: bool = False) -> None:
                 # Called at every idle moment: with nothing new it must cost nothing,
                 # not a comparison of every stream's offsets (thousands of finished runs).
+                # A live tail is idle every poll: it publishes at most once a second, a
+                # later idle moment publishes what is left.
                 nonlocal pending, unpublished, last_commit
                 if pending:
                     self.committed = consumer.commit()
@@ -249,8 +251,8 @@ class _Loop:
                 if progress is not None:
                     progress.advance(consumer.name, batches)
                 if time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
-                    commit(publish_now=False)
-            commit()
+                    commit()
+            commit(publish_now=True)
             if consumer.durable:
                 self.registry.settle(consumer.name)  # the snapshot alone holds them all
             return self.committed
