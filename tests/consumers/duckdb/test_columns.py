@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from waddle.consumers.duckdb import columns as columns_module
 from waddle.consumers.duckdb.columns import (
     Codes,
     LongColumns,
@@ -124,3 +126,46 @@ def test_every_value_lands_once_as_a_number_or_as_json(batch: list[dict[str, Any
     assert got == expected_numbers
     assert [(k, a) for _, k, a, _, _ in others] == expected_others
     assert columns.rows == len(expected_numbers)
+
+
+floats = st.floats(allow_nan=True, allow_infinity=True)
+batches = st.lists(
+    st.tuples(
+        st.sampled_from(["r1", "r2"]),
+        st.lists(st.dictionaries(st.text("ab", min_size=1, max_size=2), floats), max_size=5),
+        st.booleans(),  # an int among the values: the numpy path
+    ),
+    max_size=6,
+)
+
+
+def gathered(made: list[tuple[str, list[dict[str, Any]], bool]], small: int) -> Any:
+    saved, columns_module.SMALL_BATCH = columns_module.SMALL_BATCH, small
+    try:
+        columns = LongColumns(Codes())
+        tops = [
+            columns.add(
+                run,
+                [event(i, {**d, **({"i": 7} if ints else {})}) for i, d in enumerate(data)],
+                "step",
+            )
+            for run, data, ints in made
+        ]
+        return rows(columns) if columns.rows else [], tops, columns.rows
+    finally:
+        columns_module.SMALL_BATCH = saved
+
+
+@given(batches)
+def test_small_batches_gathered_as_lists_give_the_same_rows_in_order(
+    made: list[tuple[str, list[dict[str, Any]], bool]],
+) -> None:
+    """A central host adds thousands of 10-event batches a round: those of floats are
+    gathered as lists and made arrays once, with the rows, order and steps of numpy's."""
+    assert gathered(made, 64) == gathered(made, 0)
+
+
+def test_a_small_batch_with_a_step_beyond_bigint_still_raises_when_added() -> None:
+    """The writer quarantines such an event when ``add`` raises (not when rows ship)."""
+    with pytest.raises(OverflowError):
+        LongColumns(Codes()).add("run", [event(2**63, {"a": 1.0})], "step")
