@@ -37,7 +37,7 @@ from typing import Any, cast
 
 import orjson
 
-from waddle.consumers.duckdb.handoff import Handoff
+from waddle.consumers.duckdb.handoff import Given, Handoff
 from waddle.errors import (
     IngestClosed,
     IngestError,
@@ -146,6 +146,8 @@ class IngestLog:
                     grown.append(stream)
                 results.append(outcome)
             failed = durable(self._dir_fd, list(unsynced.values()))
+            given: list[Given] = []
+            finished: list[str] = []
             for index, writer in unsynced.items():
                 outcome = cast("Outcome", results[index])
                 if writer in failed:  # not acknowledged: the sender resends them
@@ -153,25 +155,16 @@ class IngestLog:
                 if not outcome.written:
                     continue
                 if self.handoff is not None:
-                    self._hand_off(writer, outcome, parts[index], writer in failed)
+                    given.append(_given(writer, outcome, parts[index], writer in failed))
                 if parts[index][1][-1]["type"] == "finish" and writer not in failed:
-                    self._close_writer(outcome.stream)  # its descriptors serve live runs better
+                    finished.append(outcome.stream)
+            if given and self.handoff is not None:
+                self.handoff.give(given)  # one call a request: the lock is the writer's too
+            for stream in finished:  # its writer's descriptors serve live runs better
+                self._close_writer(stream)
         if self.hints is not None and grown:
             self.hints.grew(grown)
         return results
-
-    def _hand_off(self, writer: StreamWriter, outcome: Outcome, part: Part, failed: bool) -> None:
-        """Give ``handoff`` the events ``outcome`` wrote, with their offsets in the log;
-        lines it cannot take as they are (not NDJSON, a non-finite value, which a reader
-        of the log turns back into a float; unsynced) as a gap to read from the log."""
-        assert self.handoff is not None
-        _, events, texts = part
-        fresh, lines = events[outcome.duplicates :], (texts or [])[outcome.duplicates :]
-        segment, position = writer.end
-        size = sum(map(len, lines)) + len(lines)
-        start = Offset(segment, position - size, fresh[0]["seq"] - 1)
-        given = None if failed or not lines or _non_finite(lines) else fresh
-        self.handoff.give(outcome.stream, start, Offset(segment, position, outcome.seq), given)
 
     def _write(
         self, stream: str, events: Sequence[Event], texts: list[bytes] | None
@@ -343,6 +336,20 @@ def _syncfs(directory: int | None) -> bool:
     """Whether ``syncfs`` flushed the filesystem of the open ``directory`` without an
     error (False: do it by file)."""
     return _SYNCFS is not None and directory is not None and _SYNCFS(directory) == 0
+
+
+def _given(writer: StreamWriter, outcome: Outcome, part: Part, failed: bool) -> Given:
+    """What ``handoff`` is given of the events ``outcome`` wrote: their stream, offsets in
+    the log and events; lines it cannot take as they are (not NDJSON, a non-finite value,
+    which a reader of the log turns back into a float; unsynced) as None, a gap to read
+    from the log."""
+    _, events, texts = part
+    fresh, lines = events[outcome.duplicates :], (texts or [])[outcome.duplicates :]
+    segment, position = writer.end
+    size = sum(map(len, lines)) + len(lines)
+    start = Offset(segment, position - size, fresh[0]["seq"] - 1)
+    events_given = None if failed or not lines or _non_finite(lines) else fresh
+    return outcome.stream, start, Offset(segment, position, outcome.seq), events_given
 
 
 def _non_finite(lines: list[bytes]) -> bool:

@@ -15,7 +15,7 @@ import pytest
 from tests.consumers.logs import read_tables
 from tests.web.events import finish_event, metrics_event, run_event
 from waddle.consumers.base import run_consumer
-from waddle.consumers.duckdb.handoff import Handoff, HandoffReader
+from waddle.consumers.duckdb.handoff import Given, Handoff, HandoffReader
 from waddle.consumers.duckdb.writer import DuckDBWriter
 from waddle.eventlog import reader as reader_module
 from waddle.eventlog.reader import Batch, Offset
@@ -93,9 +93,12 @@ def test_the_writer_commits_what_reading_the_log_commits(
     give = handoff.give
     calls = [0]
 
-    def giving(stream: str, start: Offset, end: Offset, events: Any) -> None:
-        calls[0] += 1
-        give(stream, start, end, None if lose(calls[0]) else events)
+    def giving(parts: list[Given]) -> None:
+        kept = []
+        for stream, start, end, events in parts:
+            calls[0] += 1
+            kept.append((stream, start, end, None if lose(calls[0]) else events))
+        give(kept)
 
     monkeypatch.setattr(handoff, "give", giving)
     decoded: list[bytes] = []
@@ -135,25 +138,27 @@ def test_the_writer_commits_what_reading_the_log_commits(
 def test_a_hand_off_serves_only_the_offset_it_continues() -> None:
     handoff = Handoff(max_events=4)
     first, second = [metrics_event(1)], [metrics_event(2)]
-    handoff.give("s", Offset(0, 10, 0), Offset(0, 20, 1), first)
-    handoff.give("s", Offset(0, 20, 1), Offset(0, 30, 2), second)
+    handoff.give([("s", Offset(0, 10, 0), Offset(0, 20, 1), first)])
+    handoff.give([("s", Offset(0, 20, 1), Offset(0, 30, 2), second)])
     assert handoff.take("s", Offset(0, 0, -1)) is None  # a gap before it: read the log
     batch = handoff.take("s", Offset(0, 10, 0))
     assert batch is not None
     assert (batch.events, batch.offset, batch.drained) == (first + second, Offset(0, 30, 2), True)
     assert handoff.take("s", Offset(0, 30, 2)) == Batch("s", [], Offset(0, 30, 2), drained=True)
-    handoff.give("s", Offset(0, 30, 2), Offset(0, 40, 3), [metrics_event(3)])
-    handoff.give("s", Offset(0, 40, 3), Offset(0, 50, 4), None)  # written, not handed off
+    handoff.give([("s", Offset(0, 30, 2), Offset(0, 40, 3), [metrics_event(3)])])
+    handoff.give([("s", Offset(0, 40, 3), Offset(0, 50, 4), None)])  # written, not handed off
     batch = handoff.take("s", Offset(0, 30, 2))
     assert batch is not None and batch.offset == Offset(0, 40, 3)
     assert not batch.drained  # the log holds more: the reader comes back for it
-    handoff.give("s", Offset(0, 50, 4), Offset(0, 60, 5), [metrics_event(5)])
+    handoff.give([("s", Offset(0, 50, 4), Offset(0, 60, 5), [metrics_event(5)])])
     # Read from the log already: the part is stale, and nothing was written after it.
     assert handoff.take("s", Offset(0, 60, 5)) == Batch("s", [], Offset(0, 60, 5), drained=True)
-    handoff.give("s", Offset(6, 0, 5), Offset(6, 10, 6), [metrics_event(6)])  # rolled over
+    handoff.give([("s", Offset(6, 0, 5), Offset(6, 10, 6), [metrics_event(6)])])  # rolled over
     batch = handoff.take("s", Offset(0, 60, 5))
     assert batch is not None and batch.offset == Offset(6, 10, 6)
-    handoff.give("s", Offset(6, 10, 6), Offset(6, 60, 11), [metrics_event(n) for n in range(7, 12)])
+    handoff.give(
+        [("s", Offset(6, 10, 6), Offset(6, 60, 11), [metrics_event(n) for n in range(7, 12)])]
+    )
     assert handoff.take("s", Offset(6, 10, 6)) is None  # past the limit: not held
     handoff.forget("s")  # its writer closed: someone else may write the stream
     assert handoff.take("s", Offset(6, 60, 11)) is None

@@ -34,6 +34,11 @@ MAX_EVENTS = 1 << 18
 _START = Offset()
 
 
+# One part written by ``IngestLog``: stream, offsets before and after it, its events
+# (None: not handed off).
+Given = tuple[str, Offset, Offset, Sequence[Event] | None]
+
+
 @dataclass(frozen=True, slots=True)
 class _Chunk:
     start: Offset
@@ -51,20 +56,22 @@ class Handoff:
         self._held = 0
         self._lock = threading.Lock()
 
-    def give(self, stream: str, start: Offset, end: Offset, events: Sequence[Event] | None) -> None:
-        """``events`` were written (and synced) from ``start`` to ``end`` of ``stream``'s
-        log; ``None``: lines were written there that are not handed off (read the log)."""
+    def give(self, parts: Sequence[Given]) -> None:
+        """For each part, ``events`` were written (and synced) from ``start`` to ``end`` of
+        ``stream``'s log; ``None``: lines were written there that are not handed off (read
+        the log). A request's parts in one call: one taking of the lock."""
         with self._lock:
-            last = self._last.get(stream)
-            if last is not None and start.position == 0 and start.seq == last.seq:
-                # The writer rolled over to a new segment: the one before ends where the
-                # last part did, so a reader there goes on here, as reading the log would.
-                start = last
-            self._last[stream] = end
-            if events is None or self._held + len(events) > self.max_events:
-                return
-            self._chunks.setdefault(stream, deque()).append(_Chunk(start, end, events))
-            self._held += len(events)
+            for stream, start, end, events in parts:
+                last = self._last.get(stream)
+                if last is not None and start.position == 0 and start.seq == last.seq:
+                    # The writer rolled over to a new segment: the one before ends where
+                    # the last part did, so a reader there goes on here, as the log would.
+                    start = last
+                self._last[stream] = end
+                if events is None or self._held + len(events) > self.max_events:
+                    continue
+                self._chunks.setdefault(stream, deque()).append(_Chunk(start, end, events))
+                self._held += len(events)
 
     def take(self, stream: str, offset: Offset) -> Batch | None:
         """The batch of the hand-offs that continue ``offset`` without a gap; an empty
