@@ -48,6 +48,7 @@ prints both per stream per round, with ``--baseline`` for that version too.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -170,6 +171,7 @@ def child_rounds(root: Path, url: str, streams: int, rounds: int, events: int) -
     ``streams`` streams each grow by ``events`` metric events before each of ``rounds``
     rounds (written outside the clock); a round reads each stream once (``read``), then
     the relay packs, sends and commits it (``relay``: its sending threads included)."""
+    from waddle.consumers.relay import consumer as relay_module
     from waddle.consumers.relay.consumer import RelayConsumer
     from waddle.eventlog.reader import LogReader, Offset
     from waddle.eventlog.segment import log_dir
@@ -183,22 +185,25 @@ def child_rounds(root: Path, url: str, streams: int, rounds: int, events: int) -
                               "job_type": None, "context": {"host": "bench"}})  # fmt: skip
     relay, reader = RelayConsumer(root, url, linger=0), LogReader(root)
     relay.start({})
+    # The collector as ``waddle relay`` runs it (a version without the setting: as it ran).
+    collector = getattr(relay_module, "rare_collections", contextlib.nullcontext)
     offsets = dict.fromkeys(names, Offset())
     spent = {"read": 0.0, "relay": 0.0}
-    for index in range(rounds + 1):
-        for step, writer in enumerate(writers * events):
-            writer.append("metrics", {"step": index * events + step // streams,
-                                      "data": {"loss": 0.5, "acc": 0.5, "lr": 1e-3,
-                                               "grad_norm": 1.0}})  # fmt: skip
-        began = time.process_time()
-        batches = [reader.read(name, offsets[name]) for name in names]
-        read = time.process_time()
-        relay.handle(batches)
-        committed = relay.commit()
-        if index:  # the first round creates the runs on the host: not a live round
-            spent["read"] += read - began
-            spent["relay"] += time.process_time() - read
-        offsets = {name: committed[name] for name in names}
+    with collector():
+        for index in range(rounds + 1):
+            for step, writer in enumerate(writers * events):
+                writer.append("metrics", {"step": index * events + step // streams,
+                                          "data": {"loss": 0.5, "acc": 0.5, "lr": 1e-3,
+                                                   "grad_norm": 1.0}})  # fmt: skip
+            began = time.process_time()
+            batches = [reader.read(name, offsets[name]) for name in names]
+            read = time.process_time()
+            relay.handle(batches)
+            committed = relay.commit()
+            if index:  # the first round creates the runs on the host: not a live round
+                spent["read"] += read - began
+                spent["relay"] += time.process_time() - read
+            offsets = {name: committed[name] for name in names}
     relay.close()
     for writer in writers:
         writer.close()

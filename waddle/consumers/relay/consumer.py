@@ -38,13 +38,14 @@ once per ``linger``, not once per poll."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -73,7 +74,8 @@ DEFAULT_SENDERS = 4
 # per live stream per second, not one per poll. A backlog never waits.
 DEFAULT_LINGER_S = 1.0
 SMALL_BATCH_EVENTS = 512
-# The cyclic collector's thresholds in a relay's own process: each round of a live fleet
+# The cyclic collector's thresholds in a relay's own process (``waddle relay``; see
+# ``rare_collections``): each round of a live fleet
 # allocates some 100,000 short-lived event dicts (3,000 streams), which hold no cycles,
 # and with the default (700, 10, 10) the collector that they set off was 17% of a relay's
 # samples (py-spy, 3,000 live runs). A larger first generation runs it about once a round.
@@ -376,14 +378,26 @@ def relay_until_stopped(
     stop = threading.Event()
     relay = RelayConsumer(root, url, token=token, stop=stop)
     restore = on_stop_signals(lambda signum: stop.set())
-    thresholds = gc.get_threshold()
-    gc.set_threshold(*RELAY_GC_THRESHOLDS)
     try:
-        run_consumer(relay, relay.root, stop, interval=interval)
+        with rare_collections():
+            run_consumer(relay, relay.root, stop, interval=interval)
     except WaddleError as exc:
         logger.error("waddle relay: %s", exc)
         return 1
     finally:
-        gc.set_threshold(*thresholds)
         restore()
     return 0
+
+
+@contextlib.contextmanager
+def rare_collections() -> Iterator[None]:
+    """The cyclic collector at ``RELAY_GC_THRESHOLDS`` for the block: for ``waddle
+    relay``, whose process is the relay alone, not for a relay that shares a process
+    with other consumers. (``waddle sync`` gains nothing: its batches are large and
+    live long, so a larger first generation only moves the same work.)"""
+    thresholds = gc.get_threshold()
+    gc.set_threshold(*RELAY_GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
