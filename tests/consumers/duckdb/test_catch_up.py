@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.consumers.logs import write_run
+from tests.consumers.logs import open_stream, run_fields, write_run
 from waddle.consumers.duckdb import writer as writer_module
 from waddle.consumers.duckdb.writer import DuckDBWriter
 from waddle.eventlog.reader import LogReader, Offset
@@ -82,3 +82,41 @@ def test_live_runs_stay_cached_past_the_limit(
         writer.close()
     assert sorted(run_id for run_ids in loads for run_id in run_ids) == ["r0", "r1", "r2", "r3"]
     assert len(loads) == queries_made
+
+
+def test_rows_committed_again_carry_what_changed_since(tmp_path: Path) -> None:
+    """A live run's row is committed every round; its JSON text is kept between rounds,
+    and what a later event changes (config, summary, finish) still reaches the tables."""
+    writer_of_log = open_stream(tmp_path, "live")
+    writer_of_log.append("run", run_fields("live", config={"lr": 0.1}))
+    reader = LogReader(tmp_path)
+    writer = DuckDBWriter(tmp_path, snapshot_interval=0)
+    writer.start({})
+    offset = Offset()
+    try:
+        for event in (
+            ("metrics", {"step": 0, "data": {"loss": 1.0}}),
+            ("config", {"config": {"lr": 0.2}}),
+            ("metrics", {"step": 1, "data": {"loss": 0.5}}),
+            ("summary", {"summary": {"best": 0.5}}),
+            ("finish", {"exit_code": 0, "status": "finished", "dropped": {}}),
+        ):
+            writer_of_log.append(*event)
+            batch = reader.read("live", offset)
+            offset = batch.offset
+            writer.handle([batch])
+            writer.commit()
+        with writer.cursor() as cursor:
+            runs = queries.get_run(cursor, "live")
+            streams = cursor.execute("SELECT status, config, summary FROM streams").fetchall()
+    finally:
+        writer.close()
+        writer_of_log.close()
+    assert runs is not None
+    assert (runs["config"], runs["summary"], runs["status"], runs["last_step"]) == (
+        {"lr": 0.2},
+        {"best": 0.5},
+        "finished",
+        1,
+    )
+    assert streams == [("finished", '{"lr":0.2}', '{"best":0.5}')]

@@ -41,6 +41,9 @@ class StreamRow:
     dropped: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+    # The row as ``inserts.stream_values`` makes it, kept until ``apply`` changes it: a
+    # host commits its live streams' rows every round, most of them unchanged.
+    values: list[Any] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -65,6 +68,10 @@ class RunRow:
     updated_at: float | None = None
     metric_defs: dict[str, Any] = field(default_factory=dict)
     lead_rank: int | None = None
+    # The JSON columns as ``inserts.run_values`` spells them, kept until ``apply``
+    # changes them: a host commits its live runs' rows every round, only their step and
+    # time changed (``seen``).
+    json: list[str] | None = field(default=None, repr=False, compare=False)
 
 
 def start_time(event: dict[str, Any]) -> float:
@@ -111,6 +118,7 @@ def apply_finish(run: RunRow, stream: StreamRow, event: dict[str, Any]) -> None:
 
 def apply(run: RunRow, stream: StreamRow, event: dict[str, Any]) -> None:
     """Fold one event other than ``metrics`` and ``system`` into its run and stream."""
+    run.json = stream.values = None  # what they cache may change here
     kind = event["type"]
     if kind == "run":
         apply_run(run, stream, event)

@@ -132,16 +132,32 @@ def upsert_all(
 
 
 def run_values(run: fold.RunRow) -> list[Any]:
-    """A ``runs`` row in column order, dicts and tags as JSON text (``RUNS_SELECT``)."""
+    """A ``runs`` row in column order, dicts and tags as JSON text (``RUNS_SELECT``); the
+    text is kept on the run until ``fold.apply`` changes it."""
     values = [getattr(run, column) for column in store.RUN_COLUMNS]
-    for index, column in enumerate(store.RUN_COLUMNS):
-        if column in store.JSON_COLUMNS or column == "tags":
-            values[index] = to_json(values[index])
+    if run.json is None:
+        run.json = [to_json(values[index]) for index in _RUN_JSON]
+    for index, text in zip(_RUN_JSON, run.json, strict=True):
+        values[index] = text
     return values
 
 
+_RUN_JSON = [
+    index
+    for index, column in enumerate(store.RUN_COLUMNS)
+    if column in store.JSON_COLUMNS or column == "tags"
+]
+
+
 def stream_values(row: fold.StreamRow) -> list[Any]:
-    """A ``streams`` row in column order, dicts as JSON text."""
+    """A ``streams`` row in column order, dicts as JSON text; kept on the row until
+    ``fold.apply`` changes it."""
+    if row.values is None:
+        row.values = _stream_values(row)
+    return row.values
+
+
+def _stream_values(row: fold.StreamRow) -> list[Any]:
     return [
         row.stream,
         row.run_id,
