@@ -9,6 +9,7 @@ millisecond whatever its size, so their number is what is kept small.
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Any
 
 import duckdb
@@ -134,7 +135,7 @@ def upsert_all(
 def run_values(run: fold.RunRow) -> list[Any]:
     """A ``runs`` row in column order, dicts and tags as JSON text (``RUNS_SELECT``); the
     text is kept on the run until ``fold.apply`` changes it."""
-    values = [getattr(run, column) for column in store.RUN_COLUMNS]
+    values = list(_RUN_FIELDS(run))
     if run.json is None:
         run.json = [to_json(values[index]) for index in _RUN_JSON]
     for index, text in zip(_RUN_JSON, run.json, strict=True):
@@ -142,6 +143,7 @@ def run_values(run: fold.RunRow) -> list[Any]:
     return values
 
 
+_RUN_FIELDS = attrgetter(*store.RUN_COLUMNS)
 _RUN_JSON = [
     index
     for index, column in enumerate(store.RUN_COLUMNS)
