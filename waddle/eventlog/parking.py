@@ -15,11 +15,14 @@ Two kinds of streams are not read every round:
   otherwise only once per ``hint_check`` seconds, in turn: the rare check that finds an
   event whose hint went missing. The first round of ``follow`` reads every stream.
 
-The log folder is listed when its mtime moves, every ``_RACY_RELIST_S`` seconds while
-the last listing was taken within ``_RACY_S`` of that mtime (a second stream created in
-the same clock tick leaves the mtime as it was), and every ``_RELIST_S`` seconds. A
-listing costs one ``listdir``; the present streams are rebuilt only when it differs
-from the one before, so a log of 10,000 finished runs pays little for a new one.
+The log folder is listed when its mtime or its link count moves, and every
+``_RELIST_S`` seconds. A second stream created within the mtime's clock tick leaves the
+mtime as it was: where the folder's link count is 2 + its streams (ext4, xfs, tmpfs
+count subfolders), that stream changes the count; elsewhere (btrfs, some network
+filesystems) the folder is listed again every ``_RACY_RELIST_S`` seconds while the last
+listing was taken within ``_RACY_S`` of its mtime. A listing costs one ``listdir``; the
+present streams are rebuilt only when it differs from the one before, so a log of
+10,000 finished runs pays little for a new one.
 """
 
 from __future__ import annotations
@@ -111,7 +114,7 @@ class Parking:
         self.turns = _Turns()
         self.listed: list[str] = []
         self.present: set[str] = set()
-        self.listed_key: tuple[int, int] | None = None
+        self.listed_key: tuple[int, int, int] | None = None
         self.listed_at = -math.inf
         self.listed_racy = False
         self.names: set[str] = set()
@@ -248,19 +251,20 @@ class Parking:
             self.listed, self.present, self.listed_key, self.awake = [], set(), None, None
             self.names = set()
             return
-        key = (folder.st_ino, folder.st_mtime_ns)
+        key = (folder.st_ino, folder.st_mtime_ns, folder.st_nlink)
         now = time.monotonic()
         racy = self.listed_racy and now - self.listed_at >= _RACY_RELIST_S
         if not (force or racy or key != self.listed_key or now - self.listed_at > _RELIST_S):
             return
         self.listed_key, self.listed_at = key, now
-        self.listed_racy = time.time() - folder.st_mtime < _RACY_S
         try:
             names = set(os.listdir(self.log_dir))
         except FileNotFoundError:
             names = set()
         if names != self.names:
             self._moved(names)
+        counted = folder.st_nlink == 2 + len(self.present)  # no other subfolder, none new
+        self.listed_racy = not counted and time.time() - folder.st_mtime < _RACY_S
 
     def _moved(self, names: set[str]) -> None:
         """Take a listing that differs from the last: what came and went, nothing else."""
