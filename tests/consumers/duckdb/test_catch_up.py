@@ -84,9 +84,19 @@ def test_live_runs_stay_cached_past_the_limit(
     assert len(loads) == queries_made
 
 
-def test_rows_committed_again_carry_what_changed_since(tmp_path: Path) -> None:
+def test_rows_committed_again_carry_what_changed_since(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A live run's row is committed every round; its JSON text is kept between rounds,
-    and what a later event changes (config, summary, finish) still reaches the tables."""
+    its stream's row is not written again while only metrics arrive, and what a later
+    event changes (config, summary, finish) still reaches the tables."""
+    written: list[int] = []
+    upsert_all = writer_module.upsert_all
+    monkeypatch.setattr(
+        writer_module,
+        "upsert_all",
+        lambda con, **rows: written.append(len(rows["streams"])) or upsert_all(con, **rows),
+    )
     writer_of_log = open_stream(tmp_path, "live")
     writer_of_log.append("run", run_fields("live", config={"lr": 0.1}))
     reader = LogReader(tmp_path)
@@ -120,3 +130,4 @@ def test_rows_committed_again_carry_what_changed_since(tmp_path: Path) -> None:
         1,
     )
     assert streams == [("finished", '{"lr":0.2}', '{"best":0.5}')]
+    assert written == [1, 1, 0, 1, 1]  # the round of metrics alone left the row as it was

@@ -121,6 +121,7 @@ class DuckDBWriter(Consumer):
         self._touched_runs: set[str] = set()
         self._touched_at: dict[str, float] = {}  # run id: when a commit last held it
         self._touched_streams: set[str] = set()
+        self._stored_streams: set[str] = set()  # rows committed as they are (``_stored``)
         self._set_aside: list[quarantine.Quarantined] = []
         self.quarantined = 0
         self._recovering = False
@@ -368,6 +369,7 @@ class DuckDBWriter(Consumer):
                 raise StoreError(f"could not write to {self.path}: {exc}") from exc
             raise
         self._committed = dict(self.taken)
+        self._stored_streams |= self._touched_streams
         if self._set_aside:
             self.quarantined += len(self._set_aside)
             self._set_aside = []
@@ -405,22 +407,34 @@ class DuckDBWriter(Consumer):
         streams = sorted(self._touched_streams)
         return {
             "runs": [run_values(self._runs[run_id]) for run_id in sorted(self._touched_runs)],
-            "streams": [stream_values(self._streams[s]) for s in streams if s in self._streams],
+            "streams": [
+                stream_values(row)
+                for s in streams
+                if (row := self._streams.get(s)) is not None and not self._stored(s, row)
+            ],
             "offsets": [
                 [s, self.taken[s].segment, self.taken[s].position, self.taken[s].seq]
                 for s in streams
             ],
         }
 
+    def _stored(self, stream: str, row: fold.StreamRow) -> bool:
+        """Whether ``row`` is in the database as it is: committed since it was loaded, and
+        unchanged since (``fold.apply`` drops the values it keeps). A host's live streams
+        mostly grow by metrics, which leave their row as it was."""
+        return row.values is not None and stream in self._stored_streams
+
     def _reset(self) -> None:
         self._names = Codes()
         self._rows = PendingRows(self._names)
         self._runs, self._touched_at = {}, {}
         self._touched_runs, self._touched_streams = set(), set()
+        self._stored_streams = set()
         self._set_aside = []
 
     def _forget(self) -> None:
         """After a failed commit: back to what the database holds."""
+        self._stored_streams = set()  # even when reading the database fails
         with contextlib.suppress(duckdb.Error):
             self._load()
 
