@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,13 +91,14 @@ def test_rows_committed_again_carry_what_changed_since(
     """A live run's row is committed every round; its JSON text is kept between rounds,
     its stream's row is not written again while only metrics arrive, and what a later
     event changes (config, summary, finish) still reaches the tables."""
-    written: list[int] = []
+    written: list[tuple[int, int, int]] = []  # runs replaced, runs stepped, streams
     upsert_all = writer_module.upsert_all
-    monkeypatch.setattr(
-        writer_module,
-        "upsert_all",
-        lambda con, **rows: written.append(len(rows["streams"])) or upsert_all(con, **rows),
-    )
+
+    def upserting(con: Any, **rows: Any) -> None:
+        written.append((len(rows["runs"]), len(rows["steps"]), len(rows["streams"])))
+        upsert_all(con, **rows)
+
+    monkeypatch.setattr(writer_module, "upsert_all", upserting)
     writer_of_log = open_stream(tmp_path, "live")
     writer_of_log.append("run", run_fields("live", config={"lr": 0.1}))
     reader = LogReader(tmp_path)
@@ -130,4 +132,5 @@ def test_rows_committed_again_carry_what_changed_since(
         1,
     )
     assert streams == [("finished", '{"lr":0.2}', '{"best":0.5}')]
-    assert written == [1, 1, 0, 1, 1]  # the round of metrics alone left the row as it was
+    # The round of metrics alone left the rows as they were, but for the run's step.
+    assert written == [(1, 0, 1), (1, 0, 1), (0, 1, 0), (1, 0, 1), (1, 0, 1)]

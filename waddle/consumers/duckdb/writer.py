@@ -122,6 +122,7 @@ class DuckDBWriter(Consumer):
         self._touched_at: dict[str, float] = {}  # run id: when a commit last held it
         self._touched_streams: set[str] = set()
         self._stored_streams: set[str] = set()  # rows committed as they are (``_stored``)
+        self._stored_runs: set[str] = set()  # likewise (``_run_stored``)
         self._set_aside: list[quarantine.Quarantined] = []
         self.quarantined = 0
         self._recovering = False
@@ -370,6 +371,7 @@ class DuckDBWriter(Consumer):
             raise
         self._committed = dict(self.taken)
         self._stored_streams |= self._touched_streams
+        self._stored_runs |= self._touched_runs
         if self._set_aside:
             self.quarantined += len(self._set_aside)
             self._set_aside = []
@@ -403,10 +405,16 @@ class DuckDBWriter(Consumer):
             pause.close()
 
     def _upserts(self) -> dict[str, Any]:
-        """The rows of runs, streams and offsets this commit replaces."""
+        """The rows of runs, streams and offsets this commit replaces (of the runs
+        committed before and changed by metrics only, the step and time)."""
         streams = sorted(self._touched_streams)
+        runs = [self._runs[run_id] for run_id in sorted(self._touched_runs)]
+        stepped = {run.run_id for run in runs if self._run_stored(run)}  # before run_values
         return {
-            "runs": [run_values(self._runs[run_id]) for run_id in sorted(self._touched_runs)],
+            "runs": [run_values(run) for run in runs if run.run_id not in stepped],
+            "steps": [
+                [run.run_id, run.last_step, run.updated_at] for run in runs if run.run_id in stepped
+            ],
             "streams": [
                 stream_values(row)
                 for s in streams
@@ -417,6 +425,12 @@ class DuckDBWriter(Consumer):
                 for s in streams
             ],
         }
+
+    def _run_stored(self, run: fold.RunRow) -> bool:
+        """Whether ``run``'s row is in the database but for ``last_step`` and
+        ``updated_at``: committed since it was loaded, and no event but metrics and
+        system samples since (``fold.apply`` drops the JSON it keeps)."""
+        return run.json is not None and run.run_id in self._stored_runs
 
     def _stored(self, stream: str, row: fold.StreamRow) -> bool:
         """Whether ``row`` is in the database as it is: committed since it was loaded, and
@@ -429,12 +443,12 @@ class DuckDBWriter(Consumer):
         self._rows = PendingRows(self._names)
         self._runs, self._touched_at = {}, {}
         self._touched_runs, self._touched_streams = set(), set()
-        self._stored_streams = set()
+        self._stored_streams, self._stored_runs = set(), set()
         self._set_aside = []
 
     def _forget(self) -> None:
         """After a failed commit: back to what the database holds."""
-        self._stored_streams = set()  # even when reading the database fails
+        self._stored_streams, self._stored_runs = set(), set()  # even if reading fails
         with contextlib.suppress(duckdb.Error):
             self._load()
 
