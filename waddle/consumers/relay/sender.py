@@ -144,11 +144,12 @@ class Sender:
         size = self.post_bytes
         for part in parts:
             alone = not self.batching or not part.gapless
-            if alone or size + _framed(part) > self.post_bytes:
+            framed = _framed(part)
+            if alone or size + framed > self.post_bytes:
                 requests.append([])
                 size = 0
             requests[-1].append(part)
-            size = self.post_bytes if alone else size + _framed(part)
+            size = self.post_bytes if alone else size + framed
         return requests
 
     def send_parts(self, parts: list[Part]) -> list[bool]:
