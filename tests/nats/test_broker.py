@@ -82,10 +82,14 @@ def test_subjects_carry_project_and_stream_as_single_tokens() -> None:
 
 @pytest.mark.parametrize("stream", ["abc", "abc.3", "a-b_c.d"])
 def test_message_ids_name_stream_and_seq(stream: str) -> None:
-    assert parse_msg_id(msg_id(stream, 41)) == (stream, 41)
+    assert msg_id(stream, 41, 45) == f"{stream}:41-45"
+    assert parse_msg_id(msg_id(stream, 41, 45)) == (stream, 41)
+    assert parse_msg_id(f"{stream}:41") == (stream, 41)  # one event, from older relays
 
 
-@pytest.mark.parametrize("value", [None, "", "abc", "abc:", ":4", "abc:-1", "abc:x"])
+@pytest.mark.parametrize(
+    "value", [None, "", "abc", "abc:", ":4", "abc:-1", "abc:x", "abc:4-", "abc:4-x", ":4-5"]
+)
 def test_other_message_ids_are_not_ours(value: str | None) -> None:
     assert parse_msg_id(value) is None
 

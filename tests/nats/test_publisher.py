@@ -34,7 +34,7 @@ def published(root: Path, url: str) -> dict[str, int]:
 
 def broker_messages(url: str) -> list[tuple[str, str, list[dict[str, Any]]]]:
     """(subject, Nats-Msg-Id, events) of every message the stream holds, in order; each
-    id names the message's stream and first seq, and its events' seqs rise by one."""
+    id names the message's stream, first and last seq, and its events' seqs rise by one."""
 
     async def read(js: Any) -> list[Any]:
         total = (await js.stream_info(STREAM)).state.messages
@@ -44,7 +44,7 @@ def broker_messages(url: str) -> list[tuple[str, str, list[dict[str, Any]]]]:
     for m in call(url, read):
         events = [orjson.loads(line) for line in unpack(m.data)]
         stream = m.headers[MSG_ID].rpartition(":")[0]
-        assert m.headers[MSG_ID] == f"{stream}:{events[0]['seq']}"
+        assert m.headers[MSG_ID] == f"{stream}:{events[0]['seq']}-{events[-1]['seq']}"
         assert [e["seq"] for e in events] == list(range(events[0]["seq"], events[-1]["seq"] + 1))
         found.append((m.subject, m.headers[MSG_ID], events))
     return found
@@ -124,6 +124,19 @@ def test_the_relay_loses_nothing_through_a_broker_outage_and_its_own_crash(
     assert held == {(s, seq) for s, last in expected.items() for seq in range(last + 1)}
     ids = [msg_id for _, msg_id, _ in broker_messages(url)]
     assert len(set(ids)) == len(ids)
+
+
+def test_a_longer_window_from_the_same_seq_after_a_relay_crash_is_not_dropped(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    root, url = tmp_path / "producer", nats_server.url
+    write_run(root, "r", 10, finish=None)
+    relay_once(root, url)  # one window, seqs 0-10
+    write_run(root, "r", 10, first_step=10, resume=True)
+    StateStore(root).publish(nats_relay_name(url), {})  # a crash before the commit
+    relay_once(root, url)  # one window from seq 0 again, longer: a new id, not a repeat
+    assert [e["seq"] for e in stream_messages(url, "r")][-1] == last_seqs(root)["r"]
+    assert {e["seq"] for e in stream_messages(url, "r")} == set(range(last_seqs(root)["r"] + 1))
 
 
 def test_no_message_is_longer_than_the_relay_allows(

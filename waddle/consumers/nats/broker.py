@@ -13,7 +13,8 @@ Retention: limits (not work-queue), so what the ingesters acknowledged stays in 
 broker until ``max_age`` or ``max_bytes`` drops the oldest: a new consumer (a second set
 of ingesters, a lake) can replay it. A message is a window of a stream's consecutive events
 (``pack``, ``unpack``). Deduplication: a publish repeats an earlier one when it carries
-the same ``Nats-Msg-Id`` (``<stream>:<first seq>``) within ``duplicate_window`` seconds;
+the same ``Nats-Msg-Id`` (``<stream>:<first seq>-<last seq>``) within ``duplicate_window``
+seconds;
 the broker then acknowledges it without storing it again. The broker remembers
 every id of the window, so the window costs memory in proportion to the event rate.
 ``setup`` is idempotent: it creates what is missing and updates what differs.
@@ -140,15 +141,23 @@ async def partitions_of(js: Any) -> int:
     return int(value)
 
 
-def msg_id(stream: str, seq: int) -> str:
-    """The deduplication id of a window of events: ``<stream>:<first seq>``."""
-    return f"{stream}:{seq}"
+def msg_id(stream: str, first: int, last: int) -> str:
+    """The deduplication id of a window of events: ``<stream>:<first seq>-<last seq>``.
+
+    Both ends, not the first seq alone: a window published again after a crash may be
+    longer (the relay read more the second time), and under the first seq's id alone the
+    broker would drop it as a repeat, losing its tail."""
+    return f"{stream}:{first}-{last}"
 
 
 def parse_msg_id(value: str | None) -> tuple[str, int] | None:
-    """``(stream, seq)`` of a ``Nats-Msg-Id``; None when it is not one of ours."""
-    stream, _, seq = (value or "").rpartition(":")
-    return (stream, int(seq)) if stream and seq.isdigit() else None
+    """``(stream, first seq)`` of a ``Nats-Msg-Id`` (``<stream>:<first>-<last>``, or
+    ``<stream>:<seq>`` from older relays); None when it is not one of ours."""
+    stream, _, seqs = (value or "").rpartition(":")
+    first, _, last = seqs.partition("-")
+    if not stream or not first.isdigit() or not (last.isdigit() or seqs == first):
+        return None
+    return stream, int(first)
 
 
 def pack(lines: Sequence[bytes], start: int, limit: int, count: int) -> list[tuple[int, int]]:

@@ -4,9 +4,9 @@
 A stream's consecutive events go out as one message (a window: their lines as the log
 holds them, up to ``message_bytes``) on ``waddle.events.<partition>.<project>.<stream>``
 (the partitions are read from the stream on connecting), with
-``Nats-Msg-Id: <stream>:<first seq>`` as its header (``broker.pack``). A window published
-again after a crash may be cut at other seqs, so the broker may keep both; the
-ingesters take each seq once whatever windows carry it.
+``Nats-Msg-Id: <stream>:<first seq>-<last seq>`` as its header (``broker.pack``). A
+window published again after a crash may be cut at other seqs, so the broker may keep
+both; the ingesters take each seq once whatever windows carry it.
 
 Delivery: at-least-once on the wire, exactly-once in the broker within its duplicate
 window, and exactly-once in the ingesters' logs in any case (they are idempotent by
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -53,6 +54,7 @@ from waddle.consumers.nats.broker import (
     subject,
 )
 from waddle.consumers.relay.client import Backoff
+from waddle.consumers.relay.consumer import log_lines
 from waddle.consumers.relay.parts import fill_gaps, fillable, placeholders
 from waddle.errors import ConsumerLockedError, TransientError, WaddleError
 from waddle.event_types import Event
@@ -109,6 +111,7 @@ class NatsRelay(Consumer):
         name: str | None = None,
     ) -> None:
         self.root = Path(root)
+        self._logs = os.fspath(log_dir(self.root))
         self.url = check_nats_url(url)
         self.name = name or nats_relay_name(url)
         self.stop = stop
@@ -141,17 +144,32 @@ class NatsRelay(Consumer):
 
     def handle(self, batches: list[Batch]) -> None:
         """Publish this round; each stream's offset moves once the broker holds its batch."""
-        work = [(batch, self._gapless(batch.stream, self.fresh(batch))) for batch in batches]
+        work = [(batch, self._lines(batch)) for batch in batches]
         if self.failure is not None or self._loop is None:
             return
-        done = self._loop.run(self._round([(b.stream, events) for b, (events, _) in work]))
-        for (batch, (_, whole)), landed in zip(work, done, strict=True):
+        done = self._loop.run(self._round([(b.stream, e, x) for b, (e, x, _) in work]))
+        for (batch, (_, _, whole)), landed in zip(work, done, strict=True):
             if landed and whole:
                 before = self._acked.get(batch.stream, Offset())
                 end = batch.offset
                 self._acked[batch.stream] = Offset(
                     end.segment, end.position, max(end.seq, before.seq)
                 )
+
+    def _lines(self, batch: Batch) -> tuple[list[Event], list[bytes], bool]:
+        """The events of ``batch`` to publish (``_gapless``), their lines, and whether
+        they reach its last event. The lines are read back as the log holds them
+        (``log_lines``, one ``pread``) when they are exactly the batch's; encoded
+        otherwise (placeholders, a replayed batch)."""
+        before = self.taken.get(batch.stream, Offset())
+        fresh = self.fresh(batch)
+        events, whole = self._gapless(batch.stream, fresh)
+        same = len(events) == len(fresh) and (not fresh or events[0] is fresh[0])
+        read = log_lines(self._logs, batch, before, fresh) if same and fresh else None
+        lines = read.splitlines(keepends=True) if read is not None else []
+        if len(lines) != len(events):
+            lines = [encode(event) for event in events]
+        return events, lines, whole
 
     def commit(self) -> Offsets:
         """The offsets the broker has acknowledged."""
@@ -211,15 +229,15 @@ class NatsRelay(Consumer):
             )
         return filled[:end], end == len(filled)
 
-    async def _round(self, work: list[tuple[str, list[Event]]]) -> list[bool]:
+    async def _round(self, work: list[tuple[str, list[Event], list[bytes]]]) -> list[bool]:
         """Publish every stream's events; per stream, whether the broker holds them all."""
-        return list(await asyncio.gather(*(self._publish(s, events) for s, events in work)))
+        return list(await asyncio.gather(*(self._publish(*each) for each in work)))
 
-    async def _publish(self, stream: str, events: list[Event]) -> bool:
-        """Publish ``events`` in windows, each retried until every message is acknowledged."""
+    async def _publish(self, stream: str, events: list[Event], lines: list[bytes]) -> bool:
+        """Publish ``events`` (``lines``) in windows, each retried until every message is
+        acknowledged."""
         if not events:
             return True
-        lines = [encode(event) for event in events]
         start = 0
         attempt = 0
         while start < len(events):
@@ -253,7 +271,8 @@ class NatsRelay(Consumer):
         acks: list[asyncio.Future[Any]] = []
         try:
             for first, end in windows:
-                headers = {MSG_ID: msg_id(stream, events[first]["seq"])}
+                seqs = events[first]["seq"], events[end - 1]["seq"]
+                headers = {MSG_ID: msg_id(stream, *seqs)}
                 payload = b"".join(lines[first:end])
                 acks.append(
                     await js.publish_async(
