@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 import random
 import signal
 import subprocess
@@ -15,6 +17,7 @@ import orjson
 import pytest
 
 from waddle.consumers.registry import StateStore, destination_name
+from waddle.consumers.retry import is_transient
 from waddle.errors import ConsumerLockedError, InvalidIdError, PermanentError
 from waddle.eventlog.reader import Offset
 from waddle.ids import is_valid_id
@@ -190,3 +193,24 @@ def test_offsets_survive_sigkill_at_any_moment_whole(tmp_path: Path) -> None:
         offsets = StateStore(tmp_path).load("p")
         assert offsets["all"].seq >= printed and consistent(offsets)
     assert offsets["all"].seq > 1000  # the journal was folded into snapshots on the way
+
+
+def test_a_full_disk_names_the_file_and_the_next_publish_starts_afresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = StateStore(tmp_path)
+    registry.publish("duckdb", {"a": Offset(0, 10, 1)})
+    fsync = os.fsync
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError) as failed:
+        registry.publish("duckdb", {"a": Offset(0, 20, 2)})
+    assert failed.value.errno == errno.ENOSPC and is_transient(failed.value)
+    assert failed.value.filename == str(tmp_path / "state" / "duckdb.journal")
+    monkeypatch.setattr(os, "fsync", fsync)
+    registry.publish("duckdb", {"a": Offset(0, 30, 3)})
+    assert StateStore(tmp_path).load("duckdb") == {"a": Offset(0, 30, 3)}
+    assert journal_lines(tmp_path, "duckdb") == [{"journal": 2}]  # a new snapshot

@@ -121,16 +121,19 @@ class StateStore:
         if journal.size + len(line) > journal.limit:
             self._compact(name, offsets)
             return
+        path = self._journal_path(name)
         try:
-            fd = os.open(self._journal_path(name), os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
             try:
                 if os.write(fd, line) != len(line):
-                    raise OSError(errno.ENOSPC, "the offsets journal took part of a line")
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        except BaseException:
+        except BaseException as exc:
             self.release(name)  # the line may be torn: the next publish starts a snapshot
+            if isinstance(exc, OSError) and exc.filename is None:  # name the full device
+                raise OSError(exc.errno, exc.strerror, str(path)) from exc
             raise
         journal.size += len(line)
         for stream in gone:
@@ -311,6 +314,8 @@ def _replace(target: Path, body: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, target)
-    except BaseException:
+    except BaseException as exc:
         temporary.unlink(missing_ok=True)  # a full disk gets its bytes back
+        if isinstance(exc, OSError) and exc.filename is None:  # a failed write names none
+            raise OSError(exc.errno, exc.strerror, str(target)) from exc
         raise
