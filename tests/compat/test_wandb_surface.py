@@ -4,6 +4,7 @@ says (works, a local equivalent, or a harmless answer)."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 import waddle as wandb
 from tests.helpers import of_type, read_events
 from waddle.producer import terminal
+from waddle.producer.media.stand_ins import MediaStandIn
 
 torch = pytest.importorskip("torch")
 
@@ -115,3 +117,14 @@ def test_init_dir_as_in_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     run.finish()
     assert Path(run.root) == tmp_path / "save" / ".waddle"
     assert (Path(run.root) / "log" / run.id).is_dir()
+
+
+def test_a_stand_in_from_another_process_is_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stand-in unpickled here (a DataLoader worker made it) never ran ``__init__`` in
+    this process; ``log()`` still leaves it out and writes the step's other values."""
+    sent = pickle.dumps(wandb.Html("<p>"))
+    monkeypatch.setattr(MediaStandIn, "made", False)  # as in a process that made none
+    run = wandb.init(project="probe", settings=wandb.Settings(silent=True), system_metrics=False)
+    run.log({"loss": 0.5, "page": pickle.loads(sent)})
+    run.finish()
+    assert [e["data"] for e in of_type(read_events(), "metrics")] == [{"loss": 0.5}]

@@ -27,8 +27,13 @@ class MediaStandIn:
 
     made = False  # whether any was made in this process: until then log() looks for none
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __new__(cls, *args: Any, **kwargs: Any) -> MediaStandIn:
+        """Marks ``made`` here, not in ``__init__``: a stand-in unpickled from another
+        process (a DataLoader worker's, a queue's) is made without ``__init__``."""
         MediaStandIn.made = True
+        return super().__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         name = type(self).__name__
         termwarn(
             f"wandb.{name} is not recorded by Waddle; "
