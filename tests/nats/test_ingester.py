@@ -34,6 +34,8 @@ from tests.nats.conftest import NatsServer, call, produce, settle
 from tests.nats.test_publisher import published
 from tests.web.conftest import Server, start_server
 from waddle.consumers.nats.broker import LEASES
+from waddle.consumers.nats.windows import Window
+from waddle.errors import WriteFailed
 from waddle.eventlog.record import encode
 from waddle.eventlog.segment import log_dir
 from waddle.eventlog.writer import StreamWriter
@@ -128,6 +130,34 @@ def test_windows_published_again_with_other_boundaries_land_each_seq_once(
     assert windows[4].answers == ["ack"] and windows[2].answers == ["ack", "ack"]
     assert ingester.taken == 10
     assert log_events(tmp_path / "ingester") == {stream: events}
+
+
+def test_a_backfill_refused_by_the_log_is_read_again_with_the_redelivery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "producer"
+    settle(produce(source, "f", runs=1, steps=2, chunk=2, pause=0))
+    ((stream, events),) = log_events(source).items()
+    log = IngestLog(tmp_path / "ingester")
+    ingester = offline(log)
+    looked: list[int] = []
+
+    async def from_broker(stream: str, waiting: list[Window], held: int) -> None:
+        looked.append(held + 1)  # as the broker would: the seqs before the first waiting
+        ingester._backfilled[stream] = held + 1
+        waiting.append(Window(0, None, [encode(e)[:-1] for e in events[:2]]))
+
+    ingester._backfill = from_broker  # type: ignore[method-assign]
+    ingester._held[stream] = log.held(stream)  # looked up before the disk fills
+    full = WriteFailed(stream, -1, "disk full")
+    monkeypatch.setattr(log, "append", lambda *args: (_ for _ in ()).throw(full))
+    late = Message(events[2])
+    asyncio.run(ingester._take(stream, [(2, late)]))  # seqs 0-1 backfilled, then refused
+    monkeypatch.undo()
+    asyncio.run(ingester._take(stream, [(2, late)]))  # its redelivery: backfilled again
+    log.close()
+    assert looked == [0, 0] and late.answers == ["nak", "ack"]
+    assert log_events(tmp_path / "ingester") == {stream: events[:3]}
 
 
 def test_a_stream_held_at_a_gap_is_reported_once_and_keeps_at_most_hold_messages(

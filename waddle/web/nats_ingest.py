@@ -315,9 +315,11 @@ class NatsIngester:
         """Read the seqs ``stream`` lacks before its first waiting window from the broker
         (it moved here mid-way, or a redelivery is slow): once per seq awaited."""
         self._backfilled[stream] = held + 1
-        subject = next(w.msg.subject for w in waiting if w.msg is not None)
+        subjects = [w.msg.subject for w in waiting if w.msg is not None]
+        if not subjects:
+            return  # only what an earlier backfill brought waits: nothing to look up
         upto = min(window.first for window in waiting)
-        found, reached = await backfill(self._client, stream, subject, held, upto, self.fetch)
+        found, reached = await backfill(self._client, stream, subjects[0], held, upto, self.fetch)
         waiting += found
         if reached < upto:
             logger.error(
@@ -373,7 +375,9 @@ class NatsIngester:
     async def _refuse(
         self, stream: str, exc: IngestError | StreamLockedError, msgs: list[Any]
     ) -> None:
-        """The log cannot take the stream now: say why, hand the messages back for later."""
+        """The log cannot take the stream now: say why, hand the messages back for later
+        (and read from the broker again what a backfill had brought: it went with them)."""
+        self._backfilled.pop(stream, None)
         level = logging.ERROR if isinstance(exc, StreamConflict) else logging.WARNING
         logger.log(
             level, "waddle ingester %s: stream %r: %s; retried later", self.name, stream, exc
