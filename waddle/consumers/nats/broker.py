@@ -7,16 +7,17 @@ events are in one partition. P is fixed when the stream is created (``--partitio
 and kept in its metadata, where relays and ingesters read it (``partitions_of``). Each
 partition has a durable pull consumer (``waddle-ingest-<p>``); an ingester pulls the
 partitions it leases in the ``waddle-leases`` bucket, whose entries expire unless
-renewed, and counts the live ingesters in ``waddle-members`` (``waddle.web.nats_lease``).
+renewed, and counts the live ingesters in ``waddle-members``
+(``waddle.consumers.nats.leases``).
 
 Retention: limits (not work-queue), so what the ingesters acknowledged stays in the
 broker until ``max_age`` or ``max_bytes`` drops the oldest: a new consumer (a second set
-of ingesters, a lake) can replay it. A message is a window of a stream's consecutive events
-(``pack``, ``unpack``). Deduplication: a publish repeats an earlier one when it carries
-the same ``Nats-Msg-Id`` (``<stream>:<first seq>-<last seq>``) within ``duplicate_window``
-seconds;
-the broker then acknowledges it without storing it again. The broker remembers
-every id of the window, so the window costs memory in proportion to the event rate.
+of ingesters, a lake) can replay it, and an ingester that takes over a stream mid-way
+reads its start. A message is a window of a stream's consecutive events (``pack``,
+``unpack``). Deduplication: a publish repeats an earlier one when it carries the same
+``Nats-Msg-Id`` (``<stream>:<first seq>-<last seq>``) within ``duplicate_window``
+seconds; the broker then acknowledges it without storing it again. The broker remembers
+every id of the window, so the window costs memory in proportion to the message rate.
 ``setup`` is idempotent: it creates what is missing and updates what differs.
 
 nats-py is asyncio; the relay and the ingester are threads, so each runs its own event
