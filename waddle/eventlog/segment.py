@@ -22,6 +22,7 @@ SUFFIX = ".ndjson"
 _SEGMENT_NAME = re.compile(r"[0-9]{20}\.ndjson")  # ASCII digits only, exactly 20
 LOCK_NAME = ".lock"
 DEFAULT_SEGMENT_BYTES = 8 * 1024 * 1024
+TAILING_READERS = 2  # per process: a host's DuckDB writer and its broadcaster
 
 
 def segment_name(first_seq: int) -> str:
@@ -93,12 +94,12 @@ class OpenSegments:
     taken by the caller): a segment replaced, added or deleted, or the stream created
     again, changes the folder's mtime. A caller that cannot vouch for the folder
     (``key`` None: modified too recently to trust its mtime) gets a descriptor to close
-    itself. At most ``limit`` are kept (an eighth of the process's descriptor limit by
-    default: a host has two tailing readers); past that, reads open and close as before.
+    itself. At most ``limit`` are kept (``descriptor_budget``); past that, reads open
+    and close as before.
     """
 
     def __init__(self, limit: int | None = None) -> None:
-        self.limit = _descriptor_budget() if limit is None else limit
+        self.limit = descriptor_budget() if limit is None else limit
         self._open: dict[str, tuple[object, str, int]] = {}
 
     def __len__(self) -> int:
@@ -129,6 +130,10 @@ class OpenSegments:
             self.forget(stream)
 
 
-def _descriptor_budget() -> int:
+def descriptor_budget() -> int:
+    """Descriptors one tailing reader may keep: an eighth of the process's limit on open
+    files, at most 4096. A process runs up to ``TAILING_READERS`` of them, and the
+    host's stream writers are given what is left after those (``default_max_open``),
+    so that all of them together stay within the limit."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     return 4096 if soft == resource.RLIM_INFINITY else max(0, min(4096, soft // 8))

@@ -49,7 +49,13 @@ from waddle.errors import (
 )
 from waddle.event_types import Event
 from waddle.eventlog.reader import Offset
-from waddle.eventlog.segment import list_segments, log_dir, segment_name
+from waddle.eventlog.segment import (
+    TAILING_READERS,
+    descriptor_budget,
+    list_segments,
+    log_dir,
+    segment_name,
+)
 from waddle.eventlog.watch import Hints
 from waddle.eventlog.writer import StreamWriter
 
@@ -279,16 +285,18 @@ class IngestLog:
 
 def default_max_open() -> int:
     """Writers to keep open: two descriptors each (segment, lock), within this process's
-    limit on open files less a reserve for sockets and the database, so that a host
-    taking thousands of live runs keeps each one's writer open instead of closing one
-    and resuming another for every request."""
+    limit on open files less a reserve for sockets and the database and less what the
+    tailing readers keep (one budget: each part alone fitting would still add up to
+    EMFILE), so that a host taking thousands of live runs keeps each one's writer open
+    instead of closing one and resuming another for every request."""
     try:
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     except (OSError, ValueError):
         return DEFAULT_MAX_OPEN
     if soft == resource.RLIM_INFINITY:
         return MAX_OPEN_CEILING
-    return max(DEFAULT_MAX_OPEN, min(MAX_OPEN_CEILING, (soft - FD_RESERVE) // 2))
+    readers = TAILING_READERS * descriptor_budget()
+    return max(DEFAULT_MAX_OPEN, min(MAX_OPEN_CEILING, (soft - FD_RESERVE - readers) // 2))
 
 
 def durable(directory: int | None, writers: Sequence[StreamWriter]) -> set[StreamWriter]:
