@@ -226,16 +226,18 @@ def test_a_live_stream_created_again_is_not_read_through_the_old_descriptor(
 
 
 class FrozenClock:
-    """``time`` for ``waddle.eventlog.parking`` with a monotonic clock that moves on demand."""
+    """``time`` for ``waddle.eventlog.parking`` with a monotonic clock that moves on demand,
+    and a wall clock that is the real one unless ``wall`` is set."""
 
     def __init__(self) -> None:
         self.now = 1000.0
+        self.wall: float | None = None
 
     def monotonic(self) -> float:
         return self.now
 
     def time(self) -> float:
-        return time.time()
+        return time.time() if self.wall is None else self.wall
 
 
 @pytest.mark.parametrize("counted", [True, False], ids=["link count", "no link count"])
@@ -272,6 +274,31 @@ def test_a_recent_log_folder_is_listed_again_rarely_and_still_shows_every_stream
         clock.now += parking._RACY_RELIST_S
     assert rounds.due() == ["done", "fresh", "same-tick"]
     assert listings.count(str(log)) == 3
+
+
+def test_a_stream_deleted_and_another_created_in_one_clock_tick_is_seen_soon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gc removing a stream and a producer creating another within the log folder's
+    mtime tick leave both its mtime and its link count as they were: a recent folder is
+    still listed again after ``_RACY_RELIST_S``, so the new stream is read then, not
+    after ``_RELIST_S`` (30 s)."""
+    log = tmp_path / "log"
+    write(tmp_path, "kept", 2)
+    write(tmp_path, "old", 2)
+    tick = os.stat(log).st_mtime_ns
+    clock = FrozenClock()
+    clock.wall = tick / 1e9 + parking._RACY_S / 2  # the folder is recent, whatever the load
+    monkeypatch.setattr(parking, "time", clock)
+    rounds = Parking(LogReader(tmp_path, notify=False))
+    assert rounds.due() == ["kept", "old"]
+    links = os.stat(log).st_nlink
+    shutil.rmtree(log / "old")
+    write(tmp_path, "new", 1)
+    os.utime(log, ns=(tick, tick))
+    assert os.stat(log).st_nlink == links  # the key is as it was
+    clock.now += parking._RACY_RELIST_S
+    assert rounds.due() == ["kept", "new"]
 
 
 def uncounted(result: os.stat_result, path: object, log: Path) -> object:

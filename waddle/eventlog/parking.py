@@ -15,14 +15,16 @@ Two kinds of streams are not read every round:
   otherwise only once per ``hint_check`` seconds, in turn: the rare check that finds an
   event whose hint went missing. The first round of ``follow`` reads every stream.
 
-The log folder is listed when its mtime or its link count moves, and every
-``_RELIST_S`` seconds. A second stream created within the mtime's clock tick leaves the
-mtime as it was: where the folder's link count is 2 + its streams (ext4, xfs, tmpfs
-count subfolders), that stream changes the count; elsewhere (btrfs, some network
-filesystems) the folder is listed again every ``_RACY_RELIST_S`` seconds while the last
-listing was taken within ``_RACY_S`` of its mtime. A listing costs one ``listdir``; the
-present streams are rebuilt only when it differs from the one before, so a log of
-10,000 finished runs pays little for a new one.
+The log folder is listed when its mtime or its link count moves, every
+``_RACY_RELIST_S`` seconds while the last listing was taken within ``_RACY_S`` of its
+mtime, and every ``_RELIST_S`` seconds. A stream created within the mtime's clock tick
+leaves the mtime as it was; where the folder's link count is 2 + its streams (ext4,
+xfs, tmpfs count subfolders) it changes the count and is seen at once, but a stream
+deleted in the same tick (gc) gives the count back, so a recent folder is listed again
+whatever its count says. A folder older than ``_RACY_S`` is listed only when its key
+moves (or every ``_RELIST_S``). A listing costs one ``listdir``; the present streams are
+rebuilt only when it differs from the one before, so a log of 10,000 finished runs pays
+little for a new one.
 """
 
 from __future__ import annotations
@@ -263,8 +265,7 @@ class Parking:
             names = set()
         if names != self.names:
             self._moved(names)
-        counted = folder.st_nlink == 2 + len(self.present)  # no other subfolder, none new
-        self.listed_racy = not counted and time.time() - folder.st_mtime < _RACY_S
+        self.listed_racy = time.time() - folder.st_mtime < _RACY_S
 
     def _moved(self, names: set[str]) -> None:
         """Take a listing that differs from the last: what came and went, nothing else."""
