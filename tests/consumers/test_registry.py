@@ -112,7 +112,8 @@ def test_a_torn_journal_line_and_a_stale_journal_are_not_read(tmp_path: Path) ->
     for cut in (1, len(line) // 2, len(line)):  # killed mid-write: no newline yet
         journal.write_bytes(whole + line[:cut])
         assert StateStore(tmp_path).load("relay") == {"a": Offset(0, 20, 2)}
-    stale = whole.replace(b'{"journal":1}', b'{"journal":0}')
+    header, rest = whole.split(b"\n", 1)
+    stale = orjson.dumps({"journal": orjson.loads(header)["journal"] + 1}) + b"\n" + rest
     journal.write_bytes(stale + line + b"\n")  # left from before the snapshot
     assert StateStore(tmp_path).load("relay") == {"a": Offset(0, 10, 1)}
 
@@ -200,6 +201,7 @@ def test_a_full_disk_names_the_file_and_the_next_publish_starts_afresh(
 ) -> None:
     registry = StateStore(tmp_path)
     registry.publish("duckdb", {"a": Offset(0, 10, 1)})
+    [before] = journal_lines(tmp_path, "duckdb")
     fsync = os.fsync
 
     def full(fd: int) -> None:
@@ -213,4 +215,70 @@ def test_a_full_disk_names_the_file_and_the_next_publish_starts_afresh(
     monkeypatch.setattr(os, "fsync", fsync)
     registry.publish("duckdb", {"a": Offset(0, 30, 3)})
     assert StateStore(tmp_path).load("duckdb") == {"a": Offset(0, 30, 3)}
-    assert journal_lines(tmp_path, "duckdb") == [{"journal": 2}]  # a new snapshot
+    [header] = journal_lines(tmp_path, "duckdb")  # a new snapshot, a new journal
+    assert header.keys() == {"journal"} and header != before
+
+
+KILLED_AFTER = """
+import os, signal, sys
+from pathlib import Path
+from waddle.consumers import registry
+from waddle.eventlog.reader import Offset
+
+def killed(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+store = registry.StateStore(sys.argv[1])
+if sys.argv[2] == "publish":  # killed between the new snapshot and its journal
+    replace = registry._replace
+    registry._replace = lambda target, body: (
+        killed() if target.suffix == ".journal" else replace(target, body)
+    )
+    store.publish("relay", {"s": Offset(0, 20, 2)})
+else:  # killed after remove's first unlink
+    unlink = Path.unlink
+    Path.unlink = lambda path, missing_ok=False: (unlink(path, missing_ok), killed())
+    store.remove("relay")
+"""
+
+
+def killed_after(root: Path, action: str) -> None:
+    """Run ``action`` of ``KILLED_AFTER`` in a child SIGKILLed at its chosen moment."""
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED_AFTER, str(root), action], timeout=60, check=False
+    )
+    assert child.returncode == -signal.SIGKILL
+
+
+def registered_ahead(root: Path) -> StateStore:
+    """A registration whose journal holds an offset past its snapshot's."""
+    registry = StateStore(root)
+    registry.publish("relay", {"s": Offset(0, 10, 1)})
+    registry.publish("relay", {"s": Offset(0, 9000, 900)})
+    assert StateStore(root).load("relay") == {"s": Offset(0, 9000, 900)}
+    return registry
+
+
+def test_a_journal_left_by_an_old_registration_never_continues_a_new_one(
+    tmp_path: Path,
+) -> None:
+    """A snapshot deleted by hand leaves its journal: a new registration killed between
+    its first snapshot and its journal must not take the old journal's offsets (ahead of
+    what its consumer committed: retention would drop segments it has not read)."""
+    registered_ahead(tmp_path)
+    (tmp_path / "state" / "relay.json").unlink()
+    killed_after(tmp_path, "publish")
+    assert StateStore(tmp_path).load("relay") == {"s": Offset(0, 20, 2)}
+
+
+def test_remove_killed_midway_leaves_no_journal_and_a_lock_clears_an_orphan(
+    tmp_path: Path,
+) -> None:
+    registered_ahead(tmp_path)
+    killed_after(tmp_path, "remove")
+    assert not (tmp_path / "state" / "relay.journal").exists()
+    assert StateStore(tmp_path).load("relay") == {"s": Offset(0, 10, 1)}  # behind: safe
+    registry = registered_ahead(tmp_path)
+    (tmp_path / "state" / "relay.json").unlink()  # a reset by hand
+    with registry.lock("relay"):
+        assert "relay.journal" not in registry_files(tmp_path)

@@ -12,7 +12,12 @@ follows the streams that moved, not every stream the consumer ever saw; the jour
 folded into a new snapshot when it outgrows the snapshot, at a publisher's first
 publish and when its consumer stops cleanly (``settle``). The snapshot names the
 journal generation that continues it, and the journal's first line names its own, so a
-journal left over from before a snapshot is never applied to it.
+journal left over from before a snapshot is never applied to it. A generation is drawn
+at random, not counted: a counter starts again when the snapshot is missing (a
+registration removed, a snapshot deleted by hand), and a journal left behind would then
+name the new snapshot's generation and move its offsets ahead of its consumer. For the
+same reason ``remove`` deletes the journal before the snapshot, and ``lock`` deletes a
+journal whose snapshot is missing.
 
 Guarantees: a snapshot is replaced atomically (written to a temporary name, fsynced,
 renamed) and a journal line counts only when it is whole (ends with ``\\n`` and
@@ -173,11 +178,11 @@ class StateStore:
             return False
         with self.lock(name):
             self.release(name)
+            self._journal_path(name).unlink(missing_ok=True)  # first: never an orphan
             try:
                 self.path(name).unlink()
             except FileNotFoundError:
                 return False
-            self._journal_path(name).unlink(missing_ok=True)
             (self.dir / f"{name}.lock").unlink(missing_ok=True)
         return True
 
@@ -210,6 +215,8 @@ class StateStore:
             for suffix in (_SUFFIX, _JOURNAL):
                 for stale in self.dir.glob(f".{name}{suffix}.*.tmp"):
                     stale.unlink(missing_ok=True)  # left by a holder killed mid-write
+            if not self.path(name).exists():  # an orphan: no snapshot it continues
+                self._journal_path(name).unlink(missing_ok=True)
             yield
         finally:
             os.close(fd)
@@ -229,8 +236,7 @@ class StateStore:
         """Write every offset as a new snapshot, then start its journal afresh."""
         target = self.path(name)
         self.dir.mkdir(parents=True, exist_ok=True)
-        previous = self._journals.get(name)
-        generation = (previous.generation if previous else self._generation(target)) + 1
+        generation = int.from_bytes(os.urandom(8), "big")
         self.release(name)
         body = orjson.dumps(
             {
@@ -252,12 +258,6 @@ class StateStore:
             max(_MIN_JOURNAL_BYTES, len(body)),
             len(header),
         )
-
-    def _generation(self, snapshot: Path) -> int:
-        try:
-            return int(orjson.loads(snapshot.read_bytes()).get("journal", 0))
-        except (OSError, orjson.JSONDecodeError, TypeError, ValueError):
-            return 0
 
     def _read(self, path: Path) -> Registration | None:
         try:
