@@ -105,6 +105,10 @@ class StreamWriter:
         # The highest seq known to be on disk (fsynced); on resume nothing is known, so
         # what the log holds counts as unsynced until the first ``sync``.
         self.synced_seq = -1
+        # Whether an fsync of this writer failed. Linux reports a writeback error once and
+        # may drop the pages it hit, so no later fsync proves that the lines written
+        # before it are on disk: ``synced_seq`` stays where it was from then on.
+        self.sync_failed = False
         self._open_segment(resume)
         _live_writers.add(self)
         if fsync_interval:
@@ -314,8 +318,9 @@ class StreamWriter:
 
     def _roll(self) -> None:
         """Seal the active segment (fsync) and start a new one named by ``next_seq``."""
-        os.fsync(self._fd)  # type: ignore[arg-type]
-        self.synced_seq = self.next_seq - 1
+        self._fsync()
+        if not self.sync_failed:
+            self.synced_seq = self.next_seq - 1
         self._close_fd()
         self._fd = os.open(self.stream_dir / segment_name(self.next_seq), _OPEN_FLAGS, 0o644)
         self._segment = self.next_seq
@@ -353,19 +358,30 @@ class StreamWriter:
         """fsync the active segment; whether it worked (a failure is logged, never raised).
 
         On success ``synced_seq`` moves to the last seq written, so that a caller that
-        acknowledges events (the host's ``/ingest``) knows which are on disk.
+        acknowledges events (the host's ``/ingest``) knows which are on disk. Once an
+        fsync failed (``sync_failed``) it never does again, and this returns False.
         """
         with self.lock:
             if self._fd is None:
-                return self.synced_seq == self.next_seq - 1
+                return self.synced_seq == self.next_seq - 1 and not self.sync_failed
             last = self.next_seq - 1
             try:
-                os.fsync(self._fd)
+                self._fsync()
             except OSError as exc:
                 logger.warning("waddle: fsync of stream %s failed: %s", self.stream_dir.name, exc)
                 return False
+            if self.sync_failed:
+                return False
             self.synced_seq = last
             return True
+
+    def _fsync(self) -> None:
+        """fsync the active segment; a failure is remembered (``sync_failed``) and raised."""
+        try:
+            os.fsync(self._fd)  # type: ignore[arg-type]
+        except OSError:
+            self.sync_failed = True
+            raise
 
     def _sync_every(self, interval: float) -> None:
         while not self._closed.wait(interval):

@@ -6,12 +6,18 @@ next expected seq is refused (``SeqGap``, nothing written). Requests for one str
 serialised; different streams proceed in parallel. The new events of a stream's part
 are written in one ``write``, all or none, and made durable before the answer (an
 fsync, or one ``syncfs`` for the parts of a multi-stream request), so an acknowledged
-event survives a power loss: a part whose sync failed is answered ``WriteFailed`` with
-the highest seq known to be on disk (its lines stay in the log, unacknowledged), and a
-resend of events written but not yet synced (after a failed sync, or after a restart
-that resumed the stream) is acknowledged only once they are synced. A write that fails
-(a full disk) writes nothing of the part: ``WriteFailed`` names the highest seq held, so
-the sender resumes from there.
+event survives a power loss. A resend of events written but not yet synced (after a
+restart that resumed the stream) is acknowledged only once they are synced. A write that
+fails (a full disk) writes nothing of the part: ``WriteFailed`` names the highest seq
+held, so the sender resumes from there.
+
+A failed fsync (or a roll-over's) is different: Linux reports a writeback error once and
+may drop the pages it hit, so a later fsync that succeeds proves nothing about the lines
+written before it, and cutting them off would pull the segment from under the host's
+readers (a reader past the end takes the stream for a new one). So the stream is failed
+for this process: that part and every later one of the stream is answered
+``WriteFailed`` with the highest seq known to be on disk, never acknowledged, until the
+host restarts (logged once, at ERROR, with what to do).
 Refusals are ``waddle.errors.IngestError``s; ``waddle.web.errors`` makes them answers.
 
 Writers stay open (they hold each stream's lock, so a local producer of the same stream
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import resource
 import sys
@@ -58,6 +65,8 @@ from waddle.eventlog.segment import (
 )
 from waddle.eventlog.watch import Hints
 from waddle.eventlog.writer import StreamWriter
+
+logger = logging.getLogger("waddle.web")
 
 DEFAULT_MAX_OPEN = 256
 MAX_OPEN_CEILING = 16_384
@@ -109,6 +118,8 @@ class IngestLog:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._closed = False
+        # Streams whose fsync failed: the highest seq known to be on disk (see above).
+        self._failed: dict[str, int] = {}
         # Open for the log's lifetime: syncfs reports the writeback errors that happened
         # since the descriptor it is given was opened, so a fresh one per call would
         # miss those between a write and that call's open.
@@ -156,8 +167,8 @@ class IngestLog:
             finished: list[str] = []
             for index, writer in unsynced.items():
                 outcome = cast("Outcome", results[index])
-                if writer in failed:  # not acknowledged: the sender resends them
-                    results[index] = WriteFailed(outcome.stream, writer.synced_seq, "fsync failed")
+                if writer in failed:  # not acknowledged, now or later (see above)
+                    results[index] = self._fail(outcome.stream, writer)
                 if not outcome.written:
                     continue
                 if self.handoff is not None:
@@ -176,12 +187,34 @@ class IngestLog:
         self, stream: str, events: Sequence[Event], texts: list[bytes] | None
     ) -> tuple[Outcome, StreamWriter | None]:
         """One part, under its stream's lock; not yet fsynced."""
+        if stream in self._failed:
+            raise WriteFailed(stream, self._failed[stream], "an fsync failed; restart the host")
         writer = self._writer(stream, create=bool(events))
         if writer is None:
             return Outcome(stream, -1, 0, 0), None
         if events and events[0]["seq"] == 0 < writer.next_seq:
             self._check_same_origin(stream, events[0])
-        return _append(writer, stream, events, texts), writer
+        try:
+            return _append(writer, stream, events, texts), writer
+        except WriteFailed:
+            if writer.sync_failed:  # the roll-over's fsync, before the write
+                raise self._fail(stream, writer) from None
+            raise
+
+    def _fail(self, stream: str, writer: StreamWriter) -> WriteFailed:
+        """Fail ``stream`` for this process after its fsync failed (see above); the
+        refusal to answer."""
+        self._failed[stream] = writer.synced_seq
+        logger.error(
+            "waddle: fsync of stream %s failed: its events after seq %d are not known to "
+            "be on disk, and no later fsync can tell, so this host refuses the stream "
+            "(503) until it restarts; the relays keep the events and send them again. "
+            "Check the disk under %s (dmesg), then restart the host.",
+            stream,
+            writer.synced_seq,
+            self.log_dir,
+        )
+        return WriteFailed(stream, writer.synced_seq, "fsync failed")
 
     def _check_same_origin(self, stream: str, first: Event) -> None:
         """Refuse a resend of seq 0 that comes from another process than the one held.
