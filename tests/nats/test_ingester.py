@@ -40,7 +40,8 @@ from waddle.eventlog.record import encode
 from waddle.eventlog.segment import log_dir
 from waddle.eventlog.writer import StreamWriter
 from waddle.web.ingest_log import IngestLog
-from waddle.web.nats_ingest import NatsIngester
+from waddle.web.nats_ingest import DEFAULT_FETCH
+from waddle.web.nats_streams import Streams
 
 
 class Message:
@@ -63,15 +64,15 @@ class Message:
         self.answers.append("wip")
 
 
-def offline(log: IngestLog, **options: Any) -> NatsIngester:
-    """An ingester without a broker: ``_take`` alone, with no backfill to read from."""
-    ingester = NatsIngester(log, "nats://127.0.0.1:1", name="a", **options)
+def offline(log: IngestLog, **options: Any) -> Streams:
+    """An ingester's streams without a broker: ``take`` alone, with no backfill to read."""
+    taker = Streams(log, name="a", fetch=DEFAULT_FETCH, **options)
 
     async def no_backfill(stream: str, waiting: list[Any], held: int) -> None:
         return None
 
-    ingester._backfill = no_backfill  # type: ignore[method-assign]
-    return ingester
+    taker._backfill = no_backfill  # type: ignore[method-assign]
+    return taker
 
 
 def test_a_stream_is_appended_in_seq_order_whatever_order_its_messages_come_in(
@@ -86,7 +87,7 @@ def test_a_stream_is_appended_in_seq_order_whatever_order_its_messages_come_in(
     msgs = [Message(event) for event in events]
 
     def take(*seqs: int) -> None:
-        asyncio.run(ingester._take(stream, [(seq, msgs[seq]) for seq in seqs]))
+        asyncio.run(ingester.take(stream, [(seq, msgs[seq]) for seq in seqs]))
 
     take(3, 1)  # a gap before both: kept, unanswered, nothing written
     assert log.held(stream) == -1
@@ -117,7 +118,7 @@ def test_windows_published_again_with_other_boundaries_land_each_seq_once(
     }
 
     def take(*firsts: int) -> None:
-        asyncio.run(ingester._take(stream, [(first, windows[first]) for first in firsts]))
+        asyncio.run(ingester.take(stream, [(first, windows[first]) for first in firsts]))
 
     take(7, 2)  # past the gap at seq 0: kept
     assert log.held(stream) == -1 and all(not m.answers for m in windows.values())
@@ -152,9 +153,9 @@ def test_a_backfill_refused_by_the_log_is_read_again_with_the_redelivery(
     full = WriteFailed(stream, -1, "disk full")
     monkeypatch.setattr(log, "append", lambda *args: (_ for _ in ()).throw(full))
     late = Message(events[2])
-    asyncio.run(ingester._take(stream, [(2, late)]))  # seqs 0-1 backfilled, then refused
+    asyncio.run(ingester.take(stream, [(2, late)]))  # seqs 0-1 backfilled, then refused
     monkeypatch.undo()
-    asyncio.run(ingester._take(stream, [(2, late)]))  # its redelivery: backfilled again
+    asyncio.run(ingester.take(stream, [(2, late)]))  # its redelivery: backfilled again
     log.close()
     assert looked == [0, 0] and late.answers == ["nak", "ack"]
     assert log_events(tmp_path / "ingester") == {stream: events[:3]}
@@ -172,7 +173,7 @@ def test_a_stream_held_at_a_gap_is_reported_once_and_keeps_at_most_hold_messages
     msgs = [Message(event) for event in logged[:7]]
 
     def take(*seqs: int) -> None:
-        asyncio.run(ingester._take(stream, [(seq, msgs[seq]) for seq in seqs]))
+        asyncio.run(ingester.take(stream, [(seq, msgs[seq]) for seq in seqs]))
 
     with caplog.at_level(logging.WARNING, logger="waddle.nats"):
         take(2, 3, 5, 6)  # seq 1 is missing: 2 and 3 are kept, 5 and 6 go back
@@ -203,7 +204,7 @@ def test_a_stream_another_writer_holds_is_handed_back_not_fatal(tmp_path: Path) 
     msgs = [Message(event) for event in events]
     local = StreamWriter(log_dir(root) / stream)  # a producer of the same id on this host
     try:
-        asyncio.run(ingester._take(stream, list(enumerate(msgs))))
+        asyncio.run(ingester.take(stream, list(enumerate(msgs))))
     finally:
         local.close()
         log.close()
