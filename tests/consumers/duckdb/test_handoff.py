@@ -15,7 +15,7 @@ import pytest
 from tests.consumers.logs import read_tables
 from tests.web.events import finish_event, metrics_event, run_event
 from waddle.consumers.base import run_consumer
-from waddle.consumers.duckdb.handoff import Given, Handoff, HandoffReader
+from waddle.consumers.duckdb.handoff import MAX_BYTES, Given, Handoff, HandoffReader
 from waddle.consumers.duckdb.writer import DuckDBWriter
 from waddle.eventlog import reader as reader_module
 from waddle.eventlog.reader import Batch, Offset
@@ -71,14 +71,14 @@ def lose_all(calls: int) -> bool:
 
 @pytest.mark.parametrize("lose", [lose_none, lose_every_other, lose_all])
 @pytest.mark.parametrize(
-    ("max_events", "segment_bytes"),
-    [(1 << 18, DEFAULT_SEGMENT_BYTES), (8, DEFAULT_SEGMENT_BYTES), (1 << 18, 900)],
+    ("max_bytes", "segment_bytes"),
+    [(MAX_BYTES, DEFAULT_SEGMENT_BYTES), (800, DEFAULT_SEGMENT_BYTES), (MAX_BYTES, 900)],
 )
 def test_the_writer_commits_what_reading_the_log_commits(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     lose: Callable[[int], bool],
-    max_events: int,
+    max_bytes: int,
     segment_bytes: int,
 ) -> None:
     """Rounds of ingest, each followed by a writer round or not (hand-offs merged, or
@@ -89,7 +89,7 @@ def test_the_writer_commits_what_reading_the_log_commits(
     monkeypatch.setattr(
         ingest_log, "StreamWriter", functools.partial(StreamWriter, segment_bytes=segment_bytes)
     )
-    handoff = Handoff(max_events=max_events)
+    handoff = Handoff(max_bytes=max_bytes)
     give = handoff.give
     calls = [0]
 
@@ -130,13 +130,13 @@ def test_the_writer_commits_what_reading_the_log_commits(
     total = sum(len(events) for parts in rounds() for _, events in parts)
     if lose is lose_all:
         assert parsed == total
-    elif lose is lose_none and max_events > 8 and segment_bytes > 900:
+    elif lose is lose_none and max_bytes > 800 and segment_bytes > 900:
         # From the log: the part with a NaN, and what a finish left (its writer closed).
         assert parsed < total / 2
 
 
 def test_a_hand_off_serves_only_the_offset_it_continues() -> None:
-    handoff = Handoff(max_events=4)
+    handoff = Handoff(max_bytes=40)
     first, second = [metrics_event(1)], [metrics_event(2)]
     handoff.give([("s", Offset(0, 10, 0), Offset(0, 20, 1), first)])
     handoff.give([("s", Offset(0, 20, 1), Offset(0, 30, 2), second)])
@@ -162,3 +162,50 @@ def test_a_hand_off_serves_only_the_offset_it_continues() -> None:
     assert handoff.take("s", Offset(6, 10, 6)) is None  # past the limit: not held
     handoff.forget("s")  # its writer closed: someone else may write the stream
     assert handoff.take("s", Offset(6, 60, 11)) is None
+
+
+def test_hand_offs_past_the_byte_limit_drop_the_streams_waiting_longest() -> None:
+    handoff = Handoff(max_bytes=100)
+    for stream in ("a", "b", "c"):  # 40 bytes of lines each: the third does not fit
+        handoff.give([(stream, Offset(0, 0, -1), Offset(0, 40, 0), [metrics_event(0)])])
+    assert handoff.take("a", Offset(0, 0, -1)) is None  # dropped: read from the log
+    for stream in ("b", "c"):
+        batch = handoff.take(stream, Offset(0, 0, -1))
+        assert batch is not None and batch.offset == Offset(0, 40, 0)
+    big = [metrics_event(n) for n in range(1, 4)]
+    handoff.give([("a", Offset(0, 40, 0), Offset(0, 160, 3), big)])  # over the limit alone
+    assert handoff.take("a", Offset(0, 40, 0)) is None and handoff._held == 0
+
+
+def test_a_stream_not_read_for_a_while_lets_go_of_its_hand_offs() -> None:
+    now = [0.0]
+    handoff = Handoff(stale_after=30.0, clock=lambda: now[0])
+    handoff.give([("idle", Offset(0, 0, -1), Offset(0, 40, 0), [metrics_event(0)])])
+    handoff.give([("read", Offset(0, 0, -1), Offset(0, 40, 0), [metrics_event(0)])])
+    now[0] = 31.0
+    handoff.give([("read", Offset(0, 40, 0), Offset(0, 80, 1), [metrics_event(1)])])
+    assert handoff.take("idle", Offset(0, 0, -1)) is None  # waited past 30 s: dropped
+    assert handoff.take("read", Offset(0, 0, -1)) is None  # so was "read"'s first one
+    batch = handoff.take("read", Offset(0, 40, 0))  # the one given since is held
+    assert batch is not None and batch.offset == Offset(0, 80, 1)
+
+
+def test_a_read_takes_hand_offs_up_to_the_readers_batch_bytes(tmp_path: Path) -> None:
+    handoff = Handoff()
+    for seq in range(3):
+        start, end = Offset(0, seq * 100, seq - 1), Offset(0, seq * 100 + 100, seq)
+        handoff.give([("s", start, end, [metrics_event(seq)])])
+    reader = HandoffReader(tmp_path, handoff=handoff, batch_bytes=250)
+    first = reader.read("s", Offset(0, 0, -1))
+    assert (len(first.events), first.offset, first.drained) == (2, Offset(0, 200, 1), False)
+    second = reader.read("s", first.offset)
+    assert (len(second.events), second.offset, second.drained) == (1, Offset(0, 300, 2), True)
+
+
+def test_a_writer_that_starts_again_reads_the_log_not_what_waited(tmp_path: Path) -> None:
+    handoff = Handoff()
+    handoff.give([("s", Offset(0, 0, -1), Offset(0, 40, 0), [metrics_event(0)])])
+    stop = threading.Event()
+    stop.set()
+    assert list(HandoffReader(tmp_path, handoff=handoff).follow({}, stop)) == []
+    assert handoff.take("s", Offset(0, 0, -1)) is None and handoff._held == 0
