@@ -16,7 +16,6 @@ from waddle.consumers.nats.broker import (
     MEMBERS,
     STREAM,
     Layout,
-    back_off,
     consumer_name,
     msg_id,
     pack,
@@ -26,6 +25,7 @@ from waddle.consumers.nats.broker import (
     subject,
     unpack,
 )
+from waddle.consumers.nats.client import back_off
 from waddle.consumers.relay.client import Backoff
 from waddle.errors import UsageError
 

@@ -42,16 +42,13 @@ from waddle.consumers.nats.broker import (
     MSG_ID,
     STREAM,
     NotSetUp,
-    Puller,
-    PullRefused,
-    back_off,
     check_nats_url,
-    connect,
     consumer_name,
     parse_msg_id,
     partition,
     partitions_of,
 )
+from waddle.consumers.nats.client import Puller, PullRefused, back_off, connect
 from waddle.consumers.nats.leases import Leases
 from waddle.consumers.relay.client import Backoff
 from waddle.errors import IngestClosed
@@ -161,7 +158,7 @@ class NatsIngester:
         if leases is None:
             leases = Leases(self.name, self.partitions, *buckets)
         leases.leases, leases.members = buckets
-        self._pullers = {p: Puller(self._client, consumer_name(p)) for p in leases.held}
+        self._pullers = {p: Puller(self._client, STREAM, consumer_name(p)) for p in leases.held}
         self._moves.clear()  # the leases held are the pullers now
         return leases
 
@@ -238,7 +235,7 @@ class NatsIngester:
                     await puller.close()
             await self.streams.forget(lost, self.partitions)
             for where in taken - self._pullers.keys():
-                self._pullers[where] = Puller(self._client, consumer_name(where))
+                self._pullers[where] = Puller(self._client, STREAM, consumer_name(where))
 
 
 def serve_from(settings: Settings, url: str, *, name: str | None = None) -> int:

@@ -2,6 +2,7 @@
 
 * ``broker``: the JetStream layout (stream, a durable consumer per partition, lease
   buckets), ``waddle nats setup``, subjects, message ids and windows;
+* ``client``: connecting, backoff through an outage, pulls, an event loop for threads;
 * ``publisher``: the relay to JetStream (``waddle-consume --relay nats://``,
   ``waddle sync nats://``);
 * ``leases``: which partitions an ingester pulls (expiring leases, fair shares);

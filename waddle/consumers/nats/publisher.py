@@ -43,16 +43,14 @@ import orjson
 from waddle.consumers.base import Consumer, Offsets, run_consumer
 from waddle.consumers.nats.broker import (
     MSG_ID,
-    Loop,
     NotSetUp,
-    back_off,
     check_nats_url,
-    connect,
     msg_id,
     pack,
     partitions_of,
     subject,
 )
+from waddle.consumers.nats.client import Loop, back_off, connect
 from waddle.consumers.relay.client import Backoff
 from waddle.consumers.relay.consumer import log_lines
 from waddle.consumers.relay.parts import fill_gaps, fillable, placeholders

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
 
-from waddle.consumers.nats.broker import MSG_ID, STREAM, Puller, parse_msg_id, unpack
+from waddle.consumers.nats.broker import MSG_ID, STREAM, parse_msg_id, unpack
+from waddle.consumers.nats.client import Puller
 
 
 @dataclass(slots=True)
@@ -76,7 +77,7 @@ async def backfill(
         mem_storage=True,
     )
     name = (await js.add_consumer(STREAM, config)).name
-    puller = Puller(client, name)
+    puller = Puller(client, STREAM, name)
     found: list[Window] = []
     after = held + 1
     try:
