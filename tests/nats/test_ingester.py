@@ -364,8 +364,9 @@ def test_a_dead_ingesters_partitions_are_taken_over_and_a_new_one_gets_its_share
     load = None
     try:
         eventually(lambda: lease_holders(url) == {"a": 2, "b": 2}, 30, "two shares")
-        # Six runs over the four partitions (t0-t5: 1, 3, 1, 3, 0, 2), finished together.
-        load = produce(first, "t", runs=6, steps=3000, chunk=50, pause=0.1)
+        # Six runs over the four partitions (t0-t5: 1, 3, 1, 3, 0, 2), finished together
+        # after at least 15 s: still live when a is killed, even on a loaded machine.
+        load = produce(first, "t", runs=6, steps=3000, chunk=20, pause=0.1)
         eventually(lambda: last_seqs(a_root), 30, "ingester a to take live streams")
         assert load.poll() is None  # so every stream a holds is unfinished
         servers[0].stop(signal.SIGKILL)  # mid-load, never restarted
