@@ -61,8 +61,32 @@ def test_live_runs_stay_cached_past_the_limit(
     each commit reloaded the others (two queries a run; at 1,500 live runs that was 40 %
     of the host's CPU). The runs a round meets for the first time are loaded in one
     query, not one each (a fleet of 2,000 starting cost a host seconds of queries)."""
-    streams = [write_run(tmp_path, f"r{i}", 200) for i in range(4)]
     monkeypatch.setattr(writer_module, "_CACHED_RUNS", 2)
+    loads = commit_rounds(tmp_path, monkeypatch, rounds)
+    assert sorted(run_id for run_ids in loads for run_id in run_ids) == ["r0", "r1", "r2", "r3"]
+    assert len(loads) == queries_made
+
+
+def test_past_the_limit_the_least_recently_used_runs_leave(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over the limit, runs leave the cache from the least recently used end, down to
+    the limit and no further: a run committed two rounds ago is still cached. Before,
+    every commit over the limit dropped all runs but the last minute's, and went over
+    every run touched in the last minute to find them (a host just caught up with
+    10,000 finished runs did so at each commit of its live run)."""
+    monkeypatch.setattr(writer_module, "_CACHED_RUNS", 2)
+    monkeypatch.setattr(writer_module, "_LIVE_S", -1.0)  # no run is live: the limit decides
+    loads = commit_rounds(tmp_path, monkeypatch, [[0], [1], [2], [1], [0]])
+    assert loads == [["r0"], ["r1"], ["r2"], ["r0"]]  # r1 was used since r0, so r0 left
+
+
+def commit_rounds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rounds: list[list[int]]
+) -> list[list[str]]:
+    """Commit a batch of each round's runs (of four, written to ``tmp_path``), round by
+    round; the run ids each query loaded."""
+    streams = [write_run(tmp_path, f"r{i}", 200) for i in range(4)]
     reader = LogReader(tmp_path, batch_bytes=4096)
     writer = DuckDBWriter(tmp_path, snapshot_interval=0)
     writer.start({})
@@ -81,8 +105,7 @@ def test_live_runs_stay_cached_past_the_limit(
             offsets.update((batch.stream, batch.offset) for batch in batches)
     finally:
         writer.close()
-    assert sorted(run_id for run_ids in loads for run_id in run_ids) == ["r0", "r1", "r2", "r3"]
-    assert len(loads) == queries_made
+    return loads
 
 
 def test_rows_committed_again_carry_what_changed_since(

@@ -35,6 +35,7 @@ import functools
 import logging
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from operator import itemgetter
 from pathlib import Path
@@ -75,7 +76,7 @@ SNAPSHOT_INTERVAL_S = 1.0
 # straight into row groups, while many small ones cost about twice as much.
 SHIP_ROWS = 1 << 18
 _CACHED_RUNS = 1024
-_LIVE_S = 60.0  # a run touched this recently stays cached past _CACHED_RUNS
+_LIVE_S = 60.0  # a run used this recently stays cached past _CACHED_RUNS
 _CACHED_NAMES = 1 << 16
 # Batches are redone from the log in pieces of this size when a batch could not be
 # stored: small enough that narrowing one down by trial inserts is quick.
@@ -119,7 +120,8 @@ class DuckDBWriter(Consumer):
         self._names = Codes()
         self._rows = PendingRows(self._names)
         self._touched_runs: set[str] = set()
-        self._touched_at: dict[str, float] = {}  # run id: when a commit last held it
+        # Every cached run's id: when it was loaded or a commit last held it, oldest first.
+        self._used_at: OrderedDict[str, float] = OrderedDict()
         self._touched_streams: set[str] = set()
         self._stored_streams: set[str] = set()  # rows committed as they are (``_stored``)
         self._stored_runs: set[str] = set()  # likewise (``_run_stored``)
@@ -318,6 +320,7 @@ class DuckDBWriter(Consumer):
                 if found
                 else []
             )
+        now = time.monotonic()
         for run_id in missing:
             run = fold.RunRow(run_id)
             values = found.get(run_id)
@@ -328,6 +331,7 @@ class DuckDBWriter(Consumer):
                 run.context, run.tags = run.context or {}, list(run.tags or [])
                 run.lead_rank = leads.get(run_id)
             self._runs[run_id] = run
+            self._used_at[run_id] = now
 
     def _ship(self) -> None:
         """Hand the rows gathered so far to the database thread (it inserts them now).
@@ -380,23 +384,32 @@ class DuckDBWriter(Consumer):
         if self._touched_runs and self._snapshots is not None:
             self._snapshots.due()
         now = time.monotonic()
-        self._touched_at.update(dict.fromkeys(self._touched_runs, now))
+        for run_id in self._touched_runs:
+            self._used_at[run_id] = now
+            self._used_at.move_to_end(run_id)
         self._touched_runs, self._touched_streams = set(), set()
-        if len(self._runs) > _CACHED_RUNS:
-            # The runs touched within _LIVE_S stay (on a central host: its live runs, which
-            # a commit may touch only some of), so the cache holds at most those or
-            # _CACHED_RUNS; reloading one costs two queries.
-            horizon = now - _LIVE_S
-            self._touched_at = {
-                run_id: at
-                for run_id, at in self._touched_at.items()
-                if at >= horizon and run_id in self._runs
-            }
-            self._runs = {run_id: self._runs[run_id] for run_id in self._touched_at}
+        self._trim_runs(now)
         if len(self._names.codes) > _CACHED_NAMES:
             self._names = Codes()
             self._rows = PendingRows(self._names)
         return dict(self._committed)
+
+    def _trim_runs(self, now: float) -> None:
+        """Drop the least recently used runs while more than ``_CACHED_RUNS`` are cached,
+        but none used within ``_LIVE_S`` (on a central host: its live runs, which a commit
+        may touch only some of); reloading one costs two queries.
+
+        Runs leave from the old end, each once, so a commit costs what it touched, not
+        what is cached: a host that just caught up with 10,000 finished runs holds them
+        all for a minute while it commits its live runs many times a second.
+        """
+        horizon = now - _LIVE_S
+        used = self._used_at
+        while len(used) > _CACHED_RUNS:
+            run_id, at = next(iter(used.items()))
+            if at >= horizon:
+                return
+            del used[run_id], self._runs[run_id]
 
     def _resume_collector(self) -> None:
         """End the pause that ``handle`` began."""
@@ -441,7 +454,7 @@ class DuckDBWriter(Consumer):
     def _reset(self) -> None:
         self._names = Codes()
         self._rows = PendingRows(self._names)
-        self._runs, self._touched_at = {}, {}
+        self._runs, self._used_at = {}, OrderedDict()
         self._touched_runs, self._touched_streams = set(), set()
         self._stored_streams, self._stored_runs = set(), set()
         self._set_aside = []
