@@ -111,13 +111,17 @@ def upsert(
     for lists (a first ``[]`` makes a list of nulls), so lists travel as JSON text.
     """
     if rows:
-        count = len(rows)
-        columns = {
-            f"c{index}": np.fromiter(values, dtype=object, count=count)
-            for index, values in enumerate(zip(*rows, strict=True))
-        }
-        con.register("upserted", columns)
+        con.register("upserted", object_columns(rows))
         con.execute(f"INSERT OR REPLACE INTO {table} SELECT {select} FROM upserted")
+
+
+def object_columns(rows: list[list[Any]]) -> dict[str, np.ndarray]:
+    """``rows`` as object columns ``c0``, ``c1``… for ``register``."""
+    count = len(rows)
+    return {
+        f"c{index}": np.fromiter(values, dtype=object, count=count)
+        for index, values in enumerate(zip(*rows, strict=True))
+    }
 
 
 def upsert_all(
@@ -132,12 +136,7 @@ def upsert_all(
     time), updated in place: a sixth of the cost of replacing their rows."""
     upsert(con, "runs", runs, RUNS_SELECT)
     if steps:
-        count = len(steps)
-        columns = {
-            f"c{index}": np.fromiter(values, dtype=object, count=count)
-            for index, values in enumerate(zip(*steps, strict=True))
-        }
-        con.register("stepped", columns)
+        con.register("stepped", object_columns(steps))
         con.execute(
             "UPDATE runs SET last_step = s.c1, updated_at = s.c2 FROM stepped AS s "
             "WHERE runs.run_id = s.c0"
