@@ -246,3 +246,29 @@ def test_a_bug_while_connecting_is_raised_not_waited_out_as_an_outage(
     relay = NatsRelay(root, nats_server.url, give_up_after=60)
     with pytest.raises(TypeError, match="a bad argument"):
         run_consumer(relay, root, threading.Event(), once=True)
+
+
+def test_an_event_over_the_servers_max_payload_goes_as_skipped_and_the_rest_goes_on(
+    nats_server: NatsServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root, url = tmp_path / "producer", nats_server.url
+    huge = "x" * 1_250_000  # its line is over the server's max_payload of 1 MiB
+
+    def payload(step: int) -> dict[str, Any]:
+        return {"loss": 1.0, "note": huge} if step == 2 else {"loss": 1.0 / (step + 1)}
+
+    write_run(root, "big", 5, payload=payload)
+    write_run(root, "small", 5)
+    relay = NatsRelay(root, url, give_up_after=5, timeout=2)
+    with caplog.at_level(logging.ERROR, logger="waddle.nats"):
+        run_consumer(relay, root, threading.Event(), once=True)
+    assert relay.failure is None  # before: refused again and again until it gave up
+    assert published(root, url) == last_seqs(root)
+    assert stream_messages(url, "small") == stream_events(root, "small")
+    logged, held = stream_events(root, "big"), stream_messages(url, "big")
+    oversize = next(e["seq"] for e in logged if e.get("data", {}).get("note") == huge)
+    assert [e["seq"] for e in held] == [e["seq"] for e in logged]
+    assert held[oversize]["type"] == "skipped" and "max_payload" in held[oversize]["reason"]
+    assert [e for e in held if e["seq"] != oversize] == logged[:oversize] + logged[oversize + 1 :]
+    (error,) = [r.getMessage() for r in caplog.records]
+    assert f"stream 'big' seq {oversize}" in error

@@ -6,7 +6,10 @@ holds them, up to ``message_bytes``) on ``waddle.events.<partition>.<project>.<s
 (the partitions are read from the stream on connecting), with
 ``Nats-Msg-Id: <stream>:<first seq>-<last seq>`` as its header (``broker.pack``). A
 window published again after a crash may be cut at other seqs, so the broker may keep
-both; the ingesters take each seq once whatever windows carry it.
+both; the ingesters take each seq once whatever windows carry it. An event whose line is
+over what the server takes in a message (its ``max_payload``) goes as a ``skipped``
+placeholder, with an error naming stream and seq: the server would refuse it for ever,
+and the round (every stream) would wait behind it.
 
 Delivery: at-least-once on the wire, exactly-once in the broker within its duplicate
 window, and exactly-once in the ingesters' logs in any case (they are idempotent by
@@ -31,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -69,6 +73,7 @@ DEFAULT_WINDOW = 32
 DEFAULT_MESSAGE_BYTES = 128 << 10
 HEADER_ROOM = 4096
 DEFAULT_TIMEOUT_S = 5.0
+_HOST = socket.gethostname()
 
 
 class BrokerUnreachable(TransientError):
@@ -264,8 +269,11 @@ class NatsRelay(Consumer):
 
         js = await self._jetstream()
         target = subject(self._project(stream), stream, self._partitions)
-        limit = min(self.message_bytes, self._client.max_payload - HEADER_ROOM)
-        windows = pack(lines, start, limit, self.window)
+        most = self._client.max_payload - HEADER_ROOM
+        windows = pack(lines, start, min(self.message_bytes, most), self.window)
+        for first, _ in windows:
+            if len(lines[first]) > most:  # alone in its window: pack cuts at the limit
+                lines[first] = self._oversize(stream, events[first], len(lines[first]), most)
         acks: list[asyncio.Future[Any]] = []
         try:
             for first, end in windows:
@@ -291,6 +299,26 @@ class NatsRelay(Consumer):
             missing = len(acks) - len(done) + len(failed)
             raise BrokerUnreachable(f"{missing} of {len(acks)} publishes were not acknowledged")
         return windows[-1][1]
+
+    def _oversize(self, stream: str, event: Event, size: int, most: int) -> bytes:
+        """The line of a ``skipped`` placeholder for ``event``, whose line of ``size`` bytes
+        the server would refuse (over its ``max_payload`` less header room): refused for
+        ever, it would hold up the stream and the round (every stream) behind it, so the
+        stream goes on without it, the loss visible at the ingester (quarantined)."""
+        reason = (
+            f"the event's line ({size} bytes) is over what the NATS server takes in a "
+            f"message ({most} bytes: its max_payload less header room); it stays in the "
+            f"log of the relay on {_HOST}"
+        )
+        logger.error(
+            "waddle %s: stream %r seq %d: %s; published as a skipped placeholder (raise "
+            "max_payload in the nats-server config to carry such events)",
+            self.name,
+            stream,
+            event["seq"],
+            reason,
+        )
+        return encode({"seq": event["seq"], "ts": event["ts"], "type": "skipped", "reason": reason})
 
     async def _jetstream(self) -> Any:
         """The JetStream context, connecting first if needed and reading the stream's
