@@ -65,6 +65,21 @@ def test_setup_creates_the_layout_once_and_updates_its_limits(nats_server: NatsS
         setup(url, Layout(partitions=8))
 
 
+def test_setup_counts_unacknowledged_messages_in_windows(nats_server: NatsServer) -> None:
+    url = nats_server.url
+
+    def pending() -> set[int]:
+        infos = [
+            call(url, lambda js, w=w: js.consumer_info(STREAM, consumer_name(w))) for w in range(4)
+        ]
+        return {info.config.max_ack_pending for info in infos}
+
+    setup(url, Layout(max_ack_pending=50_000))  # as an older Waddle set it up
+    assert pending() == {50_000}
+    run_setup("--url", url)  # its consumers are updated, not only new ones
+    assert pending() == {2_048}  # windows of up to 128 KiB: about 256 MiB a partition
+
+
 def test_setup_without_a_server_says_how_to_start_one() -> None:
     with pytest.raises(UsageError, match="nats-server -js"):
         setup(f"nats://127.0.0.1:{free_port()}", timeout=20)

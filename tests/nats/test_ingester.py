@@ -146,7 +146,7 @@ def test_a_backfill_refused_by_the_log_is_read_again_with_the_redelivery(
     async def from_broker(stream: str, waiting: list[Window], held: int) -> None:
         looked.append(held + 1)  # as the broker would: the seqs before the first waiting
         ingester._backfilled[stream] = held + 1
-        waiting.append(Window(0, None, [encode(e)[:-1] for e in events[:2]]))
+        waiting.append(Window.of(0, None, b"".join(map(encode, events[:2]))))
 
     ingester._backfill = from_broker  # type: ignore[method-assign]
     ingester._held[stream] = log.held(stream)  # looked up before the disk fills
@@ -192,6 +192,34 @@ def test_a_stream_held_at_a_gap_is_reported_once_and_keeps_at_most_hold_messages
     log.close()
     assert [m.answers[-1] for m in msgs] == ["ack", "ack", "ack", "nak", "nak", "nak", "nak"]
     assert len(caplog.records) == 2
+
+
+def test_windows_kept_past_gaps_stay_within_hold_bytes_over_all_streams(tmp_path: Path) -> None:
+    source = tmp_path / "producer"
+    settle(produce(source, "h", runs=2, steps=4, chunk=4, pause=0))
+    (a, a_events), (b, b_events) = sorted(log_events(source).items())
+    msgs = {s: [Message(e) for e in events[:4]] for s, events in ((a, a_events), (b, b_events))}
+    log = IngestLog(tmp_path / "ingester")
+    # Room for a's seqs 1-3 and b's seq 1 past their gaps at seq 0, and no more.
+    room = sum(len(m.data) for m in msgs[a][1:]) + len(msgs[b][1].data)
+    ingester = offline(log, hold_bytes=room)
+
+    def take(stream: str, *seqs: int) -> None:
+        asyncio.run(ingester.take(stream, [(seq, msgs[stream][seq]) for seq in seqs]))
+
+    def answers(stream: str) -> list[list[str]]:
+        return [m.answers for m in msgs[stream]]
+
+    take(a, 1, 2, 3)
+    take(b, 2, 1)  # b's seq 2 would go past the room: handed back, the nearer 1 kept
+    assert answers(a) == [[]] * 4 and answers(b) == [[], [], ["nak"], []]
+    take(a, 0)  # a is written up to 3: its room is free again
+    take(b, 2, 3)  # their redeliveries are kept now
+    assert answers(a) == [["ack"]] * 4 and answers(b) == [[], [], ["nak"], []]
+    take(b, 0)
+    log.close()
+    assert answers(b) == [["ack"], ["ack"], ["nak", "ack"], ["ack"]]
+    assert log_events(tmp_path / "ingester") == {a: a_events[:4], b: b_events[:4]}
 
 
 def test_a_stream_another_writer_holds_is_handed_back_not_fatal(tmp_path: Path) -> None:

@@ -8,7 +8,9 @@ messages and says which partitions it gave up (``forget``).
 
 Delivery: a window is acknowledged only after its events are in the log and fsynced;
 what the log holds already is acknowledged without being written again. Memory: at most
-``hold`` windows kept per stream (later ones are handed back).
+``hold`` windows kept per stream, and ``hold_bytes`` of payload kept over all streams
+(past either, the windows furthest from their stream's gap are handed back, to come
+round again after ``NAK_CAP_S``).
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from typing import Any
 
 import orjson
 
-from waddle.consumers.nats.broker import DEFAULT_ACK_WAIT_S, partition, unpack
-from waddle.consumers.nats.windows import Window, backfill, chain
+from waddle.consumers.nats.broker import DEFAULT_ACK_WAIT_S, partition
+from waddle.consumers.nats.windows import FIRST, Window, backfill, chain
 from waddle.errors import IngestClosed, IngestError, StreamConflict, StreamLockedError
 from waddle.event_types import Event
 from waddle.web.errors import RequestError
@@ -42,6 +44,9 @@ STALL_ACK_WAITS = 3
 # so that a stream that waits cannot take every slot of the consumer's max_ack_pending,
 # nor more than about 64 MiB of memory.
 DEFAULT_HOLD = 512
+# The most bytes of payload kept past gaps over all streams: after a takeover every moved
+# stream may wait (for its backfill), and at 512 windows each 100 of them held 6.4 GiB.
+DEFAULT_HOLD_BYTES = 256 << 20
 
 
 class Streams:
@@ -54,17 +59,20 @@ class Streams:
         name: str,
         fetch: int,
         hold: int = DEFAULT_HOLD,
+        hold_bytes: int = DEFAULT_HOLD_BYTES,
         ack_wait: float = DEFAULT_ACK_WAIT_S,
     ) -> None:
         self.log = log
         self.name = name
         self.fetch = fetch
         self.hold = max(1, hold)
+        self.hold_bytes = hold_bytes
         self.ack_wait = ack_wait  # the consumers', set by the ingester on connecting
         self.client: Any = None  # the ingester's connection, for backfills
         self.taken = 0  # events written into the log (not counting duplicates)
         self._held: dict[str, int] = {}
         self._waiting: dict[str, list[Window]] = defaultdict(list)
+        self._sizes: dict[str, int] = {}  # bytes of the windows kept, per stream kept at a gap
         self._backfilled: dict[str, int] = {}  # per stream, the seq a backfill looked for
         self._touched = 0.0
         self._fresh: set[int] = set()  # ids of the messages kept at the last touch
@@ -74,6 +82,7 @@ class Streams:
     def reset(self) -> None:
         """Forget the windows kept: their acks went with a connection that was lost."""
         self._waiting.clear()
+        self._sizes.clear()
         self._stalls.clear()
 
     async def forget(self, lost: set[int], partitions: int) -> None:
@@ -81,12 +90,38 @@ class Streams:
         for their new holder."""
         for stream in [s for s in self._waiting if partition(s, partitions) in lost]:
             await _answer(self._waiting.pop(stream), "nak")
+            self._sizes.pop(stream, None)
             self._stalls.pop(stream, None)
             self._backfilled.pop(stream, None)
 
     async def take(self, stream: str, items: list[tuple[int, Any]]) -> None:
         """Append what follows the log's last seq from the messages ``items`` (each a
-        window from its first seq); ack those and repeats; keep the rest."""
+        window from its first seq); ack those and repeats; keep the rest, within
+        ``hold_bytes`` over all streams."""
+        await self._take(stream, items)
+        await self._within_bytes(stream)
+
+    async def _within_bytes(self, stream: str) -> None:
+        """Note the bytes ``stream`` keeps; past ``hold_bytes`` over all streams, hand
+        back its windows furthest from its gap (the ones it needs last) until under."""
+        waiting = self._waiting.get(stream, [])
+        size = sum(window.size for window in waiting)
+        excess = sum(self._sizes.values()) - self._sizes.get(stream, 0) + size - self.hold_bytes
+        if excess > 0:
+            waiting.sort(key=FIRST)
+            keep = len(waiting)
+            while keep and excess > 0 and waiting[keep - 1].msg is not None:
+                keep -= 1
+                excess -= waiting[keep].size
+                size -= waiting[keep].size
+            await _answer(waiting[keep:], "nak", delay=NAK_CAP_S)
+            del waiting[keep:]
+        if size:
+            self._sizes[stream] = size
+        else:
+            self._sizes.pop(stream, None)
+
+    async def _take(self, stream: str, items: list[tuple[int, Any]]) -> None:
         waiting = self._waiting[stream]
         held = self._held.get(stream)
         if held is None:
@@ -98,13 +133,13 @@ class Streams:
                 await self._refuse(stream, exc, [msg for _, msg in items])
                 return
         for first, msg in items:
-            window = Window(first, msg, unpack(msg.data))
+            window = Window.of(first, msg, msg.data)
             if window.last <= held:
                 await msg.ack()  # a repeat of what the log holds
             else:
                 waiting.append(window)
         if len(waiting) > self.hold:
-            waiting.sort(key=lambda window: window.first)
+            waiting.sort(key=FIRST)
             await _answer(waiting[self.hold :], "nak", delay=NAK_CAP_S)
             del waiting[self.hold :]
         run, lines = chain(waiting, held)

@@ -51,7 +51,9 @@ DEFAULT_MAX_AGE_S = 7 * DAY_S
 DEFAULT_DUPLICATE_WINDOW_S = 120.0
 # An ingester that took a message and died: the broker hands it to another after this.
 DEFAULT_ACK_WAIT_S = 30.0
-DEFAULT_MAX_ACK_PENDING = 50_000
+# Unacknowledged messages per partition: each a window of up to 128 KiB, so 2,048 bound
+# what an ingester may be handed and not yet have written to about 256 MiB a partition.
+DEFAULT_MAX_ACK_PENDING = 2_048
 _NOT_A_TOKEN = re.compile(r"[^A-Za-z0-9_-]+")
 
 

@@ -25,11 +25,18 @@ from waddle.consumers.nats.client import Puller
 @dataclass(slots=True)
 class Window:
     """One message: a window of a stream's consecutive events from seq ``first``;
-    ``msg`` is None for one read by a backfill (nothing to acknowledge)."""
+    ``msg`` is None for one read by a backfill (nothing to acknowledge); ``size``, the
+    bytes of its payload (what keeping it costs)."""
 
     first: int
     msg: Any
     lines: list[bytes]
+    size: int
+
+    @classmethod
+    def of(cls, first: int, msg: Any, data: bytes) -> Window:
+        """The window of a message's payload ``data``."""
+        return cls(first, msg, unpack(data), len(data))
 
     @property
     def last(self) -> int:
@@ -89,7 +96,7 @@ async def backfill(
                 ident = parse_msg_id((msg.headers or {}).get(MSG_ID))
                 if ident is None or ident[0] != stream:
                     continue  # another stream whose id maps to the same subject
-                window = Window(ident[1], None, unpack(msg.data))
+                window = Window.of(ident[1], None, msg.data)
                 if window.first <= after <= window.last:
                     found.append(window)
                     after = window.last + 1
