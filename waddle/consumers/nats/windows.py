@@ -21,6 +21,12 @@ from typing import Any
 from waddle.consumers.nats.broker import MSG_ID, STREAM, parse_msg_id, unpack
 from waddle.consumers.nats.client import Puller
 
+# A backfill's pull that came back empty while the broker still counts messages for it
+# (answered late, on a loaded machine) is followed by one that waits this long.
+BACKFILL_WAIT_S = 1.0
+# Empty pulls in a row after which a backfill ends whatever the broker's count says.
+BACKFILL_IDLE_ROUNDS = 3
+
 
 @dataclass(slots=True)
 class Window:
@@ -83,15 +89,23 @@ async def backfill(
         inactive_threshold=60.0,  # the server removes it should this process die
         mem_storage=True,
     )
-    name = (await js.add_consumer(STREAM, config)).name
+    info = await js.add_consumer(STREAM, config)
+    name, left = info.name, info.num_pending
     puller = Puller(client, STREAM, name)
     found: list[Window] = []
     after = held + 1
+    received = idle = 0
     try:
-        while after < upto:
-            msgs = await puller.fetch(batch, 0)
-            if not msgs:
-                break
+        while after < upto and left > 0 and idle <= BACKFILL_IDLE_ROUNDS:
+            msgs = await puller.fetch(batch, 0) or await puller.fetch(batch, BACKFILL_WAIT_S)
+            if not msgs:  # none came in time: the broker's count says whether more will
+                idle += 1
+                now = await js.consumer_info(STREAM, name)
+                left = now.num_pending + now.delivered.consumer_seq - received
+                continue
+            idle = 0
+            received += len(msgs)
+            left -= len(msgs)
             for msg in msgs:
                 ident = parse_msg_id((msg.headers or {}).get(MSG_ID))
                 if ident is None or ident[0] != stream:
