@@ -81,6 +81,48 @@ def test_past_the_limit_the_least_recently_used_runs_leave(
     assert loads == [["r0"], ["r1"], ["r2"], ["r0"]]  # r1 was used since r0, so r0 left
 
 
+def test_an_insert_is_given_only_the_names_its_rows_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After catching up with finished runs, a live run's insert is given its own run id
+    and keys (``$names``), not every name the catch-up met: DuckDB binds the whole list
+    at each statement, and a host caught up with 10,000 finished runs spent 17 ms of CPU
+    on each insert of its one live run, 20 commits a second."""
+    finished = [write_run(tmp_path, f"old{i}", 3) for i in range(20)]
+    live = write_run(tmp_path, "live", 3)
+    given: list[list[str]] = []
+    insert = writer_module.insert
+
+    def recording(con: Any, *, table: str, arrays: dict[str, Any], select: str) -> None:
+        if table == "metrics":
+            given.append(list(arrays["names"]))
+        insert(con, table=table, arrays=arrays, select=select)
+
+    monkeypatch.setattr(writer_module, "insert", recording)
+    reader = LogReader(tmp_path)
+    writer = DuckDBWriter(tmp_path, snapshot_interval=0)
+    writer.start({})
+    try:
+        writer.handle([reader.read(stream, Offset()) for stream in finished])
+        writer.commit()
+        writer.handle([reader.read(live, Offset())])
+        writer.commit()
+        stored = writer.cursor().execute(
+            "SELECT run_id, key, count(*) FROM metrics GROUP BY ALL ORDER BY ALL"
+        )
+        rows = stored.fetchall()
+    finally:
+        writer.close()
+    assert len(given) == 2
+    assert sorted(given[1]) == ["acc", "live", "loss", "lr"]
+    expected = sorted(
+        (run, key, 3)
+        for run in ["live", *(f"old{i}" for i in range(20))]
+        for key in ("acc", "loss", "lr")
+    )
+    assert rows == expected
+
+
 def commit_rounds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rounds: list[list[int]]
 ) -> list[list[str]]:
