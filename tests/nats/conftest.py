@@ -110,12 +110,20 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
         server.stop(signal.SIGKILL)
 
 
-def produce(root: Path, prefix: str, runs: int, steps: int, chunk: int, pause: float) -> Any:
-    """Start ``producer.py``: ``runs`` runs of ``steps`` steps under ``root``."""
+def produce(
+    root: Path,
+    prefix: str,
+    runs: int,
+    steps: int,
+    chunk: int,
+    pause: float,
+    release: Path | None = None,
+) -> Any:
+    """Start ``producer.py``: ``runs`` runs of ``steps`` steps under ``root``, finished
+    once ``release`` exists (if given)."""
     argv = [sys.executable, str(PRODUCER), str(root), prefix, str(runs), str(steps)]
-    return subprocess.Popen(
-        [*argv, str(chunk), str(pause)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    argv += [str(chunk), str(pause), *([str(release)] if release else [])]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def settle(proc: subprocess.Popen[bytes], timeout: float = 120) -> None:

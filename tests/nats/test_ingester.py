@@ -389,15 +389,18 @@ def test_a_dead_ingesters_partitions_are_taken_over_and_a_new_one_gets_its_share
     a_root, b_root, c_root = (tmp_path / f"ingester-{n}" for n in "abc")
     servers = [ingester(a_root, url, "a"), ingester(b_root, url, "b")]
     relays = [Relay(first, url)]
+    release = tmp_path / "release"
     load = None
     try:
         eventually(lambda: lease_holders(url) == {"a": 2, "b": 2}, 30, "two shares")
         # Six runs over the four partitions (t0-t5: 1, 3, 1, 3, 0, 2), finished together
-        # after at least 15 s: still live when a is killed, even on a loaded machine.
-        load = produce(first, "t", runs=6, steps=3000, chunk=20, pause=0.1)
+        # once released: live when a is killed however slow the machine, so a holds no
+        # finished copy and each of its streams goes on at b.
+        load = produce(first, "t", runs=6, steps=1200, chunk=20, pause=0.1, release=release)
         eventually(lambda: last_seqs(a_root), 30, "ingester a to take live streams")
-        assert load.poll() is None  # so every stream a holds is unfinished
+        assert load.poll() is None, load.communicate()[1]
         servers[0].stop(signal.SIGKILL)  # mid-load, never restarted
+        release.touch()
         settle(load)
         expected = last_seqs(first)
         eventually(lambda: published(first, url) == expected, 60, "the relay")
@@ -425,6 +428,7 @@ def test_a_dead_ingesters_partitions_are_taken_over_and_a_new_one_gets_its_share
         for relay in relays:
             assert relay.stop() == 0, relay.stderr()
     finally:
+        release.touch()
         for each in [*servers, *relays]:
             each.stop(signal.SIGKILL)
         if load is not None:
