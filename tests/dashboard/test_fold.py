@@ -122,9 +122,14 @@ def python_fold(feed: Feed) -> dict[str, Any]:
             else:
                 fold.apply(run, streams[name], event)
     return {
-        "runs": {k: dataclasses.asdict(v) for k, v in runs.items()},
+        "runs": {k: state_of(v) for k, v in runs.items()},
         "streams": {k: {f: getattr(v, f) for f in STREAM_FIELDS} for k, v in streams.items()},
     }
+
+
+def state_of(run: fold.RunRow) -> dict[str, Any]:
+    """The run's state: its fields less the writer's caches (``compare=False``)."""
+    return {f.name: getattr(run, f.name) for f in dataclasses.fields(run) if f.compare}
 
 
 def node_fold(feed: Feed, tmp_path: Path) -> dict[str, Any]:
