@@ -284,3 +284,47 @@ def test_a_permanent_failure_still_ends_the_loop(tmp_path: Path) -> None:
 )
 def test_what_is_worth_a_retry(exc: BaseException, transient: bool) -> None:
     assert is_transient(exc) is transient
+
+
+def test_a_process_that_asks_freezes_the_heap_once_a_consumer_caught_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``waddle serve`` and ``waddle-consume`` ask: the heap a catch-up leaves is frozen
+    once, after the backlog was taken, not at each idle moment of the live tail after."""
+    frozen: list[int] = []
+    store = MemoryStore()
+    monkeypatch.setattr(base.gc, "freeze", lambda: frozen.append(len(seqs(store, "live"))))
+    monkeypatch.setattr(base, "_freeze_when_caught_up", False)
+    base.freeze_when_caught_up()
+    writer = StreamWriter(tmp_path / "log" / "live")
+    for step in range(5):
+        writer.append("metrics", {"step": step, "data": {"loss": 0.5}})
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=run_consumer,
+        args=(MemoryConsumer(store), tmp_path, stop),
+        kwargs={"interval": 0.01},
+    )
+    thread.start()
+    for step in range(5, 10):  # a live tail after the catch-up: idle at every poll
+        eventually(lambda n=step: len(seqs(store, "live")) == n, timeout=10, what="taken")
+        writer.append("metrics", {"step": step, "data": {"loss": 0.5}})
+    eventually(lambda: len(seqs(store, "live")) == 10, timeout=10, what="the last taken")
+    writer.close()
+    stop.set()
+    thread.join(30)
+    assert frozen == [5]
+
+
+def test_the_library_leaves_the_collector_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Freezing is a choice for a whole process: a consumer run as a library does not."""
+    frozen: list[bool] = []
+    monkeypatch.setattr(base.gc, "freeze", lambda: frozen.append(True))
+    monkeypatch.setattr(base, "_freeze_when_caught_up", False)
+    writer = StreamWriter(tmp_path / "log" / "r")
+    writer.append("metrics", {"step": 0, "data": {"x": 1}})
+    writer.close()
+    run_consumer(MemoryConsumer(MemoryStore()), tmp_path, threading.Event(), once=True)
+    assert frozen == []

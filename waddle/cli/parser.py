@@ -129,7 +129,10 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from waddle.consumers.base import freeze_when_caught_up
+
     settings = _settings(args)
+    freeze_when_caught_up()
     if args.demo:
         from waddle.cli.demo import serve_demo
 
@@ -539,10 +542,12 @@ def build_consume_parser() -> argparse.ArgumentParser:
 
 
 def _consume(args: argparse.Namespace) -> int:
+    from waddle.consumers.base import freeze_when_caught_up
     from waddle.consumers.daemon import consume
     from waddle.consumers.progress import CatchUpProgress
     from waddle.eventlog.reader import DEFAULT_POLL_INTERVAL
 
+    freeze_when_caught_up()
     root = _root(args)
     return consume(
         root,

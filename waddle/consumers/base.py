@@ -29,6 +29,7 @@ replayed batch is harmless. Backpressure: the loop reads the next round only aft
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import threading
 import time
@@ -125,16 +126,38 @@ class _Rhythm(threading.Event):
         self._outer = stop
         self._on_idle = on_idle
         self._once = once
+        self._caught_up = False
 
     def is_set(self) -> bool:
         return super().is_set() or self._outer.is_set()
 
     def wait(self, timeout: float | None = None) -> bool:
         self._on_idle()
+        if not self._caught_up:
+            self._caught_up = True
+            if _freeze_when_caught_up:
+                gc.freeze()
         if self._once:
             self.set()
             return True
         return self._outer.wait(timeout)
+
+
+_freeze_when_caught_up = False
+
+
+def freeze_when_caught_up() -> None:
+    """From now on, each consumer of this process freezes the heap (``gc.freeze``) the
+    first time it catches up: a choice for a whole process, so the CLI's servers and
+    daemons make it, not the library.
+
+    A catch-up over thousands of runs leaves a large, long-lived heap (runs, streams,
+    parked streams); each full collection walked all of it while a live run logged
+    (60 to 150 ms with 10,000 finished runs: the live feed's p99). Frozen objects are
+    still freed by reference counting; only a cycle among them that becomes garbage
+    later is kept, so the cost is bounded by the heap at that moment."""
+    global _freeze_when_caught_up
+    _freeze_when_caught_up = True
 
 
 class _Publisher:
