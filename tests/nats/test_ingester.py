@@ -75,12 +75,18 @@ def offline(log: IngestLog, **options: Any) -> Streams:
     return taker
 
 
+def one_stream(tmp_path: Path, name: str, *, steps: int) -> tuple[str, list[dict[str, Any]]]:
+    """A producer's one stream of ``steps`` metrics, whole on disk: its id and events."""
+    source = tmp_path / "producer"
+    settle(produce(source, name, runs=1, steps=steps, chunk=steps, pause=0))
+    ((stream, events),) = log_events(source).items()
+    return stream, events
+
+
 def test_a_stream_is_appended_in_seq_order_whatever_order_its_messages_come_in(
     tmp_path: Path,
 ) -> None:
-    source = tmp_path / "producer"
-    settle(produce(source, "o", runs=1, steps=3, chunk=3, pause=0))
-    ((stream, logged),) = log_events(source).items()
+    stream, logged = one_stream(tmp_path, "o", steps=3)
     events = logged[:5]  # the run event and metrics
     log = IngestLog(tmp_path / "ingester")
     ingester = offline(log)
@@ -105,9 +111,7 @@ def test_a_stream_is_appended_in_seq_order_whatever_order_its_messages_come_in(
 def test_windows_published_again_with_other_boundaries_land_each_seq_once(
     tmp_path: Path,
 ) -> None:
-    source = tmp_path / "producer"
-    settle(produce(source, "w", runs=1, steps=8, chunk=8, pause=0))
-    ((stream, logged),) = log_events(source).items()
+    stream, logged = one_stream(tmp_path, "w", steps=8)
     events = logged[:10]
     log = IngestLog(tmp_path / "ingester")
     ingester = offline(log)
@@ -136,9 +140,7 @@ def test_windows_published_again_with_other_boundaries_land_each_seq_once(
 def test_a_backfill_refused_by_the_log_is_read_again_with_the_redelivery(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    source = tmp_path / "producer"
-    settle(produce(source, "f", runs=1, steps=2, chunk=2, pause=0))
-    ((stream, events),) = log_events(source).items()
+    stream, events = one_stream(tmp_path, "f", steps=2)
     log = IngestLog(tmp_path / "ingester")
     ingester = offline(log)
     looked: list[int] = []
@@ -164,9 +166,7 @@ def test_a_backfill_refused_by_the_log_is_read_again_with_the_redelivery(
 def test_a_stream_held_at_a_gap_is_reported_once_and_keeps_at_most_hold_messages(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    source = tmp_path / "producer"
-    settle(produce(source, "g", runs=1, steps=6, chunk=6, pause=0))
-    ((stream, logged),) = log_events(source).items()
+    stream, logged = one_stream(tmp_path, "g", steps=6)
     log = IngestLog(tmp_path / "ingester")
     # ack_wait 0: a stream still at its gap on the next look has waited long enough.
     ingester = offline(log, ack_wait=0.0, hold=2)
@@ -223,9 +223,7 @@ def test_windows_kept_past_gaps_stay_within_hold_bytes_over_all_streams(tmp_path
 
 
 def test_a_stream_another_writer_holds_is_handed_back_not_fatal(tmp_path: Path) -> None:
-    source = tmp_path / "producer"
-    settle(produce(source, "l", runs=1, steps=1, chunk=1, pause=0))
-    ((stream, events),) = log_events(source).items()
+    stream, events = one_stream(tmp_path, "l", steps=1)
     root = tmp_path / "ingester"
     log = IngestLog(root)
     ingester = offline(log)
