@@ -15,6 +15,10 @@ Two kinds of streams are not read every round:
   otherwise only once per ``hint_check`` seconds, in turn: the rare check that finds an
   event whose hint went missing. The first round of ``follow`` reads every stream.
 
+When no stream is read every round (all parked or hinted) and the watcher is up,
+``quiet`` says so, and ``follow`` waits until a notification, a hint or a stop wakes it
+(``waddle.eventlog.reader.IDLE_WAIT_S`` at most) instead of polling every ``interval``.
+
 The log folder is listed when its mtime or its link count moves, every
 ``_RACY_RELIST_S`` seconds while the last listing was taken within ``_RACY_S`` of its
 mtime, and every ``_RELIST_S`` seconds. A stream created within the mtime's clock tick
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -38,7 +43,7 @@ from typing import TYPE_CHECKING
 
 from waddle.eventlog.seek import event_before
 from waddle.eventlog.segment import OpenSegments, segment_name
-from waddle.eventlog.watch import Watcher
+from waddle.eventlog.watch import Watch, Watcher
 from waddle.ids import is_valid_id
 
 if TYPE_CHECKING:
@@ -109,7 +114,7 @@ class Parking:
     def __init__(self, reader: LogReader) -> None:
         self.reader = reader
         self.log_dir = reader.log_dir
-        self.watcher: Watcher | None = None
+        self.watcher: Watch | None = None
         self.files = OpenSegments()
         self.parked: dict[str, Parked] = {}
         self.last: dict[str, tuple[Offset, str | None]] = {}
@@ -127,16 +132,37 @@ class Parking:
         self.covered: frozenset[str] = frozenset()
         self.polled: tuple[int, list[str]] | None = None
 
-    def watch(self) -> None:
-        """Start change notification, once (it is a hint: polling goes on regardless)."""
+    def watch(self, wake: threading.Event) -> None:
+        """Subscribe to change notification, once, setting ``wake`` on news (it is a
+        hint: polling goes on regardless)."""
         if self.watcher is None and self.log_dir.is_dir():
-            self.watcher = Watcher(self.log_dir)
-            self.watcher.start()
+            self.watcher = Watcher.subscribe(self.log_dir, wake)
 
     def close(self) -> None:
         self.files.close()
         if self.watcher is not None:
-            self.watcher.stop()
+            self.watcher.close()
+
+    def quiet(self) -> bool:
+        """Whether no stream is live, and news will be told: every stream is parked or
+        covered by hints, no hinted backlog is pending, the folder was not just changed,
+        and the watcher is up. The reader may then wait until it is woken."""
+        watcher = self.watcher
+        if watcher is None or not watcher.active or self.listed_racy or self.pending:
+            return False
+        awake = self._awake()
+        if not awake or self.hints is None:
+            return not awake
+        # Streams covered or uncovered since the round: one more round at ``interval``.
+        polled = self.polled
+        return polled is not None and polled[0] == self.hints.covered()[0] and not polled[1]
+
+    def _awake(self) -> list[str]:
+        """The streams listed and not parked."""
+        if self.awake is None:
+            self.awake = [s for s in self.listed if s not in self.parked]
+            self.polled = None
+        return self.awake
 
     def due(self) -> list[str]:
         """The streams to read this round: the awake ones and the parked ones that woke;
@@ -150,14 +176,12 @@ class Parking:
                 self._unpark(stream)
         for stream in grown & self.parked.keys():
             self._unpark(stream)
-        if self.awake is None:
-            self.awake = [s for s in self.listed if s not in self.parked]
-            self.polled = None
+        awake = self._awake()
         if self.hints is None:
-            return self.awake
+            return awake
         if self.pending is None:
             self.pending = set()
-            return self.awake
+            return awake
         return self._hinted(grown)
 
     def _hinted(self, grown: set[str]) -> list[str]:

@@ -57,6 +57,9 @@ logger = logging.getLogger("waddle.eventlog")
 
 DEFAULT_BATCH_BYTES = 1 << 20
 DEFAULT_POLL_INTERVAL = 0.05
+# How long ``follow`` may wait with no stream live, when notifications will wake it: it
+# bounds how late the rare checks are, and what a lost notification delays.
+IDLE_WAIT_S = 1.0
 _RACY_S = 2.0  # how recent a folder's mtime may change again within its clock tick
 
 _Key = tuple[int, int]  # a folder's inode and mtime: what changes when its entries do
@@ -139,6 +142,7 @@ class LogReader:
         self._log_dir = str(self.log_dir)
         self._parking: Parking | None = None
         self._follower: int | None = None
+        self._wake = threading.Event()
         self._listed: dict[str, tuple[_Key, list[int]]] = {}
 
     def streams(self) -> list[str]:
@@ -275,29 +279,62 @@ class LogReader:
 
         Offsets advance as batches are yielded; a caller that must not lose events on a
         crash persists ``batch.offset`` itself after it has stored the events. It sleeps
-        (waits on ``stop`` for ``interval``) only after a round that found nothing, so a
-        backlog is read without pauses, and a caller sees "caught up" as the moment its
-        generator is about to wait: consumers commit there, and ``--once`` stops there.
+        only after a round that found nothing, so a backlog is read without pauses, and
+        a caller sees "caught up" as the moment its generator is about to wait on
+        ``stop``: consumers commit there, and ``--once`` stops there.
+
+        The sleep is ``interval`` (waiting on ``stop``) while a stream is live or no
+        change notification comes. With every stream parked or covered by hints and the
+        watcher up (``Parking.quiet``), it waits until a notification, a hint or
+        ``wake`` comes (``IDLE_WAIT_S`` at most), and the next round still begins no
+        sooner than ``interval`` after the last: an idle folder costs a wakeup a second,
+        not twenty, and news is read as soon as before. So a caller that sets ``stop``
+        calls ``wake`` too, or the loop may take up to ``IDLE_WAIT_S`` to end.
         """
         current = dict(offsets)
         self._parking = parking = Parking(self)
         self._follower = threading.get_ident()
+        if self.hints is not None:
+            self.hints.wake = self._wake
         idle = False
         try:
             while not stop.is_set():
                 if idle and self.notify:
-                    parking.watch()  # once caught up: a ``--once`` run never starts it
+                    parking.watch(self._wake)  # once caught up: ``--once`` never starts it
+                began = time.monotonic()
                 batches = self.poll(current)
                 for batch in batches:
                     current[batch.stream] = batch.offset
                 if batches:
                     yield batches
+                elif self._quiet(parking):
+                    self._rest(stop, began + interval)
                 else:
                     stop.wait(interval)
-                    idle = True
+                idle = not batches
         finally:
             self._parking = self._follower = None
             parking.close()
+
+    def _quiet(self, parking: Parking) -> bool:
+        """Whether ``follow`` may wait until woken (``Parking.quiet``): a subclass that
+        reads less than every stream may know better."""
+        return parking.quiet()
+
+    def wake(self) -> None:
+        """Cut ``follow``'s wait short: call it after setting ``stop``."""
+        self._wake.set()
+
+    def _rest(self, stop: threading.Event, until: float) -> None:
+        """``follow``'s wait with no stream live: until woken, and ``until`` at least
+        (a ``time.monotonic()``), so that news wakes it no more often than polling."""
+        stop.wait(0)  # the idle moment, as a wait on ``stop`` marks it for the caller
+        if not stop.is_set():
+            self._wake.wait(IDLE_WAIT_S)
+        self._wake.clear()  # before the round that takes what the wake was for
+        rest = until - time.monotonic()
+        if rest > 0 and not stop.is_set():
+            stop.wait(rest)
 
 
 def _above(events: list[dict[str, Any]], seq: int) -> list[dict[str, Any]]:

@@ -4,10 +4,12 @@
 The reader parks finished streams (``waddle.eventlog.reader``): it checks them only
 rarely, so a change to one (a resumed run, a stream created again) would wait for that
 check. ``Watcher`` shortens the wait where the OS has change notification (inotify,
-through ``watchfiles``): it notes which streams' folders changed, and the reader checks
-those at its next poll. It is a hint only: a lost notification, a network filesystem
-that sends none, or no ``watchfiles`` at all leave the reader's rare check to find the
-change, so nothing depends on it but how soon a parked stream wakes up.
+through ``watchfiles``): it notes which streams' folders changed, the reader checks
+those at its next poll, and it wakes a reader that waits because no stream is live.
+``Hints`` wake such a reader too. Both are hints only: a lost notification, a network
+filesystem that sends none, or no ``watchfiles`` at all leave the reader's rare check
+(and its wait, bounded) to find the change, so nothing depends on them but how soon a
+parked stream wakes up.
 """
 
 from __future__ import annotations
@@ -21,24 +23,61 @@ from types import ModuleType
 
 logger = logging.getLogger("waddle.eventlog")
 
-# How often watchfiles looks for gathered changes (it takes the GIL each time: at 50 ms,
-# 0.1 % of a core per watcher) and how long it may gather them (ms): a resumed run is
-# woken within about half a second; live streams are polled, not woken.
+# How often watchfiles looks for gathered changes and its stop event (it takes the GIL
+# each time) and how long it may gather them (ms): a change is told within about two
+# steps (it yields once a step passes with nothing new), and a watcher stops within one.
 _STEP_MS = 250
 _DEBOUNCE_MS = 500
 
 
 class Watcher:
-    """Notes the streams under ``log_dir`` that changed, from a background thread."""
+    """Tells the readers of ``log_dir`` in this process which of its streams changed.
+
+    One watching thread per log folder and process (``subscribe``), however many readers
+    follow that folder: each reader gets a ``Watch`` of its own, with the streams changed
+    since it last looked and an event set when there are some (its ``follow`` may be
+    waiting for just that). The thread stops when the last ``Watch`` is closed.
+    """
+
+    _shared: dict[str, Watcher] = {}
+    _shared_lock = threading.Lock()
 
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
-        self._prefix = os.path.join(os.path.abspath(log_dir), "")
+        self._key = os.path.abspath(log_dir)
+        self._prefix = os.path.join(self._key, "")
         self.active = False
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._changed: set[str] = set()
+        self._watches: list[Watch] = []
         self._thread: threading.Thread | None = None
+
+    @classmethod
+    def subscribe(cls, log_dir: Path, wake: threading.Event) -> Watch:
+        """A ``Watch`` of ``log_dir`` that sets ``wake`` on news, on the folder's one
+        watcher (started by the first subscriber; ``Watch.active`` is False where there
+        is no notification to be had: poll only)."""
+        key = os.path.abspath(log_dir)
+        with cls._shared_lock:
+            watcher = cls._shared.get(key)
+            if watcher is None:
+                watcher = cls._shared[key] = Watcher(log_dir)
+                watcher.start()
+            watch = Watch(watcher, wake)
+            with watcher._lock:
+                watcher._watches.append(watch)
+        return watch
+
+    def _unsubscribe(self, watch: Watch) -> None:
+        """Drop ``watch``; the last one out stops the thread (within one step)."""
+        with Watcher._shared_lock:
+            with self._lock:
+                self._watches.remove(watch)
+                last = not self._watches
+            if last and Watcher._shared.get(self._key) is self:
+                del Watcher._shared[self._key]
+        if last:
+            self.stop()
 
     def start(self) -> bool:
         """Start watching; False where there is no notification to be had (poll only)."""
@@ -59,12 +98,6 @@ class Watcher:
             self._thread.join()
         self.active = False
 
-    def take(self) -> set[str]:
-        """The streams changed since the last ``take`` (names of folders under the log)."""
-        with self._lock:
-            changed, self._changed = self._changed, set()
-        return changed
-
     def _run(self, watchfiles: ModuleType) -> None:
         try:
             for changes in watchfiles.watch(
@@ -81,6 +114,9 @@ class Watcher:
             logger.info("waddle: no change notification for %s (%s); polling", self.log_dir, exc)
         finally:
             self.active = False
+            with self._lock:  # a reader waiting for news polls again instead
+                for watch in self._watches:
+                    watch.wake.set()
 
     def _note(self, paths: Iterable[str]) -> None:
         # A host's log changes thousands of times a second: no ``Path`` per change.
@@ -94,7 +130,32 @@ class Watcher:
                 if parts:
                     names.add(parts[0])
         with self._lock:
-            self._changed |= names
+            for watch in self._watches:
+                watch.changed |= names
+                watch.wake.set()
+
+
+class Watch:
+    """One reader's subscription to its folder's ``Watcher``."""
+
+    def __init__(self, watcher: Watcher, wake: threading.Event) -> None:
+        self.watcher = watcher
+        self.wake = wake
+        self.changed: set[str] = set()
+
+    @property
+    def active(self) -> bool:
+        """Whether notifications come (else the reader must poll)."""
+        return self.watcher.active
+
+    def take(self) -> set[str]:
+        """The streams changed since the last ``take`` (names of folders under the log)."""
+        with self.watcher._lock:
+            changed, self.changed = self.changed, set()
+        return changed
+
+    def close(self) -> None:
+        self.watcher._unsubscribe(self)
 
 
 class Hints:
@@ -107,7 +168,9 @@ class Hints:
     Each reader ``subscribe``s and ``take``s the streams grown since it last looked.
     A hint is delivered to every subscriber at most once and may be late by a poll, so
     a reader still checks covered streams rarely (``LogReader``'s ``hint_check``): a
-    hint that went missing delays an event, it never loses one.
+    hint that went missing delays an event, it never loses one. A subscriber's ``wake``
+    event is set when its queue gets its first stream since the last ``take`` (once per
+    poll at most, however many writes): a reader with nothing else live waits for it.
     """
 
     def __init__(self) -> None:
@@ -115,14 +178,14 @@ class Hints:
         self._covered: set[str] = set()
         self._frozen: tuple[int, frozenset[str]] = (0, frozenset())
         self._version = 0
-        self._queues: list[set[str]] = []
+        self._queues: list[HintQueue] = []
 
     def subscribe(self) -> HintQueue:
         """A queue of its own for one reader."""
+        queue = HintQueue(self)
         with self._lock:
-            grown: set[str] = set()
-            self._queues.append(grown)
-        return HintQueue(self, grown)
+            self._queues.append(queue)
+        return queue
 
     def cover(self, stream: str) -> None:
         """``stream`` grows only through calls to ``grew`` until ``uncover``."""
@@ -142,7 +205,9 @@ class Hints:
         grown = set(streams)
         with self._lock:
             for queue in self._queues:
-                queue |= grown
+                if grown and not queue._grown:
+                    queue.wake.set()
+                queue._grown |= grown
 
     def covered(self) -> tuple[int, frozenset[str]]:
         """The covered streams, and a version that changes whenever they do."""
@@ -159,11 +224,13 @@ class Hints:
 
 
 class HintQueue:
-    """One reader's view of ``Hints``: the streams grown since its last ``take``."""
+    """One reader's view of ``Hints``: the streams grown since its last ``take``, and
+    ``wake``, set when there are some (a reader that follows puts its own event there)."""
 
-    def __init__(self, hints: Hints, grown: set[str]) -> None:
+    def __init__(self, hints: Hints) -> None:
         self.hints = hints
-        self._grown = grown
+        self.wake = threading.Event()
+        self._grown: set[str] = set()
 
     def take(self) -> set[str]:
         return self.hints._take(self._grown)

@@ -1,0 +1,206 @@
+"""``follow`` with no stream live (waddle/eventlog/reader.py, ``Parking.quiet``): it waits
+until woken instead of polling, and whatever can change that wakes it: a notification
+(a resumed run, a new stream), a hint, a stop. Without notification it polls as before.
+
+The idle wait is made an hour long here (``IDLE_WAIT_S``), so whatever these tests see
+arrive was woken for, never found by the wait running out.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.eventlog.test_reader_parking import Tail, write
+from tests.helpers import eventually
+from waddle.eventlog import reader as reader_module
+from waddle.eventlog.parking import Parking
+from waddle.eventlog.reader import LogReader
+from waddle.eventlog.watch import Hints, Watcher
+
+HOUR = 3600.0
+
+
+class QuietReader(LogReader):
+    """Counts its rounds and notes when ``follow`` found nothing live (and waits)."""
+
+    def __init__(self, root: Path, **options: Any) -> None:
+        super().__init__(root, park_check=HOUR, hint_check=HOUR, **options)
+        self.rounds = 0
+        self.quiet = threading.Event()
+
+    def poll(self, offsets: Any) -> Any:
+        self.rounds += 1
+        return super().poll(offsets)
+
+    def _quiet(self, parking: Parking) -> bool:
+        quiet = super()._quiet(parking)
+        if quiet:
+            self.quiet.set()
+        return quiet
+
+
+@pytest.fixture(autouse=True)
+def hour_long_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reader_module, "IDLE_WAIT_S", HOUR)
+
+
+@pytest.fixture
+def tails() -> Iterator[list[Tail]]:
+    started: list[Tail] = []
+    yield started
+    for tail in started:
+        tail.stop.set()
+        tail.reader.wake()
+        tail.thread.join(10)
+        assert not tail.thread.is_alive()
+
+
+def resting(reader: QuietReader, tails: list[Tail], root: Path) -> Tail:
+    """A tail of ``reader`` waiting with nothing live, once its watcher is up: a file
+    written in the log wakes it (the watcher starts after the first idle round, and a
+    change made before it watches would go unnoticed)."""
+    tail = Tail(reader)
+    tails.append(tail)
+    tail.thread.start()
+    eventually(reader.quiet.is_set, timeout=10, what="a quiet wait")
+    probe = root / "log" / ".probe"
+    rounds = reader.rounds
+
+    def woken() -> bool:
+        probe.write_bytes(b"x")
+        return reader.rounds > rounds
+
+    eventually(woken, timeout=10, what="the watcher")
+    return tail
+
+
+def test_a_resumed_run_wakes_a_quiet_tail(tmp_path: Path, tails: list[Tail]) -> None:
+    write(tmp_path, "done", 3)
+    tail = resting(QuietReader(tmp_path, notify=True), tails, tmp_path)
+    assert tail.seqs("done") == [0, 1, 2, 3]
+    write(tmp_path, "done", 2)
+    eventually(lambda: tail.seqs("done") == list(range(7)), timeout=10, what="the resume")
+
+
+def test_a_new_stream_wakes_a_quiet_tail(tmp_path: Path, tails: list[Tail]) -> None:
+    write(tmp_path, "done", 3)
+    tail = resting(QuietReader(tmp_path, notify=True), tails, tmp_path)
+    write(tmp_path, "fresh", 2, finish=False)
+    eventually(lambda: tail.seqs("fresh") == [0, 1], timeout=10, what="the new stream")
+
+
+def test_an_empty_folder_is_quiet_and_a_first_stream_wakes_it(
+    tmp_path: Path, tails: list[Tail]
+) -> None:
+    (tmp_path / "log").mkdir()
+    tail = resting(QuietReader(tmp_path, notify=True), tails, tmp_path)
+    write(tmp_path, "first", 1)
+    eventually(lambda: tail.seqs("first") == [0, 1], timeout=10, what="the first stream")
+
+
+def test_a_hint_wakes_a_quiet_tail(tmp_path: Path, tails: list[Tail]) -> None:
+    write(tmp_path, "done", 1)
+    write(tmp_path, "ingested", 1, finish=False)
+    hints = Hints()
+    hints.cover("ingested")  # live, but told by its writer when it grows
+    tail = resting(QuietReader(tmp_path, notify=True, hints=hints.subscribe()), tails, tmp_path)
+    eventually(lambda: tail.seqs("ingested") == [0], timeout=10, what="the first read")
+    # Notifications lost from here on: only the hint can wake the tail.
+    watcher = Watcher._shared[str((tmp_path / "log").absolute())]
+    watcher._note = lambda paths: None  # type: ignore[method-assign]
+    write(tmp_path, "ingested", 2, finish=False)
+    hints.grew(["ingested"])
+    eventually(lambda: tail.seqs("ingested") == [0, 1, 2], timeout=10, what="the hinted events")
+
+
+def test_a_hint_sets_the_wake_event_once_per_take() -> None:
+    hints = Hints()
+    queue = hints.subscribe()
+    hints.grew(["a"])
+    assert queue.wake.is_set()
+    queue.wake.clear()
+    hints.grew(["b"])  # the reader has not taken "a" yet: it is awake already
+    assert not queue.wake.is_set()
+    assert queue.take() == {"a", "b"}
+    hints.grew([])
+    assert not queue.wake.is_set()
+    hints.grew(["c"])
+    assert queue.wake.is_set()
+
+
+def test_a_live_stream_keeps_the_tail_polling(tmp_path: Path, tails: list[Tail]) -> None:
+    write(tmp_path, "done", 1)
+    write(tmp_path, "live", 1, finish=False)
+    reader = QuietReader(tmp_path, notify=True)
+    tail = Tail(reader)
+    tails.append(tail)
+    tail.thread.start()
+    eventually(lambda: reader.rounds > 50, timeout=10, what="50 rounds")
+    assert not reader.quiet.is_set()
+
+
+@pytest.mark.parametrize("why", ["notify=False", "no watchfiles"])
+def test_without_notification_it_polls(
+    tmp_path: Path, tails: list[Tail], monkeypatch: pytest.MonkeyPatch, why: str
+) -> None:
+    if why == "no watchfiles":
+        monkeypatch.setattr(Watcher, "start", lambda self: False)
+    write(tmp_path, "done", 1)
+    reader = QuietReader(tmp_path, notify=why != "notify=False")
+    tail = Tail(reader)
+    tails.append(tail)
+    tail.thread.start()
+    eventually(lambda: reader.rounds > 50, timeout=10, what="50 rounds")
+    write(tmp_path, "fresh", 1, finish=False)
+    eventually(lambda: tail.seqs("fresh") == [0], timeout=10, what="the new stream")
+    assert not reader.quiet.is_set()
+
+
+def test_a_watcher_that_fails_wakes_its_readers_to_poll(tmp_path: Path, tails: list[Tail]) -> None:
+    write(tmp_path, "done", 1)
+    reader = QuietReader(tmp_path, notify=True)
+    tail = resting(reader, tails, tmp_path)
+    watcher = Watcher._shared[str((tmp_path / "log").absolute())]
+    watcher._stop.set()  # the watching thread ends, as on an error
+    eventually(lambda: not watcher.active, timeout=10, what="the watcher ended")
+    write(tmp_path, "fresh", 1, finish=False)
+    eventually(lambda: tail.seqs("fresh") == [0], timeout=10, what="the new stream, polled")
+
+
+def test_stop_and_wake_end_a_quiet_wait(tmp_path: Path, tails: list[Tail]) -> None:
+    write(tmp_path, "done", 1)
+    reader = QuietReader(tmp_path, notify=True)
+    tail = resting(reader, tails, tmp_path)
+    tails.remove(tail)
+    tail.stop.set()
+    reader.wake()
+    tail.thread.join(10)
+    assert not tail.thread.is_alive()
+
+
+def watch_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "waddle-watch" and t.is_alive()]
+
+
+def test_readers_of_one_folder_share_one_watcher(tmp_path: Path, tails: list[Tail]) -> None:
+    write(tmp_path, "done", 1)
+    before = len(watch_threads())
+    first = resting(QuietReader(tmp_path, notify=True), tails, tmp_path)
+    second = resting(QuietReader(tmp_path, notify=True), tails, tmp_path)
+    assert len(watch_threads()) == before + 1
+    watcher = Watcher._shared[str((tmp_path / "log").absolute())]
+    assert len(watcher._watches) == 2
+    for tail in (first, second):
+        tails.remove(tail)
+        tail.stop.set()
+        tail.reader.wake()
+        tail.thread.join(10)
+        assert not tail.thread.is_alive()
+    assert not watcher.active
+    assert str((tmp_path / "log").absolute()) not in Watcher._shared
+    assert len(watch_threads()) == before
