@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.consumers.logs import read_all, write_run
+from tests.eventlog.test_reader_idle import QuietReader
 from tests.helpers import eventually
 from waddle.consumers import base
 from waddle.consumers.base import Consumer, ConsumerThread, run_consumer
@@ -24,6 +25,7 @@ from waddle.errors import (
     StoreLockedError,
     TransientError,
 )
+from waddle.eventlog import reader as reader_module
 from waddle.eventlog.reader import Batch, LogReader, Offset
 from waddle.eventlog.writer import StreamWriter
 
@@ -120,6 +122,21 @@ def test_consumer_thread_follows_new_streams_and_rolled_segments(tmp_path: Path)
     finally:
         thread.stop()
     assert not thread.alive
+
+
+def test_consumer_thread_stop_wakes_a_tail_waiting_with_nothing_live(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reader_module, "IDLE_WAIT_S", 3600.0)  # only a wake ends it
+    write_run(tmp_path, "done", 3)
+    store = MemoryStore()
+    reader = QuietReader(tmp_path, notify=True)
+    thread = ConsumerThread(MemoryConsumer(store), tmp_path, interval=0.01, reader=reader)
+    thread.start()
+    eventually(reader.quiet.is_set, timeout=20, what="a wait with nothing live")
+    thread.stop(timeout=10)
+    assert not thread.alive
+    assert len(seqs(store, "done")) == 6
 
 
 class Exploding(MemoryConsumer):

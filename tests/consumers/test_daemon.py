@@ -87,6 +87,43 @@ def test_a_signal_commits_and_exits_cleanly(tmp_path: Path, sig: signal.Signals)
     assert len(read_tables(root / "waddle.duckdb")["metrics"]) == 600
 
 
+# waddle-consume whose tails wait an hour when nothing is live, and say when they do.
+QUIET_CONSUME = [
+    sys.executable,
+    "-c",
+    """
+import sys
+from waddle.cli import parser
+from waddle.eventlog import reader
+
+reader.IDLE_WAIT_S = 3600.0
+quiet = reader.LogReader._quiet
+
+def noted(self, parking):
+    if not quiet(self, parking):
+        return False
+    print("quiet", file=sys.stderr, flush=True)
+    return True
+
+reader.LogReader._quiet = noted
+sys.exit(parser.consume_main())
+""",
+]
+
+
+def test_a_signal_wakes_a_tail_waiting_with_nothing_live(tmp_path: Path) -> None:
+    root = tmp_path / "w"
+    write_run(root, "done", 5)
+    stderr = tmp_path / "stderr"
+    with stderr.open("w") as sink:
+        daemon = subprocess.Popen([*QUIET_CONSUME, "--dir", str(root)], stderr=sink, text=True)
+    STARTED.append(daemon)
+    eventually(lambda: "quiet" in stderr.read_text(), timeout=30, what="a wait")
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(timeout=30) == 0, stderr.read_text()
+    assert taken(root, "done") == 7
+
+
 def test_new_streams_and_rolled_segments_are_followed_while_running(tmp_path: Path) -> None:
     root = tmp_path / "w"
     write_run(root, "early", 10)

@@ -307,7 +307,7 @@ class ConsumerThread:
         self.consumer = consumer
         self.root = Path(root)
         self.interval = interval
-        self.reader = reader
+        self.reader = reader or LogReader(self.root)
         self.retry = retry or Retry()
         self.error: BaseException | None = None
         self._failed_start = False
@@ -345,6 +345,7 @@ class ConsumerThread:
 
     def stop(self, timeout: float | None = None) -> None:
         self._stop.set()
+        self.reader.wake()  # the tail may be waiting for news, with no stream live
         self._thread.join(timeout)
         if self.error is not None:
             raise self.error

@@ -31,9 +31,10 @@ import contextlib
 import os
 import threading
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from waddle.consumers.base import Consumer, Offsets
 from waddle.event_types import Event
@@ -41,6 +42,9 @@ from waddle.eventlog.reader import Batch, LogReader, Offset
 from waddle.eventlog.record import encode
 from waddle.eventlog.segment import list_segments, segment_name
 from waddle.ids import run_id_of_stream
+
+if TYPE_CHECKING:
+    from waddle.eventlog.parking import Parking
 
 MAX_CHUNK_EVENTS = 1000
 MAX_CHUNK_BYTES = 512 * 1024
@@ -194,6 +198,7 @@ class Hub:
         self._lock = threading.Lock()
         self.armed = False
         self._waiting: list[asyncio.Future[None]] = []
+        self.on_join: Callable[[], None] | None = None  # wakes a tail waiting for a client
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -210,6 +215,8 @@ class Hub:
                 return
             waiting = asyncio.get_running_loop().create_future()
             self._waiting.append(waiting)
+        if self.on_join is not None:
+            self.on_join()
         try:
             await waiting
         except asyncio.CancelledError:
@@ -311,7 +318,12 @@ class IdleSkippingReader(LogReader):
     def __init__(self, root: Path | str, hub: Hub) -> None:
         super().__init__(root)
         self.hub = hub
+        hub.on_join = self.wake
         self.settled = False
+
+    def _quiet(self, parking: Parking) -> bool:
+        # With no client it reads nothing until one joins, and a join wakes it.
+        return (self.settled and self.hub.idle()) or super()._quiet(parking)
 
     def poll(self, offsets: Mapping[str, Offset]) -> list[Batch]:
         idle = self.hub.idle()

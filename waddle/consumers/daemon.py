@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from waddle.consumers.base import Consumer, run_consumer
 from waddle.consumers.progress import CatchUpProgress
 from waddle.consumers.retry import Retry
 from waddle.errors import WaddleError
-from waddle.eventlog.reader import DEFAULT_POLL_INTERVAL
+from waddle.eventlog.reader import DEFAULT_POLL_INTERVAL, LogReader
 from waddle.signals import on_stop_signals
 
 logger = logging.getLogger("waddle.consumers")
@@ -69,19 +69,26 @@ def consume(
         logger.error("waddle-consume: %s", exc)
         return 2
     errors: list[BaseException] = []
+    readers = [LogReader(root) for _ in consumers]
+
+    def halt() -> None:
+        stop.set()
+        for reader in readers:  # a tail with no stream live waits for news
+            reader.wake()
+
     threads = [
         threading.Thread(
             target=_run,
-            args=(consumer, root, stop, errors),
-            kwargs={"once": once, "interval": interval, "progress": progress},
+            args=(consumer, root, stop, halt, errors),
+            kwargs={"once": once, "interval": interval, "progress": progress, "reader": reader},
             name=f"waddle-consumer-{consumer.name}",
         )
-        for consumer in consumers
+        for consumer, reader in zip(consumers, readers, strict=True)
     ]
 
     def on_signal(signum: int) -> None:
         logger.info("waddle-consume: %s, committing and stopping", signal.Signals(signum).name)
-        stop.set()
+        halt()
 
     restore = on_stop_signals(on_signal)
     try:
@@ -94,8 +101,7 @@ def consume(
         for thread in threads:
             thread.start()
         for thread in threads:
-            while thread.is_alive():
-                thread.join(0.2)
+            thread.join()  # a signal still runs its handler meanwhile
     finally:
         restore()
         if progress is not None:
@@ -107,6 +113,7 @@ def _run(
     consumer: Consumer,
     root: Path,
     stop: threading.Event,
+    halt: Callable[[], None],
     errors: list[BaseException],
     **options: Any,
 ) -> None:
@@ -115,11 +122,11 @@ def _run(
     except WaddleError as exc:
         logger.error("waddle-consume: consumer %s stopped: %s", consumer.name, exc)
         errors.append(exc)
-        stop.set()
+        halt()
     except Exception as exc:
         logger.exception("waddle-consume: consumer %s failed", consumer.name)
         errors.append(exc)
-        stop.set()
+        halt()
     else:
         logger.info(
             "waddle-consume: %s stopped, offsets of %d streams committed",
