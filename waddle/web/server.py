@@ -5,10 +5,17 @@ uvicorn in a thread and keeps the main thread for signals: the first SIGINT or S
 asks for a graceful stop (connections closed, ingest writers closed, consumers stopped
 with their offsets committed), a second one forces it (``waddle.signals``). It returns the
 exit code.
+
+An idle server should cost next to nothing, and each thread that wakes periodically
+costs CPU even when it finds nothing to do: the main thread blocks in ``join`` (a
+signal still runs its handler), and uvicorn's main loop (``_Server``) wakes once a
+second, not ten times, and at once when asked to exit.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import resource
 import socket
@@ -27,6 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("waddle.web")
 
 STARTUP_TIMEOUT_S = 120.0
+_TICK_S = 1.0  # uvicorn's main loop: the Date header is to the second
 
 
 def url_of(host: str, port: int, token: str | None) -> str:
@@ -81,7 +89,7 @@ def serve(
         ws_max_size=1 << 20,
         timeout_graceful_shutdown=5,
     )
-    server = uvicorn.Server(config)
+    server = _server_class()(config)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="waddle-uvicorn", daemon=True
     )
@@ -97,7 +105,7 @@ def serve(
             url = url_of(settings.host, port, settings.token)
             (announce or _print)(f"Waddle is serving {settings.root} at {url}")
         while thread.is_alive():
-            thread.join(0.1)
+            thread.join(None if stop is None else 0.1)
             if stop is not None and stop.is_set():
                 server.should_exit = True
     finally:
@@ -130,6 +138,46 @@ def check_free(settings: Settings) -> None:
             f"another process already runs the DuckDB writer {name!r} on {settings.root} "
             "(a waddle serve or waddle-consume): stop it first, or serve another --dir or --duckdb"
         )
+
+
+def _server_class() -> type[uvicorn.Server]:
+    """``uvicorn.Server`` whose main loop wakes once a second instead of every 0.1 s.
+
+    It relies on what uvicorn's ``Server`` has done since before 0.29: ``main_loop``
+    calls ``on_tick(counter)`` until it returns True, ``on_tick`` refreshes the Date
+    header when ``counter % 10 == 0`` and says whether ``should_exit`` is set. Setting
+    ``should_exit`` (from any thread, a signal handler included) wakes the loop.
+    """
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        _exit: asyncio.Event | None = None
+        _loop: asyncio.AbstractEventLoop | None = None
+        _should_exit = False
+
+        @property
+        def should_exit(self) -> bool:
+            return self._should_exit
+
+        @should_exit.setter
+        def should_exit(self, value: bool) -> None:
+            self._should_exit = value
+            loop, event = self._loop, self._exit
+            if value and loop is not None and event is not None:
+                with contextlib.suppress(RuntimeError):  # the loop has closed
+                    loop.call_soon_threadsafe(event.set)
+
+        async def main_loop(self) -> None:
+            self._exit = asyncio.Event()
+            self._loop = asyncio.get_running_loop()
+            counter = 0
+            while not await self.on_tick(counter):
+                # ``on_tick`` refreshes the Date header at multiples of 10: every tick.
+                counter = (counter + 10) % 864000
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._exit.wait(), _TICK_S)
+
+    return _Server
 
 
 def _print(message: str) -> None:
