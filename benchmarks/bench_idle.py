@@ -7,6 +7,12 @@ it; once both have published every stream's last offset (``state/<name>.json``) 
 few seconds passed, each round measures their CPU time (user + system, all threads,
 psutil) over ``--seconds`` and reports it as % of one core. Medians of the rounds.
 
+Then each process's CPU per thread (medians of the rounds, threads of one name summed):
+idle cost is a matter of how many threads wake and how often, so the figure says which.
+Python threads get their ``threading`` name as the OS thread name in the measured
+processes (a ``sitecustomize`` put on their ``PYTHONPATH``: the code measured is
+unchanged); threads started by native code keep theirs.
+
     python benchmarks/bench_idle.py                         # 0, 2,000, 10,000 runs; 20 s x 3
     python benchmarks/bench_idle.py --runs 0,2000 --seconds 10 --rounds 2
 """
@@ -14,6 +20,7 @@ psutil) over ``--seconds`` and reports it as % of one core. Medians of the round
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import shutil
 import statistics
@@ -33,6 +40,17 @@ from waddle.eventlog.writer import StreamWriter
 EVENTS_PER_RUN = 10
 SETTLE_S = 5.0
 CATCH_UP_TIMEOUT_S = 900.0
+# Run in each measured process: every Python thread's OS name (/proc/PID/task/TID/comm)
+# becomes its ``threading`` name less "waddle-", cut to the 15 bytes Linux keeps.
+NAME_THREADS = """
+import ctypes, threading
+_libc = ctypes.CDLL(None)
+_run = threading.Thread._bootstrap_inner
+def _named(self):
+    _libc.prctl(15, self.name.removeprefix("waddle-").encode()[:15], 0, 0, 0)
+    _run(self)
+threading.Thread._bootstrap_inner = _named
+"""
 CONSUME = [
     sys.executable,
     "-c",
@@ -76,16 +94,53 @@ def caught_up(root: Path, count: int) -> bool:
     return done == count and (count > 0 or StateStore(root).path(name).exists())
 
 
-def cpu_percent(procs: list[psutil.Process], seconds: float) -> list[float]:
-    """Each process's CPU time over ``seconds`` of wall time, in % of one core."""
-    before = [sum(p.cpu_times()[:2]) for p in procs]
+def name_threads(folder: Path) -> None:
+    """Give the processes started from now on named OS threads (``NAME_THREADS``); the
+    ``PYTHONPATH`` this process started with is kept behind ``folder``."""
+    (folder / "sitecustomize.py").write_text(NAME_THREADS)
+    path = os.environ.setdefault("WADDLE_BENCH_PYTHONPATH", os.environ.get("PYTHONPATH", ""))
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(folder), path) if p)
+
+
+def thread_times(proc: psutil.Process) -> dict[str, float]:
+    """CPU seconds per thread name (threads of one name summed), read from /proc."""
+    times: dict[str, float] = collections.Counter()
+    for thread in proc.threads():
+        try:
+            comm = Path(f"/proc/{proc.pid}/task/{thread.id}/comm").read_text().strip()
+        except FileNotFoundError:  # ended since listed
+            continue
+        times[comm] += thread.user_time + thread.system_time
+    return times
+
+
+Sample = tuple[float, dict[str, float]]
+
+
+def cpu_percent(procs: list[psutil.Process], seconds: float) -> list[Sample]:
+    """Each process's CPU time over ``seconds`` of wall time, in % of one core: the whole
+    process's and each thread name's."""
+    before = [(sum(p.cpu_times()[:2]), thread_times(p)) for p in procs]
     start = time.monotonic()
     time.sleep(seconds)
     wall = time.monotonic() - start
-    return [100 * (sum(p.cpu_times()[:2]) - b) / wall for p, b in zip(procs, before, strict=True)]
+    samples = []
+    for proc, (total, threads) in zip(procs, before, strict=True):
+        after = thread_times(proc)
+        per = {name: 100 * (t - threads.get(name, 0.0)) / wall for name, t in after.items()}
+        samples.append((100 * (sum(proc.cpu_times()[:2]) - total) / wall, per))
+    return samples
 
 
-def measure(count: int, seconds: float, rounds: int) -> tuple[list[float], list[float]]:
+def per_thread(samples: list[Sample]) -> str:
+    """Median % per thread name over the rounds, the costliest first."""
+    names = {name for _, per in samples for name in per}
+    medians = {n: statistics.median(per.get(n, 0.0) for _, per in samples) for n in names}
+    ranked = sorted(medians.items(), key=lambda item: -item[1])
+    return ", ".join(f"{name} {value:.2f}" for name, value in ranked)
+
+
+def measure(count: int, seconds: float, rounds: int) -> tuple[list[Sample], list[Sample]]:
     """CPU % of waddle-consume and of waddle serve per round, over ``count`` runs."""
     with tempfile.TemporaryDirectory(prefix="waddle-idle-") as tmp:
         consume_dir, serve_dir = Path(tmp) / "consume", Path(tmp) / "serve"
@@ -122,13 +177,17 @@ def main() -> None:
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {time.strftime('%F %T')}")
     print(f"{'finished runs':>14} {'waddle-consume %':>17} {'waddle serve %':>15}  (rounds)")
     for count in (int(n) for n in args.runs.split(",")):
-        consume, serve = measure(count, args.seconds, args.rounds)
-        rounds = " ".join(f"{c:.1f}/{s:.1f}" for c, s in zip(consume, serve, strict=True))
+        with tempfile.TemporaryDirectory(prefix="waddle-idle-site-") as site:
+            name_threads(Path(site))
+            consume, serve = measure(count, args.seconds, args.rounds)
+        rounds = " ".join(f"{c[0]:.1f}/{s[0]:.1f}" for c, s in zip(consume, serve, strict=True))
         print(
-            f"{count:>14,} {statistics.median(consume):>17.2f} "
-            f"{statistics.median(serve):>15.2f}  ({rounds})",
+            f"{count:>14,} {statistics.median(c[0] for c in consume):>17.2f} "
+            f"{statistics.median(s[0] for s in serve):>15.2f}  ({rounds})",
             flush=True,
         )
+        print(f"{'':>14}   consume threads %: {per_thread(consume)}")
+        print(f"{'':>14}   serve threads %: {per_thread(serve)}", flush=True)
 
 
 if __name__ == "__main__":
