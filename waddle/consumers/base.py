@@ -85,6 +85,12 @@ class Consumer:
     def close(self) -> None:
         """Release resources; what was handled but not committed is forgotten."""
 
+    def unsettled(self) -> bool:
+        """Whether ``commit`` may return more than it did last with nothing new handled
+        (a relay's deferred stream, sent again once its wait is over): the loop then
+        commits at idle moments too."""
+        return False
+
     def fresh(self, batch: Batch) -> list[Event]:
         """The events of ``batch`` above the last seq taken from its stream; advances it.
 
@@ -259,7 +265,7 @@ class _Loop:
                 # A live tail is idle every poll: it publishes at most once a second, a
                 # later idle moment publishes what is left.
                 nonlocal pending, unpublished, last_commit
-                if pending:
+                if pending or consumer.unsettled():
                     self.committed = consumer.commit()
                     pending, unpublished, last_commit = False, True, time.monotonic()
                 if unpublished:

@@ -258,6 +258,9 @@ class QuietOwner:
     def park(self, stream: str, reason: str) -> None:
         self.parked[stream] = reason
 
+    def defer(self, stream: str, exc: Exception) -> bool:
+        return False  # waits on the stream in place, as ``waddle sync``'s relay does
+
 
 def test_the_sender_waits_as_long_as_a_busy_host_asks(
     fake_host: Callable[..., FakeHost], tmp_path: Path
@@ -637,8 +640,8 @@ def test_a_round_of_many_streams_goes_in_one_request(
     assert sent_seqs(host.requests) == {run: list(range(23)) for run in runs}
 
 
-def test_a_refused_part_parks_its_stream_only_and_a_busy_one_is_sent_again_alone(
-    fake_host: Callable[..., FakeHost], tmp_path: Path
+def test_a_refused_part_parks_its_stream_only_and_a_busy_one_is_deferred_then_sent_alone(
+    fake_host: Callable[..., FakeHost], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     def answer(request: dict[str, Any]) -> Reply:
         if not request["path"].startswith("/ingest/batch"):
@@ -661,6 +664,9 @@ def test_a_refused_part_parks_its_stream_only_and_a_busy_one_is_sent_again_alone
         write_run(root, run, 30)
     relay = relay_once(root, host.url)
     assert list(relay.parked) == ["refused"] and "invalid_event" in relay.parked["refused"]
+    deferred = [r.getMessage() for r in caplog.records if "backs off alone" in r.getMessage()]
+    assert len(deferred) == 1 and "'busy'" in deferred[0]
+    assert relay.deferred == {}, "its wait (FAST) was over at the commit: sent from the log"
     assert relayed(root, host.url) == {s: q for s, q in last_seqs(root).items() if s != "refused"}
     alone = [r["path"] for r in host.requests if not r["path"].startswith("/ingest/batch")]
     assert alone == ["/ingest?stream=busy"], "the busy part is resent alone, nothing else"

@@ -17,7 +17,14 @@ already has without writing it again. Offsets live in ``state/<name>.json`` (the
 earlier events (409) gets them again from the local log; a seq the log lost (a bad line
 skipped) goes as a ``skipped`` placeholder; a stream with a longer gap, or one the host
 refuses, is *parked* (one error naming it, its events stay on disk) and the other
-streams go on.
+streams go on. A stream the host refuses *for now* while it takes the others (a 503 of
+that stream: its fsync failed on the host, which refuses it until restarted) is
+*deferred*: it backs off alone (capped exponential backoff, ``Backoff``), its new events
+are read but not sent, and the first round or commit after its wait (the run loop
+commits at idle moments while a stream is deferred: ``unsettled``) sends everything
+after its acknowledged offset again from the log, in seq order, acknowledged only once
+the host holds it all; the other streams go on meanwhile. (``waddle sync``, which waits
+on every stream, retries it in place instead.)
 
 Backpressure: ``handle`` returns once the previous round has landed, so at most one
 round is in flight while the next one is read; ``commit`` waits for it. While the host
@@ -57,9 +64,9 @@ from waddle.consumers.relay.blobs import BlobRelay
 from waddle.consumers.relay.client import DEFAULT_TIMEOUT_S, Backoff, check_url
 from waddle.consumers.relay.parts import Part
 from waddle.consumers.relay.sender import Sender
-from waddle.errors import WaddleError
+from waddle.errors import HostRefused, WaddleError
 from waddle.event_types import Event
-from waddle.eventlog.reader import DEFAULT_POLL_INTERVAL, Batch, Offset
+from waddle.eventlog.reader import DEFAULT_POLL_INTERVAL, Batch, LogReader, Offset
 from waddle.eventlog.segment import log_dir, segment_name
 from waddle.ids import ID_CHARS
 from waddle.signals import on_stop_signals
@@ -141,6 +148,8 @@ class RelayConsumer(Consumer):
         self.linger = linger
         self.failure: WaddleError | None = None
         self.parked: dict[str, str] = {}
+        # Streams the host refuses for now: when each is tried again, and its attempt.
+        self.deferred: dict[str, tuple[float, int]] = {}
         self._acked: Offsets = {}
         self._lock = threading.Lock()
         self._interrupted = threading.Event()
@@ -176,6 +185,7 @@ class RelayConsumer(Consumer):
         self._acked = dict(offsets)
         self.failure = None
         self.parked = {}
+        self.deferred = {}
         self._interrupted.clear()
         self._flight = []
         self._read_began = time.monotonic()
@@ -200,6 +210,8 @@ class RelayConsumer(Consumer):
             events = self.fresh(batch)
             if self.failure is not None or self._pool is None or batch.stream in self.parked:
                 continue
+            if batch.stream in self.deferred:
+                continue  # sent from the log once its wait is over (``_resend``)
             if not events:
                 self._ack(batch.stream, batch.offset)
                 continue
@@ -211,14 +223,23 @@ class RelayConsumer(Consumer):
             return
         for request in self.sender.pack([part for part, _ in parts]):
             self._flight.append(pool.submit(self._deliver, [(p, ends[p.stream]) for p in request]))
+        self._resend_due()
         if live:
             self.sender.sleep(self._read_began + self.linger - time.monotonic())
         self._read_began = time.monotonic()
 
     def commit(self) -> Offsets:
-        """The offsets the host has acknowledged, once every batch in flight has landed."""
+        """The offsets the host has acknowledged, once every batch in flight has landed
+        (and deferred streams whose wait is over were tried again)."""
         self._settle()
+        if self.deferred:
+            self._resend_due()
+            self._settle()
         return self.acked()
+
+    def unsettled(self) -> bool:
+        """While a stream is deferred: its resend comes from ``commit`` when nothing grows."""
+        return bool(self.deferred)
 
     def acked(self) -> Offsets:
         """The offsets the host has acknowledged so far (does not wait)."""
@@ -309,6 +330,73 @@ class RelayConsumer(Consumer):
             self.name,
             exc,
         )
+
+    def defer(self, stream: str, exc: HostRefused) -> bool:
+        """Back ``stream`` off alone after the host refused it for now (``exc``, a 503 of
+        that stream), and send it again from the log once its wait is over; False when
+        this relay waits on it in place instead (``give_up_after``: ``waddle sync``)."""
+        if self.give_up_after is not None:
+            return False
+        if self._postpone(stream, exc.retry_after) == 0:
+            logger.warning(
+                "waddle relay %s: %s; that stream backs off alone and is sent again from the "
+                "log (at most %.0fs apart), the other streams go on",
+                self.name,
+                exc,
+                self.sender.backoff.cap,
+            )
+        return True
+
+    def _postpone(self, stream: str, hint: float | None = None) -> int:
+        """Defer ``stream`` for its next backoff (``hint``: the host's Retry-After); the
+        attempt that makes."""
+        with self._lock:
+            attempt = self.deferred[stream][1] + 1 if stream in self.deferred else 0
+            delay = self.sender.backoff.delay(attempt, hint)
+            self.deferred[stream] = (time.monotonic() + delay, attempt)
+        return attempt
+
+    def _resend_due(self) -> None:
+        """Start sending again each deferred stream whose wait is over (see ``_resend``)."""
+        now = time.monotonic()
+        with self._lock:
+            due = [s for s, (at, _) in self.deferred.items() if at <= now and s not in self.parked]
+        for stream in due:
+            if self._pool is not None:
+                self._flight.append(
+                    self._pool.submit(self._resend, stream, self.taken.get(stream, Offset()))
+                )
+
+    def _resend(self, stream: str, end: Offset) -> None:
+        """Send deferred ``stream`` again from the log, from its acknowledged offset to
+        ``end`` (what the relay has read of it), and acknowledge ``end`` once the host
+        holds it all: the stream is then no longer deferred. If it does not land, the
+        sender has deferred it again (or parked it, or the relay is stopping).
+
+        While a stream is deferred ``handle`` sends and acknowledges nothing of it, and
+        at most one of these runs per stream at a time (a round settles them first)."""
+        offset = self.acked().get(stream, Offset())
+        reader, sent = LogReader(self.root), offset.seq
+        while sent < end.seq and not self.stopping():
+            batch = reader.read(stream, offset)
+            if batch.offset == offset:
+                break
+            offset = batch.offset
+            events = [event for event in batch.events if sent < event["seq"] <= end.seq]
+            if not events:
+                continue
+            if not self.blobs.ensure(stream, events) or not self.sender.send(stream, events):
+                return
+            sent = events[-1]["seq"]
+        if self.stopping():
+            return
+        if sent < end.seq:  # the log held less than was read of it: try again later
+            self._postpone(stream)
+            return
+        self._ack(stream, end)
+        with self._lock:
+            self.deferred.pop(stream, None)
+        logger.warning("waddle relay %s: %s takes stream %r again", self.name, self.url, stream)
 
     def park(self, stream: str, reason: str) -> None:
         """Stop forwarding one stream (its events stay on disk); said once."""

@@ -21,8 +21,12 @@ outage longer than ``give_up_after``), having told its ``owner`` why:
   and once when it ends; past ``give_up_after`` seconds, or on a refusal of the token,
   ``owner.fail`` stops the relay for that host.
 
-A part the host did not take whole (its 409, its 503) goes on alone through ``send``,
-which resends what the host lacks; a part it refused (400) parks only that stream. A
+A part the host did not take whole (its 409) goes on alone through ``send``, which
+resends what the host lacks; a part it refused (400) parks only that stream. A 503 that
+refuses one stream while the host takes others (a part's 503, or ``/ingest``'s
+``write_failed`` or ``log_unavailable``) goes to ``owner.defer``, which backs that
+stream off alone and sends it again later; where the owner declines (``waddle sync``,
+which waits on every stream), it is retried in place with backoff. A
 host without ``/ingest/batch`` (404, 405) is sent each stream alone from then on (said
 once). A multi-stream request refused as a whole (a 400: relay and host disagree about
 its framing, a bug on one side) has its parts sent alone, and each cause is logged once
@@ -51,6 +55,9 @@ from waddle.eventlog.segment import list_segments
 
 logger = logging.getLogger("waddle.relay")
 
+# Codes of a 503 that refuse one stream while the host takes the others (its fsync
+# failed, its log cannot be opened): that stream backs off alone (``Owner.defer``).
+STREAM_BUSY = frozenset({"write_failed", "log_unavailable"})
 # Nested rereads (the host losing events again while the relay resends them) before the
 # stream is parked rather than chased forever.
 MAX_REWINDS = 8
@@ -67,6 +74,8 @@ class Owner(Protocol):
     def fail(self, exc: WaddleError) -> None: ...
 
     def park(self, stream: str, reason: str) -> None: ...
+
+    def defer(self, stream: str, exc: HostRefused) -> bool: ...
 
 
 class _TooLarge(Exception):
@@ -187,6 +196,8 @@ class Sender:
                 return False
             return self.send(part.stream, part.events)
         if isinstance(answer, HostBusy):
+            if self.owner.defer(part.stream, answer):
+                return False  # the host took the request: only this stream is refused now
             return self.send(part.stream, part.events)  # alone, with backoff
         if isinstance(answer, HostDenied) and answer.scope == "host":
             self.owner.fail(answer)
@@ -311,13 +322,17 @@ class Sender:
             else:
                 self.owner.park(stream, str(exc))
 
-        return self._exchange(lambda client: client.post(stream, body), denied)
+        return self._exchange(lambda client: client.post(stream, body), denied, stream)
 
     def _exchange(
-        self, call: Callable[[IngestClient], _T], denied: Callable[[HostDenied], None]
+        self,
+        call: Callable[[IngestClient], _T],
+        denied: Callable[[HostDenied], None],
+        stream: str | None = None,
     ) -> _T | None:
         """``call`` on this thread's connection, retried while the host is unreachable;
-        None when it will not land (``denied`` has dealt with a refusal, or may raise)."""
+        None when it will not land (``denied`` has dealt with a refusal, or may raise;
+        a 503 that refuses ``stream`` alone was handed to ``owner.defer``)."""
         attempt = 0
         client = self.client()
         while not self.owner.stopping():
@@ -325,6 +340,8 @@ class Sender:
             try:
                 result = call(client)
             except TransientError as exc:
+                if stream is not None and _refuses_stream(exc) and self.owner.defer(stream, exc):
+                    return None
                 if not self._wait_out(exc, attempt, began):
                     return None
                 attempt += 1
@@ -405,6 +422,11 @@ class Sender:
             "waddle relay: %s does not take gzip-compressed bodies; sending uncompressed",
             self.url,
         )
+
+
+def _refuses_stream(exc: TransientError) -> bool:
+    """Whether ``exc`` is the host refusing one stream for now, not the host being away."""
+    return isinstance(exc, HostBusy) and exc.code in STREAM_BUSY
 
 
 def _framed(part: Part) -> int:
