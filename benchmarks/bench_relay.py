@@ -27,11 +27,17 @@ all runs after a drain. Polling every run's row instead cost the host 0.085 core
 0.5 s per probe at 2,000 runs on a loaded VM (the probe itself slowed the host and
 stretched the bound); the command prints what probing costs the host, both ways,
 measured after the fleet stops. It also prints each process's CPU. Target: 3,000 runs at
-10 events/s, p99 within 2 s and nothing missing.
+10 events/s, p99 within 2 s and nothing missing. ``--trace`` runs the relay and the host
+with wrappers (installed by this file, not carried by the package) that note when each
+probed event passes each stage: read by the relay's round, the previous round settled,
+its request sent, handed to the host's DuckDB writer, acknowledged, taken by the
+writer, committed; it prints the p50/p99 of each stage and of each leg between two, and
+how long the relay's round reads, the host's requests, syncs and commits take.
 
     python benchmarks/bench_relay.py                          # 1,000,000 events, 3 rounds
     python benchmarks/bench_relay.py --events 200000 --rounds 1   # smoke test, ~30 s
     python benchmarks/bench_relay.py --fan-in 3000 --rate 10  # ~100 s
+    python benchmarks/bench_relay.py --fan-in 3000 --trace    # where the latency goes
     python benchmarks/bench_relay.py --fan-in 1000 --seconds 30 --baseline DIR  # ~80 s
     python benchmarks/bench_relay.py --round-cost 3000 --baseline DIR  # ~3 min
 
@@ -49,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -232,8 +239,10 @@ def round_cost(
     return results
 
 
-def start_host(root: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
-    command = [sys.executable, "-m", "waddle", "serve", "--dir", str(root), *extra]
+def start_host(
+    root: Path, *extra: str, trace: Path | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    command = [*waddle_command(trace, "serve"), "--dir", str(root), *extra]
     env = {k: v for k, v in versioned(None).items() if not k.startswith("WADDLE_")}
     env["PYTHONUNBUFFERED"] = "1"
     proc = subprocess.Popen(
@@ -244,6 +253,13 @@ def start_host(root: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
         if b" at http://" in line:
             return proc, line.decode().rsplit(" at ", 1)[1].strip().split("?")[0].rstrip("/")
     raise RuntimeError("waddle serve printed no URL")
+
+
+def waddle_command(trace: Path | None, kind: str) -> list[str]:
+    """The command line of ``waddle KIND``, traced into ``trace`` if given (``child_traced``)."""
+    if trace is None:
+        return [sys.executable, "-m", "waddle", kind]
+    return [sys.executable, __file__, "--child", "traced", kind, str(trace)]
 
 
 def child(*args: str, version: Path | None = None) -> dict[str, float]:
@@ -359,6 +375,178 @@ def latencies(
     return found, missing
 
 
+TRACE_STAGES = ("read", "settled", "sent", "handed", "acked", "taken", "committed")
+
+
+def child_traced(kind: str, trace: Path, argv: list[str]) -> int:
+    """``waddle relay`` or ``waddle serve`` (``kind``) with ARGV, noting when each event
+    of a probed run passes each stage (``TRACE_STAGES``) into ``trace``: lines of
+    ``[stage, stream, last seq, time]``. Wrappers around the stages' functions, installed
+    here, so the package itself carries no tracing."""
+    import atexit
+
+    from waddle.cli.parser import main as waddle_main
+
+    notes: list[tuple[str, str, int, float]] = []
+    sink = trace.open("a")
+
+    def note(stage: str, stream: str, seq: int) -> None:
+        if int(stream[4:]) % PROBED_ONE_IN == 0:
+            notes.append((stage, stream, seq, time.time()))
+            if len(notes) >= 2000:
+                flush()
+
+    def flush() -> None:
+        sink.write("".join(json.dumps(n) + "\n" for n in notes))
+        sink.flush()
+        notes.clear()
+
+    def timed(owner: object, name: str) -> None:
+        """Note how long each call of ``owner.name`` takes (its start and its seconds)."""
+        inner = getattr(owner, name)
+        label = f"{kind}: {getattr(owner, '__name__', owner)}.{name}"
+
+        def call(*args, **kwargs):  # type: ignore[no-untyped-def]
+            began = time.time()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                notes.append(("call", label, time.time() - began, began))  # type: ignore[arg-type]
+
+        setattr(owner, name, call)
+
+    def wrap(owner: type, name: str, before: Callable | None, after: Callable | None) -> None:
+        inner = getattr(owner, name)
+
+        def traced(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if before is not None:
+                before(self, *args)
+            result = inner(self, *args, **kwargs)
+            if after is not None:
+                after(self, result, *args)
+            return result
+
+        setattr(owner, name, traced)
+
+    if kind == "relay":
+        from waddle.consumers.relay.consumer import RelayConsumer
+
+        def read(self, batches):  # type: ignore[no-untyped-def]
+            for batch in batches:
+                if batch.events and batch.stream.startswith("proc"):
+                    note("read", batch.stream, batch.events[-1]["seq"])
+
+        def sent(self, request):  # type: ignore[no-untyped-def]
+            for part, _ in request:
+                note("sent", part.stream, part.events[-1]["seq"])
+
+        def acked(self, result, request):  # type: ignore[no-untyped-def]
+            for part, _ in request:
+                note("acked", part.stream, part.events[-1]["seq"])
+
+        def settled(self, batches):  # type: ignore[no-untyped-def]
+            for batch in batches:
+                if batch.events and batch.stream.startswith("proc"):
+                    note("settled", batch.stream, batch.events[-1]["seq"])
+
+        wrap(RelayConsumer, "handle", read, None)
+        wrap(
+            RelayConsumer, "_live", settled, None
+        )  # what ``handle`` does once the last round landed
+        wrap(RelayConsumer, "_deliver", sent, acked)
+    else:
+        from waddle.consumers.duckdb.handoff import Handoff
+        from waddle.consumers.duckdb.writer import DuckDBWriter
+
+        def handed(self, parts):  # type: ignore[no-untyped-def]
+            for stream, _, end, _ in parts:
+                note("handed", stream, end.seq)
+
+        def taken(self, batches):  # type: ignore[no-untyped-def]
+            for batch in batches:
+                if batch.events and batch.stream.startswith("proc"):
+                    note("taken", batch.stream, batch.events[-1]["seq"])
+
+        def committed(self, result):  # type: ignore[no-untyped-def]
+            for stream, offset in result.items():
+                if stream.startswith("proc") and self._traced.get(stream) != offset.seq:
+                    self._traced[stream] = offset.seq
+                    note("committed", stream, offset.seq)
+
+        DuckDBWriter._traced = {}  # type: ignore[attr-defined]
+        wrap(Handoff, "give", handed, None)
+        wrap(DuckDBWriter, "handle", taken, None)
+        wrap(DuckDBWriter, "commit", None, committed)
+    from waddle.eventlog.reader import LogReader
+
+    timed(LogReader, "poll")
+    if kind == "relay":
+        from waddle.consumers.relay.sender import Sender
+
+        timed(RelayConsumer, "_settle")
+        timed(RelayConsumer, "handle")
+        timed(Sender, "send_parts")
+    else:
+        from waddle.web import ingest_batch, ingest_log
+
+        timed(ingest_batch, "take_batch")
+        timed(ingest_log, "durable")
+        timed(DuckDBWriter, "handle")
+        timed(DuckDBWriter, "commit")
+    atexit.register(flush)
+    return waddle_main([kind, *argv])
+
+
+def stage_latencies(
+    traces: list[Path],
+    seen: dict[str, list[tuple[float, int]]],
+    began: list[float],
+    window: tuple[float, float],
+) -> dict[str, list[float]]:
+    """For each probed event written within ``window``: how long after its writing began
+    it passed each stage (``TRACE_STAGES``, then ``seen`` by the probe), and each leg
+    between two stages in a row (events that missed a stage are left out of its legs)."""
+    import bisect
+
+    marks: dict[tuple[str, str], list[tuple[float, int]]] = {}
+    calls: dict[str, list[float]] = {}
+    for trace in traces:
+        for line in trace.read_text().splitlines() if trace.exists() else []:
+            stage, stream, seq, at = json.loads(line)
+            if stage == "call":
+                if window[0] <= at < window[1]:
+                    calls.setdefault(stream, []).append(seq)
+                continue
+            marks.setdefault((stage, stream), []).append((at, seq - 1))  # seq 0: the run
+    marks.update({("seen", stream): found for stream, found in seen.items()})
+    steps = [step for step, at in enumerate(began) if window[0] <= at < window[1]]
+    stages = (*TRACE_STAGES, "seen")
+    found: dict[str, list[float]] = {f"-> {stage}": [] for stage in stages}
+    found.update({f"{a} -> {b}": [] for a, b in itertools.pairwise(stages)})
+    for stream in seen:
+        passed: dict[str, list[float | None]] = {}
+        for stage in stages:
+            times, reached, top = [], [], -1
+            for at, step in sorted(marks.get((stage, stream), [])):
+                if step > top:  # the first time each step was passed
+                    top = step
+                    times.append(at)
+                    reached.append(step)
+            where = [bisect.bisect_left(reached, step) for step in steps]
+            passed[stage] = [times[i] if i < len(times) else None for i in where]
+        for index, step in enumerate(steps):
+            for stage in stages:
+                at = passed[stage][index]
+                if at is not None:
+                    found[f"-> {stage}"].append(at - began[step])
+            for a, b in itertools.pairwise(stages):
+                first, then = passed[a][index], passed[b][index]
+                if first is not None and then is not None:
+                    found[f"{a} -> {b}"].append(then - first)
+    found.update({f"call {label}": spent for label, spent in sorted(calls.items())})
+    return found
+
+
 def fan_in(
     scratch: Path,
     streams: int,
@@ -367,15 +555,20 @@ def fan_in(
     warmup: float,
     host_args: list[str],
     baseline: Path | None = None,
+    trace: bool = False,
 ) -> dict[str, float]:
     """Live streams through a relay process into a host process, written by a third:
     event-to-table latency over the steady state, and each process's CPU. ``baseline``:
     a folder holding another version's ``waddle`` package, run as a second relay of the
     same streams to the same host beside this one (its URL names the host ``localhost``,
-    so it keeps offsets of its own; the host acknowledges what the other one sent)."""
+    so it keeps offsets of its own; the host acknowledges what the other one sent).
+    ``trace``: also note when each probed event passes each stage (``child_traced``)."""
     root, host_root = scratch / "fleet", scratch / "fleet-host"
     schedule = scratch / "began.json"
-    host, url = start_host(host_root, *host_args)
+    traces = {
+        kind: scratch / f"trace-{kind}.ndjson" if trace else None for kind in ("relay", "serve")
+    }
+    host, url = start_host(host_root, *host_args, trace=traces["serve"])
     procs: dict[str, subprocess.Popen[bytes]] = {"host": host}
     seen: dict[str, list[tuple[float, int]]] = {}
     probes = [0]
@@ -394,7 +587,7 @@ def fan_in(
         while not (log_dir_of(root)).is_dir():
             time.sleep(0.05)
         procs["relay"] = subprocess.Popen(
-            [sys.executable, "-m", "waddle", "relay", url, "--dir", str(root)],
+            [*waddle_command(traces["relay"], "relay"), url, "--dir", str(root)],
             stderr=subprocess.DEVNULL,
             env=versioned(None),
         )
@@ -443,6 +636,7 @@ def fan_in(
     began = json.loads(schedule.read_text())
     window = (began[0] + warmup, began[0] + warmup + seconds)
     found, unseen = latencies(seen, began, window)
+    stages = stage_latencies([t for t in traces.values() if t], seen, began, window)
     found.sort()
     count = len(found) + unseen
     every = {f"proc{i:05d}": final.get(f"proc{i:05d}", [(0.0, -1)])[-1][1] for i in range(streams)}
@@ -461,7 +655,17 @@ def fan_in(
         "probe_cpu": probe_cpu,
         "probe_all_cpu": probe_all_cpu,
         **{f"{name}_cpu": used[name] / elapsed for name in procs},
+        **({"stages": {k: quantiles(v) for k, v in stages.items()}} if trace else {}),
     }
+
+
+def quantiles(values: list[float]) -> dict[str, float]:
+    """p50, p99 and how many of ``values``."""
+    values = sorted(values)
+    if not values:
+        return {"p50": math.nan, "p99": math.nan, "count": 0, "sum": 0.0}
+    return {"p50": values[len(values) // 2], "p99": values[int(len(values) * 0.99)],
+            "count": len(values), "sum": sum(values)}  # fmt: skip
 
 
 def caught_up(url: str, streams: int, step: int, timeout: float = 60.0) -> bool:
@@ -499,6 +703,8 @@ def log_dir_of(root: Path) -> Path:
 
 
 def main() -> int:
+    if sys.argv[1:3] == ["--child", "traced"]:  # its arguments are waddle's own
+        return child_traced(sys.argv[3], Path(sys.argv[4]), sys.argv[5:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=4)
@@ -525,6 +731,11 @@ def main() -> int:
         help="the relay's CPU per live stream per round (--rate events each), in one process",
     )
     parser.add_argument("--live-rounds", type=int, default=20, help="rounds for --round-cost")
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="with --fan-in: when probed events pass each stage, relay to host's tables",
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -559,6 +770,7 @@ def main() -> int:
                 args.warmup,
                 args.host_args.split(),
                 args.baseline,
+                args.trace,
             )
         report_fan_in(result)
         return 0
@@ -614,6 +826,14 @@ def report_fan_in(result: dict[str, float]) -> None:
             f"({result['baseline_cpu'] / max(result['relay_cpu'], 1e-9):.1f}x less); the "
             "latency above is of whichever relay delivered first"
         )
+    if "stages" in result:
+        print("\n| probed events, from their writing to; calls | p50 | p99 | count | sum |")
+        print("|---|---:|---:|---:|---:|")
+        for stage, q in result["stages"].items():
+            print(
+                f"| {stage} | {q['p50']:.3f} s | {q['p99']:.3f} s | {q['count']:,} "
+                f"| {q['sum']:.1f} s |"
+            )
     met = result["p99_s"] <= TARGET_P99_S and result["missing"] == 0
     print(f"\ntarget p99 <= {TARGET_P99_S:g} s, nothing missing: {'met' if met else 'NOT met'}")
 
