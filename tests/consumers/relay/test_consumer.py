@@ -33,7 +33,7 @@ from tests.consumers.relay.support import (
 from tests.helpers import eventually
 from tests.web.conftest import Server, log_fingerprint, start_server
 from waddle.cli import commands
-from waddle.consumers.base import run_consumer
+from waddle.consumers.base import COMMIT_INTERVAL_S, run_consumer
 from waddle.consumers.lag import last_seq
 from waddle.consumers.registry import StateStore
 from waddle.consumers.relay import parts
@@ -48,7 +48,7 @@ from waddle.errors import (
     PermanentError,
     UsageError,
 )
-from waddle.eventlog.reader import Offset
+from waddle.eventlog.reader import Batch, LogReader, Offset
 from waddle.eventlog.record import encode
 from waddle.eventlog.segment import list_segments, log_dir, segment_name
 
@@ -845,3 +845,66 @@ def test_a_part_the_host_lacks_is_resent_from_where_it_expects_beside_parts_it_t
         assert log_events(second.root) == log_events(root)
     finally:
         assert second.stop() == 0, second.stderr()
+
+
+START = Offset()
+
+
+class RecordingReader(LogReader):
+    """A reader that notes the last seq of every batch with events it reads."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.read_seqs: list[int] = []
+
+    def read(self, stream: str, offset: Offset = START) -> Batch:
+        batch = super().read(stream, offset)
+        if batch.events:
+            self.read_seqs.append(batch.events[-1]["seq"])
+        return batch
+
+
+def test_a_live_round_is_read_while_the_one_before_it_lands(
+    fake_host: Callable[..., FakeHost], tmp_path: Path
+) -> None:
+    """The run loop commits every second; when that commit waited for the round in
+    flight, the next round was not read until it landed, so a live tail was read no
+    faster than its rounds landed, whatever ``linger`` said."""
+    arrived, release = threading.Event(), threading.Event()
+
+    def answer(request: dict[str, Any]) -> Reply:
+        if any(event["seq"] == 1 for _, events in parts_of(request) for event in events):
+            arrived.set()
+            release.wait(30)
+        return held_all(request)
+
+    host = fake_host(answer)
+    root = tmp_path / "w"
+    live = open_stream(root, "live")
+    live.append("run", run_fields("live"))
+    stop = threading.Event()
+    relay = RelayConsumer(root, host.url, stop=stop, backoff=FAST, linger=0.05)
+    reader = RecordingReader(root)
+    thread = threading.Thread(
+        target=run_consumer,
+        args=(relay, root, stop),
+        kwargs={"interval": 0.02, "reader": reader},
+        daemon=True,
+    )
+    thread.start()
+    try:
+        eventually(lambda: relayed(root, host.url) == {"live": 0}, 10, "the run event")
+        time.sleep(COMMIT_INTERVAL_S + 0.2)  # so that the loop commits after the next round
+        live.append("metrics", {"step": 0, "data": {"x": 1}})
+        assert arrived.wait(10)
+        live.append("metrics", {"step": 1, "data": {"x": 2}})
+        eventually(lambda: 2 in reader.read_seqs, 10, "the next round read, seq 1 in flight")
+        release.set()
+        eventually(lambda: relay.acked()["live"].seq == 2, 10, "both rounds landed")
+    finally:
+        release.set()
+        stop.set()
+        thread.join(30)
+        live.close()
+    assert relayed(root, host.url) == {"live": 2}
+    assert sent_seqs(host.requests) == {"live": [0, 1, 2]}
