@@ -27,6 +27,8 @@ changes; the log folder, and a stream's folder, are listed again only when their
 mtime moves; where the OS has change notification (``waddle.eventlog.watch``), a parked
 stream that changes is checked at once; a stream whose writer in this process says when
 it grew (``Hints``: the host's ``/ingest``) is read when it grew, and otherwise rarely.
+With no stream live and notification up, ``follow`` does not poll: it waits until a
+notification, a hint or ``wake`` comes (``IDLE_WAIT_S`` at most).
 """
 
 from __future__ import annotations
