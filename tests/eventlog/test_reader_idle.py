@@ -8,7 +8,9 @@ arrive was woken for, never found by the wait running out.
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import pytest
 
 from tests.eventlog.test_reader_parking import Tail, write
 from tests.helpers import eventually
+from waddle.eventlog import parking as parking_module
 from waddle.eventlog import reader as reader_module
 from waddle.eventlog.parking import Parking
 from waddle.eventlog.reader import LogReader
@@ -60,15 +63,29 @@ def tails() -> Iterator[list[Tail]]:
         assert not tail.thread.is_alive()
 
 
+def settled(root: Path) -> Path:
+    """The log folder, with a ``.probe`` file in it, dated an hour back: a folder changed
+    within the last 2 s is polled whatever its streams are (``Parking.listed_racy``), so
+    a test that changed it just before acting would see its change found by polling."""
+    folder = root / "log"
+    folder.mkdir(exist_ok=True)
+    (folder / ".probe").write_bytes(b"")
+    past = time.time() - 3600
+    os.utime(folder, (past, past))
+    return folder / ".probe"
+
+
 def resting(reader: QuietReader, tails: list[Tail], root: Path) -> Tail:
-    """A tail of ``reader`` waiting with nothing live, once its watcher is up: a file
-    written in the log wakes it (the watcher starts after the first idle round, and a
-    change made before it watches would go unnoticed)."""
+    """A tail of ``reader`` waiting with nothing live, once its watcher is up: rewriting
+    ``.probe`` (which leaves the folder's mtime as it was) wakes it (the watcher starts
+    after the first idle round, and a change made before it watches would go unnoticed).
+    Returns once the tail waits again, so that what the test does next is found only by
+    what wakes it."""
+    probe = settled(root)
     tail = Tail(reader)
     tails.append(tail)
     tail.thread.start()
     eventually(reader.quiet.is_set, timeout=10, what="a quiet wait")
-    probe = root / "log" / ".probe"
     rounds = reader.rounds
 
     def woken() -> bool:
@@ -76,7 +93,16 @@ def resting(reader: QuietReader, tails: list[Tail], root: Path) -> Tail:
         return reader.rounds > rounds
 
     eventually(woken, timeout=10, what="the watcher")
+    reader.quiet.clear()
+    eventually(reader.quiet.is_set, timeout=10, what="a quiet wait again")
     return tail
+
+
+def date_back(stream_dir: Path) -> None:
+    """Date a stream's folder and segments an hour back, as a run that died then."""
+    past = time.time() - 3600
+    for path in [*stream_dir.iterdir(), stream_dir]:
+        os.utime(path, (past, past))
 
 
 def test_a_resumed_run_wakes_a_quiet_tail(tmp_path: Path, tails: list[Tail]) -> None:
@@ -133,15 +159,62 @@ def test_a_hint_sets_the_wake_event_once_per_take() -> None:
     assert queue.wake.is_set()
 
 
-def test_a_live_stream_keeps_the_tail_polling(tmp_path: Path, tails: list[Tail]) -> None:
+def test_a_live_stream_keeps_the_tail_polling(
+    tmp_path: Path, tails: list[Tail], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every notification is lost (as on a network filesystem, where the writes of other
+    # machines are never told) and the folder is settled: only polling can deliver.
+    monkeypatch.setattr(Watcher, "_note", lambda self, paths: None)
     write(tmp_path, "done", 1)
     write(tmp_path, "live", 1, finish=False)
+    settled(tmp_path)
     reader = QuietReader(tmp_path, notify=True)
     tail = Tail(reader)
     tails.append(tail)
     tail.thread.start()
+    eventually(lambda: tail.seqs("live") == [0], timeout=10, what="the first read")
     eventually(lambda: reader.rounds > 50, timeout=10, what="50 rounds")
+    write(tmp_path, "live", 2, finish=False)
+    eventually(lambda: tail.seqs("live") == [0, 1, 2], timeout=10, what="the live events")
     assert not reader.quiet.is_set()
+
+
+def test_a_crashed_run_does_not_keep_the_tail_awake(tmp_path: Path, tails: list[Tail]) -> None:
+    write(tmp_path, "done", 1)
+    date_back(write(tmp_path, "crashed", 2, finish=False))  # killed an hour ago: no finish
+    tail = resting(QuietReader(tmp_path, notify=True), tails, tmp_path)
+    assert tail.seqs("crashed") == [0, 1]
+
+
+def test_a_stale_run_that_grows_is_read_again_when_notified(
+    tmp_path: Path, tails: list[Tail]
+) -> None:
+    write(tmp_path, "done", 1)
+    date_back(write(tmp_path, "crashed", 2, finish=False))
+    tail = resting(QuietReader(tmp_path, notify=True), tails, tmp_path)
+    write(tmp_path, "crashed", 2, finish=False)  # it was a live run that logs rarely
+    eventually(lambda: tail.seqs("crashed") == [0, 1, 2, 3], timeout=10, what="its new events")
+
+
+def test_a_stale_run_that_grows_is_read_again_by_its_stamp(
+    tmp_path: Path, tails: list[Tail], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Notifications lost; the idle wait and the stale check short, the finished check
+    # an hour away: only the stale stream's own stamp check can find its new events.
+    monkeypatch.setattr(reader_module, "IDLE_WAIT_S", 0.05)
+    monkeypatch.setattr(parking_module, "STALE_CHECK_S", 0.1)
+    write(tmp_path, "done", 1)
+    date_back(write(tmp_path, "crashed", 2, finish=False))
+    settled(tmp_path)
+    reader = QuietReader(tmp_path, notify=True)
+    tail = Tail(reader)
+    tails.append(tail)
+    tail.thread.start()
+    eventually(reader.quiet.is_set, timeout=10, what="a quiet wait")
+    watcher = Watcher._shared[str((tmp_path / "log").absolute())]
+    watcher._note = lambda paths: None  # type: ignore[method-assign]
+    write(tmp_path, "crashed", 2, finish=False)
+    eventually(lambda: tail.seqs("crashed") == [0, 1, 2, 3], timeout=10, what="its new events")
 
 
 @pytest.mark.parametrize("why", ["notify=False", "no watchfiles"])

@@ -9,6 +9,19 @@ Two kinds of streams are not read every round:
   taken before the read that finds nothing, so a write after it changes the stamp; a
   folder modified within the last ``_RACY_S`` seconds is not parked (its mtime could
   change again within the same clock tick).
+* **Stale**: a stream with no ``finish`` whose folder and newest segment have not
+  changed for ``STALE_S`` seconds (5 min) and a read finds nothing more: a run killed
+  by SIGKILL, the OOM killer or a lost node never writes its ``finish``, and a folder
+  with one such run would otherwise keep every tail polling every ``interval`` forever.
+  It is parked like a finished one, but checked by its stamp every ``STALE_CHECK_S``
+  seconds (5 s) rather than every ``park_check``: it may be a live run that logs
+  rarely, so a write to it is read within seconds even if its notification is lost
+  (and at once when the watcher names it). Five minutes is the dashboard's
+  ``stale_after`` too: a run that has written nothing for that long is reported stale
+  there, and a live run that logs more often than that is never parked. A live stream
+  is stamped for this at most once per ``STALE_CHECK_S`` (two stats). The writer's lock
+  is not probed: a non-blocking ``flock`` taken at the moment a producer starts would
+  make that producer fail as a second writer.
 * **Hinted**: a stream whose writer is in this process and says when it grew
   (``waddle.eventlog.watch.Hints``: the host's ``/ingest``). Such a stream is read when
   a hint names it, again every round until a read reaches its end (a backlog), and
@@ -51,6 +64,8 @@ if TYPE_CHECKING:
 
 PARK_CHECK_S = 10.0
 PARK_CHECK_NOTIFIED_S = 60.0
+STALE_S = 300.0
+STALE_CHECK_S = 5.0
 HINT_CHECK_S = 10.0
 _RELIST_S = 30.0
 _RACY_S = 2.0
@@ -119,6 +134,9 @@ class Parking:
         self.parked: dict[str, Parked] = {}
         self.last: dict[str, tuple[Offset, str | None]] = {}
         self.turns = _Turns()
+        self.stale: set[str] = set()  # parked without a finish: checked every STALE_CHECK_S
+        self.stale_turns = _Turns()
+        self.looked: dict[str, float] = {}  # when a live stream was last stamped
         self.listed: list[str] = []
         self.present: set[str] = set()
         self.listed_key: tuple[int, int, int] | None = None
@@ -213,14 +231,19 @@ class Parking:
 
     def _unpark(self, stream: str) -> None:
         del self.parked[stream]
+        self.stale.discard(stream)
         self.awake = None
 
     def before(self, stream: str, offset: Offset) -> Parked | None:
         """The stamp to park ``stream`` with if the read at ``offset`` finds nothing:
-        only for a stream whose last event is (or may be) ``finish``."""
+        for a stream whose last event is (or may be) ``finish``, and once per
+        ``STALE_CHECK_S`` for one that may have gone stale."""
         last = self.last.get(stream)
         if last is not None and last[0] == offset and last[1] != "finish":
-            return None
+            now = time.monotonic()
+            if now - self.looked.get(stream, -math.inf) < STALE_CHECK_S:
+                return None
+            self.looked[stream] = now
         # A read that finds nothing ends in the newest segment: the offset's, unless a
         # later one appears after the stamp, which changes the folder's mtime.
         folder = os.path.join(self.log_dir, stream)
@@ -252,12 +275,17 @@ class Parking:
             path = self.log_dir / stream / segment_name(offset.segment)
             event = event_before(path, offset.position)
             last = self.last[stream] = (offset, None if event is None else event["type"])
-        mtime_ns = stamp[1][1]
-        if last[1] == "finish" and time.time() - mtime_ns / 1e9 > _RACY_S:
-            self.parked[stream] = stamp
-            self.awake = None
+        now = time.time()
+        if last[1] == "finish" and now - stamp[1][1] / 1e9 > _RACY_S:
             self.turns.add(stream)
-            self.files.forget(stream)
+        elif last[1] != "finish" and now - max(stamp[1][1], stamp[1][4]) / 1e9 > STALE_S:
+            self.stale.add(stream)
+            self.stale_turns.add(stream)
+        else:
+            return
+        self.parked[stream] = stamp
+        self.awake = None
+        self.files.forget(stream)
 
     def _to_check(self, changed: set[str]) -> list[str]:
         """Parked streams due for a check: those the watcher named, and the next few in
@@ -267,7 +295,10 @@ class Parking:
             notified = self.watcher is not None and self.watcher.active
             every = PARK_CHECK_NOTIFIED_S if notified else PARK_CHECK_S
         due = [s for s in changed if s in self.parked]
-        return due + self.turns.due(self.parked.__contains__, len(self.parked), every)
+        stale = self.stale
+        finished = len(self.parked) - len(stale)
+        due += self.turns.due(lambda s: s in self.parked and s not in stale, finished, every)
+        return due + self.stale_turns.due(stale.__contains__, len(stale), STALE_CHECK_S)
 
     def _relist(self, *, force: bool) -> None:
         """List the log folder again if it may have changed since the last listing."""
@@ -302,6 +333,8 @@ class Parking:
             self.pending = (self.pending - gone).union(came)
         for stream in gone:
             self.parked.pop(stream, None)
+            self.stale.discard(stream)
+            self.looked.pop(stream, None)
             self.last.pop(stream, None)
             self.files.forget(stream)
         self.awake = None
