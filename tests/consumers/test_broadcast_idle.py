@@ -36,18 +36,24 @@ def test_a_client_joining_wakes_a_tail_waiting_for_one(
 ) -> None:
     monkeypatch.setattr(reader_module, "IDLE_WAIT_S", 3600.0)
     quiet = threading.Event()
+    quiet_armed = threading.Event()  # a wait with a client, after the tail armed the hub
     noted = IdleSkippingReader._quiet
 
     def noting(self: IdleSkippingReader, parking: Parking) -> bool:
         if noted(self, parking):
             quiet.set()
+            if self.hub.armed and self.hub.subscribers:
+                quiet_armed.set()
             return True
         return False
 
     monkeypatch.setattr(IdleSkippingReader, "_quiet", noting)
     write_run(tmp_path, "done", 3, project="p")
     past = time.time() - 3600
+    # Neither folder just changed (a log folder changed within 2 s is polled whatever
+    # its streams are), so only the watcher can bring the new stream.
     os.utime(log_dir(tmp_path) / "done", (past, past))
+    os.utime(log_dir(tmp_path), (past, past))
     hub = Hub()
     broadcaster = Broadcaster(tmp_path, hub)
     thread = ConsumerThread(broadcaster, tmp_path, interval=0.01, reader=broadcaster.tail_reader)
@@ -60,6 +66,7 @@ def test_a_client_joining_wakes_a_tail_waiting_for_one(
         try:
             await asyncio.to_thread(eventually, quiet.is_set, 10, "a wait for a client")
             await asyncio.wait_for(hub.join(subscriber), 10)
+            await asyncio.to_thread(eventually, quiet_armed.is_set, 10, "a wait with a client")
             write_run(tmp_path, "fresh", 2, project="p", finish=None)
             return await asyncio.wait_for(sent(subscriber), 10)
         finally:
