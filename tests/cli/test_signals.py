@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from waddle.signals import on_stop_signals
+from waddle.signals import StopEvent, on_stop_signals
 
 
 @pytest.mark.parametrize("first", [signal.SIGINT, signal.SIGTERM])
@@ -34,3 +34,16 @@ def test_outside_the_main_thread_nothing_is_installed() -> None:
     thread.join(10)
     assert signal.getsignal(signal.SIGTERM) == before
     restores[0]()
+
+
+def test_a_stop_event_sets_what_it_wakes_until_undone() -> None:
+    stop = StopEvent()
+    kept, dropped = threading.Event(), threading.Event()
+    stop.wakes(kept)
+    undo = stop.wakes(dropped)
+    undo()
+    stop.set()
+    assert stop.is_set() and kept.is_set() and not dropped.is_set()
+    late = threading.Event()
+    stop.wakes(late)  # registered after the stop: set at once, nothing to wait for
+    assert late.is_set()

@@ -24,6 +24,7 @@ from waddle.eventlog import reader as reader_module
 from waddle.eventlog.parking import Parking
 from waddle.eventlog.reader import LogReader
 from waddle.eventlog.watch import Hints, Watcher
+from waddle.signals import StopEvent
 
 HOUR = 3600.0
 
@@ -75,14 +76,14 @@ def settled(root: Path) -> Path:
     return folder / ".probe"
 
 
-def resting(reader: QuietReader, tails: list[Tail], root: Path) -> Tail:
+def resting(reader: QuietReader, tails: list[Tail], root: Path, tail: Tail | None = None) -> Tail:
     """A tail of ``reader`` waiting with nothing live, once its watcher is up: rewriting
     ``.probe`` (which leaves the folder's mtime as it was) wakes it (the watcher starts
     after the first idle round, and a change made before it watches would go unnoticed).
     Returns once the tail waits again, so that what the test does next is found only by
     what wakes it."""
     probe = settled(root)
-    tail = Tail(reader)
+    tail = tail or Tail(reader)
     tails.append(tail)
     tail.thread.start()
     eventually(reader.quiet.is_set, timeout=10, what="a quiet wait")
@@ -254,6 +255,19 @@ def test_stop_and_wake_end_a_quiet_wait(tmp_path: Path, tails: list[Tail]) -> No
     reader.wake()
     tail.thread.join(10)
     assert not tail.thread.is_alive()
+
+
+def test_a_stop_event_ends_a_quiet_wait_when_set(tmp_path: Path, tails: list[Tail]) -> None:
+    write(tmp_path, "done", 1)
+    reader = QuietReader(tmp_path, notify=True)
+    tail = Tail(reader)
+    tail.stop = StopEvent()  # what the commands stop with: nobody calls wake()
+    tail = resting(reader, tails, tmp_path, tail)
+    tails.remove(tail)
+    tail.stop.set()
+    tail.thread.join(10)
+    assert not tail.thread.is_alive()
+    assert not tail.stop._wakes  # follow no longer registered on it
 
 
 def watch_threads() -> list[threading.Thread]:

@@ -42,6 +42,7 @@ from waddle.consumers.registry import StateStore
 from waddle.consumers.retry import Retry, is_transient
 from waddle.event_types import Event
 from waddle.eventlog.reader import DEFAULT_POLL_INTERVAL, Batch, LogReader, Offset
+from waddle.signals import StopEvent
 
 logger = logging.getLogger("waddle.consumers")
 
@@ -118,7 +119,7 @@ class Progress(Protocol):
     def advance(self, name: str, batches: list[Batch]) -> None: ...
 
 
-class _Rhythm(threading.Event):
+class _Rhythm(StopEvent):
     """The stop signal handed to ``LogReader.follow``; its ``wait`` marks the idle moment.
 
     ``follow`` waits on its stop event only after a round that found nothing new: the
@@ -136,6 +137,19 @@ class _Rhythm(threading.Event):
 
     def is_set(self) -> bool:
         return super().is_set() or self._outer.is_set()
+
+    def wakes(self, wake: threading.Event) -> Callable[[], None]:
+        """Set ``wake`` when this or the outer stop is set (the outer one: a signal)."""
+        undo = super().wakes(wake)
+        if not isinstance(self._outer, StopEvent):
+            return undo
+        undo_outer = self._outer.wakes(wake)
+
+        def undo_both() -> None:
+            undo()
+            undo_outer()
+
+        return undo_both
 
     def wait(self, timeout: float | None = None) -> bool:
         self._on_idle()
@@ -317,7 +331,7 @@ class ConsumerThread:
         self.retry = retry or Retry()
         self.error: BaseException | None = None
         self._failed_start = False
-        self._stop = threading.Event()
+        self._stop = StopEvent()  # setting it wakes a tail waiting with no stream live
         self._ready = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name=f"waddle-consumer-{consumer.name}", daemon=True
@@ -351,7 +365,6 @@ class ConsumerThread:
 
     def stop(self, timeout: float | None = None) -> None:
         self._stop.set()
-        self.reader.wake()  # the tail may be waiting for news, with no stream live
         self._thread.join(timeout)
         if self.error is not None:
             raise self.error

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,8 @@ from waddle.consumers.base import Consumer, run_consumer
 from waddle.consumers.progress import CatchUpProgress
 from waddle.consumers.retry import Retry
 from waddle.errors import WaddleError
-from waddle.eventlog.reader import DEFAULT_POLL_INTERVAL, LogReader
-from waddle.signals import on_stop_signals
+from waddle.eventlog.reader import DEFAULT_POLL_INTERVAL
+from waddle.signals import StopEvent, on_stop_signals
 
 logger = logging.getLogger("waddle.consumers")
 
@@ -47,7 +47,7 @@ def consume(
     relay_token: str | None = None,
 ) -> int:
     """Run the consumers ``names`` (default: the DuckDB writer) and relays; the exit code."""
-    stop = threading.Event()
+    stop = StopEvent()  # setting it wakes each tail waiting with no stream live
     try:
         consumers = [
             plugins.create(name, root, duckdb_path=duckdb_path, lake_path=lake_path)
@@ -69,26 +69,19 @@ def consume(
         logger.error("waddle-consume: %s", exc)
         return 2
     errors: list[BaseException] = []
-    readers = [LogReader(root) for _ in consumers]
-
-    def halt() -> None:
-        stop.set()
-        for reader in readers:  # a tail with no stream live waits for news
-            reader.wake()
-
     threads = [
         threading.Thread(
             target=_run,
-            args=(consumer, root, stop, halt, errors),
-            kwargs={"once": once, "interval": interval, "progress": progress, "reader": reader},
+            args=(consumer, root, stop, errors),
+            kwargs={"once": once, "interval": interval, "progress": progress},
             name=f"waddle-consumer-{consumer.name}",
         )
-        for consumer, reader in zip(consumers, readers, strict=True)
+        for consumer in consumers
     ]
 
     def on_signal(signum: int) -> None:
         logger.info("waddle-consume: %s, committing and stopping", signal.Signals(signum).name)
-        halt()
+        stop.set()
 
     restore = on_stop_signals(on_signal)
     try:
@@ -113,7 +106,6 @@ def _run(
     consumer: Consumer,
     root: Path,
     stop: threading.Event,
-    halt: Callable[[], None],
     errors: list[BaseException],
     **options: Any,
 ) -> None:
@@ -122,11 +114,11 @@ def _run(
     except WaddleError as exc:
         logger.error("waddle-consume: consumer %s stopped: %s", consumer.name, exc)
         errors.append(exc)
-        halt()
+        stop.set()
     except Exception as exc:
         logger.exception("waddle-consume: consumer %s failed", consumer.name)
         errors.append(exc)
-        halt()
+        stop.set()
     else:
         logger.info(
             "waddle-consume: %s stopped, offsets of %d streams committed",

@@ -48,6 +48,7 @@ from waddle.eventlog.record import BadLine, decode
 from waddle.eventlog.seek import MAX_LINE_BYTES, line_start, seq_before
 from waddle.eventlog.segment import list_segments, log_dir, segment_name
 from waddle.ids import is_valid_id
+from waddle.signals import StopEvent
 
 if TYPE_CHECKING:  # the producer reads the log too: no import it does not need
     from waddle.event_types import Event
@@ -287,17 +288,19 @@ class LogReader:
 
         The sleep is ``interval`` (waiting on ``stop``) while a stream is live or no
         change notification comes. With every stream parked or covered by hints and the
-        watcher up (``Parking.quiet``), it waits until a notification, a hint or
+        watcher up (``Parking.quiet``), it waits until a notification, a hint, a stop or
         ``wake`` comes (``IDLE_WAIT_S`` at most), and the next round still begins no
         sooner than ``interval`` after the last: an idle folder costs a wakeup a second,
-        not twenty, and news is read as soon as before. So a caller that sets ``stop``
-        calls ``wake`` too, or the loop may take up to ``IDLE_WAIT_S`` to end.
+        not twenty, and news is read as soon as before. A ``stop`` that is a
+        ``waddle.signals.StopEvent`` ends that wait when set; a plain ``threading.Event``
+        may take up to ``IDLE_WAIT_S`` to be seen, unless the caller calls ``wake``.
         """
         current = dict(offsets)
         self._parking = parking = Parking(self)
         self._follower = threading.get_ident()
         if self.hints is not None:
             self.hints.wake = self._wake
+        unwake = stop.wakes(self._wake) if isinstance(stop, StopEvent) else None
         idle = False
         try:
             while not stop.is_set():
@@ -317,6 +320,8 @@ class LogReader:
         finally:
             self._parking = self._follower = None
             parking.close()
+            if unwake is not None:
+                unwake()
 
     def _quiet(self, parking: Parking) -> bool:
         """Whether ``follow`` may wait until woken (``Parking.quiet``): a subclass that
@@ -324,7 +329,7 @@ class LogReader:
         return parking.quiet()
 
     def wake(self) -> None:
-        """Cut ``follow``'s wait short: call it after setting ``stop``."""
+        """Cut ``follow``'s wait short (a ``StopEvent`` stop does it when set)."""
         self._wake.set()
 
     def _rest(self, stop: threading.Event, until: float) -> None:
