@@ -9,6 +9,7 @@ arrive was woken for, never found by the wait running out.
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from tests.eventlog.test_reader_parking import Tail, write
 from tests.helpers import eventually
 from waddle.eventlog import parking as parking_module
 from waddle.eventlog import reader as reader_module
+from waddle.eventlog import watch as watch_module
 from waddle.eventlog.parking import Parking
 from waddle.eventlog.reader import LogReader
 from waddle.eventlog.watch import Hints, Watcher
@@ -218,13 +220,20 @@ def test_a_stale_run_that_grows_is_read_again_by_its_stamp(
     eventually(lambda: tail.seqs("crashed") == [0, 1, 2, 3], timeout=10, what="its new events")
 
 
-@pytest.mark.parametrize("why", ["notify=False", "no watchfiles"])
+@pytest.mark.parametrize("why", ["notify=False", "no watchfiles", "nfs", "WADDLE_NOTIFY=0"])
 def test_without_notification_it_polls(
     tmp_path: Path, tails: list[Tail], monkeypatch: pytest.MonkeyPatch, why: str
 ) -> None:
     if why == "no watchfiles":
-        monkeypatch.setattr(Watcher, "start", lambda self: False)
+        monkeypatch.setattr(Watcher, "start", lambda self: None)
+    elif why == "nfs":  # inotify would set up, and never see another machine's writes
+        mountinfo = tmp_path / "mountinfo"
+        mountinfo.write_text(f"1 0 0:1 / / rw - ext4 /dev/sda1 rw\n{mount(tmp_path, 'nfs4')}")
+        monkeypatch.setattr(watch_module, "MOUNTINFO", str(mountinfo))
+    elif why == "WADDLE_NOTIFY=0":
+        monkeypatch.setenv("WADDLE_NOTIFY", "0")
     write(tmp_path, "done", 1)
+    settled(tmp_path)  # else the just-made log folder is polled for 2 s whatever
     reader = QuietReader(tmp_path, notify=why != "notify=False")
     tail = Tail(reader)
     tails.append(tail)
@@ -233,6 +242,57 @@ def test_without_notification_it_polls(
     write(tmp_path, "fresh", 1, finish=False)
     eventually(lambda: tail.seqs("fresh") == [0], timeout=10, what="the new stream")
     assert not reader.quiet.is_set()
+
+
+def mount(point: Path, kind: str) -> str:
+    """A /proc/self/mountinfo line: ``point`` is a mount of type ``kind``."""
+    escaped = os.path.realpath(point).replace(" ", "\\040")
+    return f"36 1 0:50 / {escaped} rw,relatime shared:1 - {kind} server:/export rw\n"
+
+
+def test_a_filesystem_s_type_is_its_longest_mount_point_s(tmp_path: Path) -> None:
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        "1 0 8:1 / / rw - ext4 /dev/sda1 rw\n"
+        + mount(tmp_path / "nfs", "nfs")
+        + mount(tmp_path / "nfs x", "cifs")  # a space, written \\040
+        + mount(tmp_path / "nfsdata", "ext4")  # "nfs" is a prefix of its name, not a folder
+        + mount(tmp_path / "nfs" / "local", "tmpfs")
+    )
+    kinds = {
+        name: watch_module.filesystem_type(tmp_path / name, str(mountinfo))
+        for name in ["nfs", "nfs/a/log", "nfs x/log", "nfsdata/log", "nfs/local/log", "else"]
+    }
+    assert kinds == {
+        "nfs": "nfs",
+        "nfs/a/log": "nfs",
+        "nfs x/log": "cifs",
+        "nfsdata/log": "ext4",
+        "nfs/local/log": "tmpfs",
+        "else": "ext4",
+    }
+    assert watch_module.filesystem_type(tmp_path, str(tmp_path / "missing")) is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "trusted"),
+    [
+        *[("ext4", True), ("tmpfs", True), ("fuse.fuse-overlayfs", True)],
+        *[
+            ("nfs4", False),
+            ("cifs", False),
+            ("9p", False),
+            ("lustre", False),
+            ("fuse.sshfs", False),
+        ],
+    ],
+)
+def test_notification_is_not_trusted_on_a_network_filesystem(
+    tmp_path: Path, kind: str, trusted: bool
+) -> None:
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text("1 0 8:1 / / rw - ext4 /dev/sda1 rw\n" + mount(tmp_path, kind))
+    assert (watch_module.unwatchable(tmp_path / "log", str(mountinfo)) is None) == trusted
 
 
 def test_a_watcher_that_fails_wakes_its_readers_to_poll(tmp_path: Path, tails: list[Tail]) -> None:
@@ -244,6 +304,48 @@ def test_a_watcher_that_fails_wakes_its_readers_to_poll(tmp_path: Path, tails: l
     eventually(lambda: not watcher.active, timeout=10, what="the watcher ended")
     write(tmp_path, "fresh", 1, finish=False)
     eventually(lambda: tail.seqs("fresh") == [0], timeout=10, what="the new stream, polled")
+
+
+def test_a_reader_whose_watcher_ended_subscribes_again(
+    tmp_path: Path, tails: list[Tail], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(parking_module, "_REWATCH_S", 0.0)
+    write(tmp_path, "done", 1)
+    reader = QuietReader(tmp_path, notify=True)
+    tail = resting(reader, tails, tmp_path)
+    key = str((tmp_path / "log").absolute())
+    ended = Watcher._shared[key]
+    reader.quiet.clear()  # the tail waits: nothing calls its _quiet until it is woken
+    ended._stop.set()  # the watching thread ends, as on an error
+    eventually(lambda: Watcher._shared.get(key) is not ended, timeout=10, what="it left")
+
+    def watched_again() -> bool:
+        watcher = Watcher._shared.get(key)
+        return watcher is not None and watcher is not ended and watcher.active
+
+    eventually(watched_again, timeout=10, what="a new watcher")
+    eventually(reader.quiet.is_set, timeout=10, what="a quiet wait again")
+    write(tmp_path, "done", 1)  # resumed: only a notification wakes the tail
+    eventually(lambda: tail.seqs("done") == [0, 1, 2, 3], timeout=10, what="the resume")
+
+
+def test_a_log_folder_made_anew_is_watched_anew(
+    tmp_path: Path, tails: list[Tail], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path, "done", 1)
+    reader = QuietReader(tmp_path, notify=True)
+    tail = resting(reader, tails, tmp_path)
+    # Rounds go on (the idle wait short), but a parked stream's check is an hour away:
+    # its resume is found only if the new folder is watched.
+    monkeypatch.setattr(reader_module, "IDLE_WAIT_S", 0.05)
+    shutil.rmtree(tmp_path / "log")
+    write(tmp_path, "again", 1)
+    settled(tmp_path)
+    eventually(lambda: tail.seqs("again") == [0, 1], timeout=10, what="the new folder's stream")
+    reader.quiet.clear()
+    eventually(reader.quiet.is_set, timeout=10, what="a quiet wait again")
+    write(tmp_path, "again", 1)
+    eventually(lambda: tail.seqs("again") == [0, 1, 2, 3], timeout=10, what="the resume")
 
 
 def test_stop_and_wake_end_a_quiet_wait(tmp_path: Path, tails: list[Tail]) -> None:

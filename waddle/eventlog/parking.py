@@ -70,6 +70,7 @@ HINT_CHECK_S = 10.0
 _RELIST_S = 30.0
 _RACY_S = 2.0
 _RACY_RELIST_S = 0.25
+_REWATCH_S = 30.0
 
 _Stamp = tuple[int, int, int, int, int]
 
@@ -130,6 +131,7 @@ class Parking:
         self.reader = reader
         self.log_dir = reader.log_dir
         self.watcher: Watch | None = None
+        self.watched_at = -math.inf
         self.files = OpenSegments()
         self.parked: dict[str, Parked] = {}
         self.last: dict[str, tuple[Offset, str | None]] = {}
@@ -151,10 +153,22 @@ class Parking:
         self.polled: tuple[int, list[str]] | None = None
 
     def watch(self, wake: threading.Event) -> None:
-        """Subscribe to change notification, once, setting ``wake`` on news (it is a
-        hint: polling goes on regardless)."""
-        if self.watcher is None and self.log_dir.is_dir():
+        """Subscribe to change notification, setting ``wake`` on news (it is a hint:
+        polling goes on regardless); again where the log folder was deleted or made anew
+        (a watch of the old one hears nothing) or, every ``_REWATCH_S``, where no watcher
+        is up (its thread ended: an inotify limit, an error)."""
+        watcher = self.watcher
+        if watcher is not None:
+            remade = self.listed_key is not None and self.listed_key[0] != watcher.inode
+            ended = time.monotonic() - self.watched_at > _REWATCH_S or watcher.gone
+            retry = not watcher.active and ended
+            if not (remade or retry):
+                return
+            self.watcher = None
+            watcher.close()
+        if self.log_dir.is_dir():
             self.watcher = Watcher.subscribe(self.log_dir, wake)
+            self.watched_at = time.monotonic()
 
     def close(self) -> None:
         self.files.close()

@@ -10,12 +10,22 @@ those at its next poll, and it wakes a reader that waits because no stream is li
 filesystem that sends none, or no ``watchfiles`` at all leave the reader's rare check
 (and its wait, bounded) to find the change, so nothing depends on them but how soon a
 parked stream wakes up.
+
+Where notifications would be silently incomplete, there is no watcher (``unwatchable``):
+on a network or cluster filesystem (NFS, SMB, Lustre, GPFS, CephFS, ...), on a VM share
+(9p, virtiofs) or a FUSE filesystem (sshfs, s3fs, ...), inotify sets up fine but sees
+only this machine's writes through this mount, never another machine's (a run written
+on a compute node while ``waddle serve`` runs on a login node), and a reader that
+trusted it would wait for its idle wait to run out. There the reader polls, as it does
+with ``WADDLE_NOTIFY=0`` in the environment (the switch for a filesystem not
+recognised).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -29,6 +39,71 @@ logger = logging.getLogger("waddle.eventlog")
 _STEP_MS = 250
 _DEBOUNCE_MS = 500
 
+# Filesystems whose changes made elsewhere inotify does not see (``/proc/self/mountinfo``
+# types); any ``fuse.*`` type too but the local ``fuse.fuse-overlayfs`` (rootless
+# containers).
+_REMOTE_TYPES = frozenset(
+    [
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "ncpfs",
+        "9p",
+        "virtiofs",
+        "afs",
+        "lustre",
+        "gpfs",
+        "ceph",
+        "glusterfs",
+        "beegfs",
+        "ocfs2",
+        "gfs2",
+        "orangefs",
+        "pvfs2",
+        "cvfs",
+        "panfs",
+    ]
+)
+_LOCAL_FUSE_TYPES = frozenset({"fuse.fuse-overlayfs"})
+MOUNTINFO = "/proc/self/mountinfo"
+_OCTAL = re.compile(r"\\([0-7]{3})")
+NOTIFY_ENV = "WADDLE_NOTIFY"
+
+
+def filesystem_type(path: Path, mountinfo: str = MOUNTINFO) -> str | None:
+    """The type of the filesystem ``path`` is on: that of the longest mount point above
+    its resolved path in ``mountinfo``; None where that cannot be read (not Linux)."""
+    target = os.path.realpath(path)
+    best, found = -1, None
+    try:
+        with open(mountinfo, encoding="utf-8", errors="surrogateescape") as lines:
+            for line in lines:
+                fields = line.split()
+                if "-" not in fields[6:]:
+                    continue
+                # Spaces and the like in a mount point are escaped as octal (\040).
+                point = _OCTAL.sub(lambda m: chr(int(m[1], 8)), fields[4])
+                inside = target == point or target.startswith(os.path.join(point, ""))
+                if inside and len(point) > best:
+                    best, found = len(point), fields[fields.index("-", 6) + 1]
+    except (OSError, IndexError, UnicodeError):
+        return None
+    return found
+
+
+def unwatchable(log_dir: Path, mountinfo: str = MOUNTINFO) -> str | None:
+    """Why change notification must not be trusted for ``log_dir`` (module docstring),
+    or None where it may."""
+    if os.environ.get(NOTIFY_ENV, "").strip().lower() in {"0", "false", "no", "off"}:
+        return f"{NOTIFY_ENV}={os.environ[NOTIFY_ENV]}"
+    kind = filesystem_type(log_dir, mountinfo)
+    remote = kind in _REMOTE_TYPES or (
+        kind is not None and kind.startswith("fuse.") and kind not in _LOCAL_FUSE_TYPES
+    )
+    return f"a {kind} filesystem, whose changes made elsewhere are not told" if remote else None
+
 
 class Watcher:
     """Tells the readers of ``log_dir`` in this process which of its streams changed.
@@ -41,9 +116,12 @@ class Watcher:
 
     _shared: dict[str, Watcher] = {}
     _shared_lock = threading.Lock()
+    _told: set[str] = set()
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, inode: int) -> None:
         self.log_dir = log_dir
+        self.inode = inode  # the folder watched: one deleted and made again is another
+        self.gone = False  # the folder watched was deleted
         self._key = os.path.abspath(log_dir)
         self._prefix = os.path.join(self._key, "")
         self.active = False
@@ -58,10 +136,16 @@ class Watcher:
         watcher (started by the first subscriber; ``Watch.active`` is False where there
         is no notification to be had: poll only)."""
         key = os.path.abspath(log_dir)
+        try:
+            inode = os.stat(log_dir).st_ino
+        except OSError:
+            inode = -1
         with cls._shared_lock:
             watcher = cls._shared.get(key)
-            if watcher is None:
-                watcher = cls._shared[key] = Watcher(log_dir)
+            if watcher is None or watcher.inode != inode:
+                # The one before (if any) watched a folder since deleted: its own
+                # subscribers keep it until they close their watches.
+                watcher = cls._shared[key] = Watcher(log_dir, inode)
                 watcher.start()
             watch = Watch(watcher, wake)
             with watcher._lock:
@@ -79,18 +163,22 @@ class Watcher:
         if last:
             self.stop()
 
-    def start(self) -> bool:
-        """Start watching; False where there is no notification to be had (poll only)."""
+    def start(self) -> None:
+        """Start watching, unless there is no notification to be had or to be trusted
+        (``active`` stays False: the readers poll)."""
         try:
             import watchfiles
         except ImportError:
-            return False
+            return
+        why = unwatchable(self.log_dir, MOUNTINFO)  # read now: a test may point it elsewhere
+        if why is not None:
+            self._tell(why)
+            return
         self.active = True
         self._thread = threading.Thread(
             target=self._run, args=(watchfiles,), name="waddle-watch", daemon=True
         )
         self._thread.start()
-        return True
 
     def stop(self) -> None:
         self._stop.set()
@@ -110,13 +198,27 @@ class Watcher:
                 force_polling=False,
             ):
                 self._note(path for _, path in changes)
+                gone = watchfiles.Change.deleted
+                if any(c == gone and os.path.abspath(p) == self._key for c, p in changes):
+                    self.gone = True  # a folder made again there is another: watch that
+                    break
         except Exception as exc:  # a hint only: polling goes on without it
-            logger.info("waddle: no change notification for %s (%s); polling", self.log_dir, exc)
+            self._tell(str(exc))
         finally:
             self.active = False
+            with Watcher._shared_lock:  # a later subscriber gets a new watcher
+                if Watcher._shared.get(self._key) is self:
+                    del Watcher._shared[self._key]
             with self._lock:  # a reader waiting for news polls again instead
                 for watch in self._watches:
                     watch.wake.set()
+
+    def _tell(self, why: str) -> None:
+        """Say why the readers of this folder poll, once per folder and process (a reader
+        subscribes again now and then, and would say it again each time)."""
+        if self._key not in Watcher._told:
+            Watcher._told.add(self._key)
+            logger.info("waddle: no change notification for %s (%s); polling", self.log_dir, why)
 
     def _note(self, paths: Iterable[str]) -> None:
         # A host's log changes thousands of times a second: no ``Path`` per change.
@@ -147,6 +249,16 @@ class Watch:
     def active(self) -> bool:
         """Whether notifications come (else the reader must poll)."""
         return self.watcher.active
+
+    @property
+    def gone(self) -> bool:
+        """Whether the folder watched was deleted (the watcher has ended)."""
+        return self.watcher.gone
+
+    @property
+    def inode(self) -> int:
+        """The inode of the folder watched (-1: it was gone)."""
+        return self.watcher.inode
 
     def take(self) -> set[str]:
         """The streams changed since the last ``take`` (names of folders under the log)."""
