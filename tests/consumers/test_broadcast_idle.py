@@ -74,3 +74,19 @@ def test_a_client_joining_wakes_a_tail_waiting_for_one(
             hub.detach()
 
     assert asyncio.run(scenario())[0] == 0
+
+
+def test_a_join_wakes_every_tail_waiting_for_a_client() -> None:
+    hub = Hub()
+    woken: list[str] = []
+    hub.on_join(lambda: woken.append("first"))
+    hub.on_join(lambda: woken.append("second"))  # replaces nothing
+
+    async def scenario() -> None:
+        joining = asyncio.ensure_future(hub.join(Subscriber()))
+        await asyncio.sleep(0)  # join runs to its wait for the tail
+        hub.arm()
+        await asyncio.wait_for(joining, 10)
+
+    asyncio.run(scenario())
+    assert woken == ["first", "second"]

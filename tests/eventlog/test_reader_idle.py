@@ -147,19 +147,23 @@ def test_a_hint_wakes_a_quiet_tail(tmp_path: Path, tails: list[Tail]) -> None:
     eventually(lambda: tail.seqs("ingested") == [0, 1, 2], timeout=10, what="the hinted events")
 
 
-def test_a_hint_sets_the_wake_event_once_per_take() -> None:
+def test_a_hint_sets_the_wake_events_once_per_take() -> None:
     hints = Hints()
     queue = hints.subscribe()
+    wake, other, dropped = threading.Event(), threading.Event(), threading.Event()
+    queue.wakes(wake)
+    queue.wakes(other)  # a second waiter replaces nothing
+    queue.wakes(dropped)()
     hints.grew(["a"])
-    assert queue.wake.is_set()
-    queue.wake.clear()
+    assert wake.is_set() and other.is_set() and not dropped.is_set()
+    wake.clear()
     hints.grew(["b"])  # the reader has not taken "a" yet: it is awake already
-    assert not queue.wake.is_set()
+    assert not wake.is_set()
     assert queue.take() == {"a", "b"}
     hints.grew([])
-    assert not queue.wake.is_set()
+    assert not wake.is_set()
     hints.grew(["c"])
-    assert queue.wake.is_set()
+    assert wake.is_set()
 
 
 def test_a_live_stream_keeps_the_tail_polling(

@@ -198,7 +198,12 @@ class Hub:
         self._lock = threading.Lock()
         self.armed = False
         self._waiting: list[asyncio.Future[None]] = []
-        self.on_join: Callable[[], None] | None = None  # wakes a tail waiting for a client
+        self._on_join: list[Callable[[], None]] = []  # wake tails waiting for a client
+
+    def on_join(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` whenever a subscriber joins a disarmed hub (a tail that reads
+        nothing while no client is connected waits for it)."""
+        self._on_join.append(wake)
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -215,8 +220,8 @@ class Hub:
                 return
             waiting = asyncio.get_running_loop().create_future()
             self._waiting.append(waiting)
-        if self.on_join is not None:
-            self.on_join()
+        for wake in self._on_join:
+            wake()
         try:
             await waiting
         except asyncio.CancelledError:
@@ -318,7 +323,7 @@ class IdleSkippingReader(LogReader):
     def __init__(self, root: Path | str, hub: Hub) -> None:
         super().__init__(root)
         self.hub = hub
-        hub.on_join = self.wake
+        hub.on_join(self.wake)
         self.settled = False
 
     def _quiet(self, parking: Parking) -> bool:

@@ -298,8 +298,7 @@ class LogReader:
         current = dict(offsets)
         self._parking = parking = Parking(self)
         self._follower = threading.get_ident()
-        if self.hints is not None:
-            self.hints.wake = self._wake
+        unhint = None if self.hints is None else self.hints.wakes(self._wake)
         unwake = stop.wakes(self._wake) if isinstance(stop, StopEvent) else None
         idle = False
         try:
@@ -320,6 +319,8 @@ class LogReader:
         finally:
             self._parking = self._follower = None
             parking.close()
+            if unhint is not None:
+                unhint()
             if unwake is not None:
                 unwake()
 

@@ -27,7 +27,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import ModuleType
 
@@ -318,7 +318,8 @@ class Hints:
         with self._lock:
             for queue in self._queues:
                 if grown and not queue._grown:
-                    queue.wake.set()
+                    for wake in queue._wakes:
+                        wake.set()
                 queue._grown |= grown
 
     def covered(self) -> tuple[int, frozenset[str]]:
@@ -337,12 +338,25 @@ class Hints:
 
 class HintQueue:
     """One reader's view of ``Hints``: the streams grown since its last ``take``, and
-    ``wake``, set when there are some (a reader that follows puts its own event there)."""
+    the events to set when there are some (``wakes``: a reader that follows waits on
+    one)."""
 
     def __init__(self, hints: Hints) -> None:
         self.hints = hints
-        self.wake = threading.Event()
+        self._wakes: tuple[threading.Event, ...] = ()
         self._grown: set[str] = set()
+
+    def wakes(self, wake: threading.Event) -> Callable[[], None]:
+        """Set ``wake`` when streams grow after a ``take``; returns the function that
+        ends it (nothing else's event is replaced: two readers may wait on one queue)."""
+        with self.hints._lock:
+            self._wakes = (*self._wakes, wake)
+
+        def undo() -> None:
+            with self.hints._lock:
+                self._wakes = tuple(w for w in self._wakes if w is not wake)
+
+        return undo
 
     def take(self) -> set[str]:
         return self.hints._take(self._grown)
