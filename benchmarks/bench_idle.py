@@ -1,7 +1,9 @@
 """Idle cost: CPU of a caught-up ``waddle-consume`` and ``waddle serve`` over finished runs.
 
-A folder holds N finished runs of 10 events each (run, 8 metrics, finish), written by the
-real ``StreamWriter``. A whole ``waddle-consume`` process and a whole ``waddle serve``
+A folder holds N runs of 10 events each (run, 8 metrics, finish), written by the real
+``StreamWriter``; one in a hundred died an hour ago without its finish (a 9th metrics
+event instead, folder and segment dated back), as SIGKILLed or OOM-killed runs do in a
+real folder. A whole ``waddle-consume`` process and a whole ``waddle serve``
 process (each on its own copy of the folder: both run the DuckDB writer) catch up with
 it; once both have published every stream's last offset (``state/<name>.json``) and a
 few seconds passed, each round measures their CPU time (user + system, all threads,
@@ -38,6 +40,7 @@ from waddle.consumers.registry import StateStore
 from waddle.eventlog.writer import StreamWriter
 
 EVENTS_PER_RUN = 10
+CRASHED_EVERY = 100  # one run in CRASHED_EVERY has no finish
 SETTLE_S = 5.0
 CATCH_UP_TIMEOUT_S = 900.0
 # Run in each measured process: every Python thread's OS name (/proc/PID/task/TID/comm)
@@ -59,7 +62,7 @@ CONSUME = [
 
 
 def write_runs(root: Path, count: int) -> None:
-    """``count`` finished runs of ``EVENTS_PER_RUN`` events each."""
+    """``count`` runs of ``EVENTS_PER_RUN`` events each, 1 in ``CRASHED_EVERY`` crashed."""
     (root / "log").mkdir(parents=True, exist_ok=True)
     for index in range(count):
         run_id = f"idle{index:05d}"
@@ -80,10 +83,16 @@ def write_runs(root: Path, count: int) -> None:
                 "resumed": False,
             },
         )
-        for step in range(EVENTS_PER_RUN - 2):
+        crashed = index % CRASHED_EVERY == CRASHED_EVERY - 1
+        for step in range(EVENTS_PER_RUN - 1 - (not crashed)):
             writer.append("metrics", {"step": step, "data": {"loss": 1.0 / (step + 1)}})
-        writer.append("finish", {"exit_code": 0, "status": "finished", "dropped": {}})
+        if not crashed:
+            writer.append("finish", {"exit_code": 0, "status": "finished", "dropped": {}})
         writer.close()
+        if crashed:  # it died an hour ago
+            folder, past = root / "log" / run_id, time.time() - 3600
+            for path in [*folder.iterdir(), folder]:
+                os.utime(path, (past, past))
 
 
 def caught_up(root: Path, count: int) -> bool:
@@ -175,7 +184,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {time.strftime('%F %T')}")
-    print(f"{'finished runs':>14} {'waddle-consume %':>17} {'waddle serve %':>15}  (rounds)")
+    print(f"{'runs':>14} {'waddle-consume %':>17} {'waddle serve %':>15}  (rounds)")
     for count in (int(n) for n in args.runs.split(",")):
         with tempfile.TemporaryDirectory(prefix="waddle-idle-site-") as site:
             name_threads(Path(site))
