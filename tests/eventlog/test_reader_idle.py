@@ -299,6 +299,24 @@ def test_notification_is_not_trusted_on_a_network_filesystem(
     assert (watch_module.unwatchable(tmp_path / "log", str(mountinfo)) is None) == trusted
 
 
+def test_a_network_filesystem_is_polled_and_said_so_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text("1 0 8:1 / / rw - ext4 /dev/sda1 rw\n" + mount(tmp_path, "nfs4"))
+    monkeypatch.setattr(watch_module, "MOUNTINFO", str(mountinfo))
+    (tmp_path / "log").mkdir()
+    caplog.set_level("INFO", logger="waddle.eventlog")
+    watches = [Watcher.subscribe(tmp_path / "log", threading.Event()) for _ in range(3)]
+    try:
+        assert not any(watch.active for watch in watches)
+    finally:
+        for watch in watches:
+            watch.close()
+    told = [r.getMessage() for r in caplog.records if "no change notification" in r.getMessage()]
+    assert len(told) == 1 and "nfs4" in told[0]
+
+
 def test_a_watcher_that_fails_wakes_its_readers_to_poll(tmp_path: Path, tails: list[Tail]) -> None:
     write(tmp_path, "done", 1)
     reader = QuietReader(tmp_path, notify=True)
