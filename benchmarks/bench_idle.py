@@ -9,7 +9,8 @@ it; once both have published every stream's last offset (``state/<name>.json``) 
 few seconds passed, each round measures their CPU time (user + system, all threads,
 psutil) over ``--seconds`` and reports it as % of one core. Medians of the rounds.
 
-Then each process's CPU per thread (medians of the rounds, threads of one name summed):
+Then each process's wakeups per second (its threads' voluntary context switches) and
+its CPU per thread (medians of the rounds, threads of one name summed):
 idle cost is a matter of how many threads wake and how often, so the figure says which.
 Python threads get their ``threading`` name as the OS thread name in the measured
 processes (a ``sitecustomize`` put on their ``PYTHONPATH``: the code measured is
@@ -123,28 +124,45 @@ def thread_times(proc: psutil.Process) -> dict[str, float]:
     return times
 
 
-Sample = tuple[float, dict[str, float]]
+def wakeups(proc: psutil.Process) -> int:
+    """How many times the process's threads went to sleep and woke up so far (their
+    voluntary context switches, /proc): what an idle process should do rarely, and a
+    figure psutil's 10 ms CPU ticks blur at these levels."""
+    total = 0
+    for task in os.listdir(f"/proc/{proc.pid}/task"):
+        try:
+            status = Path(f"/proc/{proc.pid}/task/{task}/status").read_text()
+        except FileNotFoundError:  # ended since listed
+            continue
+        for line in status.splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                total += int(line.split()[1])
+    return total
+
+
+Sample = tuple[float, dict[str, float], float]  # CPU %, % per thread name, wakeups/s
 
 
 def cpu_percent(procs: list[psutil.Process], seconds: float) -> list[Sample]:
     """Each process's CPU time over ``seconds`` of wall time, in % of one core: the whole
     process's and each thread name's."""
-    before = [(sum(p.cpu_times()[:2]), thread_times(p)) for p in procs]
+    before = [(sum(p.cpu_times()[:2]), thread_times(p), wakeups(p)) for p in procs]
     start = time.monotonic()
     time.sleep(seconds)
     wall = time.monotonic() - start
     samples = []
-    for proc, (total, threads) in zip(procs, before, strict=True):
+    for proc, (total, threads, woke) in zip(procs, before, strict=True):
         after = thread_times(proc)
         per = {name: 100 * (t - threads.get(name, 0.0)) / wall for name, t in after.items()}
-        samples.append((100 * (sum(proc.cpu_times()[:2]) - total) / wall, per))
+        rate = (wakeups(proc) - woke) / wall
+        samples.append((100 * (sum(proc.cpu_times()[:2]) - total) / wall, per, rate))
     return samples
 
 
 def per_thread(samples: list[Sample]) -> str:
     """Median % per thread name over the rounds, the costliest first."""
-    names = {name for _, per in samples for name in per}
-    medians = {n: statistics.median(per.get(n, 0.0) for _, per in samples) for n in names}
+    names = {name for _, per, _ in samples for name in per}
+    medians = {n: statistics.median(per.get(n, 0.0) for _, per, _ in samples) for n in names}
     ranked = sorted(medians.items(), key=lambda item: -item[1])
     return ", ".join(f"{name} {value:.2f}" for name, value in ranked)
 
@@ -195,6 +213,8 @@ def main() -> None:
             f"{statistics.median(s[0] for s in serve):>15.2f}  ({rounds})",
             flush=True,
         )
+        woke = [statistics.median(s[2] for s in proc) for proc in (consume, serve)]
+        print(f"{'':>14}   wakeups/s: consume {woke[0]:.1f}, serve {woke[1]:.1f}")
         print(f"{'':>14}   consume threads %: {per_thread(consume)}")
         print(f"{'':>14}   serve threads %: {per_thread(serve)}", flush=True)
 
