@@ -45,7 +45,9 @@ CRASHED_EVERY = 100  # one run in CRASHED_EVERY has no finish
 SETTLE_S = 5.0
 CATCH_UP_TIMEOUT_S = 900.0
 # Run in each measured process: every Python thread's OS name (/proc/PID/task/TID/comm)
-# becomes its ``threading`` name less "waddle-", cut to the 15 bytes Linux keeps.
+# becomes its ``threading`` name less "waddle-", cut to the 15 bytes Linux keeps. It
+# patches the private ``Thread._bootstrap_inner`` and shadows any ``sitecustomize``
+# already on the path: fine for a benchmark, never for the code measured.
 NAME_THREADS = """
 import ctypes, threading
 _libc = ctypes.CDLL(None)

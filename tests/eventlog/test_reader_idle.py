@@ -351,6 +351,28 @@ def test_a_reader_whose_watcher_ended_subscribes_again(
     eventually(lambda: tail.seqs("done") == [0, 1, 2, 3], timeout=10, what="the resume")
 
 
+def test_a_reader_with_notification_off_does_not_subscribe_again(
+    tmp_path: Path, tails: list[Tail], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(parking_module, "_REWATCH_S", 0.0)
+    monkeypatch.setenv("WADDLE_NOTIFY", "0")
+    subscribed: list[Path] = []
+    subscribe = Watcher.subscribe
+
+    def counting(log_dir: Path, wake: threading.Event) -> Any:
+        subscribed.append(log_dir)
+        return subscribe(log_dir, wake)
+
+    monkeypatch.setattr(Watcher, "subscribe", counting)
+    write(tmp_path, "done", 1)
+    reader = QuietReader(tmp_path, notify=True)
+    tail = Tail(reader)
+    tails.append(tail)
+    tail.thread.start()
+    eventually(lambda: reader.rounds > 50, timeout=10, what="50 rounds")
+    assert len(subscribed) == 1  # nothing to try again: no mountinfo read every round
+
+
 def test_a_log_folder_made_anew_is_watched_anew(
     tmp_path: Path, tails: list[Tail], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -155,13 +155,14 @@ class Parking:
     def watch(self, wake: threading.Event) -> None:
         """Subscribe to change notification, setting ``wake`` on news (it is a hint:
         polling goes on regardless); again where the log folder was deleted or made anew
-        (a watch of the old one hears nothing) or, every ``_REWATCH_S``, where no watcher
-        is up (its thread ended: an inotify limit, an error)."""
+        (a watch of the old one hears nothing) or, every ``_REWATCH_S``, where the
+        watcher's thread ended (an inotify limit, an error). Where notification is off
+        or not trusted (``Watcher.start``) it is not tried again."""
         watcher = self.watcher
         if watcher is not None:
             remade = self.listed_key is not None and self.listed_key[0] != watcher.inode
-            ended = time.monotonic() - self.watched_at > _REWATCH_S or watcher.gone
-            retry = not watcher.active and ended
+            waited = time.monotonic() - self.watched_at > _REWATCH_S
+            retry = watcher.ended and (waited or watcher.gone)
             if not (remade or retry):
                 return
             self.watcher = None

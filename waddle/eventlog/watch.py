@@ -251,6 +251,12 @@ class Watch:
         return self.watcher.active
 
     @property
+    def ended(self) -> bool:
+        """Whether the watching thread ran and ended (an error, the folder deleted); not
+        where there was no notification to be had or trusted (nothing to try again)."""
+        return self.watcher._thread is not None and not self.watcher.active
+
+    @property
     def gone(self) -> bool:
         """Whether the folder watched was deleted (the watcher has ended)."""
         return self.watcher.gone
