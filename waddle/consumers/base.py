@@ -92,6 +92,10 @@ class Consumer:
         commits at idle moments too."""
         return False
 
+    def finishing(self) -> None:
+        """The run loop is about to end (a stop, or ``once`` caught up): its next commit
+        is its last, so it must hold everything the consumer still has in flight."""
+
     def fresh(self, batch: Batch) -> list[Event]:
         """The events of ``batch`` above the last seq taken from its stream; advances it.
 
@@ -295,6 +299,7 @@ class _Loop:
                     progress.advance(consumer.name, batches)
                 if time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
                     commit()
+            consumer.finishing()
             commit(publish_now=True)
             if consumer.durable:
                 self.registry.settle(consumer.name)  # the snapshot alone holds them all

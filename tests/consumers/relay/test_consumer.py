@@ -47,6 +47,7 @@ from waddle.errors import (
     HostUnreachable,
     PermanentError,
     UsageError,
+    WaddleError,
 )
 from waddle.eventlog.reader import Batch, LogReader, Offset
 from waddle.eventlog.record import encode
@@ -662,11 +663,11 @@ def test_a_refused_part_parks_its_stream_only_and_a_busy_one_is_deferred_then_se
     root = tmp_path / "w"
     for run in ("ok", "refused", "busy"):
         write_run(root, run, 30)
-    relay = relay_once(root, host.url)
+    relay = relay_once(root, host.url, linger=0)  # no pause: the last commit resends it
     assert list(relay.parked) == ["refused"] and "invalid_event" in relay.parked["refused"]
     deferred = [r.getMessage() for r in caplog.records if "backs off alone" in r.getMessage()]
     assert len(deferred) == 1 and "'busy'" in deferred[0]
-    assert relay.deferred == {}, "its wait (FAST) was over at the commit: sent from the log"
+    assert relay.deferred == {}, "the last commit sends it from the log, whatever its wait"
     assert relayed(root, host.url) == {s: q for s, q in last_seqs(root).items() if s != "refused"}
     alone = [r["path"] for r in host.requests if not r["path"].startswith("/ingest/batch")]
     assert alone == ["/ingest?stream=busy"], "the busy part is resent alone, nothing else"
@@ -908,3 +909,75 @@ def test_a_live_round_is_read_while_the_one_before_it_lands(
         live.close()
     assert relayed(root, host.url) == {"live": 2}
     assert sent_seqs(host.requests) == {"live": [0, 1, 2]}
+
+
+def test_once_commits_every_round_even_from_a_host_slower_than_linger(
+    fake_host: Callable[..., FakeHost], tmp_path: Path
+) -> None:
+    """A live round's commit may return before it lands (the next round settles it),
+    but not the loop's last: ``waddle-consume --once --relay`` exited 0 having committed
+    nothing of its last round whenever the host answered slower than ``linger``."""
+
+    def slow(request: dict[str, Any]) -> Reply:
+        time.sleep(0.5)  # longer than linger: the answer lands after the loop's last commit
+        return held_all(request)
+
+    host = fake_host(slow)
+    root = tmp_path / "w"
+    for run in ("a", "b"):
+        write_run(root, run, 30)
+    stop = threading.Event()  # the daemon gives its relay the loop's stop
+    relay = RelayConsumer(root, host.url, stop=stop, backoff=FAST, linger=0.05)
+    committed = run_consumer(relay, root, stop, once=True)
+    assert committed == relay.acked() and relayed(root, host.url) == last_seqs(root)
+
+
+def test_once_ends_in_an_error_naming_a_stream_the_host_still_refuses(
+    fake_host: Callable[..., FakeHost], tmp_path: Path
+) -> None:
+    """A cron'd ``waddle-consume --once --relay`` must not report success while a
+    deferred stream is undelivered: the others are committed, then the run fails."""
+
+    def refuse_busy(request: dict[str, Any]) -> Reply:
+        busy = {"error": "write_failed", "message": "fsync failed", "seq": -1}
+        if not request["path"].startswith("/ingest/batch"):
+            if request["path"].endswith("=busy"):
+                return 503, busy, {}
+            return held_all(request)
+        entries = [
+            {"stream": stream, "status": 503, **busy}
+            if stream == "busy"
+            else held_part(stream, events)
+            for stream, events in parts_of(request)
+        ]
+        return 200, {"streams": entries}, {}
+
+    host = fake_host(refuse_busy)
+    root = tmp_path / "w"
+    for run in ("ok", "busy"):
+        write_run(root, run, 30)
+    stop = threading.Event()
+    relay = RelayConsumer(root, host.url, stop=stop, backoff=FAST)
+    with pytest.raises(WaddleError, match="'busy'"):
+        run_consumer(relay, root, stop, once=True)
+    assert relayed(root, host.url) == {"ok": last_seqs(root)["ok"]}
+    assert sent_seqs(host.requests)["busy"].count(0) >= 2, "tried again before giving up"
+
+
+def test_a_deferred_stream_that_gets_parked_is_no_longer_deferred(
+    fake_host: Callable[..., FakeHost], tmp_path: Path
+) -> None:
+    """Busy first (deferred), then refused when sent again (parked): it is parked only,
+    and a ``--once`` run says so instead of calling it still deferred."""
+
+    def busy_then_refused(request: dict[str, Any]) -> Reply:
+        if not request["path"].startswith("/ingest/batch"):
+            return 400, {"error": "invalid_event", "message": "no", "line": 1}, {}
+        busy = {"status": 503, "error": "write_failed", "message": "fsync failed", "seq": -1}
+        return 200, {"streams": [{"stream": s, **busy} for s, _ in parts_of(request)]}, {}
+
+    host = fake_host(busy_then_refused)
+    root = tmp_path / "w"
+    write_run(root, "flaky", 30)
+    relay = relay_once(root, host.url)
+    assert list(relay.parked) == ["flaky"] and relay.deferred == {}

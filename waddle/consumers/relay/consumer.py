@@ -168,6 +168,8 @@ class RelayConsumer(Consumer):
         self._flight: list[Future[None]] = []
         self._read_began = time.monotonic()  # when the round being handled was read
         self._overlap = False  # the last round was live: commits let it land alone
+        self._final = False  # the run loop is ending: its commit waits for everything
+        self._owed = False  # it ended caught up, not stopped: deferred streams are an error
         self.sender = Sender(
             self,
             self.root,
@@ -201,6 +203,7 @@ class RelayConsumer(Consumer):
         self._interrupted.clear()
         self._flight = []
         self._read_began = time.monotonic()
+        self._overlap = self._final = self._owed = False
         self._pool = ThreadPoolExecutor(self.senders, thread_name_prefix=f"waddle-{self.name}")
         return super().start(offsets)
 
@@ -254,16 +257,26 @@ class RelayConsumer(Consumer):
         read no faster than its rounds landed, whatever ``linger``. Then it returns what
         has landed so far; the next ``handle`` settles the round, and the loop commits
         at idle moments while requests are in flight (``unsettled``). Only for a relay
-        given the run loop's ``stop``: the commit after a stop waits for them all."""
-        if self._overlap and self.stop is not None and not self.stopping():
+        given the run loop's ``stop``, and never the loop's last commit (``finishing``:
+        a stop, or ``once`` caught up), which waits for them all."""
+        if self._overlap and not self._final and self.stop is not None and not self.stopping():
             self._reap()
             self._resend_due()
             return self.acked()
         self._settle()
         if self.deferred:
-            self._resend_due()
+            self._resend_due(every=self._final)
             self._settle()
+        if self._final:
+            self._owed = not self.stopping()
         return self.acked()
+
+    def finishing(self) -> None:
+        """The loop's last commit comes next: it waits for every request in flight and
+        tries each deferred stream once more, whatever its wait. If the loop ended caught
+        up (``once``), not stopped, a stream still deferred after it is an error at
+        ``close``: ``waddle-consume --once`` must not report success having left it."""
+        self._final = True
 
     def unsettled(self) -> bool:
         """While requests are in flight, or a stream is deferred (its resend comes from
@@ -276,7 +289,10 @@ class RelayConsumer(Consumer):
             return dict(self._acked)
 
     def close(self) -> None:
-        """Stop sending: batches still in flight are abandoned (they were not committed)."""
+        """Stop sending: batches still in flight are abandoned (they were not committed).
+
+        Raises ``WaddleError`` naming the streams still deferred when the loop ended
+        caught up rather than stopped (``once``): their events were not delivered."""
         self._interrupted.set()
         try:
             self._settle()
@@ -286,6 +302,13 @@ class RelayConsumer(Consumer):
                 self._pool = None
             self.sender.close()
             self.blobs.close()
+        left = sorted(self.deferred) if self._owed else []
+        if left:
+            raise WaddleError(
+                f"relay {self.name}: {self.url} refused stream(s) {', '.join(map(repr, left))} "
+                "for now (a 503 of those streams: see the warnings above); their events were "
+                "not delivered and stay on disk, to be sent by the next run"
+            )
 
     def _reap(self) -> None:
         """Forget the requests that have landed; re-raise what went wrong in one (a bug)."""
@@ -394,11 +417,16 @@ class RelayConsumer(Consumer):
             self.deferred[stream] = (time.monotonic() + delay, attempt)
         return attempt
 
-    def _resend_due(self) -> None:
-        """Start sending again each deferred stream whose wait is over (see ``_resend``)."""
+    def _resend_due(self, *, every: bool = False) -> None:
+        """Start sending again each deferred stream whose wait is over (see ``_resend``),
+        or ``every`` one (the last commit, after a settle: none is being resent)."""
         now = time.monotonic()
         with self._lock:
-            due = [s for s, (at, _) in self.deferred.items() if at <= now and s not in self.parked]
+            due = [
+                s
+                for s, (at, _) in self.deferred.items()
+                if (every or at <= now) and s not in self.parked
+            ]
             for stream in due:  # not due again while this resend runs: it defers anew
                 self.deferred[stream] = (math.inf, self.deferred[stream][1])
         for stream in due:
@@ -444,6 +472,7 @@ class RelayConsumer(Consumer):
             if stream in self.parked:
                 return
             self.parked[stream] = reason
+            self.deferred.pop(stream, None)
         logger.error(
             "waddle relay %s: stream %r is not forwarded to %s: %s. Its events stay on disk; "
             "the other streams go on. Restart the relay once the cause is fixed.",
