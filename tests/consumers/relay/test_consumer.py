@@ -6,8 +6,11 @@ from __future__ import annotations
 import gzip
 import io
 import logging
+import os
 import random
 import shutil
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,8 +24,10 @@ import pytest
 
 from tests.consumers.logs import mixed, open_stream, run_fields, write_run
 from tests.consumers.relay.support import (
+    WADDLE,
     central,
     checksums,
+    clean_env,
     free_port,
     last_seqs,
     log_events,
@@ -981,3 +986,54 @@ def test_a_deferred_stream_that_gets_parked_is_no_longer_deferred(
     write_run(root, "flaky", 30)
     relay = relay_once(root, host.url)
     assert list(relay.parked) == ["flaky"] and relay.deferred == {}
+
+
+# In a ``waddle relay`` process: the tail's quiet wait lasts 120 s, and a file says when
+# the tail rests (only with nothing live), so the test signals a tail that waits.
+RESTING = """
+import os, pathlib
+from waddle.eventlog import reader
+
+reader.IDLE_WAIT_S = 120.0
+_rest, _marker = reader.LogReader._rest, pathlib.Path(os.environ["RELAY_RESTING"])
+
+
+def _resting(self, stop, until):
+    _marker.touch()
+    _rest(self, stop, until)
+
+
+reader.LogReader._rest = _resting
+"""
+
+
+def test_waddle_relay_stops_on_sigterm_while_its_tail_waits_with_nothing_live(
+    fake_host: Callable[..., FakeHost], tmp_path: Path
+) -> None:
+    """The signal's stop must wake the tail: with a plain event it waited out its whole
+    quiet wait (``IDLE_WAIT_S``: 120 s here) before the relay could stop."""
+    host = fake_host(held_all)
+    root = tmp_path / "w"
+    for run in ("a", "b"):
+        write_run(root, run, 5)
+    past = time.time() - 3600  # a folder changed within 2 s is polled, not rested on
+    for folder in (log_dir(root) / "a", log_dir(root) / "b", log_dir(root)):
+        os.utime(folder, (past, past))
+    site, resting = tmp_path / "site", tmp_path / "resting"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(RESTING)
+    env = clean_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])
+    env["RELAY_RESTING"] = str(resting)
+    argv = [*WADDLE, "relay", host.url, "--dir", str(root), "--interval", "0.02"]
+    proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    try:
+        eventually(resting.exists, 30, "the tail resting (every stream read and parked)")
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(30)  # far below the 120 s it waited before
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _, err = proc.communicate(timeout=30)
+    assert rc == 0, err.decode(errors="replace")
+    assert relayed(root, host.url) == last_seqs(root), "its last commit holds every stream"

@@ -71,7 +71,7 @@ from waddle.event_types import Event
 from waddle.eventlog.reader import DEFAULT_POLL_INTERVAL, Batch, LogReader, Offset
 from waddle.eventlog.segment import log_dir, segment_name
 from waddle.ids import ID_CHARS
-from waddle.signals import on_stop_signals
+from waddle.signals import StopEvent, on_stop_signals
 
 logger = logging.getLogger("waddle.relay")
 
@@ -532,7 +532,7 @@ def relay_until_stopped(
 ) -> int:
     """The relay alone (``waddle relay URL``): forward until SIGINT or SIGTERM, then commit
     what the host acknowledged and return 0 (1 when the relay could not run)."""
-    stop = threading.Event()
+    stop = StopEvent()  # a signal's set() also wakes a tail waiting with nothing live
     relay = RelayConsumer(root, url, token=token, stop=stop)
     restore = on_stop_signals(lambda signum: stop.set())
     try:

@@ -35,7 +35,7 @@ from waddle.consumers.relay.client import DEFAULT_TIMEOUT_S
 from waddle.consumers.relay.consumer import RelayConsumer
 from waddle.errors import ConsumerLockedError, PermanentError
 from waddle.eventlog.reader import Batch, LogReader, Offset
-from waddle.signals import on_stop_signals
+from waddle.signals import StopEvent, on_stop_signals
 
 DEFAULT_SYNC_TIMEOUT_S = 30.0
 _BAR_WIDTH = 24
@@ -155,7 +155,7 @@ def sync(
     root = Path(root)
     out = out if out is not None else sys.stderr
     tty = out.isatty() if tty is None else tty
-    stop = stop or threading.Event()
+    stop = stop or StopEvent()  # its set() also wakes a tail waiting with nothing live
     relay = RelayConsumer(
         root,
         url,
