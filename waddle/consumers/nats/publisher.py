@@ -63,7 +63,7 @@ from waddle.event_types import Event
 from waddle.eventlog.reader import Batch, Offset
 from waddle.eventlog.record import encode
 from waddle.eventlog.segment import log_dir, segment_name
-from waddle.signals import on_stop_signals
+from waddle.signals import StopEvent, on_stop_signals
 
 logger = logging.getLogger("waddle.nats")
 
@@ -386,7 +386,7 @@ def _project_of(stream_dir: Path) -> str | None:
 def sync(root: Path | str, url: str, *, timeout: float, out: TextIO) -> int:
     """``waddle sync nats://``: publish what is on disk, then exit (0; 1 when the broker
     stayed unreachable for ``timeout`` seconds or a relay to it is already running)."""
-    stop = threading.Event()
+    stop = StopEvent()
     relay = NatsRelay(
         root,
         url,
