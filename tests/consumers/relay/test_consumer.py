@@ -1037,3 +1037,31 @@ def test_waddle_relay_stops_on_sigterm_while_its_tail_waits_with_nothing_live(
         _, err = proc.communicate(timeout=30)
     assert rc == 0, err.decode(errors="replace")
     assert relayed(root, host.url) == last_seqs(root), "its last commit holds every stream"
+
+
+def test_parts_a_host_shutting_down_refuses_go_again_together_not_stream_by_stream(
+    fake_host: Callable[..., FakeHost], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A host-wide 503 of each part (the host stopping) is an outage of the host, not of
+    each stream: one warning and the round again as one request, not a deferral, a
+    warning and a request of its own per stream."""
+
+    def stopping_once(request: dict[str, Any]) -> Reply:
+        if len(host.requests) > 1:
+            return held_all(request)
+        going = {"status": 503, "error": "shutting_down", "message": "the host is stopping"}
+        return 200, {"streams": [{"stream": s, **going} for s, _ in parts_of(request)]}, {}
+
+    host = fake_host(stopping_once)
+    root = tmp_path / "w"
+    runs = [f"run{n}" for n in range(6)]
+    for run in runs:
+        write_run(root, run, 10)
+    relay = relay_once(root, host.url)
+    assert relay.deferred == {} and relay.parked == {}
+    assert relayed(root, host.url) == last_seqs(root)
+    assert [r["path"] for r in host.requests] == ["/ingest/batch", "/ingest/batch"]
+    assert sorted(stream for stream, _ in parts_of(host.requests[1])) == runs
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len([w for w in warnings if "shutting_down" in w]) == 1, warnings
+    assert not [w for w in warnings if "backs off alone" in w], warnings

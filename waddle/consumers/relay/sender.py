@@ -23,10 +23,12 @@ outage longer than ``give_up_after``), having told its ``owner`` why:
 
 A part the host did not take whole (its 409) goes on alone through ``send``, which
 resends what the host lacks; a part it refused (400) parks only that stream. A 503 that
-refuses one stream while the host takes others (a part's 503, or ``/ingest``'s
-``write_failed`` or ``log_unavailable``) goes to ``owner.defer``, which backs that
-stream off alone and sends it again later; where the owner declines (``waddle sync``,
-which waits on every stream), it is retried in place with backoff. A
+refuses one stream while the host takes others (``write_failed`` or ``log_unavailable``,
+of a part or of ``/ingest``) goes to ``owner.defer``, which backs that stream off alone
+and sends it again later; where the owner declines (``waddle sync``, which waits on
+every stream), it is retried in place with backoff. Parts answered a host-wide 503
+(``shutting_down``: the host is going away) are the host's outage, not their streams':
+they go again together after one backoff. A
 host without ``/ingest/batch`` (404, 405) is sent each stream alone from then on (said
 once). A multi-stream request refused as a whole (a 400: relay and host disagree about
 its framing, a bug on one side) has its parts sent alone, and each cause is logged once
@@ -43,7 +45,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeGuard, TypeVar
 
 from waddle.consumers.relay.client import Backoff, Held, IngestClient, part_header
 from waddle.consumers.relay.parts import Part, fill_gaps, fillable, placeholders
@@ -161,11 +163,17 @@ class Sender:
             size = self.post_bytes if alone else size + framed
         return requests
 
-    def send_parts(self, parts: list[Part]) -> list[bool]:
+    def send_parts(self, parts: list[Part], attempt: int = 0) -> list[bool]:
         """Post ``parts`` (distinct streams) in one request; per part, whether the host
-        now holds all of its events (False: see ``send``)."""
+        now holds all of its events (False: see ``send``).
+
+        Parts the host answered a host-wide 503 (``shutting_down``, ``unavailable``: it is
+        going away, not refusing those streams) are posted again together after one
+        backoff (``attempt``: how many such rounds came before), as an unreachable host's
+        request is; only a 503 of one stream (``STREAM_BUSY``) is that stream's alone."""
         if not self.batching or not all(part.gapless for part in parts):
             return [self.send(part.stream, part.events) for part in parts]
+        began = time.monotonic()
         try:
             answers = self._exchange(
                 lambda client: client.post_batch(
@@ -183,7 +191,16 @@ class Sender:
             return [self.send(part.stream, part.events) for part in parts]
         if answers is None:
             return [False] * len(parts)
-        return [self._settle(part, answer) for part, answer in zip(parts, answers, strict=True)]
+        away = [(i, answer) for i, answer in enumerate(answers) if _refuses_host(answer)]
+        held = [
+            False if _refuses_host(answer) else self._settle(part, answer)
+            for part, answer in zip(parts, answers, strict=True)
+        ]
+        if away and self._wait_out(away[0][1], attempt, began):
+            again = self.send_parts([parts[i] for i, _ in away], attempt + 1)
+            for (i, _), landed in zip(away, again, strict=True):
+                held[i] = landed
+        return held
 
     def _settle(self, part: Part, answer: Held | HostRefused) -> bool:
         """Whether the host holds ``part`` after its answer, resending what it lacks."""
@@ -195,7 +212,7 @@ class Sender:
             if lacks and not self._resend_from_log(part.stream, answer.seq, first - 1, 1):
                 return False
             return self.send(part.stream, part.events)
-        if isinstance(answer, HostBusy):
+        if isinstance(answer, HostBusy):  # of this stream alone (``send_parts``)
             if self.owner.defer(part.stream, answer):
                 return False  # the host took the request: only this stream is refused now
             return self.send(part.stream, part.events)  # alone, with backoff
@@ -424,9 +441,14 @@ class Sender:
         )
 
 
-def _refuses_stream(exc: TransientError) -> bool:
+def _refuses_stream(exc: TransientError) -> TypeGuard[HostBusy]:
     """Whether ``exc`` is the host refusing one stream for now, not the host being away."""
     return isinstance(exc, HostBusy) and exc.code in STREAM_BUSY
+
+
+def _refuses_host(answer: Held | HostRefused) -> TypeGuard[HostBusy]:
+    """Whether a part's ``answer`` is the host being away (a 503 not of that stream)."""
+    return isinstance(answer, HostBusy) and not _refuses_stream(answer)
 
 
 def _framed(part: Part) -> int:
