@@ -278,6 +278,17 @@ def test_a_filesystem_s_type_is_its_longest_mount_point_s(tmp_path: Path) -> Non
     assert watch_module.filesystem_type(tmp_path, str(tmp_path / "missing")) is None
 
 
+def test_a_mount_over_another_on_the_same_point_is_the_one_that_counts(tmp_path: Path) -> None:
+    # NFS through systemd's automount: the autofs trigger first, the NFS mount over it.
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        "1 0 8:1 / / rw - ext4 /dev/sda1 rw\n"
+        + mount(tmp_path / "data", "autofs")
+        + mount(tmp_path / "data", "nfs4")
+    )
+    assert watch_module.filesystem_type(tmp_path / "data" / "log", str(mountinfo)) == "nfs4"
+
+
 @pytest.mark.parametrize(
     ("kind", "trusted"),
     [

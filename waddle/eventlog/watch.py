@@ -74,7 +74,9 @@ NOTIFY_ENV = "WADDLE_NOTIFY"
 
 def filesystem_type(path: Path, mountinfo: str = MOUNTINFO) -> str | None:
     """The type of the filesystem ``path`` is on: that of the longest mount point above
-    its resolved path in ``mountinfo``; None where that cannot be read (not Linux)."""
+    its resolved path in ``mountinfo``, the last listed of equal ones (a mount over
+    another, e.g. NFS over systemd's autofs trigger, is listed after it); None where that
+    cannot be read (not Linux)."""
     target = os.path.realpath(path)
     best, found = -1, None
     try:
@@ -86,7 +88,7 @@ def filesystem_type(path: Path, mountinfo: str = MOUNTINFO) -> str | None:
                 # Spaces and the like in a mount point are escaped as octal (\040).
                 point = _OCTAL.sub(lambda m: chr(int(m[1], 8)), fields[4])
                 inside = target == point or target.startswith(os.path.join(point, ""))
-                if inside and len(point) > best:
+                if inside and len(point) >= best:
                     best, found = len(point), fields[fields.index("-", 6) + 1]
     except (OSError, IndexError, UnicodeError):
         return None
