@@ -1065,3 +1065,55 @@ def test_parts_a_host_shutting_down_refuses_go_again_together_not_stream_by_stre
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len([w for w in warnings if "shutting_down" in w]) == 1, warnings
     assert not [w for w in warnings if "backs off alone" in w], warnings
+
+
+def shutting_down(request: dict[str, Any]) -> Reply:
+    """A host stopping: each part of the request answered a host-wide 503."""
+    going = {"status": 503, "error": "shutting_down", "message": "the host is stopping"}
+    return 200, {"streams": [{"stream": s, **going} for s, _ in parts_of(request)]}, {}
+
+
+def test_a_host_shutting_down_for_many_rounds_is_one_outage(
+    fake_host: Callable[..., FakeHost], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Round after round of host-wide 503s is one outage: one warning when it begins and
+    one when it ends, not a pair per round (and no stack frame per round)."""
+    host = fake_host(lambda r: shutting_down(r) if len(host.requests) <= 40 else held_all(r))
+    root = tmp_path / "w"
+    for run in ["a", "b", "c"]:
+        write_run(root, run, 10)
+    with caplog.at_level(logging.WARNING, "waddle.relay"):
+        relay = RelayConsumer(root, host.url, backoff=Backoff(base=0.001, cap=0.002))
+        run_consumer(relay, root, threading.Event(), once=True)
+    assert relayed(root, host.url) == last_seqs(root)
+    assert len(host.requests) == 41
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len([w for w in warnings if "retrying with backoff" in w]) == 1, warnings
+    assert len([w for w in warnings if "reachable again" in w]) == 1, warnings
+
+
+def test_a_host_that_stays_shutting_down_is_given_up_on(
+    fake_host: Callable[..., FakeHost], tmp_path: Path
+) -> None:
+    """``give_up_after`` (``waddle sync --timeout``) counts a host that answers every part
+    "shutting down" as away: the relay gives up instead of asking for ever."""
+    host = fake_host(shutting_down)
+    root = tmp_path / "w"
+    write_run(root, "a", 10)
+    stop = threading.Event()
+    relay = RelayConsumer(
+        root,
+        host.url,
+        stop=stop,
+        stop_on_failure=True,
+        backoff=Backoff(base=0.001, cap=0.01),
+        give_up_after=0.5,
+    )
+    thread = threading.Thread(target=run_consumer, args=(relay, root, stop), daemon=True)
+    thread.start()
+    thread.join(30)
+    gave_up = not thread.is_alive()
+    stop.set()  # ends a relay that never gives up, so the test ends either way
+    thread.join(30)
+    assert gave_up, "it never gave up"
+    assert relay.failure is not None and "within 0.5s" in str(relay.failure)

@@ -163,44 +163,54 @@ class Sender:
             size = self.post_bytes if alone else size + framed
         return requests
 
-    def send_parts(self, parts: list[Part], attempt: int = 0) -> list[bool]:
+    def send_parts(self, parts: list[Part]) -> list[bool]:
         """Post ``parts`` (distinct streams) in one request; per part, whether the host
         now holds all of its events (False: see ``send``).
 
-        Parts the host answered a host-wide 503 (``shutting_down``, ``unavailable``: it is
-        going away, not refusing those streams) are posted again together after one
-        backoff (``attempt``: how many such rounds came before), as an unreachable host's
-        request is; only a 503 of one stream (``STREAM_BUSY``) is that stream's alone."""
+        A request whose every part the host answered a host-wide 503 (``shutting_down``,
+        ``unavailable``: it is going away, not refusing those streams) is an outage,
+        waited out and timed as an unreachable host's request is; parts answered so
+        beside parts it took are posted again together at once. Only a 503 of one
+        stream (``STREAM_BUSY``) is that stream's alone."""
         if not self.batching or not all(part.gapless for part in parts):
             return [self.send(part.stream, part.events) for part in parts]
-        began = time.monotonic()
+        held = [False] * len(parts)
+        todo = list(range(len(parts)))
+        while todo:
+            landed, away = self._post_parts([parts[i] for i in todo])
+            for i, ok in zip(todo, landed, strict=True):
+                held[i] = ok
+            todo = [todo[j] for j in away]
+        return held
+
+    def _post_parts(self, parts: list[Part]) -> tuple[list[bool], list[int]]:
+        """One multi-stream request of ``parts``: per part whether the host holds it, and
+        the indices of the parts the host answered it is going away (to post again)."""
         try:
             answers = self._exchange(
-                lambda client: client.post_batch(
-                    [(part.stream, len(part.events), part.lines) for part in parts]
+                lambda client: _outage_if_all_away(
+                    client.post_batch(
+                        [(part.stream, len(part.events), part.lines) for part in parts]
+                    )
                 ),
                 self._batch_denied,
             )
         except _TooLarge:
             if len(parts) == 1:
-                return [self.send(parts[0].stream, parts[0].events)]
+                return [self.send(parts[0].stream, parts[0].events)], []
             self.post_bytes = max(1, sum(map(_framed, parts)) // 2)
             half = len(parts) // 2
-            return self.send_parts(parts[:half]) + self.send_parts(parts[half:])
+            return self.send_parts(parts[:half]) + self.send_parts(parts[half:]), []
         except _Unframed:
-            return [self.send(part.stream, part.events) for part in parts]
+            return [self.send(part.stream, part.events) for part in parts], []
         if answers is None:
-            return [False] * len(parts)
-        away = [(i, answer) for i, answer in enumerate(answers) if _refuses_host(answer)]
+            return [False] * len(parts), []
+        away = [i for i, answer in enumerate(answers) if _refuses_host(answer)]
         held = [
             False if _refuses_host(answer) else self._settle(part, answer)
             for part, answer in zip(parts, answers, strict=True)
         ]
-        if away and self._wait_out(away[0][1], attempt, began):
-            again = self.send_parts([parts[i] for i, _ in away], attempt + 1)
-            for (i, _), landed in zip(away, again, strict=True):
-                held[i] = landed
-        return held
+        return held, away
 
     def _settle(self, part: Part, answer: Held | HostRefused) -> bool:
         """Whether the host holds ``part`` after its answer, resending what it lacks."""
@@ -449,6 +459,16 @@ def _refuses_stream(exc: TransientError) -> TypeGuard[HostBusy]:
 def _refuses_host(answer: Held | HostRefused) -> TypeGuard[HostBusy]:
     """Whether a part's ``answer`` is the host being away (a 503 not of that stream)."""
     return isinstance(answer, HostBusy) and not _refuses_stream(answer)
+
+
+def _outage_if_all_away(answers: list[Held | HostRefused]) -> list[Held | HostRefused]:
+    """``answers``, unless the host answered every part that it is going away: then that
+    refusal is raised, so ``_exchange`` waits it out as an outage (one warning, its clock
+    running, ``give_up_after`` honoured) instead of taking it as the host reachable."""
+    first = answers[0] if answers else None
+    if first is not None and _refuses_host(first) and all(map(_refuses_host, answers)):
+        raise first
+    return answers
 
 
 def _framed(part: Part) -> int:
