@@ -41,6 +41,7 @@ from waddle.cli import commands
 from waddle.consumers.base import COMMIT_INTERVAL_S, run_consumer
 from waddle.consumers.lag import last_seq
 from waddle.consumers.registry import StateStore
+from waddle.consumers.relay import consumer as consumer_module
 from waddle.consumers.relay import parts
 from waddle.consumers.relay.client import Backoff, Held, IngestClient, check_url
 from waddle.consumers.relay.consumer import RelayConsumer, relay_name
@@ -1117,3 +1118,38 @@ def test_a_host_that_stays_shutting_down_is_given_up_on(
     thread.join(30)
     assert gave_up, "it never gave up"
     assert relay.failure is not None and "within 0.5s" in str(relay.failure)
+
+
+@pytest.mark.parametrize(
+    ("idle_s", "cpu_s", "most"),
+    [
+        (3600.0, 0.0, 0.5),  # an idle hour is not reading: the next round after linger
+        (0.0, 100.0, consumer_module.MAX_PACE_S),  # however long a read took: capped
+    ],
+)
+def test_a_live_round_s_pace_is_bounded(
+    fake_host: Callable[..., FakeHost],
+    tmp_path: Path,
+    idle_s: float,
+    cpu_s: float,
+    most: float,
+) -> None:
+    """A live round is followed by the next after ``linger``, or after its read's CPU over
+    READ_SHARE, never later than MAX_PACE_S: the wait for news before a round is not its
+    reading (an idle hour once paced the next round 2.3 hours later)."""
+    host = fake_host(held_all)
+    root = tmp_path / "w"
+    write_run(root, "a", 10, finish=None)
+    relay = RelayConsumer(root, host.url, backoff=FAST, linger=0.5)
+    relay.start({})
+    asked: list[float] = []
+    relay.sender.sleep = lambda seconds: asked.append(seconds) or False  # type: ignore[method-assign]
+    batches = LogReader(root).poll({})
+    relay._read_began -= idle_s
+    relay._read_cpu -= cpu_s
+    try:
+        relay.handle(batches)
+    finally:
+        relay.interrupt()
+        relay.close()
+    assert len(asked) == 1 and asked[0] <= most, asked

@@ -86,11 +86,15 @@ DEFAULT_SENDERS = 4
 # backlog never waits.
 DEFAULT_LINGER_S = 0.5
 # A live tail spends at most about this share of its time reading rounds: a round that
-# took R seconds to read is followed by the next no sooner than R / READ_SHARE after it
-# began. With many live runs each round costs every stream a read (3,000 runs: about
-# 0.3 s, so rounds about a second apart, as many as the VM's two cores could afford);
-# with a few hundred, ``linger`` sets the pace.
+# took R seconds of the loop thread's CPU to read is followed by the next no sooner than
+# R / READ_SHARE after it began. With many live runs each round costs every stream a
+# read (3,000 runs: about 0.3 s, so rounds about a second apart, as many as the VM's two
+# cores could afford); with a few hundred, ``linger`` sets the pace. CPU, not wall time:
+# the wait for news between rounds is not reading. A round that began more than
+# MAX_PACE_S after the one before followed an idle stretch and is read at once, and no
+# pace exceeds MAX_PACE_S.
 READ_SHARE = 0.3
+MAX_PACE_S = 2.0
 SMALL_BATCH_EVENTS = 512
 # The cyclic collector's thresholds in a relay's own process (``waddle relay``; see
 # ``rare_collections``): each round of a live fleet
@@ -167,6 +171,7 @@ class RelayConsumer(Consumer):
         self._pool: ThreadPoolExecutor | None = None
         self._flight: list[Future[None]] = []
         self._read_began = time.monotonic()  # when the round being handled was read
+        self._read_cpu = time.thread_time()  # the loop thread's CPU then
         self._overlap = False  # the last round was live: commits let it land alone
         self._final = False  # the run loop is ending: its commit waits for everything
         self._owed = False  # it ended caught up, not stopped: deferred streams are an error
@@ -202,7 +207,7 @@ class RelayConsumer(Consumer):
         self.deferred = {}
         self._interrupted.clear()
         self._flight = []
-        self._read_began = time.monotonic()
+        self._read_began, self._read_cpu = time.monotonic(), time.thread_time()
         self._overlap = self._final = self._owed = False
         self._pool = ThreadPoolExecutor(self.senders, thread_name_prefix=f"waddle-{self.name}")
         return super().start(offsets)
@@ -216,10 +221,11 @@ class RelayConsumer(Consumer):
         a live tail come no faster than they are sent, so thousands of live streams are
         read once per ``linger``, not once per poll, and an event waits at most
         ``linger`` before it is sent. A round after an idle stretch is read at once.
-        Nor sooner than its reading took divided by ``READ_SHARE``: the more live
-        streams, the longer a round takes to read, and the further apart rounds are.
+        Nor sooner than its reading took (CPU) divided by ``READ_SHARE``, at most
+        ``MAX_PACE_S``: the more live streams, the longer a round takes to read, and the
+        further apart rounds are.
         """
-        reading = time.monotonic() - self._read_began
+        reading = self._reading()
         self._settle()
         live = self._live(batches)
         parts: list[tuple[Part, Offset]] = []
@@ -243,10 +249,18 @@ class RelayConsumer(Consumer):
             self._flight.append(pool.submit(self._deliver, [(p, ends[p.stream]) for p in request]))
         self._resend_due()
         if live:
-            pace = max(self.linger, reading / READ_SHARE)
+            pace = min(max(self.linger, reading / READ_SHARE), MAX_PACE_S)
             self.sender.sleep(self._read_began + pace - time.monotonic())
-        self._read_began = time.monotonic()
+        self._read_began, self._read_cpu = time.monotonic(), time.thread_time()
         self._overlap = live
+
+    def _reading(self) -> float:
+        """CPU seconds the loop thread spent reading this round since the last one was
+        handled; none after an idle stretch (the wait was not reading, and the rare
+        wakeups of a quiet tail add up over an hour)."""
+        if time.monotonic() - self._read_began > MAX_PACE_S:
+            return 0.0
+        return time.thread_time() - self._read_cpu
 
     def commit(self) -> Offsets:
         """The offsets the host has acknowledged, once every batch in flight has landed
