@@ -66,21 +66,30 @@ ingest_log.IngestLog.append_parts = append_parts
 """
 
 
+def inject_fsync_fault(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stream: str
+) -> tuple[Path, Path]:
+    """Hosts started from here on fail ``stream``'s fsync while the returned flag file
+    exists (``FAULT``); the other file gets a line per refusal."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(FAULT)
+    flag, seen = tmp_path / "failing", tmp_path / "seen"
+    flag.write_text(stream)
+    seen.touch()
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("FSYNC_FAULT_FLAG", str(flag))
+    monkeypatch.setenv("FSYNC_FAULT_SEEN", str(seen))
+    return flag, seen
+
+
 def test_a_stream_whose_fsync_failed_arrives_exactly_once_after_the_host_restarts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = tmp_path / "machine"
     write_run(root, "good", 300)
     bad = write_run(root, "bad", 300)
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(FAULT)
-    flag, seen = tmp_path / "failing", tmp_path / "seen"
-    flag.write_text(bad)
-    seen.touch()
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
-    monkeypatch.setenv("FSYNC_FAULT_FLAG", str(flag))
-    monkeypatch.setenv("FSYNC_FAULT_SEEN", str(seen))
+    flag, seen = inject_fsync_fault(tmp_path, monkeypatch, bad)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = central(tmp_path / "central", port)

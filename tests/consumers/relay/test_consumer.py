@@ -1047,13 +1047,7 @@ def test_parts_a_host_shutting_down_refuses_go_again_together_not_stream_by_stre
     each stream: one warning and the round again as one request, not a deferral, a
     warning and a request of its own per stream."""
 
-    def stopping_once(request: dict[str, Any]) -> Reply:
-        if len(host.requests) > 1:
-            return held_all(request)
-        going = {"status": 503, "error": "shutting_down", "message": "the host is stopping"}
-        return 200, {"streams": [{"stream": s, **going} for s, _ in parts_of(request)]}, {}
-
-    host = fake_host(stopping_once)
+    host = fake_host(lambda r: shutting_down(r) if len(host.requests) <= 1 else held_all(r))
     root = tmp_path / "w"
     runs = [f"run{n}" for n in range(6)]
     for run in runs:

@@ -4,7 +4,6 @@ after the host restarts the refused stream arrives exactly once, in order."""
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from tests.consumers.relay.support import (
     wait_delivered,
 )
 from tests.helpers import eventually
-from tests.web.test_ingest_fsync_fault import FAULT
+from tests.web.test_ingest_fsync_fault import inject_fsync_fault
 from waddle.consumers.base import run_consumer
 from waddle.consumers.relay.client import Backoff
 from waddle.consumers.relay.consumer import RelayConsumer
@@ -34,15 +33,7 @@ def test_a_stream_the_host_refuses_for_now_holds_up_no_other_stream(
     bad = write_run(root, "bad", 300)
     live = open_stream(root, "live")
     live.append("run", run_fields("live"))
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(FAULT)
-    flag, seen = tmp_path / "failing", tmp_path / "seen"
-    flag.write_text(bad)
-    seen.touch()
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
-    monkeypatch.setenv("FSYNC_FAULT_FLAG", str(flag))
-    monkeypatch.setenv("FSYNC_FAULT_SEEN", str(seen))
+    flag, seen = inject_fsync_fault(tmp_path, monkeypatch, bad)
     port = free_port()
     server = central(tmp_path / "central", port)
     stop = threading.Event()
