@@ -83,6 +83,17 @@ def inject_fsync_fault(
     return flag, seen
 
 
+def relaying(root: Path, url: str) -> tuple[RelayConsumer, threading.Thread, threading.Event]:
+    """A relay of ``root`` to ``url`` running in a thread, fast backoff and polls."""
+    stop = threading.Event()
+    relay = RelayConsumer(root, url, stop=stop, backoff=Backoff(base=0.02, cap=0.2))
+    thread = threading.Thread(
+        target=run_consumer, args=(relay, root, stop), kwargs={"interval": 0.02}, daemon=True
+    )
+    thread.start()
+    return relay, thread, stop
+
+
 def test_a_stream_whose_fsync_failed_arrives_exactly_once_after_the_host_restarts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -93,12 +104,7 @@ def test_a_stream_whose_fsync_failed_arrives_exactly_once_after_the_host_restart
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = central(tmp_path / "central", port)
-    stop = threading.Event()
-    relay = RelayConsumer(root, url, stop=stop, backoff=Backoff(base=0.02, cap=0.2))
-    thread = threading.Thread(
-        target=run_consumer, args=(relay, root, stop), kwargs={"interval": 0.02}, daemon=True
-    )
-    thread.start()
+    _, thread, stop = relaying(root, url)
     try:
         eventually(
             lambda: f"fsync of stream {bad} failed: its events" in server.stderr(), 60, "the error"

@@ -4,7 +4,6 @@ after the host restarts the refused stream arrives exactly once, in order."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
@@ -20,10 +19,7 @@ from tests.consumers.relay.support import (
     wait_delivered,
 )
 from tests.helpers import eventually
-from tests.web.test_ingest_fsync_fault import inject_fsync_fault
-from waddle.consumers.base import run_consumer
-from waddle.consumers.relay.client import Backoff
-from waddle.consumers.relay.consumer import RelayConsumer
+from tests.web.test_ingest_fsync_fault import inject_fsync_fault, relaying
 
 
 def test_a_stream_the_host_refuses_for_now_holds_up_no_other_stream(
@@ -36,14 +32,7 @@ def test_a_stream_the_host_refuses_for_now_holds_up_no_other_stream(
     flag, seen = inject_fsync_fault(tmp_path, monkeypatch, bad)
     port = free_port()
     server = central(tmp_path / "central", port)
-    stop = threading.Event()
-    relay = RelayConsumer(
-        root, f"http://127.0.0.1:{port}", stop=stop, backoff=Backoff(base=0.02, cap=0.2)
-    )
-    thread = threading.Thread(
-        target=run_consumer, args=(relay, root, stop), kwargs={"interval": 0.02}, daemon=True
-    )
-    thread.start()
+    relay, thread, stop = relaying(root, f"http://127.0.0.1:{port}")
     try:
         eventually(
             lambda: f"fsync of stream {bad} failed: its events" in server.stderr(), 60, "the error"
