@@ -8,7 +8,7 @@ import { fmtBytes, fmtValue } from "./format.js";
 import { blobLink } from "./media_panels.js";
 
 const ARTIFACT_EVENTS = new Set(["artifact", "artifact_version", "artifact_use"]);
-const RELOADS = 10;
+const RELOADS = 20; // per artifact event received: 10 s at most
 const RELOAD_DELAY_MS = 500;
 
 function runLink(project, runId, current) {
@@ -105,6 +105,22 @@ function lineageTable(artifact, run) {
   );
 }
 
+/** Whether a run's files and artifacts (``getRunArtifacts``) hold an artifact event. */
+function holds(own, event) {
+  const same = (row) => row.name === event.name;
+  if (event.type === "artifact") {
+    return (own.files || []).some(
+      (row) => same(row) && row.kind === event.kind && row.sha256 === event.sha256,
+    );
+  }
+  const rows = event.type === "artifact_version" ? own.logged : own.used;
+  return (rows || []).some((row) => same(row) && row.version === event.version);
+}
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
 /** The files and artifacts section of a run view; hidden while the run has neither. */
 export class ArtifactsSection {
   constructor(parent, runId, project) {
@@ -161,21 +177,37 @@ export class ArtifactsSection {
   }
 
   /**
-   * Live: an artifact event of this run reloads the section, again until the server's
-   * tables hold it (they may read the log a moment after the page got the event).
+   * Live: an artifact event of this run reloads the section until the server's tables
+   * hold every such event the page was sent (they may read the log a moment after the
+   * page got it; a reload that sees only the first of two events goes on for the
+   * second). One reload runs at a time, so an older answer never paints over a newer.
    */
   addEvents(events) {
-    if (!events.some((event) => ARTIFACT_EVENTS.has(event.type))) return;
-    const before = this.shown;
-    const attempt = async (left) => {
+    const fresh = events.filter((event) => ARTIFACT_EVENTS.has(event.type));
+    if (!fresh.length) return;
+    this.awaited = [...(this.awaited || []), ...fresh];
+    this.reloadsLeft = RELOADS;
+    if (!this.reloading) {
+      this.reloading = this.reloadUntilHeld()
+        .catch(() => null) // aborted, or the server is away: the next event tries again
+        .finally(() => {
+          this.reloading = null;
+        });
+    }
+  }
+
+  async reloadUntilHeld() {
+    while (this.awaited.length && this.reloadsLeft-- > 0) {
       const own = await getRunArtifacts(this.runId, this.controller.signal);
-      if (JSON.stringify(own) !== before) {
-        this.shown = JSON.stringify(own);
-        return this.render(own);
+      this.awaited = this.awaited.filter((event) => !holds(own, event));
+      const shown = JSON.stringify(own);
+      if (shown !== this.shown) {
+        this.shown = shown;
+        await this.render(own);
       }
-      if (left > 0) setTimeout(() => attempt(left - 1).catch(() => null), RELOAD_DELAY_MS);
-    };
-    attempt(RELOADS).catch(() => null);
+      if (this.awaited.length) await sleep(RELOAD_DELAY_MS);
+    }
+    this.awaited = []; // held, or given up on: the next event starts afresh
   }
 
   destroy() {
