@@ -101,11 +101,12 @@ def resting(reader: QuietReader, tails: list[Tail], root: Path, tail: Tail | Non
     return tail
 
 
-def date_back(stream_dir: Path) -> None:
-    """Date a stream's folder and segments an hour back, as a run that died then."""
-    past = time.time() - 3600
-    for path in [*stream_dir.iterdir(), stream_dir]:
-        os.utime(path, (past, past))
+@pytest.fixture
+def stale_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream without a finish is stale as soon as a read finds nothing more: a run
+    is stale after ``STALE_S`` (5 min) of this process's clock, whatever its mtimes say,
+    and these tests do not wait that long."""
+    monkeypatch.setattr(parking_module, "STALE_S", 0.0)
 
 
 def test_a_resumed_run_wakes_a_quiet_tail(tmp_path: Path, tails: list[Tail]) -> None:
@@ -186,23 +187,26 @@ def test_a_live_stream_keeps_the_tail_polling(
     assert not reader.quiet.is_set()
 
 
+@pytest.mark.usefixtures("stale_at_once")
 def test_a_crashed_run_does_not_keep_the_tail_awake(tmp_path: Path, tails: list[Tail]) -> None:
     write(tmp_path, "done", 1)
-    date_back(write(tmp_path, "crashed", 2, finish=False))  # killed an hour ago: no finish
+    write(tmp_path, "crashed", 2, finish=False)  # killed: no finish
     tail = resting(QuietReader(tmp_path, notify=True), tails, tmp_path)
     assert tail.seqs("crashed") == [0, 1]
 
 
+@pytest.mark.usefixtures("stale_at_once")
 def test_a_stale_run_that_grows_is_read_again_when_notified(
     tmp_path: Path, tails: list[Tail]
 ) -> None:
     write(tmp_path, "done", 1)
-    date_back(write(tmp_path, "crashed", 2, finish=False))
+    write(tmp_path, "crashed", 2, finish=False)
     tail = resting(QuietReader(tmp_path, notify=True), tails, tmp_path)
     write(tmp_path, "crashed", 2, finish=False)  # it was a live run that logs rarely
     eventually(lambda: tail.seqs("crashed") == [0, 1, 2, 3], timeout=10, what="its new events")
 
 
+@pytest.mark.usefixtures("stale_at_once")
 def test_a_stale_run_that_grows_is_read_again_by_its_stamp(
     tmp_path: Path, tails: list[Tail], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -211,7 +215,7 @@ def test_a_stale_run_that_grows_is_read_again_by_its_stamp(
     monkeypatch.setattr(reader_module, "IDLE_WAIT_S", 0.05)
     monkeypatch.setattr(parking_module, "STALE_CHECK_S", 0.1)
     write(tmp_path, "done", 1)
-    date_back(write(tmp_path, "crashed", 2, finish=False))
+    write(tmp_path, "crashed", 2, finish=False)
     settled(tmp_path)
     reader = QuietReader(tmp_path, notify=True)
     tail = Tail(reader)

@@ -307,3 +307,65 @@ def uncounted(result: os.stat_result, path: object, log: Path) -> object:
         return result
     fields = ("st_ino", "st_mtime_ns", "st_mtime", "st_mode")
     return SimpleNamespace(st_nlink=1, **{name: getattr(result, name) for name in fields})
+
+
+def server_clock(stream_dir: Path, ahead: float) -> None:
+    """Date a stream's folder and segments as a file server whose clock is ``ahead`` of
+    ours would (NFS: the mtimes are the server's)."""
+    when = time.time() + ahead
+    for path in [*stream_dir.iterdir(), stream_dir]:
+        os.utime(path, (when, when))
+
+
+def following(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[FrozenClock, LogReader, Parking]:
+    """A reader whose ``poll`` takes ``follow``'s rounds through the ``Parking`` returned,
+    on a monotonic clock that moves only when the test moves it."""
+    clock = FrozenClock()
+    monkeypatch.setattr(parking, "time", clock)
+    reader = LogReader(tmp_path, notify=False)
+    reader._parking = rounds = Parking(reader)
+    return clock, reader, rounds
+
+
+def test_a_live_run_on_a_server_whose_clock_is_behind_is_not_parked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run logging once a minute for 10 min to a file server an hour behind us: its
+    mtimes say it has been silent for an hour, yet it is never parked as stale (then
+    read only every ``STALE_CHECK_S``), and each event is read in the next round."""
+    live = write(tmp_path, "live", 1, finish=False)
+    clock, reader, rounds = following(tmp_path, monkeypatch)
+    offsets: dict[str, Offset] = {}
+    for minute in range(10):
+        server_clock(live, -3600)
+        batches = reader.poll(offsets)
+        assert [len(batch.events) for batch in batches] == [1]
+        offsets["live"] = batches[0].offset
+        for _ in range(12):  # a round every 5 s, finding nothing
+            clock.now += parking.STALE_CHECK_S
+            assert reader.poll(offsets) == []
+            assert "live" not in rounds.parked, f"parked after {minute} min"
+        write(tmp_path, "live", 1, finish=False)
+
+
+@pytest.mark.parametrize("ahead", [-3600.0, 3600.0], ids=["server behind", "server ahead"])
+def test_a_crashed_run_is_parked_once_unchanged_for_stale_s_of_this_clock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ahead: float
+) -> None:
+    """Whatever the file server's clock (the mtimes an hour behind ours or ahead), a
+    stream without a finish whose stamp stays the same is parked as stale once this
+    process has seen it unchanged for ``STALE_S`` of its own clock: not sooner (a tail
+    started anew waits that long), and not never."""
+    server_clock(write(tmp_path, "crashed", 2, finish=False), ahead)
+    clock, reader, rounds = following(tmp_path, monkeypatch)
+    offsets = {batch.stream: batch.offset for batch in reader.poll({})}
+    seen = clock.now  # the next round finds nothing: the stamp is first seen then
+    while clock.now < seen + parking.STALE_S:
+        assert reader.poll(offsets) == []
+        assert not rounds.stale, f"stale after {clock.now - seen} s"
+        clock.now += parking.STALE_CHECK_S
+    assert reader.poll(offsets) == []
+    assert rounds.stale == {"crashed"}
+    assert rounds.due() == []

@@ -9,10 +9,14 @@ Two kinds of streams are not read every round:
   taken before the read that finds nothing, so a write after it changes the stamp; a
   folder modified within the last ``_RACY_S`` seconds is not parked (its mtime could
   change again within the same clock tick).
-* **Stale**: a stream with no ``finish`` whose folder and newest segment have not
-  changed for ``STALE_S`` seconds (5 min) and a read finds nothing more: a run killed
-  by SIGKILL, the OOM killer or a lost node never writes its ``finish``, and a folder
-  with one such run would otherwise keep every tail polling every ``interval`` forever.
+* **Stale**: a stream with no ``finish`` whose stamp (folder and newest segment) this
+  process has seen unchanged for ``STALE_S`` seconds (5 min) of its own monotonic clock
+  and a read finds nothing more: a run killed by SIGKILL, the OOM killer or a lost node
+  never writes its ``finish``, and a folder with one such run would otherwise keep every
+  tail polling every ``interval`` forever. The files' mtimes are not compared with the
+  time here: on a network filesystem they are the file server's clock, often minutes off
+  ours, so a live run would look stale at once (a server behind) or a crashed one never
+  (ahead). A tail started anew thus parks a crashed run ``STALE_S`` after it starts.
   It is parked like a finished one, but checked by its stamp every ``STALE_CHECK_S``
   seconds (5 s) rather than every ``park_check``: it may be a live run that logs
   rarely, so a write to it is read within seconds even if its notification is lost
@@ -139,6 +143,7 @@ class Parking:
         self.stale: set[str] = set()  # parked without a finish: checked every STALE_CHECK_S
         self.stale_turns = _Turns()
         self.looked: dict[str, float] = {}  # when a live stream was last stamped
+        self.seen: dict[str, tuple[_Stamp, float]] = {}  # its stamp, and since when
         self.listed: list[str] = []
         self.present: set[str] = set()
         self.listed_key: tuple[int, int, int] | None = None
@@ -290,17 +295,28 @@ class Parking:
             path = self.log_dir / stream / segment_name(offset.segment)
             event = event_before(path, offset.position)
             last = self.last[stream] = (offset, None if event is None else event["type"])
-        now = time.time()
-        if last[1] == "finish" and now - stamp[1][1] / 1e9 > _RACY_S:
+        if last[1] == "finish" and time.time() - stamp[1][1] / 1e9 > _RACY_S:
             self.turns.add(stream)
-        elif last[1] != "finish" and now - max(stamp[1][1], stamp[1][4]) / 1e9 > STALE_S:
+        elif last[1] != "finish" and self._unchanged_for(stream, stamp[1]) >= STALE_S:
             self.stale.add(stream)
             self.stale_turns.add(stream)
         else:
             return
+        self.seen.pop(stream, None)
         self.parked[stream] = stamp
         self.awake = None
         self.files.forget(stream)
+
+    def _unchanged_for(self, stream: str, stamp: _Stamp) -> float:
+        """How long ``stream`` has shown ``stamp``, on this process's monotonic clock
+        since it first saw it (0 for a new stream or a changed stamp): its mtimes are
+        compared only with each other, never with the time here."""
+        now = time.monotonic()
+        seen = self.seen.get(stream)
+        if seen is None or seen[0] != stamp:
+            self.seen[stream] = (stamp, now)
+            return 0.0
+        return now - seen[1]
 
     def _to_check(self, changed: set[str]) -> list[str]:
         """Parked streams due for a check: those the watcher named, and the next few in
@@ -350,6 +366,7 @@ class Parking:
             self.parked.pop(stream, None)
             self.stale.discard(stream)
             self.looked.pop(stream, None)
+            self.seen.pop(stream, None)
             self.last.pop(stream, None)
             self.files.forget(stream)
         self.awake = None
