@@ -11,11 +11,15 @@ thread) nothing is installed and the caller's own ``stop`` is the only way to st
 
 A command's stop is a ``StopEvent``: a tail with no stream live waits for news on an
 event of its own (``LogReader.follow``), and setting the stop sets that event too, so a
-stop ends such a wait at once without every caller having to remember to wake it.
+stop ends such a wait at once without every caller having to remember to wake it. Its
+``set`` takes no lock, since the handler that calls it may have interrupted the main
+thread while that thread held one (``threading.Event``'s own would then hang the process
+on the first signal).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -26,33 +30,78 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class StopEvent(threading.Event):
-    """A stop event whose ``set`` also sets the events registered with ``wakes``."""
+    """A ``threading.Event`` whose ``set`` a signal handler may call, and that also sets
+    the events registered with ``wakes``.
+
+    ``threading.Event.set`` takes the lock that ``wait`` and ``clear`` hold for a moment
+    on the waiting thread, and a handler runs on the main thread between two bytecodes:
+    a stop signal that lands while the main thread holds that lock waits on itself
+    forever. Here ``set`` takes no lock. It raises the flag, then releases the lock that
+    each ``wait`` blocks on; ``wait`` registers that lock before it reads the flag, so a
+    ``set`` that lands between the two, even on its own thread, is seen either way.
+    ``set``, ``is_set`` and ``clear`` take no lock; ``wait`` and ``wakes`` may, and do
+    not belong in a handler. The events that ``wakes`` names are set by the same call,
+    so a ``set`` is only as safe as they are: a plain ``threading.Event`` that the main
+    thread waits on can hang the handler the same way.
+    """
 
     def __init__(self) -> None:
         super().__init__()
-        # Replaced whole, never changed in place: ``set`` (a signal handler may call it
-        # while the main thread registers) reads it without taking the lock.
-        self._wakes: tuple[threading.Event, ...] = ()
+        self._stopped = False
+        # What ``set`` calls: each ``wait``'s release and each ``wakes`` event's set.
+        # Replaced whole under the lock, never changed in place: ``set`` reads it
+        # without the lock, so a handler never waits on the thread it interrupted.
+        self._wakes: tuple[Callable[[], None], ...] = ()
         self._wakes_lock = threading.Lock()
 
+    def is_set(self) -> bool:
+        return self._stopped
+
     def set(self) -> None:
-        super().set()
-        for wake in self._wakes:
-            wake.set()
+        self._stopped = True
+        for call in self._wakes:
+            call()
+
+    def clear(self) -> None:
+        self._stopped = False
+
+    def wait(self, timeout: float | None = None) -> bool:
+        waiter = threading.Lock()
+        waiter.acquire()
+        undo = self._wake_with(lambda: _release(waiter))
+        try:
+            if self._stopped:
+                return True
+            if timeout is None:
+                return waiter.acquire()
+            return waiter.acquire(timeout=max(timeout, 0)) or self._stopped
+        finally:
+            undo()
 
     def wakes(self, wake: threading.Event) -> Callable[[], None]:
         """Set ``wake`` whenever this stop is set (at once if it is); returns the function
         that ends it (a reader registers its wait for the length of ``follow``)."""
-        with self._wakes_lock:
-            self._wakes = (*self._wakes, wake)
-        if self.is_set():
+        undo = self._wake_with(wake.set)
+        if self._stopped:
             wake.set()
+        return undo
+
+    def _wake_with(self, call: Callable[[], None]) -> Callable[[], None]:
+        """Have ``set`` call ``call``; returns the function that stops it."""
+        with self._wakes_lock:
+            self._wakes = (*self._wakes, call)
 
         def undo() -> None:
             with self._wakes_lock:
-                self._wakes = tuple(w for w in self._wakes if w is not wake)
+                self._wakes = tuple(c for c in self._wakes if c is not call)
 
         return undo
+
+
+def _release(waiter: threading.Lock) -> None:
+    """Release ``waiter`` unless an earlier ``set`` already has."""
+    with contextlib.suppress(RuntimeError):
+        waiter.release()
 
 
 def die_of(signum: int) -> None:
