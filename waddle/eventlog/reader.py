@@ -145,7 +145,9 @@ class LogReader:
         self._log_dir = str(self.log_dir)
         self._parking: Parking | None = None
         self._follower: int | None = None
-        self._wake = threading.Event()
+        # Set by a stop signal's handler too (``StopEvent.wakes``), on the thread that
+        # waits on it: an event whose ``set`` takes no lock, or the first signal hangs.
+        self._wake = StopEvent()
         self._listed: dict[str, tuple[_Key, list[int]]] = {}
 
     def streams(self) -> list[str]:
