@@ -43,7 +43,7 @@ from waddle.consumers.lag import last_seq
 from waddle.consumers.registry import StateStore
 from waddle.consumers.relay import consumer as consumer_module
 from waddle.consumers.relay import parts
-from waddle.consumers.relay.client import Backoff, Held, IngestClient, check_url
+from waddle.consumers.relay.client import Backoff, Held, IngestClient, check_url, gzip_pays
 from waddle.consumers.relay.consumer import RelayConsumer, relay_name
 from waddle.consumers.relay.sender import Sender
 from waddle.errors import (
@@ -341,13 +341,29 @@ def test_a_host_without_gzip_gets_plain_bodies(
     root = tmp_path / "w"
     for run in ("a", "b", "c"):
         write_run(root, run, 30)
-    relay = RelayConsumer(root, host.url, backoff=FAST)
+    relay = RelayConsumer(root, host.url, backoff=FAST, compress=True)
     run_consumer(relay, root, threading.Event(), once=True)
     assert relayed(root, host.url) == last_seqs(root)
     gzipped = [r for r in host.requests if "Content-Encoding" in r["headers"]]
     assert 1 <= len(gzipped) <= relay.senders, "gzip is given up after the first refusal"
     warnings = [r for r in caplog.records if "gzip" in r.getMessage()]
     assert len(warnings) == 1
+
+
+def test_a_host_on_this_machine_gets_plain_bodies_and_any_other_gzip(
+    fake_host: Callable[..., FakeHost], tmp_path: Path
+) -> None:
+    host = fake_host(held_all)
+    root = tmp_path / "w"
+    write_run(root, "a", 30)
+    relay = RelayConsumer(root, host.url, backoff=FAST)
+    run_consumer(relay, root, threading.Event(), once=True)
+    assert relayed(root, host.url) == last_seqs(root)
+    assert host.requests and not any("Content-Encoding" in r["headers"] for r in host.requests)
+    local = ("http://127.0.0.1:1", "http://127.8.0.1:1", "http://[::1]:1", "http://localhost:1")
+    remote = ("http://10.0.0.5:8080", "http://[2001:db8::1]:1", "https://waddle.lab.example")
+    assert [gzip_pays(url) for url in local] == [False] * len(local)
+    assert [gzip_pays(url) for url in remote] == [True] * len(remote)
 
 
 # -- refusals and outages --------------------------------------------------------------
