@@ -869,7 +869,7 @@ def report(rounds: list[dict[str, dict[str, float]]], events: int) -> None:
             median("relay", "host_cpu"),
         ),
     ]
-    gzip = "gzip" if all(r["relay"]["gzip"] for r in rounds) else "plain (host takes no gzip)"
+    gzip = "gzip" if all(r["relay"]["gzip"] for r in rounds) else "plain (a loopback host)"
     print(f"\n| median of {len(rounds)} rounds | events/s | s | CPU s | host CPU s |")
     print("|---|---:|---:|---:|---:|")
     for label, seconds, cpu, host_cpu in rows:
