@@ -118,7 +118,7 @@ def child_relay(root: Path, url: str, host_root: Path, host_pid: int) -> dict[st
     host, me = psutil.Process(host_pid), psutil.Process()
     host_cpu, cpu = cpu_seconds(host), cpu_seconds(me)
     started = time.perf_counter()
-    relay = RelayConsumer(root, url)
+    relay = RelayConsumer(root, url, linger=0.0)  # as `waddle sync` and `--once` run it
     run_consumer(relay, root, threading.Event(), once=True)
     acked = time.perf_counter() - started
     relay_cpu = cpu_seconds(me) - cpu

@@ -56,13 +56,20 @@ def consume(
         if relays:
             from waddle.consumers.nats.broker import is_nats_url
             from waddle.consumers.nats.publisher import NatsRelay
-            from waddle.consumers.relay.consumer import RelayConsumer, resolve_token
+            from waddle.consumers.relay.consumer import (
+                DEFAULT_LINGER_S,
+                RelayConsumer,
+                resolve_token,
+            )
 
             token = resolve_token(relay_token)
+            # Pacing spares a live tail's reading; a run that ends once caught up would
+            # only wait out its last round's linger before it sees that it has.
+            linger = 0.0 if once else DEFAULT_LINGER_S
             consumers += [
                 NatsRelay(root, url, stop=stop)
                 if is_nats_url(url)
-                else RelayConsumer(root, url, token=token, stop=stop)
+                else RelayConsumer(root, url, token=token, stop=stop, linger=linger)
                 for url in dict.fromkeys(relays)
             ]
     except WaddleError as exc:

@@ -39,6 +39,7 @@ from tests.helpers import eventually
 from tests.web.conftest import Server, log_fingerprint, start_server
 from waddle.cli import commands
 from waddle.consumers.base import COMMIT_INTERVAL_S, run_consumer
+from waddle.consumers.daemon import consume
 from waddle.consumers.lag import last_seq
 from waddle.consumers.registry import StateStore
 from waddle.consumers.relay import consumer as consumer_module
@@ -952,6 +953,23 @@ def test_once_commits_every_round_even_from_a_host_slower_than_linger(
     relay = RelayConsumer(root, host.url, stop=stop, backoff=FAST, linger=0.05)
     committed = run_consumer(relay, root, stop, once=True)
     assert committed == relay.acked() and relayed(root, host.url) == last_seqs(root)
+
+
+def test_consume_once_does_not_wait_out_a_linger_before_it_ends(
+    fake_host: Callable[..., FakeHost], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``waddle-consume --once --relay``: its last round is small and drained, as a live
+    tail's; pacing it only delayed the exit by ``linger`` (half a second a run)."""
+    host = fake_host(held_all)
+    root = tmp_path / "w"
+    for run in ("a", "b"):
+        write_run(root, run, 30)
+    paced: list[float] = []
+    sleep = Sender.sleep
+    monkeypatch.setattr(Sender, "sleep", lambda self, s: paced.append(s) or sleep(self, s))
+    assert consume(root, ["duckdb"], once=True, relays=[host.url]) == 0
+    assert relayed(root, host.url) == last_seqs(root)
+    assert paced == []
 
 
 def test_once_ends_in_an_error_naming_a_stream_the_host_still_refuses(
