@@ -310,10 +310,11 @@ def uncounted(result: os.stat_result, path: object, log: Path) -> object:
 
 
 def server_clock(stream_dir: Path, ahead: float) -> None:
-    """Date a stream's folder and segments as a file server whose clock is ``ahead`` of
-    ours would (NFS: the mtimes are the server's)."""
+    """Date a stream's folder and segments, and the log folder as when the stream was
+    created in it, as a file server whose clock is ``ahead`` of ours would (NFS: the
+    mtimes are the server's)."""
     when = time.time() + ahead
-    for path in [*stream_dir.iterdir(), stream_dir]:
+    for path in [*stream_dir.iterdir(), stream_dir, stream_dir.parent]:
         os.utime(path, (when, when))
 
 
@@ -369,3 +370,21 @@ def test_a_crashed_run_is_parked_once_unchanged_for_stale_s_of_this_clock(
     assert reader.poll(offsets) == []
     assert rounds.stale == {"crashed"}
     assert rounds.due() == []
+
+
+@pytest.mark.parametrize("ahead", [-3600.0, 3600.0], ids=["server behind", "server ahead"])
+def test_a_crashed_run_beside_a_live_one_is_parked_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ahead: float
+) -> None:
+    """A run that died an hour before another one last wrote, by the file server's
+    clock (an hour behind ours or ahead): its mtimes are compared with the live one's,
+    both the server's, so it is parked as stale in the first round that finds nothing
+    more in it, without waiting ``STALE_S`` of this process's clock (a tail restarted
+    would otherwise poll it 20 times a second for 5 min); the live one is not parked."""
+    server_clock(write(tmp_path, "crashed", 2, finish=False), ahead - 3600)
+    server_clock(write(tmp_path, "live", 1, finish=False), ahead)
+    _, reader, rounds = following(tmp_path, monkeypatch)
+    offsets = {batch.stream: batch.offset for batch in reader.poll({})}
+    assert reader.poll(offsets) == []
+    assert rounds.stale == {"crashed"}
+    assert rounds.due() == ["live"]

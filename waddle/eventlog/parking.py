@@ -9,23 +9,33 @@ Two kinds of streams are not read every round:
   taken before the read that finds nothing, so a write after it changes the stamp; a
   folder modified within the last ``_RACY_S`` seconds is not parked (its mtime could
   change again within the same clock tick).
-* **Stale**: a stream with no ``finish`` whose stamp (folder and newest segment) this
-  process has seen unchanged for ``STALE_S`` seconds (5 min) of its own monotonic clock
-  and a read finds nothing more: a run killed by SIGKILL, the OOM killer or a lost node
-  never writes its ``finish``, and a folder with one such run would otherwise keep every
-  tail polling every ``interval`` forever. The files' mtimes are not compared with the
-  time here: on a network filesystem they are the file server's clock, often minutes off
-  ours, so a live run would look stale at once (a server behind) or a crashed one never
-  (ahead). A tail started anew thus parks a crashed run ``STALE_S`` after it starts.
+* **Stale**: a stream with no ``finish`` that a read finds nothing more in, and silent
+  for ``STALE_S`` seconds (5 min): a run killed by SIGKILL, the OOM killer or a lost
+  node never writes its ``finish``, and a folder with one such run would otherwise keep
+  every tail polling every ``interval`` forever. The files' mtimes are never compared
+  with the time here: on a network filesystem they are the file server's clock, often
+  minutes off ours, so a live run would look stale at once (a server behind) or a
+  crashed one never (ahead). Silent means either of two things. Its stamp's newest mtime
+  (folder or newest segment) is ``STALE_S`` older than the newest mtime this process
+  has seen in the log folder (``newest``: of every stamp it takes, and of the log
+  folder at each round's stat of it, so no stat of its own), both the server's clock:
+  the skew cancels, and a folder where some run is live or was just created parks its
+  crashed runs at once. Or, where every stream is that old, this process has seen its
+  stamp unchanged for ``STALE_S`` of its own monotonic clock: a tail started anew over
+  such a folder parks them ``STALE_S`` after it starts.
   It is parked like a finished one, but checked by its stamp every ``STALE_CHECK_S``
   seconds (5 s) rather than every ``park_check``: it may be a live run that logs
   rarely, so a write to it is read within seconds even if its notification is lost
   (and at once when the watcher names it). Five minutes is the dashboard's
   ``stale_after`` too: a run that has written nothing for that long is reported stale
-  there, and a live run that logs more often than that is never parked. A live stream
-  is stamped for this at most once per ``STALE_CHECK_S`` (two stats). The writer's lock
-  is not probed: a non-blocking ``flock`` taken at the moment a producer starts would
-  make that producer fail as a second writer.
+  there, and a live run that logs more often than that is not parked, unless an mtime
+  in the future (a file ``touch``-ed ahead, a server clock stepped back) stays the
+  newest this process has seen: then every live run looks stale, for the life of the
+  process, and the harm is that check's bound, each write read up to ``STALE_CHECK_S``
+  late where its notification is lost or none comes. A live stream is stamped for this
+  at most once per ``STALE_CHECK_S`` (two stats). The writer's lock is not probed: a
+  non-blocking ``flock`` taken at the moment a producer starts would make that producer
+  fail as a second writer.
 * **Hinted**: a stream whose writer is in this process and says when it grew
   (``waddle.eventlog.watch.Hints``: the host's ``/ingest``). Such a stream is read when
   a hint names it, again every round until a read reaches its end (a backlog), and
@@ -144,6 +154,7 @@ class Parking:
         self.stale_turns = _Turns()
         self.looked: dict[str, float] = {}  # when a live stream was last stamped
         self.seen: dict[str, tuple[_Stamp, float]] = {}  # its stamp, and since when
+        self.newest = -1  # the newest mtime (ns) seen in the log folder: the server's clock
         self.listed: list[str] = []
         self.present: set[str] = set()
         self.listed_key: tuple[int, int, int] | None = None
@@ -210,7 +221,7 @@ class Parking:
         self._relist(force=bool((changed | grown) - self.present))
         for stream in self._to_check(changed):
             paths, stamp = self.parked[stream]
-            if _stamp(paths) != stamp:
+            if self._stamped(paths) != stamp:
                 self._unpark(stream)
         for stream in grown & self.parked.keys():
             self._unpark(stream)
@@ -247,7 +258,7 @@ class Parking:
     def unchanged(self, stream: str) -> bool:
         """Whether ``stream`` is parked and its stamp is as it was (two stats)."""
         parked = self.parked.get(stream)
-        return parked is not None and _stamp(parked[0]) == parked[1]
+        return parked is not None and self._stamped(parked[0]) == parked[1]
 
     def _unpark(self, stream: str) -> None:
         del self.parked[stream]
@@ -268,7 +279,13 @@ class Parking:
         # later one appears after the stamp, which changes the folder's mtime.
         folder = os.path.join(self.log_dir, stream)
         paths = (folder, os.path.join(folder, segment_name(offset.segment)))
-        return paths, _stamp(paths)
+        return paths, self._stamped(paths)
+
+    def _stamped(self, paths: tuple[str, str]) -> _Stamp:
+        """``_stamp(paths)``, its mtimes counted in ``newest``."""
+        stamp = _stamp(paths)
+        self.newest = max(self.newest, stamp[1], stamp[4])
+        return stamp
 
     def after(self, batch: Batch, offset: Offset, stamp: Parked | None) -> None:
         """Note what a read found: the type of the last event taken, whether the stream
@@ -297,7 +314,7 @@ class Parking:
             last = self.last[stream] = (offset, None if event is None else event["type"])
         if last[1] == "finish" and time.time() - stamp[1][1] / 1e9 > _RACY_S:
             self.turns.add(stream)
-        elif last[1] != "finish" and self._unchanged_for(stream, stamp[1]) >= STALE_S:
+        elif last[1] != "finish" and self._silent(stream, stamp[1]):
             self.stale.add(stream)
             self.stale_turns.add(stream)
         else:
@@ -306,6 +323,14 @@ class Parking:
         self.parked[stream] = stamp
         self.awake = None
         self.files.forget(stream)
+
+    def _silent(self, stream: str, stamp: _Stamp) -> bool:
+        """Whether ``stream``, showing ``stamp``, has written nothing for ``STALE_S``:
+        by the file server's clock against the newest mtime seen in the log folder, or
+        else by this process's clock since it first saw ``stamp`` (module docstring)."""
+        if self.newest - max(stamp[1], stamp[4]) > STALE_S * 1e9:
+            return True
+        return self._unchanged_for(stream, stamp) >= STALE_S
 
     def _unchanged_for(self, stream: str, stamp: _Stamp) -> float:
         """How long ``stream`` has shown ``stamp``, on this process's monotonic clock
@@ -340,6 +365,7 @@ class Parking:
             self.names = set()
             return
         key = (folder.st_ino, folder.st_mtime_ns, folder.st_nlink)
+        self.newest = max(self.newest, folder.st_mtime_ns)
         now = time.monotonic()
         racy = self.listed_racy and now - self.listed_at >= _RACY_RELIST_S
         if not (force or racy or key != self.listed_key or now - self.listed_at > _RELIST_S):
