@@ -38,6 +38,7 @@ class QuietReader(LogReader):
         super().__init__(root, park_check=HOUR, hint_check=HOUR, **options)
         self.rounds = 0
         self.quiet = threading.Event()
+        self.quiet_round = 0  # the round after which it last went to wait
 
     def poll(self, offsets: Any) -> Any:
         self.rounds += 1
@@ -46,6 +47,7 @@ class QuietReader(LogReader):
     def _quiet(self, parking: Parking) -> bool:
         quiet = super()._quiet(parking)
         if quiet:
+            self.quiet_round = self.rounds
             self.quiet.set()
         return quiet
 
@@ -83,7 +85,11 @@ def resting(reader: QuietReader, tails: list[Tail], root: Path, tail: Tail | Non
     ``.probe`` (which leaves the folder's mtime as it was) wakes it (the watcher starts
     after the first idle round, and a change made before it watches would go unnoticed).
     Returns once the tail waits again, so that what the test does next is found only by
-    what wakes it."""
+    what wakes it.
+
+    "Waits again" is a quiet wait after the round the wake caused, told by its round
+    number: clearing ``quiet`` after that round missed a round that had already gone to
+    wait (an hour here), and the tail was never seen waiting again (once in CI)."""
     probe = settled(root)
     tail = tail or Tail(reader)
     tails.append(tail)
@@ -96,8 +102,8 @@ def resting(reader: QuietReader, tails: list[Tail], root: Path, tail: Tail | Non
         return reader.rounds > rounds
 
     eventually(woken, timeout=10, what="the watcher")
-    reader.quiet.clear()
-    eventually(reader.quiet.is_set, timeout=10, what="a quiet wait again")
+    woke = reader.rounds
+    eventually(lambda: reader.quiet_round >= woke, timeout=10, what="a quiet wait again")
     return tail
 
 
