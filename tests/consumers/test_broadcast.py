@@ -35,7 +35,9 @@ from waddle.consumers.broadcast import (
     read_after,
 )
 from waddle.eventlog.reader import LogReader, Offset
+from waddle.eventlog.record import decode, encode
 from waddle.eventlog.segment import list_segments, log_dir, segment_name
+from waddle.limits import MAX_DEPTH
 
 INFO = StreamInfo("r1", "p")
 START = Offset()
@@ -74,6 +76,19 @@ def test_chunks_cut_by_count_and_size_and_spell_non_finite() -> None:
             }
         ],
     }
+
+
+def test_an_event_as_deep_as_the_log_allows_is_broadcast() -> None:
+    """The message wraps its events two levels deeper: checking the message against the
+    log's depth limit refused the deepest events the log holds (EncodeError in the tail)."""
+    deep: object = 1
+    for _ in range(MAX_DEPTH - 2):  # with the event and "config", MAX_DEPTH levels
+        deep = {"k": deep}
+    line = encode({"seq": 0, "ts": 1.0, "type": "config", "config": deep})
+    read, _, bad = decode(line, 0)
+    assert bad == [] and len(read) == 1  # what a reader of the log hands the broadcaster
+    (one,) = chunks("r1", INFO, read)
+    assert orjson.loads(one.text)["events"] == read
 
 
 def test_a_subscriber_takes_only_what_it_follows() -> None:

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 from waddle.consumers.base import Consumer, Offsets
 from waddle.event_types import Event
 from waddle.eventlog.reader import Batch, LogReader, Offset
-from waddle.eventlog.record import encode
+from waddle.eventlog.record import encode_accepted
 from waddle.eventlog.segment import list_segments, segment_name
 from waddle.ids import run_id_of_stream
 
@@ -88,7 +88,7 @@ class Chunk:
 def message(stream: str, info: StreamInfo, events: list[Event]) -> str:
     """The ``events`` message of the WebSocket protocol (NaN spelled as in the log)."""
     body = {"type": "events", "stream": stream, "run_id": info.run_id, "events": events}
-    return encode(body)[:-1].decode()
+    return encode_accepted(body)[:-1].decode()
 
 
 def chunks(stream: str, info: StreamInfo, events: list[Event]) -> list[Chunk]:

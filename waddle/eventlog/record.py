@@ -193,8 +193,22 @@ def encode(event: Mapping[str, Any], explain: bool = True) -> bytes:
     # with one; brackets inside strings only send a line to the exact count).
     if _CLOSE_LIST in line or _CLOSE_DICT in line[:-3]:
         _check_depth(line)
-    # Every ``null`` holds a "u" and a metrics envelope none: unless a logged key or string
-    # has one, the word search is skipped.
+    return _spelled(event, line)
+
+
+def encode_accepted(value: Mapping[str, Any]) -> bytes:
+    """``encode`` for a value made of events that a reader accepted (a WebSocket message
+    of a thousand of them): ``decode`` skipped every line deeper than ``MAX_DEPTH``, so
+    their depth is not checked again. For such a message the check always counted more
+    braces than the limit and then parsed and walked it all: 1.35 against 0.22 µs an
+    event."""
+    return _spelled(value, orjson.dumps(value, default=_to_plain, option=_OPTIONS))
+
+
+def _spelled(event: Mapping[str, Any], line: bytes) -> bytes:
+    """``line`` (``event`` dumped), again with non-finite numbers spelled out if it may
+    hold one: every ``null`` holds a "u" and a metrics envelope none, so unless a logged
+    key or string has one, the word search is skipped."""
     if _U in line and line.find(b"null") >= 0:
         line = orjson.dumps(_name_non_finite(event), default=_to_plain, option=_OPTIONS)
     return line
