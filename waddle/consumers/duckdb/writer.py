@@ -362,11 +362,11 @@ class DuckDBWriter(Consumer):
         if not self._touched_streams and not self._touched_runs:
             return dict(self._committed)
         assert self._worker is not None
-        target = dict(self.taken)
         try:
             self._ship()
             self._worker.commit(functools.partial(upsert_all, **self._upserts()))
         except BaseException as exc:
+            target = dict(self.taken)  # before ``_forget`` puts it back where committed
             self._worker.rollback()
             self._forget()
             if isinstance(exc, REFUSED) and not self._recovering:
@@ -375,7 +375,9 @@ class DuckDBWriter(Consumer):
             if isinstance(exc, duckdb.Error):
                 raise StoreError(f"could not write to {self.path}: {exc}") from exc
             raise
-        self._committed = dict(self.taken)
+        # Only the touched streams' offsets were written (``_upserts``): a live commit
+        # over thousands of finished streams copies none of theirs.
+        self._committed.update({s: self.taken[s] for s in self._touched_streams})
         self._stored_streams |= self._touched_streams
         self._stored_runs |= self._touched_runs
         if self._set_aside:
