@@ -36,9 +36,8 @@ than that endpoint), and each part of a 200 becomes a ``Held`` or the ``HostRefu
 its own status and error would have been for ``/ingest``.
 
 Bodies are NDJSON, gzip-compressed (``Content-Encoding: gzip``, level 1: about 6x
-smaller for metric events at ~1 us per event on each side) unless the host is on this
-machine (``gzip_pays``: a loopback address, where compressing only costs CPU that the
-relay and the host share). A host that does not take gzip answers
+smaller for metric events at ~1 us per event on each side) unless ``WADDLE_RELAY_GZIP=0``
+says otherwise (``gzip_wanted``). A host that does not take gzip answers
 ``415``, or ``400 invalid_encoding`` (it read the compressed bytes as UTF-8); the client
 then sends that host uncompressed bodies from then on (``compress`` turns False).
 """
@@ -47,7 +46,7 @@ from __future__ import annotations
 
 import gzip
 import http.client
-import ipaddress
+import os
 import random
 import socket
 import ssl
@@ -94,16 +93,12 @@ def check_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def gzip_pays(url: str) -> bool:
-    """Whether bodies to ``url`` should be compressed: not to a loopback host (an address
-    or ``localhost``), where the bytes never leave the machine; to any other, yes."""
-    host = urlsplit(url).hostname or ""
-    if host == "localhost" or host.endswith(".localhost"):
-        return False
-    try:
-        return not ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a name: assume the network between
-        return True
+def gzip_wanted() -> bool:
+    """Whether relay bodies are gzip-compressed: yes, unless ``WADDLE_RELAY_GZIP=0``, for a
+    host on this machine, where compressing only spends CPU that relay and host share. A
+    loopback URL does not tell: an ssh tunnel or a port-forward presents a remote host as
+    ``localhost``, and its bodies would then cross the network 6x larger."""
+    return os.environ.get("WADDLE_RELAY_GZIP", "").strip() != "0"
 
 
 class KeepAlive:

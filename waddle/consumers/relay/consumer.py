@@ -1,13 +1,13 @@
 """The relay forwarder: a durable consumer that posts every stream to a central host.
 
 Each round of batches (every stream with new events) is posted to ``URL/ingest/batch``
-as few multi-stream requests, each under ``post_bytes`` (NDJSON, gzip unless the host is
-on this machine, bearer token; ``client``), by a pool of ``senders`` threads (``sender``
-does the sending, resending and retrying): a machine costs its host one request per
-round, not one per run. The events of one stream go strictly in seq order, one batch per
-stream in flight; a host without ``/ingest/batch`` gets one request per stream
-(``URL/ingest?stream=ID``). Lines go as the log holds them, not encoded again, when the
-batch is exactly the lines read.
+as few multi-stream requests, each under ``post_bytes`` (NDJSON, gzip unless
+``WADDLE_RELAY_GZIP=0``, bearer token; ``client``), by a pool of ``senders`` threads
+(``sender`` does the sending, resending and retrying): a machine costs its host one
+request per round, not one per run. The events of one stream go strictly in seq order,
+one batch per stream in flight; a host without ``/ingest/batch`` gets one request per
+stream (``URL/ingest?stream=ID``). Lines go as the log holds them, not encoded again,
+when the batch is exactly the lines read.
 
 Delivery: at-least-once on the wire, exactly-once in the host's log. The host is
 idempotent by (stream, seq) and all-or-nothing per request, and the relay commits a
@@ -64,7 +64,7 @@ import orjson
 
 from waddle.consumers.base import Consumer, Offsets, run_consumer
 from waddle.consumers.relay.blobs import BlobRelay
-from waddle.consumers.relay.client import DEFAULT_TIMEOUT_S, Backoff, check_url, gzip_pays
+from waddle.consumers.relay.client import DEFAULT_TIMEOUT_S, Backoff, check_url, gzip_wanted
 from waddle.consumers.relay.parts import Part
 from waddle.consumers.relay.sender import Sender
 from waddle.errors import HostRefused, WaddleError
@@ -182,7 +182,7 @@ class RelayConsumer(Consumer):
             self.url,
             token,
             timeout=timeout,
-            compress=gzip_pays(self.url) if compress is None else compress,
+            compress=gzip_wanted() if compress is None else compress,
             backoff=backoff or Backoff(),
             post_bytes=post_bytes,
             give_up_after=give_up_after,
