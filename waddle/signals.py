@@ -27,6 +27,11 @@ from collections.abc import Callable
 from types import FrameType
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# How long a main thread blocks at most before it looks for a signal: CPython runs a
+# handler only between bytecodes, and a signal that lands just before a blocking wait
+# begins (its lock's system call) is not seen until that wait ends. A join without a
+# timeout could then sit on a SIGTERM forever; one in slices sees it this late at most.
+SIGNAL_CHECK_S = 2.0
 
 
 class StopEvent(threading.Event):
@@ -82,7 +87,7 @@ class StopEvent(threading.Event):
         """Set ``wake`` whenever this stop is set (at once if it is); returns the function
         that ends it (a reader registers its wait for the length of ``follow``)."""
         undo = self._wake_with(wake.set)
-        if self._stopped:
+        if self.is_set():  # a subclass's too (``_Rhythm``: its outer stop)
             wake.set()
         return undo
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.helpers import SUBPROCESS_TIMEOUT_S, child_env
+from tests.helpers import SUBPROCESS_TIMEOUT_S, child_env, eventually
 from waddle.signals import StopEvent, on_stop_signals
 
 # A SIGTERM whose handler sets the stop, raised before the n-th bytecode that a wait on
@@ -143,6 +143,7 @@ def test_a_stop_event_waits_and_clears_as_a_threading_event() -> None:
     woken: list[bool] = []
     waiter = threading.Thread(target=lambda: woken.append(stop.wait()))
     waiter.start()
+    eventually(lambda: stop._wakes, timeout=10, what="the waiter blocked")  # its release
     stop.set()
     waiter.join(SUBPROCESS_TIMEOUT_S)
     assert woken == [True] and stop.is_set() and stop.wait(0)

@@ -27,7 +27,7 @@ from waddle.consumers.progress import CatchUpProgress
 from waddle.consumers.retry import Retry
 from waddle.errors import WaddleError
 from waddle.eventlog.reader import DEFAULT_POLL_INTERVAL
-from waddle.signals import StopEvent, on_stop_signals
+from waddle.signals import SIGNAL_CHECK_S, StopEvent, on_stop_signals
 
 logger = logging.getLogger("waddle.consumers")
 
@@ -101,7 +101,8 @@ def consume(
         for thread in threads:
             thread.start()
         for thread in threads:
-            thread.join()  # a signal still runs its handler meanwhile
+            while thread.is_alive():
+                thread.join(SIGNAL_CHECK_S)  # a signal's handler runs between slices
     finally:
         restore()
         if progress is not None:

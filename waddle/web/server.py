@@ -7,9 +7,10 @@ with their offsets committed), a second one forces it (``waddle.signals``). It r
 exit code.
 
 An idle server should cost next to nothing, and each thread that wakes periodically
-costs CPU even when it finds nothing to do: the main thread blocks in ``join`` (a
-signal still runs its handler), and uvicorn's main loop (``_Server``) wakes once a
-second, not ten times, and at once when asked to exit.
+costs CPU even when it finds nothing to do: the main thread blocks in ``join``, in
+slices of ``SIGNAL_CHECK_S`` (a signal that lands as a wait begins is seen when it
+ends), and uvicorn's main loop (``_Server``) wakes once a second, not ten times, and at
+once when asked to exit.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from waddle.errors import WaddleError
-from waddle.signals import on_stop_signals
+from waddle.signals import SIGNAL_CHECK_S, on_stop_signals
 from waddle.web.settings import Settings
 
 if TYPE_CHECKING:
@@ -105,7 +106,7 @@ def serve(
             url = url_of(settings.host, port, settings.token)
             (announce or _print)(f"Waddle is serving {settings.root} at {url}")
         while thread.is_alive():
-            thread.join(None if stop is None else 0.1)
+            thread.join(SIGNAL_CHECK_S if stop is None else 0.1)
             if stop is not None and stop.is_set():
                 server.should_exit = True
     finally:
