@@ -351,6 +351,55 @@ def test_a_live_run_on_a_server_whose_clock_is_behind_is_not_parked(
         write(tmp_path, "live", 1, finish=False)
 
 
+def test_a_stream_dated_in_the_future_does_not_park_a_live_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run logging once a minute for 10 min, and beside it from its second minute a
+    finished run dated an hour ahead (``touch``-ed, or extracted from an archive made on
+    a fast clock), which stays the newest mtime the tail has seen: the live run, which
+    the tail has seen being written, is never parked as stale (then read only every
+    ``STALE_CHECK_S``, for the life of the process), and each event is read in the next
+    round."""
+    write(tmp_path, "live", 1, finish=False)
+    clock, reader, rounds = following(tmp_path, monkeypatch)
+    offsets: dict[str, Offset] = {}
+    for minute in range(10):
+        if minute == 1:
+            server_clock(write(tmp_path, "ahead", 2), 3600)
+        batches = {batch.stream: batch for batch in reader.poll(offsets)}
+        assert len(batches["live"].events) == 1, f"minute {minute}"
+        offsets.update((stream, batch.offset) for stream, batch in batches.items())
+        for _ in range(12):  # a round every 5 s, finding nothing in the live run
+            clock.now += parking.STALE_CHECK_S
+            assert "live" not in {batch.stream for batch in reader.poll(offsets)}
+            assert "live" not in rounds.parked, f"parked after {minute} min"
+        write(tmp_path, "live", 1, finish=False)
+
+
+def test_a_tail_started_beside_a_future_stream_parks_a_live_run_until_it_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tail started anew beside a finished run dated an hour ahead cannot tell a live
+    run from a crashed one at first sight and parks it as stale: its next write is read
+    by the stale check, one round (``STALE_CHECK_S``) late, and shows it live; it is not
+    parked again, and each later event is read in the next round."""
+    server_clock(write(tmp_path, "ahead", 2), 3600)
+    write(tmp_path, "live", 1, finish=False)
+    clock, reader, rounds = following(tmp_path, monkeypatch)
+    offsets: dict[str, Offset] = {}
+    for minute in range(10):
+        read = []
+        for turn in range(13):  # a round every 5 s for a minute
+            clock.now += parking.STALE_CHECK_S if turn else 0.0
+            batches = {batch.stream: batch for batch in reader.poll(offsets)}
+            offsets.update((stream, batch.offset) for stream, batch in batches.items())
+            read += [turn] * len(batches["live"].events if "live" in batches else [])
+            assert minute == 0 or read == [] or "live" not in rounds.parked, f"minute {minute}"
+        assert read == ([1] if minute == 1 else [0]), f"minute {minute}"
+        assert minute > 0 or "live" in rounds.stale
+        write(tmp_path, "live", 1, finish=False)
+
+
 @pytest.mark.parametrize("ahead", [-3600.0, 3600.0], ids=["server behind", "server ahead"])
 def test_a_crashed_run_is_parked_once_unchanged_for_stale_s_of_this_clock(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ahead: float
@@ -377,12 +426,16 @@ def test_a_crashed_run_beside_a_live_one_is_parked_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ahead: float
 ) -> None:
     """A run that died an hour before another one last wrote, by the file server's
-    clock (an hour behind ours or ahead): its mtimes are compared with the live one's,
-    both the server's, so it is parked as stale in the first round that finds nothing
-    more in it, without waiting ``STALE_S`` of this process's clock (a tail restarted
-    would otherwise poll it 20 times a second for 5 min); the live one is not parked."""
+    clock (an hour behind ours or ahead): its mtimes are compared with the live one's
+    stamp, both the server's (the log folder is dated back with the crashed run, so
+    only that stamp can tell), so it is parked as stale in the first round that finds
+    nothing more in it, without waiting ``STALE_S`` of this process's clock (a tail
+    restarted would otherwise poll it 20 times a second for 5 min); the live one is not
+    parked."""
     server_clock(write(tmp_path, "crashed", 2, finish=False), ahead - 3600)
     server_clock(write(tmp_path, "live", 1, finish=False), ahead)
+    back = time.time() + ahead - 3600
+    os.utime(tmp_path / "log", (back, back))
     _, reader, rounds = following(tmp_path, monkeypatch)
     offsets = {batch.stream: batch.offset for batch in reader.poll({})}
     assert reader.poll(offsets) == []

@@ -20,22 +20,30 @@ Two kinds of streams are not read every round:
   has seen in the log folder (``newest``: of every stamp it takes, and of the log
   folder at each round's stat of it, so no stat of its own), both the server's clock:
   the skew cancels, and a folder where some run is live or was just created parks its
-  crashed runs at once. Or, where every stream is that old, this process has seen its
-  stamp unchanged for ``STALE_S`` of its own monotonic clock: a tail started anew over
-  such a folder parks them ``STALE_S`` after it starts.
+  crashed runs within ``STALE_CHECK_S`` (one judged in a round before the live one's
+  first stamp waits for its next stamp). This rule is left out for a stream this
+  process has seen change within the last ``STALE_S`` (``changed``, its monotonic
+  clock): ``newest`` only rises, so one mtime in the future (a file ``touch``-ed ahead,
+  a server clock stepped back, an archive made on a fast clock) would otherwise make
+  every live run look silent for the life of the process. Or, where every stream is
+  that old, this process has seen its stamp unchanged for ``STALE_S`` of its own
+  monotonic clock: a tail started anew over such a folder parks them ``STALE_S`` after
+  it starts.
   It is parked like a finished one, but checked by its stamp every ``STALE_CHECK_S``
   seconds (5 s) rather than every ``park_check``: it may be a live run that logs
   rarely, so a write to it is read within seconds even if its notification is lost
   (and at once when the watcher names it). Five minutes is the dashboard's
   ``stale_after`` too: a run that has written nothing for that long is reported stale
-  there, and a live run that logs more often than that is not parked, unless an mtime
-  in the future (a file ``touch``-ed ahead, a server clock stepped back) stays the
-  newest this process has seen: then every live run looks stale, for the life of the
-  process, and the harm is that check's bound, each write read up to ``STALE_CHECK_S``
-  late where its notification is lost or none comes. A live stream is stamped for this
-  at most once per ``STALE_CHECK_S`` (two stats). The writer's lock is not probed: a
-  non-blocking ``flock`` taken at the moment a producer starts would make that producer
-  fail as a second writer.
+  there, and a live run that logs more often than that is not parked, but for one case:
+  where an mtime in the future is the newest seen, a live run this process has not yet
+  seen write (a tail started anew) is parked at its first stamp that finds nothing new,
+  as until then it cannot be told from a crashed one. The harm is that check's bound,
+  one write per live run read up to ``STALE_CHECK_S`` late where its notification is
+  lost or none comes: the stamp that write changes shows the run live, and mtimes do
+  not park it again while it logs. A live stream is stamped for this at most once per
+  ``STALE_CHECK_S`` (two stats). The writer's lock is not probed: a non-blocking
+  ``flock`` taken at the moment a producer starts would make that producer fail as a
+  second writer.
 * **Hinted**: a stream whose writer is in this process and says when it grew
   (``waddle.eventlog.watch.Hints``: the host's ``/ingest``). Such a stream is read when
   a hint names it, again every round until a read reaches its end (a backlog), and
@@ -154,6 +162,7 @@ class Parking:
         self.stale_turns = _Turns()
         self.looked: dict[str, float] = {}  # when a live stream was last stamped
         self.seen: dict[str, tuple[_Stamp, float]] = {}  # its stamp, and since when
+        self.changed: dict[str, float] = {}  # when its stamp was last seen to change
         self.newest = -1  # the newest mtime (ns) seen in the log folder: the server's clock
         self.listed: list[str] = []
         self.present: set[str] = set()
@@ -220,8 +229,7 @@ class Parking:
         grown = self.hints.take() if self.hints is not None else set()
         self._relist(force=bool((changed | grown) - self.present))
         for stream in self._to_check(changed):
-            paths, stamp = self.parked[stream]
-            if self._stamped(paths) != stamp:
+            if not self.unchanged(stream):
                 self._unpark(stream)
         for stream in grown & self.parked.keys():
             self._unpark(stream)
@@ -256,9 +264,15 @@ class Parking:
         return HINT_CHECK_S if every is None else every
 
     def unchanged(self, stream: str) -> bool:
-        """Whether ``stream`` is parked and its stamp is as it was (two stats)."""
+        """Whether ``stream`` is parked and its stamp is as it was (two stats); a
+        changed stamp is noted in ``changed``."""
         parked = self.parked.get(stream)
-        return parked is not None and self._stamped(parked[0]) == parked[1]
+        if parked is None:
+            return False
+        if self._stamped(parked[0]) == parked[1]:
+            return True
+        self.changed[stream] = time.monotonic()
+        return False
 
     def _unpark(self, stream: str) -> None:
         del self.parked[stream]
@@ -326,19 +340,24 @@ class Parking:
 
     def _silent(self, stream: str, stamp: _Stamp) -> bool:
         """Whether ``stream``, showing ``stamp``, has written nothing for ``STALE_S``:
-        by the file server's clock against the newest mtime seen in the log folder, or
-        else by this process's clock since it first saw ``stamp`` (module docstring)."""
-        if self.newest - max(stamp[1], stamp[4]) > STALE_S * 1e9:
+        by this process's clock since it first saw ``stamp``, or else by the file
+        server's clock against the newest mtime seen in the log folder, unless this
+        process saw it change within ``STALE_S`` (module docstring)."""
+        if self._unchanged_for(stream, stamp) >= STALE_S:
             return True
-        return self._unchanged_for(stream, stamp) >= STALE_S
+        if time.monotonic() - self.changed.get(stream, -math.inf) < STALE_S:
+            return False
+        return self.newest - max(stamp[1], stamp[4]) > STALE_S * 1e9
 
     def _unchanged_for(self, stream: str, stamp: _Stamp) -> float:
         """How long ``stream`` has shown ``stamp``, on this process's monotonic clock
-        since it first saw it (0 for a new stream or a changed stamp): its mtimes are
-        compared only with each other, never with the time here."""
+        since it first saw it (0 for a new stream or a changed stamp, which ``changed``
+        notes): its mtimes are compared only with each other, never with the time here."""
         now = time.monotonic()
         seen = self.seen.get(stream)
         if seen is None or seen[0] != stamp:
+            if seen is not None:
+                self.changed[stream] = now
             self.seen[stream] = (stamp, now)
             return 0.0
         return now - seen[1]
@@ -393,6 +412,7 @@ class Parking:
             self.stale.discard(stream)
             self.looked.pop(stream, None)
             self.seen.pop(stream, None)
+            self.changed.pop(stream, None)
             self.last.pop(stream, None)
             self.files.forget(stream)
         self.awake = None
