@@ -176,9 +176,11 @@ def test_the_files_of_a_run(server: Server) -> None:
         ("ds", "dataset", 1, ["latest"]),
     ]
     assert body["used"] == []
-    assert server.get_json("/api/runs/urun/artifacts")["used"] == [
+    used = server.get_json("/api/runs/urun/artifacts")["used"]
+    assert [{k: v for k, v in u.items() if k != "ts"} for u in used] == [
         {"name": "ds", "version": 0, "alias": "best"}
     ]
+    assert all(type(row["ts"]) is float for row in [*body["logged"], *used])
     assert server.get("/api/artifacts/never-logged").status == 404
 
 

@@ -569,7 +569,8 @@ def table_rows(con: Any, path: Path | str, size: int, page: TablePage) -> dict[s
 
 
 def run_artifacts(con: Any, run_id: str) -> dict[str, Any]:
-    """A run's saved files, the artifact versions it logged and those it used."""
+    """A run's saved files, the artifact versions it logged and those it used; each row's
+    ``ts`` is its event's, which tells a live page which events the tables hold."""
     files = _rows(
         con.execute(
             "SELECT kind, name, path, size, sha256, ts FROM artifacts WHERE run_id = ? "
@@ -579,14 +580,14 @@ def run_artifacts(con: Any, run_id: str) -> dict[str, Any]:
     )
     logged = _rows(
         con.execute(
-            "SELECT name, type, version, digest, aliases, size, files FROM artifact_versions "
+            "SELECT name, type, version, digest, aliases, size, files, ts FROM artifact_versions "
             "WHERE run_id = ? ORDER BY name, version, ts",
             [run_id],
         )
     )
     used = _rows(
         con.execute(
-            "SELECT name, version, alias FROM artifact_uses WHERE run_id = ? "
+            "SELECT name, version, alias, ts FROM artifact_uses WHERE run_id = ? "
             "ORDER BY name, version, ts",
             [run_id],
         )

@@ -8,8 +8,8 @@ import { fmtBytes, fmtValue } from "./format.js";
 import { blobLink } from "./media_panels.js";
 
 const ARTIFACT_EVENTS = new Set(["artifact", "artifact_version", "artifact_use"]);
-const RELOADS = 20; // per artifact event received: 10 s at most
 const RELOAD_DELAY_MS = 500;
+const HOLD_MS = 10_000; // how long an artifact event is waited for in the tables
 
 function runLink(project, runId, current) {
   if (!runId) return "";
@@ -105,16 +105,14 @@ function lineageTable(artifact, run) {
   );
 }
 
-/** Whether a run's files and artifacts (``getRunArtifacts``) hold an artifact event. */
+/**
+ * Whether a run's files and artifacts (``getRunArtifacts``) hold an artifact event: a
+ * row of its name and time. Name and version alone would take a row of an earlier event
+ * for it (the same content logged again to move an alias, a file saved unchanged).
+ */
 function holds(own, event) {
-  const same = (row) => row.name === event.name;
-  if (event.type === "artifact") {
-    return (own.files || []).some(
-      (row) => same(row) && row.kind === event.kind && row.sha256 === event.sha256,
-    );
-  }
-  const rows = event.type === "artifact_version" ? own.logged : own.used;
-  return (rows || []).some((row) => same(row) && row.version === event.version);
+  const rows = { artifact: own.files, artifact_version: own.logged }[event.type] ?? own.used;
+  return (rows || []).some((row) => row.name === event.name && row.ts === event.ts);
 }
 
 function sleep(ms) {
@@ -137,10 +135,29 @@ export class ArtifactsSection {
     parent.append(this.node);
   }
 
-  async load() {
+  /** The first paint. */
+  load() {
+    return this.refresh();
+  }
+
+  /**
+   * Fetch the run's files and artifacts and paint them if they changed, after any fetch
+   * begun before (the first load included): an older answer never paints over a newer.
+   */
+  refresh() {
+    const previous = this.queue || Promise.resolve();
+    this.queue = previous.catch(() => null).then(() => this.fetchAndPaint());
+    return this.queue;
+  }
+
+  async fetchAndPaint() {
     const own = await getRunArtifacts(this.runId, this.controller.signal);
-    this.shown = JSON.stringify(own);
-    await this.render(own);
+    const shown = JSON.stringify(own);
+    if (shown !== this.shown) {
+      await this.render(own);
+      this.shown = shown; // painted: a render that failed is tried again next time
+    }
+    return own;
   }
 
   async render(own) {
@@ -178,36 +195,35 @@ export class ArtifactsSection {
 
   /**
    * Live: an artifact event of this run reloads the section until the server's tables
-   * hold every such event the page was sent (they may read the log a moment after the
-   * page got it; a reload that sees only the first of two events goes on for the
-   * second). One reload runs at a time, so an older answer never paints over a newer.
+   * hold it (they may read the log a moment after the page got it, and two events in a
+   * row may land in two commits), every ``RELOAD_DELAY_MS``, for ``HOLD_MS`` at most
+   * after that event. One reload loop runs at a time.
    */
   addEvents(events) {
+    const until = Date.now() + HOLD_MS;
     const fresh = events.filter((event) => ARTIFACT_EVENTS.has(event.type));
     if (!fresh.length) return;
-    this.awaited = [...(this.awaited || []), ...fresh];
-    this.reloadsLeft = RELOADS;
+    this.awaited = [...(this.awaited || []), ...fresh.map((event) => ({ event, until }))];
     if (!this.reloading) {
-      this.reloading = this.reloadUntilHeld()
-        .catch(() => null) // aborted, or the server is away: the next event tries again
-        .finally(() => {
-          this.reloading = null;
-        });
+      this.reloading = this.reloadUntilHeld().finally(() => {
+        this.reloading = null;
+      });
     }
   }
 
   async reloadUntilHeld() {
-    while (this.awaited.length && this.reloadsLeft-- > 0) {
-      const own = await getRunArtifacts(this.runId, this.controller.signal);
-      this.awaited = this.awaited.filter((event) => !holds(own, event));
-      const shown = JSON.stringify(own);
-      if (shown !== this.shown) {
-        this.shown = shown;
-        await this.render(own);
+    while (this.awaited.length) {
+      try {
+        const own = await this.refresh();
+        this.awaited = this.awaited.filter(({ event }) => !holds(own, event));
+      } catch {
+        if (this.controller.signal.aborted) return; // the view was left
+        // The server away, or a render that failed: tried again while events are awaited.
       }
+      const now = Date.now();
+      this.awaited = this.awaited.filter(({ until }) => until > now);
       if (this.awaited.length) await sleep(RELOAD_DELAY_MS);
     }
-    this.awaited = []; // held, or given up on: the next event starts afresh
   }
 
   destroy() {
