@@ -29,6 +29,9 @@ from waddle.eventlog.watch import Hints, Watcher
 from waddle.signals import StopEvent
 
 HOUR = 3600.0
+# How long the watcher takes to tell of a change at most, with room: a step and a
+# debounce of watchfiles (``waddle.eventlog.watch``), twice.
+WATCH_TELLS_S = 2 * (watch_module._STEP_MS + watch_module._DEBOUNCE_MS) / 1000
 
 
 class QuietReader(LogReader):
@@ -98,7 +101,13 @@ def resting(reader: QuietReader, tails: list[Tail], root: Path, tail: Tail | Non
     rounds = reader.rounds
 
     def woken() -> bool:
+        # One write per watcher's telling time: a write every poll left notifications
+        # in flight that woke the tail after this returned, for a round the test did not
+        # cause (and a change it looks for found by that round instead).
         probe.write_bytes(b"x")
+        told = time.monotonic() + WATCH_TELLS_S
+        while reader.rounds == rounds and time.monotonic() < told:
+            time.sleep(0.02)
         return reader.rounds > rounds
 
     eventually(woken, timeout=10, what="the watcher")
