@@ -103,6 +103,14 @@ class StopEvent(threading.Event):
         return undo
 
 
+def join(thread: threading.Thread) -> None:
+    """``thread.join()`` for a main thread, in slices of ``SIGNAL_CHECK_S``: a stop
+    signal that lands as a slice begins runs its handler when that slice ends, not when
+    the thread does (which may be waiting for that very signal)."""
+    while thread.is_alive():
+        thread.join(SIGNAL_CHECK_S)
+
+
 def _release(waiter: threading.Lock) -> None:
     """Release ``waiter`` unless an earlier ``set`` already has."""
     with contextlib.suppress(RuntimeError):

@@ -21,13 +21,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from waddle import signals
 from waddle.consumers import plugins
 from waddle.consumers.base import Consumer, run_consumer
 from waddle.consumers.progress import CatchUpProgress
 from waddle.consumers.retry import Retry
 from waddle.errors import WaddleError
 from waddle.eventlog.reader import DEFAULT_POLL_INTERVAL
-from waddle.signals import SIGNAL_CHECK_S, StopEvent, on_stop_signals
+from waddle.signals import StopEvent, on_stop_signals
 
 logger = logging.getLogger("waddle.consumers")
 
@@ -101,8 +102,7 @@ def consume(
         for thread in threads:
             thread.start()
         for thread in threads:
-            while thread.is_alive():
-                thread.join(SIGNAL_CHECK_S)  # a signal's handler runs between slices
+            signals.join(thread)
     finally:
         restore()
         if progress is not None:

@@ -34,6 +34,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from waddle import signals
 from waddle.consumers.nats.broker import (
     DEFAULT_ACK_WAIT_S,
     DEFAULT_LEASE_S,
@@ -273,5 +274,5 @@ def serve_from(settings: Settings, url: str, *, name: str | None = None) -> int:
     finally:
         stop.set()
         for thread in threads:
-            thread.join()
+            signals.join(thread)  # a second signal still forces the exit meanwhile
     return code or (1 if failed.is_set() else 0)
