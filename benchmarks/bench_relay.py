@@ -12,7 +12,10 @@ through the real producer API. Then, in each round, each path in a fresh process
   ``state/duckdb.json``).
 
 The table shows medians over rounds, events per second, the CPU seconds of the relay
-and of the host, and the ratio end-to-end / floor. Targets: 100,000 events/s end to end
+and of the host, and the ratio end-to-end / floor. The last line gives each side's own
+CPU per event, measured alone in this process: the relay's reading and request bodies,
+and the host's ``/ingest/batch`` on the bodies the relay would send (and, of it,
+parsing each line once): what a backlog costs before any waiting between the two. Targets: 100,000 events/s end to end
 and at least 0.3x the floor.
 
 ``--fan-in STREAMS`` measures the other regime, many live runs, with three processes on
@@ -54,6 +57,7 @@ prints both per stream per round, with ``--baseline`` for that version too.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import itertools
 import json
@@ -170,6 +174,59 @@ def relay_cost(root: Path, rounds: int = 3) -> dict[str, float]:
                 offset = batch.offset
         for name, seconds in spent.items():
             timings[name].append(seconds / events * 1e6)
+    return {name: statistics.median(values) for name, values in timings.items()}
+
+
+def host_cost(root: Path, rounds: int = 3, body_bytes: int = 4 << 20) -> dict[str, float]:
+    """The host's own CPU per event for the backlog's requests, in one process, medians
+    of ``rounds``: parsing the lines alone (one ``orjson.loads`` each, the least a host
+    that checks every event must do), and all of ``/ingest/batch``'s work on bodies of
+    ``body_bytes`` as the relay packs them, a part per stream (``take_batch``: frame,
+    parse, check, write and sync into a fresh log; no hand-off, no DuckDB)."""
+    import orjson
+
+    from waddle.consumers.relay.client import part_header
+    from waddle.eventlog import collector
+    from waddle.eventlog.segment import list_segments, log_dir, segment_name
+    from waddle.web.ingest_batch import take_batch
+    from waddle.web.ingest_log import IngestLog
+
+    streams = {
+        path.name: [
+            line
+            for first in list_segments(path)
+            for line in (path / segment_name(first)).read_bytes().splitlines()
+        ]
+        for path in sorted(log_dir(root).iterdir())
+    }
+    events = sum(map(len, streams.values()))
+    line_bytes = sum(len(line) + 1 for lines in streams.values() for line in lines) / events
+    per_part = max(1, int(body_bytes / len(streams) / line_bytes))
+    bodies = []
+    for start in range(0, max(map(len, streams.values())), per_part):
+        parts = [(name, lines[start : start + per_part]) for name, lines in streams.items()]
+        bodies.append(
+            b"".join(
+                part_header(name, len(chunk)) + b"\n".join(chunk) + b"\n"
+                for name, chunk in parts
+                if chunk
+            )
+        )
+    timings: dict[str, list[float]] = {"parse": [], "ingest": []}
+    for _ in range(rounds):
+        began = time.process_time()
+        with collector.paused():  # as the host parses
+            for lines in streams.values():
+                collections.deque(map(orjson.loads, lines), maxlen=0)
+        timings["parse"].append((time.process_time() - began) / events * 1e6)
+        with tempfile.TemporaryDirectory(prefix="waddle-bench-ingest-") as tmp:
+            log = IngestLog(Path(tmp))
+            began = time.process_time()
+            for body in bodies:
+                answer = take_batch(log, body, "", len(body))
+                assert all(part["status"] == 200 for part in answer["streams"]), answer
+            timings["ingest"].append((time.process_time() - began) / events * 1e6)
+            log.close()
     return {name: statistics.median(values) for name, values in timings.items()}
 
 
@@ -792,12 +849,15 @@ def main() -> int:
         for index in range(args.rounds):
             rounds.append(one_round(root, Path(tmp), index))
         cost = relay_cost(root)
+        host = host_cost(root)
     report(rounds, events)
     print(
         f"\nthe relay's own CPU per event (one process, medians of 3): reading the log "
         f"{cost['read']:.2f} us; request bodies from the lines as the log holds them "
         f"{cost['as held']:.2f} us, by encoding the events again {cost['encoded']:.2f} us "
-        f"({cost['encoded'] / cost['as held']:.1f}x); load average {os.getloadavg()[0]:.2f}"
+        f"({cost['encoded'] / cost['as held']:.1f}x); the host's /ingest/batch (frame, parse, "
+        f"check, write, sync; 4 MiB bodies) {host['ingest']:.2f} us, of which parsing each line "
+        f"once takes {host['parse']:.2f} us; load average {os.getloadavg()[0]:.2f}"
     )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"events": events, "rounds": rounds}, indent=2))
