@@ -15,8 +15,8 @@ The table shows medians over rounds, events per second, the CPU seconds of the r
 and of the host, and the ratio end-to-end / floor. The last line gives each side's own
 CPU per event, measured alone in this process: the relay's reading and request bodies,
 and the host's ``/ingest/batch`` on the bodies the relay would send (and, of it,
-parsing each line once): what a backlog costs before any waiting between the two. Targets: 100,000 events/s end to end
-and at least 0.3x the floor.
+parsing each line once): what a backlog costs before any waiting between the two.
+Targets: 100,000 events/s end to end and at least 0.3x the floor.
 
 ``--fan-in STREAMS`` measures the other regime, many live runs, with three processes on
 the machine: a generator writes STREAMS live runs (each ``--rate`` metric events per
