@@ -16,8 +16,12 @@ Python threads get their ``threading`` name as the OS thread name in the measure
 processes (a ``sitecustomize`` put on their ``PYTHONPATH``: the code measured is
 unchanged); threads started by native code keep theirs.
 
+``--clock-ahead S`` moves every mtime in the folder S seconds ahead once it is written,
+as a file server whose clock runs ahead of this machine's dates it (NFS).
+
     python benchmarks/bench_idle.py                         # 0, 2,000, 10,000 runs; 20 s x 3
     python benchmarks/bench_idle.py --runs 0,2000 --seconds 10 --rounds 2
+    python benchmarks/bench_idle.py --runs 2000 --clock-ahead 3600
 """
 
 from __future__ import annotations
@@ -98,6 +102,14 @@ def write_runs(root: Path, count: int) -> None:
                 os.utime(path, (past, past))
 
 
+def date_ahead(root: Path, seconds: float) -> None:
+    """Move the mtime of every folder and segment of the log ``seconds`` ahead."""
+    log = root / "log"
+    for path in [*log.glob("*/*"), *log.glob("*"), log]:
+        when = path.stat().st_mtime + seconds
+        os.utime(path, (when, when))
+
+
 def caught_up(root: Path, count: int) -> bool:
     """Whether the DuckDB writer on ``root`` published the last offset of every stream."""
     name = DuckDBWriter(root).name
@@ -169,11 +181,16 @@ def per_thread(samples: list[Sample]) -> str:
     return ", ".join(f"{name} {value:.2f}" for name, value in ranked)
 
 
-def measure(count: int, seconds: float, rounds: int) -> tuple[list[Sample], list[Sample]]:
-    """CPU % of waddle-consume and of waddle serve per round, over ``count`` runs."""
+def measure(
+    count: int, seconds: float, rounds: int, ahead: float
+) -> tuple[list[Sample], list[Sample]]:
+    """CPU % of waddle-consume and of waddle serve per round, over ``count`` runs
+    dated ``ahead`` seconds ahead."""
     with tempfile.TemporaryDirectory(prefix="waddle-idle-") as tmp:
         consume_dir, serve_dir = Path(tmp) / "consume", Path(tmp) / "serve"
         write_runs(consume_dir, count)
+        if ahead:
+            date_ahead(consume_dir, ahead)
         shutil.copytree(consume_dir, serve_dir)
         consume = subprocess.Popen(
             [*CONSUME, "--dir", str(consume_dir)],
@@ -202,13 +219,16 @@ def main() -> None:
     parser.add_argument("--runs", default="0,2000,10000", help="folder sizes, comma-separated")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of one round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--clock-ahead", type=float, default=0.0, help="date every mtime this many s ahead"
+    )
     args = parser.parse_args()
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {time.strftime('%F %T')}")
     print(f"{'runs':>14} {'waddle-consume %':>17} {'waddle serve %':>15}  (rounds)")
     for count in (int(n) for n in args.runs.split(",")):
         with tempfile.TemporaryDirectory(prefix="waddle-idle-site-") as site:
             name_threads(Path(site))
-            consume, serve = measure(count, args.seconds, args.rounds)
+            consume, serve = measure(count, args.seconds, args.rounds, args.clock_ahead)
         rounds = " ".join(f"{c[0]:.1f}/{s[0]:.1f}" for c, s in zip(consume, serve, strict=True))
         print(
             f"{count:>14,} {statistics.median(c[0] for c in consume):>17.2f} "

@@ -19,8 +19,10 @@ import pytest
 
 from tests.helpers import eventually
 from waddle.eventlog import parking, watch
+from waddle.eventlog import reader as reader_module
 from waddle.eventlog.parking import Parking
 from waddle.eventlog.reader import Batch, LogReader, Offset
+from waddle.eventlog.segment import segment_name
 from waddle.eventlog.writer import StreamWriter
 
 START = Offset()
@@ -325,6 +327,7 @@ def following(
     on a monotonic clock that moves only when the test moves it."""
     clock = FrozenClock()
     monkeypatch.setattr(parking, "time", clock)
+    monkeypatch.setattr(reader_module, "time", clock)
     reader = LogReader(tmp_path, notify=False)
     reader._parking = rounds = Parking(reader)
     return clock, reader, rounds
@@ -441,3 +444,90 @@ def test_a_crashed_run_beside_a_live_one_is_parked_at_once(
     assert reader.poll(offsets) == []
     assert rounds.stale == {"crashed"}
     assert rounds.due() == ["live"]
+
+
+@pytest.mark.parametrize("ahead", [-3600.0, 3600.0], ids=["server behind", "server ahead"])
+def test_a_finished_run_is_parked_whatever_the_server_clock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ahead: float
+) -> None:
+    """A finished run dated an hour behind ours is parked in the first round that finds
+    nothing after its finish. One dated an hour ahead (a file server's clock ahead, an
+    archive made on a fast clock) is parked once this process has seen its stamp
+    unchanged for ``_RACY_S`` of its own clock: our wall clock can never vouch for a
+    future mtime, and it was read every round for good. Either way a resume wakes it."""
+    done = write(tmp_path, "done", 2)
+    server_clock(done, ahead)
+    clock, reader, rounds = following(tmp_path, monkeypatch)
+    offsets = {batch.stream: batch.offset for batch in reader.poll({})}
+    assert reader.poll(offsets) == []
+    if ahead > 0:
+        assert "done" not in rounds.parked
+        clock.now += parking._RACY_S
+        assert reader.poll(offsets) == []
+    assert "done" in rounds.parked
+    assert rounds.due() == []
+    write(tmp_path, "done", 1)
+    server_clock(done, ahead + 1)
+    clock.now += parking.PARK_CHECK_S
+    [batch] = reader.poll(offsets)
+    assert [event["type"] for event in batch.events] == ["metrics", "finish"]
+
+
+def test_a_log_folder_dated_in_the_future_is_listed_again_only_for_racy_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A log folder an hour ahead of our clock is listed every ``_RACY_RELIST_S`` only
+    until this process has seen it unchanged for ``_RACY_S``, not for as long as it
+    runs (a listing of 10,000 streams four times a second, and ``follow`` polling where
+    it could wait for a notification); a stream created later is still found."""
+    server_clock(write(tmp_path, "ahead", 2), 3600)
+    log = tmp_path / "log"
+    listings: list[str] = []
+    listdir = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda path=".": listings.append(str(path)) or listdir(path))
+    clock = FrozenClock()
+    monkeypatch.setattr(parking, "time", clock)
+    rounds = Parking(LogReader(tmp_path, notify=False))
+    assert rounds.due() == ["ahead"]
+    while clock.now < 1000.0 + parking._RACY_S:
+        clock.now += parking._RACY_RELIST_S
+        rounds.due()
+    assert not rounds.listed_racy
+    settled_at = listings.count(str(log))
+    for _ in range(20):
+        clock.now += parking._RACY_RELIST_S
+        assert rounds.due() == ["ahead"]
+    assert listings.count(str(log)) == settled_at
+    write(tmp_path, "fresh", 1)
+    assert rounds.due() == ["ahead", "fresh"]
+
+
+def test_a_live_stream_dated_in_the_future_is_listed_once_its_folder_settles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live run's folder dated an hour ahead: its segments are listed again at each
+    read only until this process has seen the folder unchanged for ``_RACY_S``; after
+    that its listing is reused until the folder changes, as for a folder dated in the
+    past, and a segment added (rotation, a resume) is still found."""
+    live = write(tmp_path, "live", 2, finish=False)
+    server_clock(live, 3600)
+    listed: list[Path] = []
+    list_segments = reader_module.list_segments
+    monkeypatch.setattr(
+        reader_module, "list_segments", lambda path: listed.append(path) or list_segments(path)
+    )
+    clock, reader, _ = following(tmp_path, monkeypatch)
+    offsets = {batch.stream: batch.offset for batch in reader.poll({})}
+    clock.now += parking._RACY_S
+    assert reader.poll(offsets) == []
+    settled_at = len(listed)
+    for _ in range(10):
+        clock.now += parking.STALE_CHECK_S / 10
+        assert reader.poll(offsets) == []
+    assert len(listed) == settled_at
+    rotated = offsets["live"].seq + 1
+    (live / segment_name(rotated)).write_bytes(b"")
+    server_clock(live, 3601)
+    [batch] = reader.poll(offsets)
+    assert batch.offset.segment == rotated
+    assert len(listed) == settled_at + 1

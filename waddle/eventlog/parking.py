@@ -7,8 +7,8 @@ Two kinds of streams are not read every round:
   once per ``park_check`` seconds (a few per round), and read again when its stamp
   changes (a run resumed, a stream created again) or the watcher names it. The stamp is
   taken before the read that finds nothing, so a write after it changes the stamp; a
-  folder modified within the last ``_RACY_S`` seconds is not parked (its mtime could
-  change again within the same clock tick).
+  folder whose mtime is not yet ``settled`` is not parked (its mtime could change again
+  within the same clock tick).
 * **Stale**: a stream with no ``finish`` that a read finds nothing more in, and silent
   for ``STALE_S`` seconds (5 min): a run killed by SIGKILL, the OOM killer or a lost
   node never writes its ``finish``, and a folder with one such run would otherwise keep
@@ -55,13 +55,13 @@ When no stream is read every round (all parked or hinted) and the watcher is up,
 (``waddle.eventlog.reader.IDLE_WAIT_S`` at most) instead of polling every ``interval``.
 
 The log folder is listed when its mtime or its link count moves, every
-``_RACY_RELIST_S`` seconds while the last listing was taken within ``_RACY_S`` of its
-mtime, and every ``_RELIST_S`` seconds. A stream created within the mtime's clock tick
+``_RACY_RELIST_S`` seconds while its mtime is not ``settled``, and every ``_RELIST_S``
+seconds. A stream created within the mtime's clock tick
 leaves the mtime as it was; where the folder's link count is 2 + its streams (ext4,
 xfs, tmpfs count subfolders) it changes the count and is seen at once, but a stream
 deleted in the same tick (gc) gives the count back, so a recent folder is listed again
-whatever its count says. A folder older than ``_RACY_S`` is listed only when its key
-moves (or every ``_RELIST_S``). A listing costs one ``listdir``; the present streams are
+whatever its count says. A settled folder is listed only when its key moves (or every
+``_RELIST_S``). A listing costs one ``listdir``; the present streams are
 rebuilt only when it differs from the one before, so a log of 10,000 finished runs pays
 little for a new one.
 """
@@ -113,6 +113,16 @@ def _stamp(paths: tuple[str, str]) -> _Stamp:
 
 
 Parked = tuple[tuple[str, str], _Stamp]
+
+
+def settled(mtime_ns: int, unchanged_for: float) -> bool:
+    """Whether a change made from now on moves ``mtime_ns``, so that an unchanged mtime
+    vouches for what it dates: it is more than ``_RACY_S`` old by this machine's clock,
+    or this process has seen it unchanged for ``_RACY_S`` of its own (``unchanged_for``
+    seconds, taken before the look it vouches for). A file server's clock ahead of ours
+    dates a folder in the future, where our clock alone would never vouch for it: the
+    folder would be listed, and a finished stream read, every round for good."""
+    return time.time() - mtime_ns / 1e9 > _RACY_S or unchanged_for >= _RACY_S
 
 
 class _Turns:
@@ -168,6 +178,7 @@ class Parking:
         self.present: set[str] = set()
         self.listed_key: tuple[int, int, int] | None = None
         self.listed_at = -math.inf
+        self.key_since = -math.inf  # when the listed key was first seen
         self.listed_racy = False
         self.names: set[str] = set()
         self.awake: list[str] | None = None
@@ -326,7 +337,7 @@ class Parking:
             path = self.log_dir / stream / segment_name(offset.segment)
             event = event_before(path, offset.position)
             last = self.last[stream] = (offset, None if event is None else event["type"])
-        if last[1] == "finish" and time.time() - stamp[1][1] / 1e9 > _RACY_S:
+        if last[1] == "finish" and settled(stamp[1][1], self._unchanged_for(stream, stamp[1])):
             self.turns.add(stream)
         elif last[1] != "finish" and self._silent(stream, stamp[1]):
             self.stale.add(stream)
@@ -389,6 +400,8 @@ class Parking:
         racy = self.listed_racy and now - self.listed_at >= _RACY_RELIST_S
         if not (force or racy or key != self.listed_key or now - self.listed_at > _RELIST_S):
             return
+        if key != self.listed_key:
+            self.key_since = now
         self.listed_key, self.listed_at = key, now
         try:
             names = set(os.listdir(self.log_dir))
@@ -396,7 +409,7 @@ class Parking:
             names = set()
         if names != self.names:
             self._moved(names)
-        self.listed_racy = time.time() - folder.st_mtime < _RACY_S
+        self.listed_racy = not settled(folder.st_mtime_ns, now - self.key_since)
 
     def _moved(self, names: set[str]) -> None:
         """Take a listing that differs from the last: what came and went, nothing else."""

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from waddle.eventlog.parking import Parking
+from waddle.eventlog.parking import Parking, settled
 from waddle.eventlog.record import BadLine, decode
 from waddle.eventlog.seek import MAX_LINE_BYTES, line_start, seq_before
 from waddle.eventlog.segment import list_segments, log_dir, segment_name
@@ -63,7 +63,6 @@ DEFAULT_POLL_INTERVAL = 0.05
 # How long ``follow`` may wait with no stream live, when notifications will wake it: it
 # bounds how late the rare checks are, and what a lost notification delays.
 IDLE_WAIT_S = 1.0
-_RACY_S = 2.0  # how recent a folder's mtime may change again within its clock tick
 
 _Key = tuple[int, int]  # a folder's inode and mtime: what changes when its entries do
 _FIRST_READ = 64 << 10
@@ -148,7 +147,9 @@ class LogReader:
         # Set by a stop signal's handler too (``StopEvent.wakes``), on the thread that
         # waits on it: an event whose ``set`` takes no lock, or the first signal hangs.
         self._wake = StopEvent()
-        self._listed: dict[str, tuple[_Key, list[int]]] = {}
+        # Each stream's folder key, its segments listed then, and since when (monotonic)
+        # that key has been seen; None once ``settled`` vouches for the listing.
+        self._listed: dict[str, tuple[_Key, list[int], float | None]] = {}
 
     def streams(self) -> list[str]:
         """The stream ids present now (folders with a valid id), sorted."""
@@ -214,7 +215,7 @@ class LogReader:
         segment added (rotation) or deleted, or the stream created again (a new inode).
         Also the folder's key (inode, mtime) when it vouches for the listing, else None.
 
-        A folder modified within ``_RACY_S`` seconds is listed every time: a second change
+        A folder whose mtime is not yet ``settled`` is listed every time: a second change
         within the same clock tick would leave its mtime as it was.
         """
         try:
@@ -223,13 +224,18 @@ class LogReader:
             self._listed.pop(stream, None)
             return [], None
         key = (folder.st_ino, folder.st_mtime_ns)
+        now = time.monotonic()
+        since = now
         listed = self._listed.get(stream)
         if listed is not None and listed[0] == key:
-            return listed[1], key
+            if listed[2] is None:
+                return listed[1], key
+            since = listed[2]
         segments = list_segments(Path(stream_dir))
-        if time.time() - folder.st_mtime > _RACY_S:
-            self._listed[stream] = (key, segments)
+        if settled(folder.st_mtime_ns, now - since):
+            self._listed[stream] = (key, segments, None)
             return segments, key
+        self._listed[stream] = (key, segments, since)
         return segments, None
 
     def _read_chunk(
