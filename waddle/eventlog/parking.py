@@ -119,9 +119,9 @@ def settled(mtime_ns: int, unchanged_for: float) -> bool:
     """Whether a change made from now on moves ``mtime_ns``, so that an unchanged mtime
     vouches for what it dates: it is more than ``_RACY_S`` old by this machine's clock,
     or this process has seen it unchanged for ``_RACY_S`` of its own (``unchanged_for``
-    seconds, taken before the look it vouches for). A file server's clock ahead of ours
-    dates a folder in the future, where our clock alone would never vouch for it: the
-    folder would be listed, and a finished stream read, every round for good."""
+    seconds, since it first saw it). A file server's clock ahead of ours dates a folder
+    in the future, where our clock alone would never vouch for it: the folder would be
+    listed, and a finished stream read, every round for good."""
     return time.time() - mtime_ns / 1e9 > _RACY_S or unchanged_for >= _RACY_S
 
 
