@@ -224,15 +224,15 @@ class LogReader:
             self._listed.pop(stream, None)
             return [], None
         key = (folder.st_ino, folder.st_mtime_ns)
-        now = time.monotonic()
-        since = now
         listed = self._listed.get(stream)
         if listed is not None and listed[0] == key:
             if listed[2] is None:
-                return listed[1], key
+                return listed[1], key  # most reads: no clock read, no listing
             since = listed[2]
+        else:
+            since = time.monotonic()
         segments = list_segments(Path(stream_dir))
-        if settled(folder.st_mtime_ns, now - since):
+        if settled(folder.st_mtime_ns, time.monotonic() - since):
             self._listed[stream] = (key, segments, None)
             return segments, key
         self._listed[stream] = (key, segments, since)
